@@ -1,0 +1,98 @@
+package events
+
+import (
+	"strings"
+	"time"
+)
+
+// ActionKind names what the actuator must bring about. Kinds say the desired
+// effect, not the Graph call: the actuator picks the calls per user kind
+// (cloud-managed or synced) and configured strategy.
+type ActionKind string
+
+const (
+	// ActionRequireChange: the cloud account must demand a new password
+	// (forced-change, expiry).
+	ActionRequireChange ActionKind = "require_password_change"
+	// ActionClearChange: undo what RequireChange did that is no longer wanted
+	// (password-changed).
+	ActionClearChange ActionKind = "clear_password_change"
+)
+
+// UserRef identifies a user on both sides as far as known when the action was decided.
+type UserRef struct {
+	Domain      string `json:"domain,omitempty"`
+	ObjectGUID  string `json:"object_guid,omitempty"`
+	ImmutableID string `json:"immutable_id,omitempty"`
+	UPN         string `json:"upn,omitempty"`
+	DN          string `json:"dn,omitempty"`
+	Mail        string `json:"mail,omitempty"`
+}
+
+// Action is one decision of the evaluator, executed by the actuator.
+type Action struct {
+	ID        string     `json:"id"` // deterministic: rule + user + triggering event
+	Kind      ActionKind `json:"kind"`
+	Rule      string     `json:"rule"`
+	Reason    string     `json:"reason,omitempty"`
+	EventID   string     `json:"event_id"`
+	EventTime time.Time  `json:"event_time"` // when ingest saw the change: start of the latency clock
+	User      UserRef    `json:"user"`
+	// Seq orders actions of one user (the AD uSNChanged that triggered it): the
+	// actuator never applies an action older than one it already applied.
+	Seq    int64 `json:"seq"`
+	DryRun bool  `json:"dry_run,omitempty"`
+}
+
+// Subject is the NATS subject the action is published on.
+func (a Action) Subject() string { return "actions." + string(a.Kind) }
+
+// ActionID builds a deterministic action ID usable as a Nats-Msg-Id and a KV key.
+func ActionID(rule string, user UserRef, eventID string) string {
+	return KeySafe(rule + "." + user.ObjectGUID + "." + eventID)
+}
+
+// KeySafe maps s onto the characters NATS KV keys allow ([-/_=.a-zA-Z0-9]).
+func KeySafe(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '=', r == '.', r == '/':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+// Audit outcomes.
+const (
+	OutcomeOK         = "ok"
+	OutcomeSkipped    = "skipped"
+	OutcomeFailed     = "failed"
+	OutcomeDeadLetter = "dead_letter"
+	OutcomeDryRun     = "dry_run"
+)
+
+// AuditRecord is one line of the audit trail: a decision, a step of an
+// action, or an outcome. Secrets never go in here.
+type AuditRecord struct {
+	Time       time.Time `json:"time"`
+	Kind       string    `json:"kind"` // decision | step | action | ingest
+	EventID    string    `json:"event_id,omitempty"`
+	ActionID   string    `json:"action_id,omitempty"`
+	Rule       string    `json:"rule,omitempty"`
+	Action     string    `json:"action,omitempty"`
+	Step       string    `json:"step,omitempty"`
+	User       UserRef   `json:"user"`
+	CloudID    string    `json:"cloud_id,omitempty"`
+	Outcome    string    `json:"outcome"`
+	HTTPStatus int       `json:"http_status,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	LatencyMS  float64   `json:"latency_ms,omitempty"` // event observed -> this outcome
+}
+
+// Subject is the NATS subject the record is published on.
+func (r AuditRecord) Subject() string { return "audit." + r.Kind }

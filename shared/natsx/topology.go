@@ -1,0 +1,135 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream, consumer and bucket names: the whole topology, in one reviewable place.
+const (
+	StreamEvents  = "EVENTS"
+	StreamActions = "ACTIONS"
+	StreamAudit   = "AUDIT"
+	StreamDLQ     = "DLQ"
+
+	ConsumerEvaluator = "evaluator"
+	ConsumerActuator  = "actuator"
+
+	BucketUsers    = "users"    // evaluator: per-user state, key = AD objectGUID
+	BucketCursors  = "cursors"  // ingest: DirSync cookie / USN watermark per domain, delta link
+	BucketIdentity = "identity" // join index: AD objectGUID -> cloud user
+	BucketDone     = "done"     // actuator: idempotency records per action step
+	BucketLeases   = "leases"   // singleton work
+)
+
+// Topology is the set of streams, consumers and KV buckets pwsync needs.
+type Topology struct {
+	Streams   []jetstream.StreamConfig
+	Consumers map[string][]jetstream.ConsumerConfig // stream -> consumers
+	Buckets   []jetstream.KeyValueConfig
+}
+
+// Options size the topology for a deployment.
+type Options struct {
+	Replicas     int           // 1 embedded, 3 on a cluster
+	EventsMaxAge time.Duration // how long events stay for replay and dead-letter triage
+	AuditMaxAge  time.Duration
+	Duplicates   time.Duration // Nats-Msg-Id dedup window
+	DoneTTL      time.Duration // how long an action's idempotency record is kept
+}
+
+// DefaultOptions are those of a single embedded server.
+func DefaultOptions() Options {
+	return Options{
+		Replicas:     1,
+		EventsMaxAge: 7 * 24 * time.Hour,
+		AuditMaxAge:  400 * 24 * time.Hour,
+		Duplicates:   15 * time.Minute,
+		DoneTTL:      14 * 24 * time.Hour,
+	}
+}
+
+// AckWait only catches crashes and hangs; retry timing lives in Process.
+const (
+	evaluatorAckWait = 30 * time.Second
+	actuatorAckWait  = 60 * time.Second
+	MaxDeliver       = 10
+)
+
+// NewTopology builds the topology for the given options.
+func NewTopology(o Options) Topology {
+	if o.Replicas < 1 {
+		o.Replicas = 1
+	}
+	return Topology{
+		Streams: []jetstream.StreamConfig{
+			{Name: StreamEvents, Subjects: []string{"events.>"}, Storage: jetstream.FileStorage,
+				Replicas: o.Replicas, MaxAge: o.EventsMaxAge, Duplicates: o.Duplicates},
+			{Name: StreamActions, Subjects: []string{"actions.>"}, Storage: jetstream.FileStorage,
+				Replicas: o.Replicas, MaxAge: o.EventsMaxAge, Duplicates: o.Duplicates},
+			{Name: StreamAudit, Subjects: []string{"audit.>"}, Storage: jetstream.FileStorage,
+				Replicas: o.Replicas, MaxAge: o.AuditMaxAge, Duplicates: o.Duplicates},
+			// Pointers to messages that exhausted MaxDeliver or were terminated:
+			// the advisories are kept while nobody listens, the originals stay in
+			// their stream (LimitsPolicy) to be fetched by sequence.
+			{Name: StreamDLQ, Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxAge: o.EventsMaxAge,
+				Subjects: []string{
+					"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.*",
+					"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.*.*",
+				}},
+		},
+		Consumers: map[string][]jetstream.ConsumerConfig{
+			StreamEvents: {{Durable: ConsumerEvaluator, FilterSubject: "events.>",
+				AckPolicy: jetstream.AckExplicitPolicy, AckWait: evaluatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256}},
+			StreamActions: {{Durable: ConsumerActuator, FilterSubject: "actions.>",
+				AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256}},
+		},
+		Buckets: []jetstream.KeyValueConfig{
+			{Bucket: BucketUsers, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+			{Bucket: BucketCursors, History: 5, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+			{Bucket: BucketIdentity, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+			{Bucket: BucketDone, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.DoneTTL},
+			{Bucket: BucketLeases, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: 30 * time.Second},
+		},
+	}
+}
+
+// Ensure creates or updates every stream, consumer and bucket. Safe on every start.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	for _, sc := range t.Streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensuring stream %s: %w", sc.Name, err)
+		}
+	}
+	for stream, ccs := range t.Consumers {
+		for _, cc := range ccs {
+			if _, err := js.CreateOrUpdateConsumer(ctx, stream, cc); err != nil {
+				return fmt.Errorf("ensuring consumer %s on %s: %w", cc.Durable, stream, err)
+			}
+		}
+	}
+	for _, kc := range t.Buckets {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("ensuring bucket %s: %w", kc.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// Buckets opens the named KV buckets.
+func Bucket(ctx context.Context, js jetstream.JetStream, name string) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
+// IsNotFound reports whether err means a missing KV key.
+func IsNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+}
