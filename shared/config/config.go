@@ -1,0 +1,234 @@
+// Package config loads and validates pwsync's YAML configuration. Unknown keys,
+// missing required values and invalid values stop start-up with an error that
+// names the key, e.g. `graph.client_id: required`.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole configuration file. Defaults come from Default().
+type Config struct {
+	Log       Log       `yaml:"log"`
+	NATS      NATS      `yaml:"nats"`
+	AD        AD        `yaml:"ad"`
+	Graph     Graph     `yaml:"graph"`
+	Webhook   Webhook   `yaml:"webhook"`
+	Evaluator Evaluator `yaml:"evaluator"`
+	Actuator  Actuator  `yaml:"actuator"`
+	Ops       Ops       `yaml:"ops"`
+	// ShutdownTimeout bounds the graceful stop on SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | console
+}
+
+// NATS says which NATS to use: the embedded server when URL is empty.
+type NATS struct {
+	URL       string   `yaml:"url"`
+	CredsFile string   `yaml:"creds_file"`
+	NKeyFile  string   `yaml:"nkey_file"`
+	CAFile    string   `yaml:"ca_file"`
+	Replicas  int      `yaml:"replicas"`
+	Embedded  Embedded `yaml:"embedded"`
+}
+
+// Embedded configures the in-process nats-server.
+type Embedded struct {
+	DataDir string `yaml:"data_dir"`
+	Listen  string `yaml:"listen"` // host:port to let other processes connect; empty = in-process only
+}
+
+// AD lists the domains to watch.
+type AD struct {
+	Domains []Domain `yaml:"domains"`
+}
+
+// Domain is one AD domain (one DC connection).
+type Domain struct {
+	Name               string        `yaml:"name"`
+	URL                string        `yaml:"url"`
+	StartTLS           bool          `yaml:"start_tls"`
+	CAFile             string        `yaml:"ca_file"`
+	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`
+	AllowPlain         bool          `yaml:"allow_plain"`
+	BindDN             string        `yaml:"bind_dn"`
+	BindPassword       Secret        `yaml:"bind_password"`
+	BaseDN             string        `yaml:"base_dn"`
+	UserFilter         string        `yaml:"user_filter"`
+	Mode               string        `yaml:"mode"` // dirsync | usn | auto
+	PollInterval       time.Duration `yaml:"poll_interval"`
+	Notifications      *bool         `yaml:"notifications"`
+	PageSize           int           `yaml:"page_size"`
+}
+
+// Graph configures the Microsoft Graph client.
+type Graph struct {
+	TenantID            string        `yaml:"tenant_id"`
+	ClientID            string        `yaml:"client_id"`
+	ClientSecret        Secret        `yaml:"client_secret"`
+	CertificateFile     string        `yaml:"certificate_file"`
+	CertificatePassword Secret        `yaml:"certificate_password"`
+	AuthorityHost       string        `yaml:"authority_host"`
+	BaseURL             string        `yaml:"base_url"`
+	CAFile              string        `yaml:"ca_file"`
+	Timeout             time.Duration `yaml:"timeout"`
+}
+
+// Webhook configures the Graph change-notification receiver.
+type Webhook struct {
+	Enabled bool   `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
+	// PublicURL is the HTTPS URL Graph calls (the ingress in front of Listen).
+	PublicURL string `yaml:"public_url"`
+	TLSCert   string `yaml:"tls_cert"`
+	TLSKey    string `yaml:"tls_key"`
+	MaxBody   int64  `yaml:"max_body"`
+}
+
+// Evaluator configures the rules.
+type Evaluator struct {
+	DryRun          bool            `yaml:"dry_run"`
+	Scope           Scope           `yaml:"scope"`
+	ForcedChange    ForcedChange    `yaml:"forced_change"`
+	PasswordChanged PasswordChanged `yaml:"password_changed"`
+}
+
+// Scope says which users pwsync acts on.
+type Scope struct {
+	// IncludeOUs: users under one of these DNs are in scope; empty = the whole domain.
+	IncludeOUs []string `yaml:"include_ous"`
+	// BreakGlassUPNs are never written to, whatever else says.
+	BreakGlassUPNs []string `yaml:"break_glass_upns"`
+	// BreakGlassGroups: members (direct memberOf DN) are never written to.
+	BreakGlassGroups []string `yaml:"break_glass_groups"`
+	IncludeDisabled  bool     `yaml:"include_disabled"`
+}
+
+// ForcedChange configures the forced-change rule.
+type ForcedChange struct {
+	Enabled bool `yaml:"enabled"`
+	// IncludeNeverExpires also enforces for "password never expires" accounts
+	// (Entra Connect skips them).
+	IncludeNeverExpires bool `yaml:"include_never_expires"`
+	// Backfill acts on users already flagged when pwsync first syncs.
+	Backfill bool `yaml:"backfill"`
+}
+
+// PasswordChanged configures the password-changed rule.
+type PasswordChanged struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// Actuator configures how actions become Graph calls.
+type Actuator struct {
+	Concurrency int `yaml:"concurrency"`
+	// Identity join: how an AD user finds its cloud account.
+	Identity Identity `yaml:"identity"`
+	// CloudManaged: users whose cloud account is not synced from AD.
+	CloudManaged CloudManaged `yaml:"cloud_managed"`
+	// Synced: users synced by Entra Connect / Cloud Sync; Graph refuses
+	// passwordProfile writes for them.
+	Synced Synced `yaml:"synced"`
+	// Undo: what password-changed undoes.
+	Undo  Undo  `yaml:"undo"`
+	Retry Retry `yaml:"retry"`
+}
+
+// Identity configures the AD <-> Entra join.
+type Identity struct {
+	UPNFallback bool `yaml:"upn_fallback"`
+	// UPNSuffixMap rewrites AD UPN suffixes to cloud ones (e.g. corp.local: contoso.com).
+	UPNSuffixMap map[string]string `yaml:"upn_suffix_map"`
+}
+
+// CloudManaged configures the must-change strategy for cloud-managed users.
+type CloudManaged struct {
+	WithMFA bool `yaml:"with_mfa"`
+	// Verify reads passwordProfile back after the PATCH.
+	Verify bool `yaml:"verify"`
+	// Fallback when the flag did not take: temporary_password | chain | none.
+	Fallback       string `yaml:"fallback"`
+	RevokeSessions bool   `yaml:"revoke_sessions"`
+}
+
+// Synced configures the chain for synced users.
+type Synced struct {
+	RevokeSessions bool `yaml:"revoke_sessions"`
+	// PendingGroupID: Entra group that a Conditional Access policy blocks
+	// until the password is changed; empty = no group step.
+	PendingGroupID string `yaml:"pending_group_id"`
+}
+
+// Undo configures password-changed.
+type Undo struct {
+	ClearCloudFlag         bool `yaml:"clear_cloud_flag"`
+	RemoveFromPendingGroup bool `yaml:"remove_from_pending_group"`
+}
+
+// Retry configures in-process retries before handing back to JetStream.
+type Retry struct {
+	MaxAttempts     int           `yaml:"max_attempts"`
+	InitialInterval time.Duration `yaml:"initial_interval"`
+	MaxInterval     time.Duration `yaml:"max_interval"`
+	// LongWait: a Retry-After longer than this is handed back to JetStream.
+	LongWait time.Duration `yaml:"long_wait"`
+}
+
+// Ops configures the operations listener.
+type Ops struct {
+	Listen string `yaml:"listen"`
+}
+
+// Default returns the configuration every file starts from.
+func Default() Config {
+	return Config{
+		Log:  Log{Level: "info", Format: "json"},
+		NATS: NATS{Replicas: 1, Embedded: Embedded{DataDir: "./data/nats"}},
+		Graph: Graph{
+			AuthorityHost: "https://login.microsoftonline.com/",
+			BaseURL:       "https://graph.microsoft.com/v1.0",
+			Timeout:       30 * time.Second,
+		},
+		Webhook: Webhook{Listen: ":8443", MaxBody: 1 << 20},
+		Evaluator: Evaluator{
+			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: true, Backfill: true},
+			PasswordChanged: PasswordChanged{Enabled: true},
+		},
+		Actuator: Actuator{
+			Concurrency:  16,
+			Identity:     Identity{UPNFallback: true},
+			CloudManaged: CloudManaged{Verify: true, Fallback: "chain", RevokeSessions: true},
+			Synced:       Synced{RevokeSessions: true},
+			Undo:         Undo{ClearCloudFlag: true, RemoveFromPendingGroup: true},
+			Retry: Retry{MaxAttempts: 4, InitialInterval: 200 * time.Millisecond,
+				MaxInterval: 5 * time.Second, LongWait: 10 * time.Second},
+		},
+		Ops:             Ops{Listen: "127.0.0.1:9090"},
+		ShutdownTimeout: 20 * time.Second,
+	}
+}
+
+// DomainDefaults fills the per-domain defaults.
+func (d *Domain) applyDefaults() {
+	if d.Mode == "" {
+		d.Mode = "dirsync"
+	}
+	if d.PollInterval == 0 {
+		d.PollInterval = 2 * time.Second
+	}
+	if d.Notifications == nil {
+		on := true
+		d.Notifications = &on
+	}
+	if d.PageSize == 0 {
+		d.PageSize = 500
+	}
+	if d.UserFilter == "" {
+		d.UserFilter = "(&(objectCategory=person)(objectClass=user))"
+	}
+}

@@ -1,0 +1,166 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+log: {level: debug}
+ad:
+  domains:
+    - name: example.test
+      url: ldaps://127.0.0.1:636
+      bind_dn: CN=svc,DC=example,DC=test
+      bind_password: env:AD_PW
+      base_dn: DC=example,DC=test
+      poll_interval: 1s
+graph:
+  tenant_id: t
+  client_id: c
+  client_secret: file:SECRETFILE
+evaluator:
+  scope:
+    include_ous: [OU=Corp,DC=example,DC=test]
+    break_glass_upns: [bg@example.test]
+`
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseValid(t *testing.T) {
+	dir := t.TempDir()
+	sf := filepath.Join(dir, "secret")
+	if err := os.WriteFile(sf, []byte("graph-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse([]byte(strings.ReplaceAll(valid, "SECRETFILE", sf)), env(map[string]string{"AD_PW": "ad-secret"}))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if err := cfg.Validate(AllTargets); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	d := cfg.AD.Domains[0]
+	switch {
+	case d.BindPassword.Value() != "ad-secret":
+		t.Errorf("bind password not read from env")
+	case cfg.Graph.ClientSecret.Value() != "graph-secret":
+		t.Errorf("client secret not read from file: %q", cfg.Graph.ClientSecret.Value())
+	case d.PollInterval != time.Second || d.Mode != "dirsync" || !*d.Notifications:
+		t.Errorf("domain defaults/values wrong: %+v", d)
+	case cfg.Log.Level != "debug" || cfg.Log.Format != "json":
+		t.Errorf("log = %+v", cfg.Log)
+	case strings.Contains(d.BindPassword.String(), "ad-secret"):
+		t.Errorf("secret String() leaks the value")
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	base := strings.ReplaceAll(valid, "file:SECRETFILE", "lit")
+	tests := []struct {
+		name, yaml, want string
+		env          map[string]string
+	}{
+		{"unknown_top_level_key", base + "\nbogus: 1\n", "bogus: unknown key", nil},
+		{"unknown_nested_key", strings.Replace(base, "tenant_id: t", "tenant_id: t\n  clent_id: x", 1), "graph.clent_id: unknown key", nil},
+		{"unknown_key_in_list_item", strings.Replace(base, "name: example.test", "name: example.test\n      colour: red", 1), "ad.domains[0].colour: unknown key", nil},
+		{"missing_client_id", strings.Replace(base, "client_id: c", "", 1), "graph.client_id: required", nil},
+		{"missing_env_secret", base, "ad.domains[0].bind_password: environment variable AD_PW", map[string]string{}},
+		{"bad_duration", strings.Replace(base, "poll_interval: 1s", "poll_interval: soon", 1), "invalid value", nil},
+		{"plain_ldap_refused", strings.Replace(base, "ldaps://127.0.0.1:636", "ldap://127.0.0.1:389", 1), "ad.domains[0].url: plain ldap://", nil},
+		{"bad_mode", strings.Replace(base, "poll_interval: 1s", "mode: magic", 1), "ad.domains[0].mode: must be", nil},
+		{"bad_log_level", strings.Replace(base, "level: debug", "level: loud", 1), "log.level", nil},
+		{"graph_http_refused", strings.Replace(base, "tenant_id: t", "tenant_id: t\n  base_url: http://graph", 1), "graph.base_url: must be an https:// URL", nil},
+		{"ou_not_dn", strings.Replace(base, "OU=Corp,DC=example,DC=test", "Corp", 1), "evaluator.scope.include_ous[0]", nil},
+		{"duplicate_key", base + "\nlog: {level: info}\n", "log: duplicate key", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := tt.env
+			if e == nil {
+				e = map[string]string{"AD_PW": "pw"}
+			}
+			cfg, err := Parse([]byte(tt.yaml), env(e))
+			if err == nil {
+				err = cfg.Validate(AllTargets)
+			}
+			if err == nil {
+				t.Fatalf("no error, want one containing %q", tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "lit") {
+				t.Fatalf("error leaks the client secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestTargetsRequireOnlyTheirSettings(t *testing.T) {
+	cfg, err := Parse([]byte("evaluator: {dry_run: true}\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(Targets{Evaluator: true}); err != nil {
+		t.Fatalf("evaluator alone needs no AD or Graph settings: %v", err)
+	}
+	if err := cfg.Validate(Targets{Actuator: true}); err == nil || !strings.Contains(err.Error(), "graph.tenant_id") {
+		t.Fatalf("actuator without graph settings: got %v", err)
+	}
+}
+
+func TestLoadWarnsOnReadableSecrets(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "pwsync.yaml")
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(valid, "file:SECRETFILE", "literal-secret")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, warnings, err := Load(p, AllTargets, env(map[string]string{"AD_PW": "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "readable") || strings.Contains(warnings[0], "literal-secret") {
+		t.Fatalf("warnings = %q", warnings)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, warnings, _ = Load(p, AllTargets, env(map[string]string{"AD_PW": "x"})); len(warnings) != 0 {
+		t.Fatalf("mode 600 still warns: %q", warnings)
+	}
+}
+
+func TestExampleConfigIsValid(t *testing.T) {
+	p := filepath.Join("..", "..", "deployments", "config", "pwsync.example.yaml")
+	if _, err := os.Stat(p); err != nil {
+		t.Skip("example config not present")
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(data, func(string) string { return "from-env" })
+	if err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+	if err := cfg.Validate(AllTargets); err != nil {
+		t.Fatalf("example config: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte("ad: {domains: [{name: x}]}"))
+	f.Add([]byte("graph: [1,2]"))
+	f.Add([]byte("log: !!binary aGVsbG8="))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data, func(string) string { return "v" })
+		if err != nil {
+			return
+		}
+		_ = cfg.Validate(AllTargets) // must not panic
+	})
+}

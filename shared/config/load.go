@@ -1,0 +1,307 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Targets say which services will run, so only their settings are required.
+type Targets struct{ Ingest, Evaluator, Actuator bool }
+
+// AllTargets runs everything in one process.
+var AllTargets = Targets{Ingest: true, Evaluator: true, Actuator: true}
+
+// Load reads path, applies defaults, resolves secrets and validates for the
+// given targets. Warnings (e.g. a file with secrets readable by others) are
+// returned separately so that the caller can log them.
+func Load(path string, t Targets, getenv func(string) string) (Config, []string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg, err := Parse(data, getenv)
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	var warnings []string
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o044 != 0 && cfg.hasLiteralSecret() {
+		warnings = append(warnings, fmt.Sprintf("config %s holds secrets and is readable by group or others (mode %v): chmod 600 it, or use env:/file: secrets", path, st.Mode().Perm()))
+	}
+	if err := cfg.Validate(t); err != nil {
+		return Config{}, warnings, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, warnings, nil
+}
+
+// Parse decodes YAML strictly over the defaults and resolves secrets. It does
+// not validate.
+func Parse(data []byte, getenv func(string) string) (Config, error) {
+	cfg := Default()
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("parsing YAML: %w", err)
+	}
+	if root.Kind == 0 { // empty file: defaults only
+		return cfg, cfg.resolveSecrets(getenv)
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if err := checkKeys(doc, reflect.TypeOf(cfg), ""); err != nil {
+		return Config{}, err
+	}
+	if err := doc.Decode(&cfg); err != nil {
+		return Config{}, cleanYAMLError(err)
+	}
+	for i := range cfg.AD.Domains {
+		cfg.AD.Domains[i].applyDefaults()
+	}
+	return cfg, cfg.resolveSecrets(getenv)
+}
+
+// checkKeys walks the YAML mapping next to the Go type and names the first
+// unknown key by its full path, e.g. `graph.clent_id: unknown key (line 4)`.
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == reflect.TypeOf(Secret{}) || t == reflect.TypeOf(time.Duration(0)):
+		return nil
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return fmt.Errorf("%s: must be a mapping (line %d)", orRoot(path), n.Line)
+		}
+		fields := map[string]reflect.Type{}
+		for i := 0; i < t.NumField(); i++ {
+			if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
+				fields[tag] = t.Field(i).Type
+			}
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := join(path, k.Value)
+			ft, ok := fields[k.Value]
+			if !ok {
+				return fmt.Errorf("%s: unknown key (line %d)", key, k.Line)
+			}
+			if seen[k.Value] {
+				return fmt.Errorf("%s: duplicate key (line %d)", key, k.Line)
+			}
+			seen[k.Value] = true
+			if err := checkKeys(v, ft, key); err != nil {
+				return err
+			}
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "config"
+	}
+	return p
+}
+
+// cleanYAMLError turns yaml.v3's type errors into one line per problem.
+func cleanYAMLError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("invalid value: %s", strings.Join(te.Errors, "; "))
+	}
+	return fmt.Errorf("invalid value: %w", err)
+}
+
+func (c *Config) resolveSecrets(getenv func(string) string) error {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	for i := range c.AD.Domains {
+		if err := c.AD.Domains[i].BindPassword.resolve(getenv); err != nil {
+			return fmt.Errorf("ad.domains[%d].bind_password: %w", i, err)
+		}
+	}
+	if err := c.Graph.ClientSecret.resolve(getenv); err != nil {
+		return fmt.Errorf("graph.client_secret: %w", err)
+	}
+	if err := c.Graph.CertificatePassword.resolve(getenv); err != nil {
+		return fmt.Errorf("graph.certificate_password: %w", err)
+	}
+	return nil
+}
+
+func (c *Config) hasLiteralSecret() bool {
+	lit := func(s Secret) bool { return s.ref == "literal" }
+	for _, d := range c.AD.Domains {
+		if lit(d.BindPassword) {
+			return true
+		}
+	}
+	return lit(c.Graph.ClientSecret) || lit(c.Graph.CertificatePassword)
+}
+
+// Validate checks required and invalid values for the targets that will run.
+func (c *Config) Validate(t Targets) error {
+	var errs []error
+	add := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, a...)...))
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error", "trace":
+	default:
+		add("log.level", "must be one of debug, info, warn, error (got %q)", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		add("log.format", "must be json or console (got %q)", c.Log.Format)
+	}
+	if c.NATS.URL == "" && c.NATS.Embedded.DataDir == "" {
+		add("nats.embedded.data_dir", "required when nats.url is empty")
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		add("nats.replicas", "must be between 1 and 5 (got %d)", c.NATS.Replicas)
+	}
+	if c.ShutdownTimeout <= 0 {
+		add("shutdown_timeout", "must be positive")
+	}
+	if t.Ingest {
+		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
+			add("ad.domains", "at least one domain is required for the ingest target")
+		}
+		names := map[string]bool{}
+		for i, d := range c.AD.Domains {
+			errs = append(errs, d.validate(fmt.Sprintf("ad.domains[%d]", i))...)
+			if names[d.Name] {
+				add(fmt.Sprintf("ad.domains[%d].name", i), "duplicate domain name %q", d.Name)
+			}
+			names[d.Name] = true
+		}
+	}
+	if t.Evaluator {
+		for i, ou := range c.Evaluator.Scope.IncludeOUs {
+			if !strings.Contains(ou, "=") {
+				add(fmt.Sprintf("evaluator.scope.include_ous[%d]", i), "must be a DN (got %q)", ou)
+			}
+		}
+	}
+	if t.Actuator {
+		g := c.Graph
+		if g.TenantID == "" {
+			add("graph.tenant_id", "required")
+		}
+		if g.ClientID == "" {
+			add("graph.client_id", "required")
+		}
+		switch {
+		case !g.ClientSecret.IsSet() && g.CertificateFile == "":
+			add("graph.client_secret", "required (or graph.certificate_file)")
+		case g.ClientSecret.IsSet() && g.CertificateFile != "":
+			add("graph.certificate_file", "set either graph.client_secret or graph.certificate_file, not both")
+		}
+		if err := httpsURL(g.BaseURL); err != nil {
+			add("graph.base_url", "%v", err)
+		}
+		if err := httpsURL(g.AuthorityHost); err != nil {
+			add("graph.authority_host", "%v", err)
+		}
+		a := c.Actuator
+		if a.Concurrency < 1 || a.Concurrency > 256 {
+			add("actuator.concurrency", "must be between 1 and 256 (got %d)", a.Concurrency)
+		}
+		switch a.CloudManaged.Fallback {
+		case "temporary_password", "chain", "none":
+		default:
+			add("actuator.cloud_managed.fallback", "must be temporary_password, chain or none (got %q)", a.CloudManaged.Fallback)
+		}
+		if a.Retry.MaxAttempts < 1 {
+			add("actuator.retry.max_attempts", "must be at least 1")
+		}
+		if a.Retry.InitialInterval <= 0 || a.Retry.MaxInterval < a.Retry.InitialInterval {
+			add("actuator.retry.initial_interval", "must be positive and not above actuator.retry.max_interval")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d Domain) validate(key string) []error {
+	var errs []error
+	add := func(k, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s.%s: "+format, append([]any{key, k}, a...)...))
+	}
+	if d.Name == "" {
+		add("name", "required")
+	}
+	u, err := url.Parse(d.URL)
+	switch {
+	case d.URL == "":
+		add("url", "required")
+	case err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "":
+		add("url", "must be ldaps://host:port or ldap://host:port (got %q)", d.URL)
+	case u.Scheme == "ldap" && !d.StartTLS && !d.AllowPlain:
+		add("url", "plain ldap:// sends the bind password in clear: use ldaps://, set start_tls: true, or set allow_plain: true explicitly")
+	case u.Scheme == "ldaps" && d.StartTLS:
+		add("start_tls", "cannot be combined with ldaps://")
+	}
+	if d.BindDN == "" {
+		add("bind_dn", "required")
+	}
+	if !d.BindPassword.IsSet() {
+		add("bind_password", "required")
+	}
+	if d.BaseDN == "" {
+		add("base_dn", "required (the naming context root, e.g. DC=example,DC=com)")
+	}
+	switch d.Mode {
+	case "dirsync", "usn", "auto":
+	default:
+		add("mode", "must be dirsync, usn or auto (got %q)", d.Mode)
+	}
+	if d.PollInterval < 100*time.Millisecond {
+		add("poll_interval", "must be at least 100ms (got %s)", d.PollInterval)
+	}
+	if d.PageSize < 1 || d.PageSize > 5000 {
+		add("page_size", "must be between 1 and 5000 (got %d)", d.PageSize)
+	}
+	if d.CAFile != "" {
+		if _, err := os.Stat(d.CAFile); err != nil {
+			add("ca_file", "%v", err)
+		}
+	}
+	return errs
+}
+
+func httpsURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("must be an https:// URL (got %q)", s)
+	}
+	return nil
+}
