@@ -1,0 +1,189 @@
+// Package rules decides what pwsync does about a user. It is pure: state,
+// event and policy in, new state and actions out; no I/O, no logging, no clock.
+package rules
+
+import (
+	"strings"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+// Rule names, as they appear in actions and the audit trail.
+const (
+	RuleScope           = "scope"
+	RuleForcedChange    = "forced-change"
+	RulePasswordChanged = "password-changed"
+)
+
+// Policy is the rule configuration.
+type Policy struct {
+	IncludeOUs       []string // DNs; empty = every user
+	BreakGlassUPNs   []string
+	BreakGlassGroups []string // group DNs (direct membership)
+	IncludeDisabled  bool
+
+	ForcedChange        bool
+	IncludeNeverExpires bool // also enforce for "password never expires" accounts
+	Backfill            bool // act on users already flagged when first seen
+	PasswordChanged     bool
+
+	DryRun bool
+}
+
+// State is what the evaluator remembers per user (KV, key = objectGUID).
+type State struct {
+	AD      events.ADUser `json:"ad"`
+	Seen    bool          `json:"seen"`
+	InScope bool          `json:"in_scope"`
+	// ChangeRequired: pwsync asked the cloud for a password change and has not
+	// undone it yet. It is what makes password-changed undo only our own work.
+	ChangeRequired   bool   `json:"change_required"`
+	RequiredByAction string `json:"required_by_action,omitempty"`
+}
+
+// Decision explains one rule's verdict, for the audit trail.
+type Decision struct {
+	Rule    string `json:"rule"`
+	Outcome string `json:"outcome"` // act | skip
+	Reason  string `json:"reason"`
+}
+
+// Result is the output of Evaluate.
+type Result struct {
+	State     State
+	Actions   []events.Action
+	Decisions []Decision
+	Changed   bool // State differs from the input state and must be saved
+}
+
+// EvaluateAD applies the rules to a new AD state of a user. ev is the
+// envelope that carried it: its ID and time go into the actions, so a
+// redelivered event decides exactly the same thing.
+func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Result) {
+	res.State = s
+	// Stale or repeated: an older uSNChanged than what we already decided on.
+	// A full resync re-reads users with their current USN: equal USN and equal
+	// state means nothing changed, so no action storm after a lost cookie.
+	if s.Seen && u.USNChanged < s.AD.USNChanged {
+		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", "stale event: older than the state already evaluated"})
+		return res
+	}
+	if s.Seen && u.USNChanged == s.AD.USNChanged && sameAD(s.AD, u) {
+		return res
+	}
+
+	inScope, why := InScope(p, u)
+	next := s
+	next.AD, next.Seen, next.InScope = u, true, inScope
+	res.Changed = true
+	// Every return below hands back next, whatever it became.
+	defer func() { res.State = next }()
+
+	if u.Deleted {
+		next.ChangeRequired, next.RequiredByAction = false, ""
+		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", "deleted in AD"})
+		return res
+	}
+	if !inScope {
+		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", why})
+		return res
+	}
+
+	ref := Ref(u)
+	switch {
+	case u.MustChange() && !s.ChangeRequired:
+		reason, act := forcedChangeTrigger(p, s, u)
+		if !act {
+			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "skip", reason})
+			return res
+		}
+		a := newAction(events.ActionRequireChange, RuleForcedChange, reason, ev, ref, u.USNChanged, p.DryRun)
+		next.ChangeRequired, next.RequiredByAction = true, a.ID
+		res.Actions = append(res.Actions, a)
+		res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "act", reason})
+
+	case !u.MustChange() && s.ChangeRequired && u.PwdLastSet != s.AD.PwdLastSet:
+		// A new non-zero pwdLastSet: the user (or a helpdesk without
+		// must-change) set a password. Undo what we did, once.
+		next.ChangeRequired, next.RequiredByAction = false, ""
+		if !p.PasswordChanged {
+			res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "skip", "rule disabled; pending state cleared"})
+			return res
+		}
+		reason := "password set in AD after pwsync required a change"
+		a := newAction(events.ActionClearChange, RulePasswordChanged, reason, ev, ref, u.USNChanged, p.DryRun)
+		res.Actions = append(res.Actions, a)
+		res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "act", reason})
+	}
+	return res
+}
+
+// forcedChangeTrigger says whether a must-change state is new enough to act on.
+func forcedChangeTrigger(p Policy, s State, u events.ADUser) (string, bool) {
+	switch {
+	case !p.ForcedChange:
+		return "rule disabled", false
+	case u.NeverExpires() && !p.IncludeNeverExpires:
+		return "password never expires and include_never_expires is off", false
+	case !s.Seen && !p.Backfill:
+		return "already flagged at first sync and backfill is off", false
+	case !s.Seen:
+		return "flagged in AD before pwsync first synced (backfill)", true
+	case !s.InScope:
+		return "came into scope while flagged in AD", true
+	case s.AD.PwdLastSet != 0:
+		return "pwdLastSet became 0 in AD (must change at next logon)", true
+	}
+	// Flagged before, not acted on (e.g. the rule was off then): an unrelated
+	// attribute change must not trigger a write now.
+	return "still flagged; nothing new", false
+}
+
+// InScope applies the scope rule: break-glass first, always.
+func InScope(p Policy, u events.ADUser) (bool, string) {
+	for _, bg := range p.BreakGlassUPNs {
+		if u.UPN != "" && strings.EqualFold(bg, u.UPN) {
+			return false, "break-glass account (upn)"
+		}
+	}
+	for _, g := range p.BreakGlassGroups {
+		for _, m := range u.MemberOf {
+			if strings.EqualFold(g, m) {
+				return false, "break-glass account (group " + g + ")"
+			}
+		}
+	}
+	if u.Disabled() && !p.IncludeDisabled {
+		return false, "disabled in AD"
+	}
+	if len(p.IncludeOUs) == 0 {
+		return true, ""
+	}
+	dn := strings.ToLower(u.DN)
+	for _, ou := range p.IncludeOUs {
+		if strings.HasSuffix(dn, ","+strings.ToLower(ou)) {
+			return true, ""
+		}
+	}
+	return false, "not under an included OU"
+}
+
+// Ref is the user reference carried by actions.
+func Ref(u events.ADUser) events.UserRef {
+	return events.UserRef{Domain: u.Domain, ObjectGUID: u.ObjectGUID, ImmutableID: u.ImmutableID,
+		UPN: u.UPN, DN: u.DN, Mail: u.Mail}
+}
+
+func newAction(kind events.ActionKind, rule, reason string, ev events.Envelope, ref events.UserRef, seq int64, dry bool) events.Action {
+	return events.Action{
+		ID: events.ActionID(rule, ref, ev.ID), Kind: kind, Rule: rule, Reason: reason,
+		EventID: ev.ID, EventTime: ev.Time, User: ref, Seq: seq, DryRun: dry,
+	}
+}
+
+// sameAD reports whether two AD states agree on everything the rules read.
+func sameAD(a, b events.ADUser) bool {
+	return a.PwdLastSet == b.PwdLastSet && a.UserAccountControl == b.UserAccountControl &&
+		a.DN == b.DN && a.UPN == b.UPN && a.Deleted == b.Deleted &&
+		a.ExpiryComputed == b.ExpiryComputed && strings.Join(a.MemberOf, "\n") == strings.Join(b.MemberOf, "\n")
+}

@@ -1,0 +1,163 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+var at = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)
+
+const (
+	ouCorp   = "OU=People,OU=Corp,DC=example,DC=test"
+	bgGroup  = "CN=Break-Glass,OU=Groups,DC=example,DC=test"
+	setTime  = int64(134000000000000000) // a FILETIME in 2025
+	setTime2 = setTime + 1_000_000_000
+)
+
+func policy() Policy {
+	return Policy{IncludeOUs: []string{"OU=Corp,DC=example,DC=test"}, BreakGlassUPNs: []string{"BG@example.test"},
+		BreakGlassGroups: []string{bgGroup}, ForcedChange: true, IncludeNeverExpires: true, Backfill: true, PasswordChanged: true}
+}
+
+// user builds an AD state; mods tweak it.
+func user(usn, pwdLastSet int64, mods ...func(*events.ADUser)) events.ADUser {
+	u := events.ADUser{Domain: "example.test", ObjectGUID: "guid-alice", ImmutableID: "imm", DN: "CN=Alice," + ouCorp,
+		UPN: "alice@example.test", PwdLastSet: pwdLastSet, UserAccountControl: 512, USNChanged: usn}
+	for _, m := range mods {
+		m(&u)
+	}
+	return u
+}
+
+func neverExpires(u *events.ADUser)  { u.UserAccountControl |= events.UACDontExpirePassword }
+func disabled(u *events.ADUser)      { u.UserAccountControl |= events.UACAccountDisable }
+func breakGlassUPN(u *events.ADUser) { u.UPN = "bg@EXAMPLE.test" }
+func breakGlassMember(u *events.ADUser) {
+	u.MemberOf = []string{"CN=Other,DC=example,DC=test", strings.ToLower(bgGroup)}
+}
+func outsideOU(u *events.ADUser) { u.DN = "CN=Alice,OU=Elsewhere,DC=example,DC=test" }
+func deleted(u *events.ADUser)   { u.Deleted = true }
+
+// TestEvaluateSequences feeds a user's AD states in order and checks the
+// action kinds emitted at each step ("-" = none).
+func TestEvaluateSequences(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy func(*Policy)
+		steps  []events.ADUser
+		want   []string
+	}{
+		{"helpdesk_reset_requires_change", nil,
+			[]events.ADUser{user(10, setTime), user(11, 0)}, []string{"-", "require_password_change"}},
+		{"two_modify_reset_lands_on_final_state", nil,
+			[]events.ADUser{user(10, setTime), user(11, setTime2), user(12, 0)}, []string{"-", "-", "require_password_change"}},
+		{"password_changed_undoes_once", nil,
+			[]events.ADUser{user(10, setTime), user(11, 0), user(12, setTime2), user(13, setTime2, func(u *events.ADUser) { u.Mail = "x" })},
+			[]string{"-", "require_password_change", "clear_password_change", "-"}},
+		{"password_set_without_prior_force_does_nothing", nil,
+			[]events.ADUser{user(10, setTime), user(11, setTime2)}, []string{"-", "-"}},
+		{"backfill_acts_on_first_sighting", nil,
+			[]events.ADUser{user(10, 0)}, []string{"require_password_change"}},
+		{"backfill_off_skips_first_sighting_and_later_unrelated_changes", func(p *Policy) { p.Backfill = false },
+			[]events.ADUser{user(10, 0), user(11, 0, func(u *events.ADUser) { u.Mail = "new@x" })}, []string{"-", "-"}},
+		{"never_expires_included_by_policy", nil,
+			[]events.ADUser{user(10, setTime, neverExpires), user(11, 0, neverExpires)}, []string{"-", "require_password_change"}},
+		{"never_expires_excluded_by_policy", func(p *Policy) { p.IncludeNeverExpires = false },
+			[]events.ADUser{user(10, setTime, neverExpires), user(11, 0, neverExpires)}, []string{"-", "-"}},
+		{"break_glass_upn_never_acted_on", nil,
+			[]events.ADUser{user(10, setTime, breakGlassUPN), user(11, 0, breakGlassUPN)}, []string{"-", "-"}},
+		{"break_glass_group_never_acted_on", nil,
+			[]events.ADUser{user(10, setTime, breakGlassMember), user(11, 0, breakGlassMember)}, []string{"-", "-"}},
+		{"outside_included_ou_ignored", nil,
+			[]events.ADUser{user(10, setTime, outsideOU), user(11, 0, outsideOU)}, []string{"-", "-"}},
+		{"moved_into_scope_while_flagged_acts", nil,
+			[]events.ADUser{user(10, 0, outsideOU), user(11, 0)}, []string{"-", "require_password_change"}},
+		{"disabled_ignored", nil,
+			[]events.ADUser{user(10, setTime, disabled), user(11, 0, disabled)}, []string{"-", "-"}},
+		{"stale_event_ignored", nil,
+			[]events.ADUser{user(12, setTime), user(11, 0)}, []string{"-", "-"}},
+		{"redelivered_event_decides_nothing_new", nil,
+			[]events.ADUser{user(10, setTime), user(11, 0), user(11, 0)}, []string{"-", "require_password_change", "-"}},
+		{"full_resync_of_unchanged_users_is_quiet", nil,
+			[]events.ADUser{user(10, 0), user(10, 0, func(u *events.ADUser) { u.FullSync = true })}, []string{"require_password_change", "-"}},
+		{"rule_disabled", func(p *Policy) { p.ForcedChange = false },
+			[]events.ADUser{user(10, setTime), user(11, 0)}, []string{"-", "-"}},
+		{"password_changed_disabled_clears_pending_state", func(p *Policy) { p.PasswordChanged = false },
+			[]events.ADUser{user(10, setTime), user(11, 0), user(12, setTime2), user(13, 0)},
+			[]string{"-", "require_password_change", "-", "require_password_change"}},
+		{"deleted_user_forgets_pending_state", nil,
+			[]events.ADUser{user(10, 0), user(11, 0, deleted)}, []string{"require_password_change", "-"}},
+		{"no_include_ous_means_everyone", func(p *Policy) { p.IncludeOUs = nil },
+			[]events.ADUser{user(10, setTime, outsideOU), user(11, 0, outsideOU)}, []string{"-", "require_password_change"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := policy()
+			if tt.policy != nil {
+				tt.policy(&p)
+			}
+			var s State
+			var got []string
+			for i, u := range tt.steps {
+				ev := events.Envelope{ID: u.EventID(), Time: at.Add(time.Duration(i) * time.Second)}
+				res := EvaluateAD(p, s, ev, u)
+				if res.Changed {
+					s = res.State
+				}
+				kinds := "-"
+				if len(res.Actions) > 0 {
+					var ks []string
+					for _, a := range res.Actions {
+						ks = append(ks, string(a.Kind))
+					}
+					kinds = strings.Join(ks, ",")
+				}
+				got = append(got, kinds)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("actions per step = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestActionsAreDeterministic(t *testing.T) {
+	p := policy()
+	prev := EvaluateAD(p, State{}, events.Envelope{ID: "e1", Time: at}, user(10, setTime)).State
+	ev := events.Envelope{ID: "ad.guid-alice.11", Time: at}
+	a := EvaluateAD(p, prev, ev, user(11, 0))
+	b := EvaluateAD(p, prev, ev, user(11, 0))
+	if len(a.Actions) != 1 || len(b.Actions) != 1 {
+		t.Fatalf("want one action each, got %d and %d", len(a.Actions), len(b.Actions))
+	}
+	if a.Actions[0] != b.Actions[0] {
+		t.Fatalf("same input, different actions:\n%+v\n%+v", a.Actions[0], b.Actions[0])
+	}
+	got := a.Actions[0]
+	if got.ID != "forced-change.guid-alice.ad.guid-alice.11" || got.Seq != 11 || !got.EventTime.Equal(at) || got.User.UPN != "alice@example.test" {
+		t.Fatalf("action = %+v", got)
+	}
+	if a.State.RequiredByAction != got.ID || !a.State.ChangeRequired {
+		t.Fatalf("state does not record the action: %+v", a.State)
+	}
+}
+
+func TestDryRunMarksActions(t *testing.T) {
+	p := policy()
+	p.DryRun = true
+	res := EvaluateAD(p, State{}, events.Envelope{ID: "e"}, user(10, 0))
+	if len(res.Actions) != 1 || !res.Actions[0].DryRun {
+		t.Fatalf("dry run actions = %+v", res.Actions)
+	}
+}
+
+func TestOutOfScopeIsExplained(t *testing.T) {
+	res := EvaluateAD(policy(), State{}, events.Envelope{ID: "e"}, user(10, 0, breakGlassUPN))
+	if len(res.Decisions) != 1 || res.Decisions[0].Outcome != "skip" || !strings.Contains(res.Decisions[0].Reason, "break-glass") {
+		t.Fatalf("decisions = %+v", res.Decisions)
+	}
+}
