@@ -62,7 +62,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 	base := strings.ReplaceAll(valid, "file:SECRETFILE", "lit")
 	tests := []struct {
 		name, yaml, want string
-		env          map[string]string
+		env              map[string]string
 	}{
 		{"unknown_top_level_key", base + "\nbogus: 1\n", "bogus: unknown key", nil},
 		{"unknown_nested_key", strings.Replace(base, "tenant_id: t", "tenant_id: t\n  clent_id: x", 1), "graph.clent_id: unknown key", nil},

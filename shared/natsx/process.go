@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -146,15 +147,25 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Consume runs fn for every message of the durable consumer until ctx ends,
-// then stops taking messages and waits for in-flight ones to finish.
-func Consume(ctx context.Context, js jetstream.JetStream, stream, durable string, fn func(Msg) Outcome) error {
+// Consume runs fn for every message of the durable consumer, up to
+// concurrency at a time, until ctx ends; then it stops taking messages and
+// waits for the in-flight ones to finish.
+func Consume(ctx context.Context, js jetstream.JetStream, stream, durable string, concurrency int, fn func(Msg) Outcome) error {
 	cons, err := js.Consumer(ctx, stream, durable)
 	if err != nil {
 		return fmt.Errorf("opening consumer %s on %s: %w", durable, stream, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { fn(m) },
-		jetstream.PullMaxMessages(64),
+	concurrency = max(concurrency, 1)
+	slots := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		slots <- struct{}{} // back-pressure: the next message waits for a free slot
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			fn(m)
+		}()
+	}, jetstream.PullMaxMessages(max(2*concurrency, 16)),
 		jetstream.ConsumeErrHandler(func(jetstream.ConsumeContext, error) {}))
 	if err != nil {
 		return fmt.Errorf("consuming %s on %s: %w", durable, stream, err)
@@ -162,5 +173,6 @@ func Consume(ctx context.Context, js jetstream.JetStream, stream, durable string
 	<-ctx.Done()
 	cc.Drain()
 	<-cc.Closed()
+	wg.Wait()
 	return nil
 }

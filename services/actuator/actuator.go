@@ -1,0 +1,450 @@
+// Package actuator turns actions into Graph writes: it finds the user's cloud
+// account, picks the strategy for its kind (cloud-managed or synced), runs
+// each step once (idempotency records in KV), retries what may succeed later
+// and audits every outcome.
+package actuator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/pwsync/pwsync/shared/audit"
+	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// Deps is what the actuator needs from the process.
+type Deps struct {
+	JS       jetstream.JetStream
+	Graph    graph.Client
+	Settings config.Actuator
+	Log      zerolog.Logger
+	Now      func() time.Time // nil = time.Now
+	// WriteLimiter paces Graph writes under the tenant's write budget; nil = unlimited.
+	WriteLimiter *rate.Limiter
+}
+
+// Service executes actions.
+type Service struct {
+	js       jetstream.JetStream
+	graph    graph.Client
+	done     jetstream.KeyValue
+	identity jetstream.KeyValue
+	audit    *audit.Writer
+	set      config.Actuator
+	log      zerolog.Logger
+	now      func() time.Time
+	limiter  *rate.Limiter
+	newPass  func() (string, error)
+}
+
+// New opens the actuator's buckets.
+func New(ctx context.Context, d Deps) (*Service, error) {
+	done, err := natsx.Bucket(ctx, d.JS, natsx.BucketDone)
+	if err != nil {
+		return nil, err
+	}
+	identity, err := natsx.Bucket(ctx, d.JS, natsx.BucketIdentity)
+	if err != nil {
+		return nil, err
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{js: d.JS, graph: d.Graph, done: done, identity: identity,
+		audit: audit.NewWriter(natsx.NewPublisher(d.JS), now), set: d.Settings, log: d.Log, now: now,
+		limiter: d.WriteLimiter, newPass: temporaryPassword}, nil
+}
+
+// NewWriteLimiter sizes a limiter from a write budget (e.g. 3,000 per 150 s).
+// The burst is a tenth of the budget, so that a burst plus the steady rate
+// stays near the budget in any window.
+func NewWriteLimiter(budget int, window time.Duration) *rate.Limiter {
+	if budget <= 0 || window <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(float64(budget)/window.Seconds()), max(budget/10, 1))
+}
+
+// Run consumes the ACTIONS stream until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	s.log.Info().Int("concurrency", s.set.Concurrency).Msg("actuator started")
+	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.Handle)
+	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerActuator, s.set.Concurrency, h)
+}
+
+// ErrNoCloudAccount: the AD user has no cloud account that pwsync may act on.
+var ErrNoCloudAccount = errors.New("no cloud account")
+
+// Handle executes one action.
+func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) error {
+	log := zerolog.Ctx(ctx).With().Str("action_id", a.ID).Str("action", string(a.Kind)).Str("upn", a.User.UPN).Logger()
+	ctx = log.WithContext(ctx)
+	run := &execution{s: s, a: a}
+
+	if superseded, err := s.superseded(ctx, a); err != nil {
+		return err
+	} else if superseded {
+		return run.finish(ctx, events.OutcomeSkipped, "superseded by a newer action for this user", nil)
+	}
+	u, err := s.resolve(ctx, a.User)
+	if err != nil {
+		if errors.Is(err, ErrNoCloudAccount) || errors.Is(err, natsx.ErrPermanent) {
+			_ = run.finish(ctx, events.OutcomeDeadLetter, err.Error(), nil)
+			return natsx.Permanent(err)
+		}
+		return err
+	}
+	run.user = u
+	switch a.Kind {
+	case events.ActionRequireChange:
+		err = run.requireChange(ctx)
+	case events.ActionClearChange:
+		err = run.clearChange(ctx)
+	default:
+		err = natsx.Permanent(fmt.Errorf("unknown action kind %q", a.Kind))
+	}
+	switch {
+	case err == nil:
+		if err := s.markSeq(ctx, a); err != nil {
+			return err
+		}
+		outcome := events.OutcomeOK
+		if a.DryRun {
+			outcome = events.OutcomeDryRun
+		}
+		return run.finish(ctx, outcome, "", nil)
+	case errors.Is(err, natsx.ErrPermanent):
+		_ = run.finish(ctx, events.OutcomeDeadLetter, err.Error(), err)
+		return err
+	default:
+		_ = run.finish(ctx, events.OutcomeFailed, err.Error(), err) // retried by JetStream
+		return err
+	}
+}
+
+// execution is one action being carried out.
+type execution struct {
+	s    *Service
+	a    events.Action
+	user *graph.User
+}
+
+// requireChange makes the cloud account demand a new password.
+func (x *execution) requireChange(ctx context.Context) error {
+	set := x.s.set
+	if x.user.SyncEnabled {
+		return x.syncedChain(ctx)
+	}
+	switch {
+	case x.user.ForceChangeNextSignIn:
+		x.audit(ctx, "set_force_change", events.OutcomeSkipped, 0, "already required in the cloud")
+	default:
+		err := x.step(ctx, "set_force_change", func(ctx context.Context) error {
+			return x.s.graph.SetForceChange(ctx, x.user.ID, true, set.CloudManaged.WithMFA)
+		})
+		if graph.IsOnPremMastered(err) {
+			// The account is mastered on-prem after all (a stale join or a
+			// sync that started since): the synced chain is what works.
+			return x.syncedChain(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		if set.CloudManaged.Verify && !x.a.DryRun {
+			took, err := x.verifyFlag(ctx)
+			if err != nil {
+				return err
+			}
+			if !took {
+				if err := x.fallback(ctx); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if set.CloudManaged.RevokeSessions {
+		return x.step(ctx, "revoke_sessions", func(ctx context.Context) error {
+			return x.s.graph.RevokeSessions(ctx, x.user.ID)
+		})
+	}
+	return nil
+}
+
+// verifyFlag reads passwordProfile back: a PATCH of the flag alone has been
+// reported to answer 204 and change nothing (microsoft-graph-docs#4267).
+func (x *execution) verifyFlag(ctx context.Context) (bool, error) {
+	var took bool
+	err := x.s.retry(ctx, "verify_force_change", func(ctx context.Context) error {
+		u, err := x.s.graph.GetUser(ctx, x.user.ID)
+		if err != nil {
+			return err
+		}
+		took = u.ForceChangeNextSignIn || u.ForceChangeWithMFA
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	outcome, detail := events.OutcomeOK, "flag confirmed by read-back"
+	if !took {
+		outcome, detail = events.OutcomeFailed, "PATCH answered success but the flag is not set; fallback "+x.s.set.CloudManaged.Fallback
+	}
+	x.audit(ctx, "verify_force_change", outcome, 0, detail)
+	return took, nil
+}
+
+func (x *execution) fallback(ctx context.Context) error {
+	switch x.s.set.CloudManaged.Fallback {
+	case "temporary_password":
+		// The password itself is never logged or audited; the user gets a
+		// new one through the helpdesk or self-service reset.
+		return x.step(ctx, "set_temporary_password", func(ctx context.Context) error {
+			pw, err := x.s.newPass()
+			if err != nil {
+				return natsx.Permanent(err)
+			}
+			return x.s.graph.SetPassword(ctx, x.user.ID, pw, true)
+		})
+	case "chain":
+		return x.syncedChain(ctx)
+	default:
+		return natsx.Permanent(errors.New("forceChangePasswordNextSignIn did not take and no fallback is configured"))
+	}
+}
+
+// syncedChain is the must-change strategy where Graph refuses passwordProfile
+// writes: sign the user out everywhere and put them in the group a
+// Conditional Access policy blocks until the password is changed.
+func (x *execution) syncedChain(ctx context.Context) error {
+	set := x.s.set
+	if !set.Synced.RevokeSessions && set.Synced.PendingGroupID == "" {
+		return natsx.Permanent(errors.New("synced user and no chain configured (actuator.synced.revoke_sessions, actuator.synced.pending_group_id)"))
+	}
+	if set.Synced.RevokeSessions {
+		if err := x.step(ctx, "revoke_sessions", func(ctx context.Context) error {
+			return x.s.graph.RevokeSessions(ctx, x.user.ID)
+		}); err != nil {
+			return err
+		}
+	}
+	if g := set.Synced.PendingGroupID; g != "" {
+		return x.step(ctx, "add_pending_group", func(ctx context.Context) error {
+			return x.s.graph.AddGroupMember(ctx, g, x.user.ID)
+		})
+	}
+	return nil
+}
+
+// clearChange undoes what requireChange did that is no longer wanted.
+func (x *execution) clearChange(ctx context.Context) error {
+	set := x.s.set
+	if set.Undo.ClearCloudFlag && !x.user.SyncEnabled && (x.user.ForceChangeNextSignIn || x.user.ForceChangeWithMFA) {
+		if err := x.step(ctx, "clear_force_change", func(ctx context.Context) error {
+			return x.s.graph.SetForceChange(ctx, x.user.ID, false, false)
+		}); err != nil {
+			return err
+		}
+	}
+	if g := set.Synced.PendingGroupID; g != "" && set.Undo.RemoveFromPendingGroup {
+		return x.step(ctx, "remove_pending_group", func(ctx context.Context) error {
+			return x.s.graph.RemoveGroupMember(ctx, g, x.user.ID)
+		})
+	}
+	return nil
+}
+
+// step runs one Graph write at most once per action: the idempotency record
+// is checked before and written after. In dry-run it only audits.
+func (x *execution) step(ctx context.Context, name string, fn func(context.Context) error) error {
+	key := events.KeySafe("step." + x.a.ID + "." + name)
+	if _, err := x.s.done.Get(ctx, key); err == nil {
+		return nil // done before a crash or redelivery
+	} else if !natsx.IsNotFound(err) {
+		return fmt.Errorf("checking step %s: %w", name, err)
+	}
+	if x.a.DryRun {
+		x.audit(ctx, name, events.OutcomeDryRun, 0, "would call Graph")
+		return nil
+	}
+	err := x.s.retry(ctx, name, func(ctx context.Context) error {
+		if x.s.limiter != nil {
+			if err := x.s.limiter.Wait(ctx); err != nil {
+				return err
+			}
+		}
+		return fn(ctx)
+	})
+	if err != nil {
+		x.audit(ctx, name, events.OutcomeFailed, graph.StatusOf(err), err.Error())
+		return err
+	}
+	x.audit(ctx, name, events.OutcomeOK, 0, "")
+	if _, err := x.s.done.Put(ctx, key, []byte(x.s.now().UTC().Format(time.RFC3339Nano))); err != nil {
+		return fmt.Errorf("recording step %s: %w", name, err)
+	}
+	return nil
+}
+
+func (x *execution) audit(ctx context.Context, step, outcome string, status int, detail string) {
+	rec := events.AuditRecord{Kind: "step", EventID: x.a.EventID, ActionID: x.a.ID, Rule: x.a.Rule,
+		Action: string(x.a.Kind), Step: step, User: x.a.User, Outcome: outcome, HTTPStatus: status, Detail: detail,
+		LatencyMS: x.latencyMS()}
+	if x.user != nil {
+		rec.CloudID = x.user.ID
+	}
+	if err := x.s.audit.Write(ctx, rec); err != nil {
+		zerolog.Ctx(ctx).Error().Err(err).Str("step", step).Msg("audit write failed")
+	}
+	ev := zerolog.Ctx(ctx).Info()
+	if outcome == events.OutcomeFailed {
+		ev = zerolog.Ctx(ctx).Warn()
+	}
+	ev.Str("step", step).Str("outcome", outcome).Int("http_status", status).Str("detail", detail).
+		Float64("latency_ms", rec.LatencyMS).Msg("step")
+}
+
+// finish audits the action's outcome; cause is the error, if any.
+func (x *execution) finish(ctx context.Context, outcome, detail string, cause error) error {
+	rec := events.AuditRecord{Kind: "action", EventID: x.a.EventID, ActionID: x.a.ID, Rule: x.a.Rule,
+		Action: string(x.a.Kind), User: x.a.User, Outcome: outcome, Detail: detail, HTTPStatus: graph.StatusOf(cause),
+		LatencyMS: x.latencyMS()}
+	if x.user != nil {
+		rec.CloudID = x.user.ID
+	}
+	return x.s.audit.Write(ctx, rec)
+}
+
+func (x *execution) latencyMS() float64 {
+	if x.a.EventTime.IsZero() {
+		return 0
+	}
+	return float64(x.s.now().Sub(x.a.EventTime).Microseconds()) / 1000
+}
+
+// superseded reports whether a newer action of the same user was applied
+// already: actions of one user may be delivered out of order.
+func (s *Service) superseded(ctx context.Context, a events.Action) (bool, error) {
+	e, err := s.done.Get(ctx, seqKey(a))
+	switch {
+	case natsx.IsNotFound(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading applied sequence of %s: %w", a.User.ObjectGUID, err)
+	}
+	last, _ := strconv.ParseInt(string(e.Value()), 10, 64)
+	return a.Seq < last, nil
+}
+
+func (s *Service) markSeq(ctx context.Context, a events.Action) error {
+	if _, err := s.done.Put(ctx, seqKey(a), []byte(strconv.FormatInt(a.Seq, 10))); err != nil {
+		return fmt.Errorf("recording applied sequence of %s: %w", a.User.ObjectGUID, err)
+	}
+	return nil
+}
+
+func seqKey(a events.Action) string { return events.KeySafe("seq." + a.User.ObjectGUID) }
+
+// identityRecord is the join cache entry: AD objectGUID -> cloud user.
+type identityRecord struct {
+	CloudID string `json:"cloud_id"`
+	UPN     string `json:"upn"`
+	Via     string `json:"via"` // immutable_id | upn
+}
+
+// resolve finds the cloud account of an AD user: by onPremisesImmutableId
+// (base64 of the objectGUID), then by userPrincipalName when allowed; the
+// result is cached in KV. It always returns fresh state from Graph.
+func (s *Service) resolve(ctx context.Context, ref events.UserRef) (*graph.User, error) {
+	key := events.KeySafe(ref.ObjectGUID)
+	if e, err := s.identity.Get(ctx, key); err == nil {
+		var rec identityRecord
+		if json.Unmarshal(e.Value(), &rec) == nil && rec.CloudID != "" {
+			var u *graph.User
+			err := s.retry(ctx, "get_user", func(ctx context.Context) error {
+				var err error
+				u, err = s.graph.GetUser(ctx, rec.CloudID)
+				return err
+			})
+			switch {
+			case err == nil:
+				return u, nil
+			case !graph.IsNotFound(err):
+				return nil, err
+			}
+			_ = s.identity.Delete(ctx, key) // the cloud account is gone: join again
+		}
+	} else if !natsx.IsNotFound(err) {
+		return nil, fmt.Errorf("reading identity of %s: %w", ref.ObjectGUID, err)
+	}
+
+	var found *graph.User
+	via := "immutable_id"
+	if ref.ImmutableID != "" {
+		if err := s.retry(ctx, "find_by_immutable_id", func(ctx context.Context) error {
+			var err error
+			found, err = s.graph.FindByImmutableID(ctx, ref.ImmutableID)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if found == nil && s.set.Identity.UPNFallback && ref.UPN != "" {
+		via = "upn"
+		upn := s.cloudUPN(ref.UPN)
+		err := s.retry(ctx, "get_user_by_upn", func(ctx context.Context) error {
+			var err error
+			found, err = s.graph.GetUser(ctx, upn)
+			return err
+		})
+		switch {
+		case graph.IsNotFound(err):
+			found = nil
+		case err != nil:
+			return nil, err
+		case found.ImmutableID != "" && ref.ImmutableID != "" && found.ImmutableID != ref.ImmutableID:
+			// Same UPN, but joined to another AD object: never guess.
+			return nil, natsx.Permanent(fmt.Errorf("%w: %s matches a cloud account anchored to another AD object", ErrNoCloudAccount, upn))
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w for %s (immutable id %s)", ErrNoCloudAccount, ref.UPN, ref.ImmutableID)
+	}
+	// The look-up may not carry passwordProfile: read the full state.
+	u := found
+	if err := s.retry(ctx, "get_user", func(ctx context.Context) error {
+		var err error
+		u, err = s.graph.GetUser(ctx, found.ID)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	rec, _ := json.Marshal(identityRecord{CloudID: u.ID, UPN: u.UPN, Via: via})
+	if _, err := s.identity.Put(ctx, key, rec); err != nil {
+		return nil, fmt.Errorf("caching identity of %s: %w", ref.ObjectGUID, err)
+	}
+	return u, nil
+}
+
+func (s *Service) cloudUPN(upn string) string {
+	for i := len(upn) - 1; i >= 0; i-- {
+		if upn[i] == '@' {
+			if to, ok := s.set.Identity.UPNSuffixMap[upn[i+1:]]; ok {
+				return upn[:i+1] + to
+			}
+			break
+		}
+	}
+	return upn
+}

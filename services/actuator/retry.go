@@ -1,0 +1,103 @@
+package actuator
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// retry runs op with short in-process retries (backoff/v4). Graph's
+// Retry-After is honoured when short; a long one, or retries used up, hands
+// the message back to JetStream (natsx.RetryLater / a transient error), so
+// nothing sleeps for minutes while holding a message. 4xx other than 429 are
+// permanent. The SDK's own retry middleware is off, so retries never multiply.
+func (s *Service) retry(ctx context.Context, name string, op func(context.Context) error) error {
+	r := s.set.Retry
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(r.InitialInterval),
+		backoff.WithMaxInterval(r.MaxInterval),
+		backoff.WithMaxElapsedTime(0),
+	)
+	attempts := 0
+	wrapped := func() error {
+		attempts++
+		err := op(ctx)
+		if err == nil {
+			return nil
+		}
+		var ge *graph.Error
+		switch {
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			return backoff.Permanent(err)
+		case !errors.As(err, &ge):
+			return backoff.Permanent(err) // not from Graph: already classified by the caller
+		case !ge.Retryable():
+			return backoff.Permanent(natsx.Permanent(err))
+		case ge.RetryAfter > r.LongWait:
+			return backoff.Permanent(&natsx.RetryLater{After: ge.RetryAfter, Err: err})
+		case attempts >= r.MaxAttempts:
+			if ge.RetryAfter > 0 {
+				return backoff.Permanent(&natsx.RetryLater{After: ge.RetryAfter, Err: err})
+			}
+			return backoff.Permanent(err)
+		case ge.RetryAfter > 0:
+			// Wait what Graph asked for, then let backoff add its own pause.
+			select {
+			case <-time.After(ge.RetryAfter):
+			case <-ctx.Done():
+				return backoff.Permanent(ctx.Err())
+			}
+		}
+		return err
+	}
+	err := backoff.RetryNotify(wrapped, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("step", name).Dur("retry_in", next).Int("attempt", attempts).Msg("graph retry")
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// temporaryPassword makes a random password that satisfies Entra's default
+// complexity (upper, lower, digit, symbol; 20 characters).
+func temporaryPassword() (string, error) {
+	const (
+		upper  = "ABCDEFGHJKLMNPQRSTUVWXYZ"
+		lower  = "abcdefghijkmnopqrstuvwxyz"
+		digits = "23456789"
+		symbol = "!#%+-.=?@_"
+	)
+	all := upper + lower + digits + symbol
+	sets := []string{upper, lower, digits, symbol}
+	out := make([]byte, 20)
+	for i := range out {
+		set := all
+		if i < len(sets) {
+			set = sets[i]
+		}
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(set))))
+		if err != nil {
+			return "", fmt.Errorf("generating temporary password: %w", err)
+		}
+		out[i] = set[n.Int64()]
+	}
+	// Shuffle so that the class of the first characters is not predictable.
+	for i := len(out) - 1; i > 0; i-- {
+		j, err := rand.Int(rand.Reader, big.NewInt(int64(i+1)))
+		if err != nil {
+			return "", fmt.Errorf("generating temporary password: %w", err)
+		}
+		out[i], out[j.Int64()] = out[j.Int64()], out[i]
+	}
+	return string(out), nil
+}
