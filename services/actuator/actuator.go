@@ -144,7 +144,7 @@ type execution struct {
 // requireChange makes the cloud account demand a new password.
 func (x *execution) requireChange(ctx context.Context) error {
 	set := x.s.set
-	if x.user.SyncEnabled {
+	if x.user.SyncEnabled && !set.Synced.TryCloudFlag {
 		return x.syncedChain(ctx)
 	}
 	switch {
@@ -155,8 +155,11 @@ func (x *execution) requireChange(ctx context.Context) error {
 			return x.s.graph.SetForceChange(ctx, x.user.ID, true, set.CloudManaged.WithMFA)
 		})
 		if graph.IsOnPremMastered(err) {
-			// The account is mastered on-prem after all (a stale join or a
-			// sync that started since): the synced chain is what works.
+			// Mastered on-prem: Graph will refuse this write every time, so
+			// record it as settled and take the chain instead.
+			if err := x.markDone(ctx, "set_force_change"); err != nil {
+				return err
+			}
 			return x.syncedChain(ctx)
 		}
 		if err != nil {
@@ -268,8 +271,7 @@ func (x *execution) clearChange(ctx context.Context) error {
 // step runs one Graph write at most once per action: the idempotency record
 // is checked before and written after. In dry-run it only audits.
 func (x *execution) step(ctx context.Context, name string, fn func(context.Context) error) error {
-	key := events.KeySafe("step." + x.a.ID + "." + name)
-	if _, err := x.s.done.Get(ctx, key); err == nil {
+	if _, err := x.s.done.Get(ctx, stepKey(x.a.ID, name)); err == nil {
 		return nil // done before a crash or redelivery
 	} else if !natsx.IsNotFound(err) {
 		return fmt.Errorf("checking step %s: %w", name, err)
@@ -291,7 +293,14 @@ func (x *execution) step(ctx context.Context, name string, fn func(context.Conte
 		return err
 	}
 	x.audit(ctx, name, events.OutcomeOK, 0, "")
-	if _, err := x.s.done.Put(ctx, key, []byte(x.s.now().UTC().Format(time.RFC3339Nano))); err != nil {
+	return x.markDone(ctx, name)
+}
+
+func stepKey(actionID, step string) string { return events.KeySafe("step." + actionID + "." + step) }
+
+// markDone records that a step needs no further attempt.
+func (x *execution) markDone(ctx context.Context, name string) error {
+	if _, err := x.s.done.Put(ctx, stepKey(x.a.ID, name), []byte(x.s.now().UTC().Format(time.RFC3339Nano))); err != nil {
 		return fmt.Errorf("recording step %s: %w", name, err)
 	}
 	return nil

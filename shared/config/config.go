@@ -137,6 +137,10 @@ type Actuator struct {
 	// Undo: what password-changed undoes.
 	Undo  Undo  `yaml:"undo"`
 	Retry Retry `yaml:"retry"`
+	// WriteBudget Graph writes per WriteWindow for this app and tenant
+	// (Graph's documented identity write limit: 3,000 per 150 s); 0 = unpaced.
+	WriteBudget int           `yaml:"write_budget"`
+	WriteWindow time.Duration `yaml:"write_window"`
 }
 
 // Identity configures the AD <-> Entra join.
@@ -162,6 +166,10 @@ type Synced struct {
 	// PendingGroupID: Entra group that a Conditional Access policy blocks
 	// until the password is changed; empty = no group step.
 	PendingGroupID string `yaml:"pending_group_id"`
+	// TryCloudFlag first tries the passwordProfile PATCH for synced users too
+	// (it works in some tenants); Graph's 400 "on-premises mastered" then
+	// leads to the chain, once, without retries.
+	TryCloudFlag bool `yaml:"try_cloud_flag"`
 }
 
 // Undo configures password-changed.
@@ -207,6 +215,8 @@ func Default() Config {
 			Undo:         Undo{ClearCloudFlag: true, RemoveFromPendingGroup: true},
 			Retry: Retry{MaxAttempts: 4, InitialInterval: 200 * time.Millisecond,
 				MaxInterval: 5 * time.Second, LongWait: 10 * time.Second},
+			WriteBudget: 3000,
+			WriteWindow: 150 * time.Second,
 		},
 		Ops:             Ops{Listen: "127.0.0.1:9090"},
 		ShutdownTimeout: 20 * time.Second,

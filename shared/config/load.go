@@ -241,6 +241,9 @@ func (c *Config) Validate(t Targets) error {
 		default:
 			add("actuator.cloud_managed.fallback", "must be temporary_password, chain or none (got %q)", a.CloudManaged.Fallback)
 		}
+		if a.WriteBudget < 0 || (a.WriteBudget > 0 && a.WriteWindow <= 0) {
+			add("actuator.write_budget", "must be >= 0, with a positive actuator.write_window")
+		}
 		if a.Retry.MaxAttempts < 1 {
 			add("actuator.retry.max_attempts", "must be at least 1")
 		}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/services/actuator"
+	"github.com/pwsync/pwsync/services/evaluator"
+	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/services/ingest"
+	"github.com/pwsync/pwsync/services/ingest/adwatch"
+	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/graph/msgraph"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// service is what each target runs.
+type service interface {
+	Run(ctx context.Context) error
+}
+
+// run starts NATS (embedded unless nats.url is set), the selected targets and
+// the ops listener, and runs until SIGTERM/SIGINT or ctx ends. Shutdown: stop
+// intake, let in-flight messages finish, drain NATS, stop the embedded server.
+func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	var emb *natsx.Embedded
+	if cfg.NATS.URL == "" {
+		var err error
+		emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: cfg.NATS.Embedded.DataDir, Listen: cfg.NATS.Embedded.Listen})
+		if err != nil {
+			return err
+		}
+		defer emb.Shutdown()
+		log.Info().Str("data_dir", cfg.NATS.Embedded.DataDir).Str("listen", emb.ClientURL()).Msg("embedded nats started")
+	}
+	conn, err := natsx.Connect(natsx.ConnectConfig{URL: cfg.NATS.URL, Embedded: emb, Name: "pwsync",
+		CredsFile: cfg.NATS.CredsFile, NKeyFile: cfg.NATS.NKeyFile, CAFile: cfg.NATS.CAFile}, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		conn.Drain(dctx)
+	}()
+	topo := natsx.DefaultOptions()
+	topo.Replicas = cfg.NATS.Replicas
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := natsx.NewTopology(topo).Ensure(setupCtx, conn.JS); err != nil {
+		return err
+	}
+
+	var services []service
+	var ready []func() bool
+	if t.Ingest {
+		var domains []adwatch.Config
+		for _, d := range cfg.AD.Domains {
+			domains = append(domains, domainConfig(d))
+		}
+		in, err := ingest.New(setupCtx, ingest.Deps{JS: conn.JS, Domains: domains, Log: log.With().Str("service", "ingest").Logger()})
+		if err != nil {
+			return fmt.Errorf("starting ingest: %w", err)
+		}
+		services, ready = append(services, in), append(ready, in.Ready)
+	}
+	if t.Evaluator {
+		ev, err := evaluator.New(setupCtx, evaluator.Deps{JS: conn.JS, Policy: policy(cfg.Evaluator),
+			Log: log.With().Str("service", "evaluator").Logger()})
+		if err != nil {
+			return fmt.Errorf("starting evaluator: %w", err)
+		}
+		services = append(services, ev)
+	}
+	if t.Actuator {
+		g := cfg.Graph
+		client, err := msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
+			ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
+			CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
+			GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+		if err != nil {
+			return fmt.Errorf("starting actuator: %w", err)
+		}
+		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
+			Log: log.With().Str("service", "actuator").Logger(),
+			WriteLimiter: actuator.NewWriteLimiter(cfg.Actuator.WriteBudget, cfg.Actuator.WriteWindow)})
+		if err != nil {
+			return fmt.Errorf("starting actuator: %w", err)
+		}
+		services = append(services, act)
+	}
+
+	ops, err := startOps(cfg.Ops.Listen, conn, ready, log)
+	if err != nil {
+		return err
+	}
+
+	log.Info().Bool("ingest", t.Ingest).Bool("evaluator", t.Evaluator).Bool("actuator", t.Actuator).
+		Bool("embedded_nats", emb != nil).Str("version", version).Msg("pwsync running")
+	errs := make(chan error, len(services))
+	var wg sync.WaitGroup
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	for _, s := range services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(runCtx); err != nil {
+				errs <- err
+				cancelRun() // one target failing stops the process: a supervisor restarts it
+			}
+		}()
+	}
+	<-runCtx.Done()
+	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down: finishing in-flight work")
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.ShutdownTimeout):
+		log.Warn().Msg("shutdown timeout: in-flight work abandoned; it will be redelivered")
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = ops.Shutdown(sctx)
+	scancel()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// startOps serves /healthz (the process is alive) and /readyz (NATS connected,
+// streams present, first AD sync done).
+func startOps(addr string, conn *natsx.Conn, ready []func() bool, log zerolog.Logger) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if !conn.NC.IsConnected() {
+			http.Error(w, "nats: not connected", http.StatusServiceUnavailable)
+			return
+		}
+		if _, err := conn.JS.Stream(ctx, natsx.StreamEvents); err != nil {
+			http.Error(w, "jetstream: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		for _, f := range ready {
+			if !f() {
+				http.Error(w, "ingest: first sync not done", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("ops.listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("ops listener stopped")
+		}
+	}()
+	log.Info().Str("addr", ln.Addr().String()).Msg("ops listener started")
+	return srv, nil
+}
+
+func domainConfig(d config.Domain) adwatch.Config {
+	return adwatch.Config{
+		Domain: d.Name, URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
+		AllowPlain: d.AllowPlain, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(), BaseDN: d.BaseDN,
+		UserFilter: d.UserFilter, Mode: d.Mode, PollInterval: d.PollInterval, Notifications: *d.Notifications,
+		PageSize: d.PageSize,
+	}
+}
+
+func policy(e config.Evaluator) rules.Policy {
+	return rules.Policy{
+		IncludeOUs: e.Scope.IncludeOUs, BreakGlassUPNs: e.Scope.BreakGlassUPNs, BreakGlassGroups: e.Scope.BreakGlassGroups,
+		IncludeDisabled: e.Scope.IncludeDisabled, ForcedChange: e.ForcedChange.Enabled,
+		IncludeNeverExpires: e.ForcedChange.IncludeNeverExpires, Backfill: e.ForcedChange.Backfill,
+		PasswordChanged: e.PasswordChanged.Enabled, DryRun: e.DryRun,
+	}
+}

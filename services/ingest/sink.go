@@ -1,0 +1,58 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+// EventSink publishes AD user states to the EVENTS stream. Publish returns
+// only when JetStream stored every event (or reported it a duplicate), so the
+// watcher may then save its DirSync cookie.
+type EventSink struct {
+	js  jetstream.JetStream
+	now func() time.Time
+}
+
+// NewEventSink returns a sink over js.
+func NewEventSink(js jetstream.JetStream) *EventSink { return &EventSink{js: js, now: time.Now} }
+
+// Publish publishes one event per user, pipelined, and waits for all acks.
+func (s *EventSink) Publish(ctx context.Context, users []events.ADUser) error {
+	// Bounded: during a NATS outage the watcher retries the batch (same IDs)
+	// instead of hanging on acks that never come.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	at := s.now().UTC()
+	futures := make([]jetstream.PubAckFuture, 0, len(users))
+	for _, u := range users {
+		ev, err := events.NewEnvelope(u.EventID(), events.SourceAD, events.TypeADUser, at, u)
+		if err != nil {
+			return err
+		}
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encoding event %s: %w", ev.ID, err)
+		}
+		f, err := s.js.PublishAsync(ev.Subject(), data, jetstream.WithMsgID(ev.ID))
+		if err != nil {
+			return fmt.Errorf("publishing event %s: %w", ev.ID, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publishing event %s: %w", users[i].EventID(), err)
+		case <-ctx.Done():
+			return fmt.Errorf("publishing AD events: %w", ctx.Err())
+		}
+	}
+	return nil
+}
