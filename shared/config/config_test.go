@@ -142,6 +142,12 @@ func TestExampleConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The example names a CA file of a real install; point it at one that exists.
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data = []byte(strings.ReplaceAll(string(data), "/etc/pwsync/ad-ca.pem", ca))
 	cfg, err := Parse(data, func(string) string { return "from-env" })
 	if err != nil {
 		t.Fatalf("example config: %v", err)

@@ -86,7 +86,7 @@ func Process[T any](base context.Context, log zerolog.Logger, budget time.Durati
 			Uint64("stream_seq", md.StreamSeq).Uint64("num_delivered", md.NumDelivered).Logger()
 		ctx, cancel := context.WithTimeout(l.WithContext(base), budget)
 		defer cancel()
-		stop := KeepAlive(ctx, m, 10*time.Second)
+		stop := KeepAlive(ctx, m, 5*time.Second)
 		err = h(ctx, v, md)
 		stop()
 		var later *RetryLater

@@ -55,8 +55,8 @@ func DefaultOptions() Options {
 
 // AckWait only catches crashes and hangs; retry timing lives in Process.
 const (
-	evaluatorAckWait = 30 * time.Second
-	actuatorAckWait  = 60 * time.Second
+	evaluatorAckWait = 15 * time.Second
+	actuatorAckWait  = 30 * time.Second
 	MaxDeliver       = 10
 )
 

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/graphsim"
+)
+
+// TestHelpdeskResetEndToEnd drives real LDAP changes on Samba AD through
+// ingest, evaluator and actuator and asserts the Graph calls the simulator saw.
+func TestHelpdeskResetEndToEnd(t *testing.T) {
+	s := newStack(t, stackOpts{BreakGlassSAMs: []string{"e2e-dave"}, TryCloudFlag: true})
+	const pw = "Start.Passw0rd-1"
+	alice := s.dc.CreateUser(t, s.ou, "e2e-alice", adtest.UserOpts{Password: pw})
+	bob := s.dc.CreateUser(t, s.ou, "e2e-bob", adtest.UserOpts{Password: pw})
+	carol := s.dc.CreateUser(t, s.ou, "e2e-carol", adtest.UserOpts{Password: pw, MustChange: true}) // flagged before pwsync starts
+	dave := s.dc.CreateUser(t, s.ou, "e2e-dave", adtest.UserOpts{Password: pw})
+	aliceID := s.cloudUser(alice, false) // cloud-managed: matched by UPN
+	bobID := s.cloudUser(bob, true)      // synced: joined by onPremisesImmutableId
+	carolID := s.cloudUser(carol, false)
+	daveID := s.cloudUser(dave, false) // break-glass by UPN
+
+	s.startInProcess(t)
+	settle := 1500 * time.Millisecond
+
+	t.Run("d_user_flagged_before_first_sync_is_backfilled", func(t *testing.T) {
+		s.waitWrites(t, carolID, []string{"PATCH force=true 204"}, settle)
+		if u, _ := s.sim.User(carolID); !u.ForceChangePasswordNextSignIn {
+			t.Fatalf("carol's cloud flag not set")
+		}
+	})
+	t.Run("a_cloud_managed_reset_gives_exactly_one_patch", func(t *testing.T) {
+		s.dc.ForceChange(t, alice.DN)
+		s.waitWrites(t, aliceID, []string{"PATCH force=true 204"}, settle)
+	})
+	t.Run("b_synced_reset_takes_the_chain_after_one_refused_patch", func(t *testing.T) {
+		s.dc.ForceChange(t, bob.DN)
+		s.waitWrites(t, bobID, []string{"PATCH force=true 400", "POST revoke 200", "POST members 204"}, settle)
+		if m := s.sim.GroupMembers(pendingGroup); !contains(m, bobID) {
+			t.Fatalf("bob not in the pending group: %v", m)
+		}
+	})
+	t.Run("c_password_change_undoes_what_was_set", func(t *testing.T) {
+		s.dc.ResetPassword(t, alice.DN, "Changed.Passw0rd-2", false)
+		s.dc.ResetPassword(t, bob.DN, "Changed.Passw0rd-2", false)
+		s.waitWrites(t, aliceID, []string{"PATCH force=true 204", "PATCH force=false 204", "DELETE members 404"}, 0)
+		s.waitWrites(t, bobID, []string{"PATCH force=true 400", "POST revoke 200", "POST members 204", "DELETE members 204"}, settle)
+		if u, _ := s.sim.User(aliceID); u.ForceChangePasswordNextSignIn {
+			t.Fatalf("alice's cloud flag still set")
+		}
+		if m := s.sim.GroupMembers(pendingGroup); contains(m, bobID) {
+			t.Fatalf("bob still in the pending group: %v", m)
+		}
+	})
+	t.Run("e_break_glass_user_is_never_written", func(t *testing.T) {
+		s.dc.ForceChange(t, dave.DN)
+		time.Sleep(2 * settle)
+		if reqs := s.requestsFor(daveID); len(reqs) != 0 {
+			t.Fatalf("break-glass user touched: %d requests, first %s %s", len(reqs), reqs[0].Method, reqs[0].Path)
+		}
+	})
+}
+
+// TestKilledBetweenEventAndAction kills pwsync with SIGKILL after the event
+// was taken in but before any Graph write, restarts it, and checks that the
+// write happens exactly once.
+func TestKilledBetweenEventAndAction(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	u := s.dc.CreateUser(t, s.ou, "e2e-kill", adtest.UserOpts{Password: "Start.Passw0rd-1"})
+	id := s.cloudUser(u, false)
+
+	cmd := s.startProcess(t)
+	// Hold the actuator's first read of this user, so the process dies with
+	// the event stored and the action not yet carried out.
+	seen := make(chan struct{}, 1)
+	s.sim.OnRequest(func(r graphsim.Request) {
+		if r.Method == http.MethodGet {
+			select {
+			case seen <- struct{}{}:
+			default:
+			}
+		}
+	})
+	s.sim.InjectFault(graphsim.Fault{Method: http.MethodGet, PathPrefix: "/v1.0/users", Hang: time.Minute, Count: -1})
+	s.dc.ForceChange(t, u.DN)
+	select {
+	case <-seen:
+	case <-time.After(20 * time.Second):
+		t.Fatal("actuator never reached Graph")
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	time.Sleep(200 * time.Millisecond)
+	s.sim.ClearFaults()
+	s.sim.OnRequest(nil)
+	if w := s.writes(id); len(w) != 0 {
+		t.Fatalf("writes before the kill: %v", w)
+	}
+
+	// The killed consumer's message comes back after the actuator's AckWait.
+	s.startProcess(t)
+	s.waitWritesWithin(t, id, []string{"PATCH force=true 204"}, 2*time.Second, 90*time.Second)
+}
+
+// BenchmarkResetToGraphWrite measures AD change -> Graph write latency over
+// real Samba AD and the simulator: the time from the LDAP modify returning to
+// the simulator receiving the PATCH. Run: make bench-latency.
+func BenchmarkResetToGraphWrite(b *testing.B) {
+	const n = 200
+	tt := b
+	s := newStack(tt, stackOpts{})
+	users := make([]adtest.User, n)
+	ids := make([]string, n)
+	for i := range users {
+		users[i] = s.dc.CreateUser(tt, s.ou, fmt.Sprintf("lat%03d", i), adtest.UserOpts{Password: "Start.Passw0rd-1"})
+		ids[i] = s.cloudUser(users[i], false)
+	}
+	rec := &latencyRecorder{first: map[string]time.Time{}}
+	s.sim.OnRequest(rec.observe)
+	s.startInProcess(tt)
+	b.ResetTimer()
+	lat := make([]time.Duration, 0, n)
+	for i, u := range users {
+		// The modify returns once the DC committed it: that is when the change exists.
+		s.dc.ForceChange(tt, u.DN)
+		start := time.Now()
+		deadline := start.Add(30 * time.Second)
+		for {
+			if at, ok := rec.at(ids[i]); ok {
+				lat = append(lat, at.Sub(start))
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("no Graph write for %s after 30s", u.UPN)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) time.Duration { return lat[int(math.Ceil(p*float64(len(lat))))-1] }
+	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "p50_ms")
+	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99_ms")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
+	b.Logf("AD reset -> Graph PATCH over %d resets: p50 %v, p99 %v, max %v", len(lat), pct(0.5), pct(0.99), lat[len(lat)-1])
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

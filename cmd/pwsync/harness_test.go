@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/shared/logx"
+)
+
+// The test binary doubles as the pwsync binary, so that end-to-end tests can
+// kill -9 a real process without a second slow link of the Graph SDK.
+func TestMain(m *testing.M) {
+	if os.Getenv("PWSYNC_E2E_CHILD") == "1" {
+		if err := dispatch(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "pwsync:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const pendingGroup = "6a1d7c3e-0000-4000-8000-00000000beef"
+
+// stack is one end-to-end environment: a test OU in the real Samba DC, a
+// Graph simulator, and a pwsync config pointing at both.
+type stack struct {
+	dc      *adtest.DC
+	ou      string
+	sim     *graphsim.Server
+	dir     string
+	cfgPath string
+	opsAddr string
+}
+
+type stackOpts struct {
+	BreakGlassSAMs []string // sAMAccountNames whose UPNs are listed as break-glass
+	TryCloudFlag   bool
+}
+
+var configTemplate = template.Must(template.New("cfg").Parse(`
+log: {level: info}
+shutdown_timeout: 10s
+nats:
+  embedded: {data_dir: {{.Dir}}/nats}
+ad:
+  domains:
+    - name: example.test
+      url: {{.DC.LDAPSURL}}
+      ca_file: {{.DC.CAFile}}
+      bind_dn: {{.DC.BindDN}}
+      bind_password: env:PWSYNC_TEST_AD_PASSWORD
+      base_dn: {{.DC.BaseDN}}
+      poll_interval: 1s
+graph:
+  tenant_id: {{.Sim.TenantID}}
+  client_id: {{.Sim.ClientID}}
+  client_secret: env:PWSYNC_TEST_GRAPH_SECRET
+  authority_host: {{.Sim.AuthorityHost}}
+  base_url: {{.Sim.GraphBaseURL}}
+  ca_file: {{.Dir}}/graph-ca.pem
+evaluator:
+  scope:
+    include_ous: ["{{.OU}}"]
+    break_glass_upns: [{{range $i, $u := .BreakGlass}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
+actuator:
+  cloud_managed: {verify: true, fallback: chain, revoke_sessions: false}
+  synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
+  retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 500ms, long_wait: 2s}
+ops: {listen: "{{.Ops}}"}
+`))
+
+const simSecret = "sim-client-secret-e2e"
+
+func newStack(t testing.TB, o stackOpts) *stack {
+	t.Helper()
+	dc := adtest.Require(t)
+	sim, err := graphsim.Start(graphsim.Options{ClientSecret: simSecret})
+	if err != nil {
+		t.Fatalf("starting graph simulator: %v", err)
+	}
+	t.Cleanup(sim.Close)
+	sim.PutGroup(pendingGroup, "Password change pending")
+	s := &stack{dc: dc, ou: dc.NewOU(t), sim: sim, dir: t.TempDir(), opsAddr: freeAddr(t)}
+	if err := sim.WriteCAFile(filepath.Join(s.dir, "graph-ca.pem")); err != nil {
+		t.Fatal(err)
+	}
+	var breakGlass []string
+	for _, sam := range o.BreakGlassSAMs {
+		breakGlass = append(breakGlass, sam+"@"+strings.ToLower(dc.Realm))
+	}
+	var buf bytes.Buffer
+	err = configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": dc, "Sim": sim, "OU": s.ou,
+		"Group": pendingGroup, "Opts": o, "Ops": s.opsAddr, "BreakGlass": breakGlass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfgPath = filepath.Join(s.dir, "pwsync.yaml")
+	if err := os.WriteFile(s.cfgPath, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PWSYNC_TEST_AD_PASSWORD", dc.BindPassword)
+	t.Setenv("PWSYNC_TEST_GRAPH_SECRET", simSecret)
+	return s
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// cloudUser gives an AD user its cloud account: synced (joined by
+// onPremisesImmutableId) or cloud-managed (matched by UPN only).
+func (s *stack) cloudUser(u adtest.User, synced bool) string {
+	gu := graphsim.User{ID: "cloud-" + u.SAM, UserPrincipalName: u.UPN, AccountEnabled: true, DisplayName: u.SAM}
+	if synced {
+		gu.OnPremisesImmutableId, gu.OnPremisesSyncEnabled = u.ImmutableID, true
+	}
+	s.sim.PutUser(gu)
+	return gu.ID
+}
+
+// startInProcess runs pwsync in this process until the test ends.
+func (s *stack) startInProcess(t testing.TB) {
+	t.Helper()
+	cfg, _, err := config.Load(s.cfgPath, config.AllTargets, os.Getenv)
+	if err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	logFile, err := os.Create(filepath.Join(s.dir, "pwsync.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := logx.New(logFile, cfg.Log.Level, "json")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, config.AllTargets, log) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("pwsync run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("pwsync did not stop within 20s")
+		}
+		logFile.Close()
+		if t.Failed() {
+			s.dumpLog(t)
+		}
+	})
+	s.waitReady(t, done)
+}
+
+// startProcess runs pwsync as a child process (the test binary re-executed).
+func (s *stack) startProcess(t testing.TB) *exec.Cmd {
+	t.Helper()
+	logFile, err := os.OpenFile(filepath.Join(s.dir, "pwsync.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "run", "--config", s.cfgPath)
+	cmd.Env = append(os.Environ(), "PWSYNC_E2E_CHILD=1")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logFile.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			s.dumpLog(t)
+		}
+	})
+	s.waitReady(t, done)
+	return cmd
+}
+
+func (s *stack) waitReady(t testing.TB, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			s.dumpLog(t)
+			t.Fatalf("pwsync exited before ready: %v", err)
+		default:
+		}
+		resp, err := http.Get("http://" + s.opsAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.dumpLog(t)
+	t.Fatalf("pwsync not ready after 60s")
+}
+
+func (s *stack) dumpLog(t testing.TB) {
+	data, _ := os.ReadFile(filepath.Join(s.dir, "pwsync.log"))
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > 80 {
+		lines = lines[len(lines)-80:]
+	}
+	t.Logf("pwsync log (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
+}
+
+// requestsFor returns the simulator's log entries that concern a cloud user.
+func (s *stack) requestsFor(cloudID string) []graphsim.Request {
+	var out []graphsim.Request
+	for _, r := range s.sim.Requests() {
+		if r.ItemID == "" && r.BatchID != "" {
+			continue // the outer $batch POST; its items are logged on their own
+		}
+		if strings.Contains(r.Path, "/"+cloudID) || strings.Contains(string(r.Body), cloudID) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// writes summarises a user's write requests as "METHOD kind" strings.
+func (s *stack) writes(cloudID string) []string {
+	var out []string
+	for _, r := range s.requestsFor(cloudID) {
+		if r.Method == http.MethodGet {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s %d", r.Method, describe(r), r.Status))
+	}
+	return out
+}
+
+func describe(r graphsim.Request) string {
+	switch {
+	case strings.HasSuffix(r.Path, "/revokeSignInSessions"):
+		return "revoke"
+	case strings.Contains(r.Path, "/members"):
+		return "members"
+	case r.Method == http.MethodPatch:
+		var body struct {
+			PasswordProfile *struct {
+				Force *bool   `json:"forceChangePasswordNextSignIn"`
+				Pass  *string `json:"password"`
+			} `json:"passwordProfile"`
+		}
+		_ = json.Unmarshal(r.Body, &body)
+		switch {
+		case body.PasswordProfile == nil:
+			return "patch"
+		case body.PasswordProfile.Pass != nil:
+			return "password"
+		case body.PasswordProfile.Force != nil:
+			return fmt.Sprintf("force=%v", *body.PasswordProfile.Force)
+		}
+		return "passwordProfile"
+	}
+	return r.Path
+}
+
+// waitWrites waits until the user's writes equal want, then checks that
+// nothing more arrives for settle.
+func (s *stack) waitWrites(t testing.TB, cloudID string, want []string, settle time.Duration) {
+	t.Helper()
+	s.waitWritesWithin(t, cloudID, want, settle, 20*time.Second)
+}
+
+func (s *stack) waitWritesWithin(t testing.TB, cloudID string, want []string, settle, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := s.writes(cloudID)
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes for %s = %v, want %v", cloudID, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	if got := s.writes(cloudID); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("writes for %s kept coming: %v, want %v", cloudID, got, want)
+	}
+}
+
+// latencyRecorder timestamps the first matching Graph write per cloud user.
+type latencyRecorder struct {
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+func (l *latencyRecorder) observe(r graphsim.Request) {
+	if r.Method != http.MethodPatch || r.Status >= 300 {
+		return
+	}
+	id := r.Path[strings.LastIndex(r.Path, "/")+1:]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.first[id]; !ok {
+		l.first[id] = r.Time
+	}
+}
+
+func (l *latencyRecorder) at(id string) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.first[id]
+	return t, ok
+}
