@@ -58,6 +58,11 @@ const (
 	evaluatorAckWait = 15 * time.Second
 	actuatorAckWait  = 30 * time.Second
 	MaxDeliver       = 10
+
+	// LeaseTTL is how long a dead replica's singleton lease outlives it;
+	// holders renew every LeaseRenew.
+	LeaseTTL   = 15 * time.Second
+	LeaseRenew = 5 * time.Second
 )
 
 // NewTopology builds the topology for the given options.
@@ -93,7 +98,7 @@ func NewTopology(o Options) Topology {
 			{Bucket: BucketCursors, History: 5, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 			{Bucket: BucketIdentity, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 			{Bucket: BucketDone, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.DoneTTL},
-			{Bucket: BucketLeases, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: 30 * time.Second},
+			{Bucket: BucketLeases, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: LeaseTTL},
 		},
 	}
 }

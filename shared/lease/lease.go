@@ -1,0 +1,157 @@
+// Package lease runs singleton work (the AD watcher, the subscription
+// manager, the delta poller, schedulers) on exactly one replica at a time,
+// using a NATS KV bucket whose TTL expires the lease of a replica that died.
+package lease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Lease is one named lease. The bucket's TTL (MaxAge) is the lease duration:
+// the holder rewrites the key every Renew; when it stops, the key expires
+// and another replica's Create succeeds.
+type Lease struct {
+	kv     jetstream.KeyValue
+	key    string
+	holder string
+	renew  time.Duration
+	log    zerolog.Logger
+	held   atomic.Bool
+}
+
+// New returns a lease on key for holder (e.g. hostname + pid). renew must be
+// well below the bucket's TTL (a third is usual).
+func New(kv jetstream.KeyValue, key, holder string, renew time.Duration, log zerolog.Logger) *Lease {
+	return &Lease{kv: kv, key: key, holder: holder, renew: renew,
+		log: log.With().Str("lease", key).Str("holder", holder).Logger()}
+}
+
+// Held reports whether this replica holds the lease now.
+func (l *Lease) Held() bool { return l.held.Load() }
+
+// Holder returns the current holder recorded in KV, or "".
+func (l *Lease) Holder(ctx context.Context) (string, error) {
+	e, err := l.kv.Get(ctx, l.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading lease %s: %w", l.key, err)
+	}
+	return string(e.Value()), nil
+}
+
+// Run waits for the lease, runs fn while it is held, and starts waiting again
+// when it is lost (fn's context is cancelled then). It returns when ctx ends,
+// releasing the lease so that another replica takes over at once.
+func (l *Lease) Run(ctx context.Context, fn func(context.Context) error) error {
+	for {
+		rev, err := l.acquire(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		l.held.Store(true)
+		l.log.Info().Msg("lease acquired")
+		workCtx, cancel := context.WithCancel(ctx)
+		fnErr := make(chan error, 1)
+		go func() { fnErr <- fn(workCtx) }()
+		lost := l.keep(workCtx, rev, fnErr)
+		cancel()
+		err = <-fnErr
+		l.held.Store(false)
+		switch {
+		case ctx.Err() != nil:
+			l.release()
+			return nil
+		case lost:
+			l.log.Warn().Msg("lease lost; work stopped")
+		case err != nil:
+			// The work failed: give the lease up so another replica can try.
+			l.log.Error().Err(err).Msg("singleton work failed; releasing lease")
+			l.release()
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(l.renew):
+			}
+		default:
+			l.release()
+			return nil
+		}
+	}
+}
+
+// acquire polls until Create succeeds (the key is absent or expired).
+func (l *Lease) acquire(ctx context.Context) (uint64, error) {
+	for {
+		rev, err := l.kv.Create(ctx, l.key, []byte(l.holder))
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			l.log.Warn().Err(err).Msg("acquiring lease failed; retrying")
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(l.renew / 2):
+		}
+	}
+}
+
+// keep renews the lease until ctx ends (false), fn returns (false), or a
+// renewal shows someone else holds it (true). A renewal that fails for
+// transport reasons is retried until the lease would have expired.
+func (l *Lease) keep(ctx context.Context, rev uint64, fnErr chan error) (lost bool) {
+	t := time.NewTicker(l.renew)
+	defer t.Stop()
+	lastOK := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case err := <-fnErr:
+			fnErr <- err // hand it back to Run
+			return false
+		case <-t.C:
+			next, err := l.kv.Update(ctx, l.key, []byte(l.holder), rev)
+			switch {
+			case err == nil:
+				rev, lastOK = next, time.Now()
+			case isWrongSequence(err) || errors.Is(err, jetstream.ErrKeyNotFound):
+				return true
+			case time.Since(lastOK) > 2*l.renew:
+				// Could not renew for too long: assume another replica may have
+				// taken over, and stop rather than run twice.
+				l.log.Warn().Err(err).Msg("lease renewal failing; giving it up")
+				return true
+			default:
+				l.log.Warn().Err(err).Msg("lease renewal failed; retrying")
+			}
+		}
+	}
+}
+
+func (l *Lease) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if e, err := l.kv.Get(ctx, l.key); err == nil && string(e.Value()) == l.holder {
+		_ = l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision()))
+	}
+	l.log.Info().Msg("lease released")
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
