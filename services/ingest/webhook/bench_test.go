@@ -1,0 +1,288 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// The webhook and the bare JetStream loop run the same shapes: senders
+// concurrent clients, each POST (or batch) carrying batch notifications.
+// Results and commands are in BENCHMARK.md.
+var benchShapes = []struct{ senders, batch int }{
+	{16, 1}, {64, 1}, {16, 10}, {64, 10},
+}
+
+func shapeName(senders, batch int) string { return fmt.Sprintf("batch=%d/senders=%d", batch, senders) }
+
+// BenchmarkWebhookIngest measures notifications durably acknowledged through
+// the real handler: net/http on loopback, HTTP/1.1 keep-alive clients, the
+// embedded JetStream with file storage. One op is one POST. publisher=async
+// is the production path, publisher=natsx a plain Publisher for comparison.
+func BenchmarkWebhookIngest(b *testing.B) {
+	for _, pub := range []string{"async", "natsx"} {
+		for _, s := range benchShapes {
+			b.Run("publisher="+pub+"/"+shapeName(s.senders, s.batch), func(b *testing.B) {
+				_, conn := natstest.Run(b)
+				op := webhookOp(b, conn, pub, s.senders, s.batch)
+				benchmark(b, s.senders, s.batch, op)
+			})
+		}
+	}
+}
+
+// BenchmarkHTTPFloor is net/http alone with the same clients and bodies: a
+// handler that reads the body and answers 202. The webhook cannot be faster.
+func BenchmarkHTTPFloor(b *testing.B) {
+	for _, s := range benchShapes {
+		b.Run(shapeName(s.senders, s.batch), func(b *testing.B) {
+			benchmark(b, s.senders, s.batch, postOp(b, floorHandler, s.senders, s.batch))
+		})
+	}
+}
+
+// BenchmarkBareJetStreamPublish is the ceiling: the same envelopes published
+// straight to JetStream with a Nats-Msg-Id; one op is one batch (see bareOp).
+func BenchmarkBareJetStreamPublish(b *testing.B) {
+	for _, s := range benchShapes {
+		b.Run(shapeName(s.senders, s.batch), func(b *testing.B) {
+			_, conn := natstest.Run(b)
+			benchmark(b, s.senders, s.batch, bareOp(b, conn, s.batch))
+		})
+	}
+}
+
+// TestThroughputReport runs the webhook and the bare loop alternately, round
+// after round, on one server per shape, and prints medians and the paired
+// ratio. Alternating keeps other load on the machine from favouring either
+// side. Run with PWSYNC_BENCH_REPORT=1 (see BENCHMARK.md).
+func TestThroughputReport(t *testing.T) {
+	if os.Getenv("PWSYNC_BENCH_REPORT") == "" {
+		t.Skip("set PWSYNC_BENCH_REPORT=1 to run the throughput report")
+	}
+	rounds, per := 5, 3*time.Second
+	if v, err := strconv.Atoi(os.Getenv("PWSYNC_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	if d, err := time.ParseDuration(os.Getenv("PWSYNC_BENCH_DURATION")); err == nil && d > 0 {
+		per = d
+	}
+	var report strings.Builder
+	fmt.Fprintf(&report, "\n%d rounds x %s per side, medians\n", rounds, per)
+	fmt.Fprintf(&report, "| shape | webhook notif/s | p50 ms | p99 ms | bare JetStream notif/s | bare p50 ms | bare p99 ms | webhook/bare | net/http floor notif/s | webhook/floor |\n")
+	fmt.Fprintf(&report, "|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range benchShapes {
+		_, conn := natstest.Run(t)
+		sides := map[string]func() error{
+			"webhook": webhookOp(t, conn, "async", s.senders, s.batch),
+			"bare":    bareOp(t, conn, s.batch),
+			"floor":   postOp(t, floorHandler, s.senders, s.batch),
+		}
+		got := map[string][]result{}
+		var ratios, floorRatios []float64
+		for r := range rounds {
+			order := []string{"webhook", "bare", "floor"}
+			if r%2 == 1 {
+				order = []string{"floor", "bare", "webhook"}
+			}
+			for _, side := range order {
+				deadline := time.Now().Add(per)
+				res, err := drive(s.senders, s.batch, func(int64) bool { return time.Now().Before(deadline) }, sides[side])
+				if err != nil {
+					t.Fatalf("%s %s: %v", side, shapeName(s.senders, s.batch), err)
+				}
+				got[side] = append(got[side], res)
+			}
+			ratios = append(ratios, got["webhook"][r].rate/got["bare"][r].rate)
+			floorRatios = append(floorRatios, got["webhook"][r].rate/got["floor"][r].rate)
+		}
+		w, b, f := summarize(got["webhook"]), summarize(got["bare"]), summarize(got["floor"])
+		fmt.Fprintf(&report, "| %s | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.0f%% | %.0f | %.0f%% |\n",
+			shapeName(s.senders, s.batch), w.rate, w.p50, w.p99, b.rate, b.p50, b.p99, 100*median(ratios), f.rate, 100*median(floorRatios))
+	}
+	t.Log(report.String())
+}
+
+// webhookOp starts the handler behind a loopback HTTP server and returns one
+// POST of batch fresh notifications.
+func webhookOp(tb testing.TB, conn *natsx.Conn, publisher string, senders, batch int) func() error {
+	var pub Publisher = natsx.NewPublisher(conn.JS)
+	if publisher == "async" {
+		pub = asyncPublisher(tb, conn)
+	}
+	h := NewHandler(Config{}, secrets, pub, zerolog.New(io.Discard).Level(zerolog.InfoLevel))
+	return postOp(tb, h, senders, batch)
+}
+
+// floorHandler reads the body and answers 202: what net/http alone costs.
+var floorHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.WriteHeader(http.StatusAccepted)
+})
+
+// postOp serves h on loopback and returns one POST of batch fresh
+// notifications from a keep-alive client pool of senders connections.
+func postOp(tb testing.TB, h http.Handler, senders, batch int) func() error {
+	srv := httptest.NewServer(h)
+	tb.Cleanup(srv.Close)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders, MaxConnsPerHost: senders}}
+	tb.Cleanup(client.CloseIdleConnections)
+	url := srv.URL + PathNotifications
+
+	var seq atomic.Uint64
+	bufs := sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	return func() error {
+		body := bufs.Get().(*bytes.Buffer)
+		defer bufs.Put(body)
+		body.Reset()
+		body.Write(benchCollection(body.AvailableBuffer(), &seq, batch))
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body.Bytes()))
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+// bareOp publishes batch copies of a real envelope under fresh IDs: one
+// sync-acked Publish for batch=1, else PublishAsync of the whole batch and a
+// wait for every ack, the same pattern as the handler's.
+func bareOp(tb testing.TB, conn *natsx.Conn, batch int) func() error {
+	js := conn.JS
+	var seq atomic.Uint64
+	ns, err := ParseNotifications(benchCollection(nil, &seq, 1))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := NewHandler(Config{}, secrets, nil, zerolog.Nop()).encode(ns[0], time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	return func() error {
+		if batch == 1 {
+			_, err := js.Publish(ctx, m.Subject, m.Data, jetstream.WithMsgID("bench."+strconv.FormatUint(seq.Add(1), 10)))
+			return err
+		}
+		futures := make([]jetstream.PubAckFuture, batch)
+		for i := range futures {
+			f, err := js.PublishAsync(m.Subject, m.Data, jetstream.WithMsgID("bench."+strconv.FormatUint(seq.Add(1), 10)))
+			if err != nil {
+				return err
+			}
+			futures[i] = f
+		}
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// benchmark drives b.N ops and reports notifications/s and latency percentiles.
+func benchmark(b *testing.B, senders, batch int, op func() error) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	res, err := drive(senders, batch, func(i int64) bool { return i <= int64(b.N) }, op)
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(res.rate, "notif/s")
+	b.ReportMetric(res.p50, "p50_ms")
+	b.ReportMetric(res.p99, "p99_ms")
+}
+
+type result struct{ rate, p50, p99 float64 }
+
+// drive runs op from senders goroutines while more(n) says so (n counts ops
+// started) and measures each op.
+func drive(senders, batch int, more func(n int64) bool, op func() error) (result, error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, senders)
+	errs := make(chan error, senders)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range senders {
+		wg.Go(func() {
+			for more(next.Add(1)) {
+				t0 := time.Now()
+				if err := op(); err != nil {
+					errs <- err
+					return
+				}
+				lat[w] = append(lat[w], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return result{}, err
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	pct := func(p float64) float64 { return float64(all[int(p*float64(len(all)-1))]) / float64(time.Millisecond) }
+	return result{rate: float64(len(all)*batch) / elapsed.Seconds(), p50: pct(0.50), p99: pct(0.99)}, nil
+}
+
+func summarize(rs []result) result {
+	var rate, p50, p99 []float64
+	for _, r := range rs {
+		rate, p50, p99 = append(rate, r.rate), append(p50, r.p50), append(p99, r.p99)
+	}
+	return result{rate: median(rate), p50: median(p50), p99: median(p99)}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
+}
+
+// benchCollection appends a POST body of n realistic user notifications, each
+// for a different user so that none is a duplicate.
+func benchCollection(dst []byte, seq *atomic.Uint64, n int) []byte {
+	dst = append(dst, `{"value":[`...)
+	for i := range n {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		user := fmt.Appendf(nil, "00000000-0000-4000-8000-%012d", seq.Add(1))
+		dst = append(dst, `{"changeType":"updated","clientState":"`+secret+`","resource":"Users/`...)
+		dst = append(dst, user...)
+		dst = append(dst, `","resourceData":{"@odata.type":"#Microsoft.Graph.User","@odata.id":"Users/`...)
+		dst = append(dst, user...)
+		dst = append(dst, `","id":"`...)
+		dst = append(dst, user...)
+		dst = append(dst, `","organizationId":"`+tenant+`"},"subscriptionExpirationDateTime":"`+expires+
+			`","subscriptionId":"`+subID+`","tenantId":"`+tenant+`"}`...)
+	}
+	return append(dst, `]}`...)
+}
