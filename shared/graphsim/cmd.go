@@ -1,0 +1,144 @@
+package graphsim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+)
+
+// Seed is the -seed file: users and groups to preload. Users use Graph's
+// property names (see User); accountEnabled defaults to true.
+type Seed struct {
+	Users  []SeedUser  `json:"users"`
+	Groups []SeedGroup `json:"groups"`
+}
+
+// SeedUser is a User whose accountEnabled may be left out (then true).
+type SeedUser struct {
+	User
+	AccountEnabled *bool `json:"accountEnabled"`
+}
+
+// SeedGroup is a group and its members (user IDs or userPrincipalNames).
+type SeedGroup struct {
+	ID          string   `json:"id"`
+	DisplayName string   `json:"displayName"`
+	Members     []string `json:"members"`
+}
+
+// Main runs `pwsync graphsim`: a simulator until SIGINT or SIGTERM.
+func Main(args []string, stdout io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, args, stdout)
+}
+
+// run is Main until ctx ends, so that tests can stop it.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("graphsim", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var (
+		opts   Options
+		caOut  = fs.String("ca-out", "", "write the CA certificate (PEM) to this file (default: a file in the temp dir)")
+		seed   = fs.String("seed", "", "JSON file of users and groups to preload: {\"users\":[...],\"groups\":[{\"id\",\"displayName\",\"members\"}]}")
+		budget = fs.Int("write-budget", DefaultWriteBudget, "writes allowed per write window per app+tenant; 0 = unlimited")
+	)
+	fs.StringVar(&opts.Addr, "addr", "127.0.0.1:0", "listen address")
+	fs.StringVar(&opts.ClientID, "client-id", DefaultClientID, "accepted application (client) ID")
+	fs.StringVar(&opts.ClientSecret, "client-secret", "", "accepted client secret (empty: every secret is refused)")
+	fs.StringVar(&opts.TenantID, "tenant", DefaultTenantID, "tenant ID")
+	fs.DurationVar(&opts.WriteWindow, "write-window", DefaultWriteWindow, "write budget window")
+	fs.BoolVar(&opts.ForceChangeNoop, "force-change-noop", false, "a passwordProfile PATCH without password answers 204 and changes nothing (microsoft-graph-docs#4267)")
+	fs.DurationVar(&opts.Latency, "latency", 0, "latency added to every Graph request")
+	certFile := fs.String("client-cert", "", "PEM file of the certificate accepted for client assertions")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("graphsim: %w", err)
+	}
+	opts.WriteBudget = *budget
+	if *budget == 0 {
+		opts.WriteBudget = -1 // Options' spelling of unlimited
+	}
+	if *certFile != "" {
+		pemBytes, err := os.ReadFile(*certFile)
+		if err != nil {
+			return fmt.Errorf("graphsim: read client certificate: %w", err)
+		}
+		opts.ClientCertPEM = pemBytes
+	}
+	var sd Seed
+	if *seed != "" {
+		var err error
+		if sd, err = readSeed(*seed); err != nil {
+			return err
+		}
+	}
+
+	srv, err := Start(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	if err := srv.LoadSeed(sd); err != nil {
+		return err
+	}
+	path := *caOut
+	if path == "" {
+		path = filepath.Join(os.TempDir(), fmt.Sprintf("graphsim-ca-%d.pem", os.Getpid()))
+	}
+	if err := srv.WriteCAFile(path); err != nil {
+		return err
+	}
+	if opts.ClientSecret == "" && len(opts.ClientCertPEM) == 0 {
+		fmt.Fprintln(stdout, "# warning: no -client-secret or -client-cert: every token request is refused")
+	}
+	fmt.Fprintf(stdout, "graph_base_url=%s\nauthority_host=%s\ntenant_id=%s\nclient_id=%s\nca_file=%s\n",
+		srv.GraphBaseURL(), srv.AuthorityHost(), srv.TenantID(), srv.ClientID(), path)
+	<-ctx.Done()
+	return nil
+}
+
+func readSeed(path string) (Seed, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Seed{}, fmt.Errorf("graphsim: read seed: %w", err)
+	}
+	var sd Seed
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields() // a typo in a seed should not silently drop a user's property
+	if err := dec.Decode(&sd); err != nil {
+		return Seed{}, fmt.Errorf("graphsim: parse seed %s: %w", path, err)
+	}
+	return sd, nil
+}
+
+// LoadSeed preloads users and groups; members name users by ID or UPN.
+func (s *Server) LoadSeed(sd Seed) error {
+	for _, su := range sd.Users {
+		u := su.User
+		u.AccountEnabled = su.AccountEnabled == nil || *su.AccountEnabled
+		if u.UserPrincipalName == "" {
+			return errors.New("graphsim: seed user without userPrincipalName")
+		}
+		s.PutUser(u)
+	}
+	for _, g := range sd.Groups {
+		if g.ID == "" {
+			return fmt.Errorf("graphsim: seed group %q without id", g.DisplayName)
+		}
+		s.PutGroup(g.ID, g.DisplayName)
+		for _, m := range g.Members {
+			if err := s.AddGroupMember(g.ID, m); err != nil {
+				return fmt.Errorf("graphsim: seed: %w", err)
+			}
+		}
+	}
+	return nil
+}

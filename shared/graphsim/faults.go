@@ -1,0 +1,127 @@
+package graphsim
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Fault makes the next Count matching requests fail. A request matches when
+// Method is empty or equal (case-insensitive) and its path starts with
+// PathPrefix. Paths are full server paths ("/v1.0/users/..."; batch items
+// "/v1.0" + item url), so an empty PathPrefix matches every Graph request
+// (the outer $batch POST included) and a PathPrefix such as
+// "/{tenant}/oauth2" reaches the token endpoint, which an empty prefix never
+// does.
+//
+// What happens: after Hang (if > 0; ended early when the client goes away or
+// the server closes), Reset closes the connection without an answer (a
+// $batch item gets a 503 item instead, since one connection carries the
+// whole batch); otherwise a Status > 0 is answered, with Body (default: a
+// Graph error envelope) and Retry-After when RetryAfter > 0. A fault with
+// neither Reset nor Status only delays the request (a slow answer).
+type Fault struct {
+	Method     string
+	PathPrefix string
+	Status     int
+	RetryAfter time.Duration
+	Count      int // < 0: forever
+	Body       string
+	Hang       time.Duration
+	Reset      bool
+}
+
+// InjectFault adds a fault; faults are matched in the order injected.
+func (s *Server) InjectFault(f Fault) {
+	if f.Count == 0 {
+		return // nothing to inject
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &f)
+}
+
+// ClearFaults removes all faults.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
+// takeFault returns a copy of the first fault matching the request and
+// spends one of its Count.
+func (s *Server) takeFault(method, path string) (Fault, bool) {
+	graph := strings.HasPrefix(path, graphPrefix+"/") || path == graphPrefix
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, f := range s.faults {
+		if f.Method != "" && !strings.EqualFold(f.Method, method) {
+			continue
+		}
+		if f.PathPrefix == "" && !graph || !strings.HasPrefix(path, f.PathPrefix) {
+			continue
+		}
+		hit := *f
+		if f.Count > 0 {
+			f.Count--
+			if f.Count == 0 {
+				s.faults = append(s.faults[:i:i], s.faults[i+1:]...)
+			}
+		}
+		return hit, true
+	}
+	return Fault{}, false
+}
+
+// hang waits for d, the request's end, or the server's close, whichever
+// comes first.
+func (s *Server) hang(done <-chan struct{}, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-done:
+	case <-s.closing:
+	}
+}
+
+// faultReply is the answer a Status fault gives.
+func faultReply(f Fault) reply {
+	var r reply
+	if f.Body != "" {
+		r = reply{status: f.Status, body: []byte(f.Body)}
+		r.setHeader("Content-Type", plainJSON)
+	} else {
+		r = errorReply(f.Status, faultCode(f.Status), fmt.Sprintf("Injected fault: %d %s.", f.Status, http.StatusText(f.Status)))
+	}
+	if f.RetryAfter > 0 {
+		r.setHeader("Retry-After", retryAfterValue(f.RetryAfter))
+	}
+	return r
+}
+
+// faultCode is the error code Graph uses for the common transient statuses.
+func faultCode(status int) string {
+	switch status {
+	case http.StatusTooManyRequests:
+		return codeTooManyRequests
+	case http.StatusServiceUnavailable:
+		return codeServiceUnavailable
+	case http.StatusGatewayTimeout:
+		return "gatewayTimeout"
+	case http.StatusInternalServerError:
+		return "generalException"
+	case http.StatusBadGateway:
+		return "badGateway"
+	}
+	return "injectedFault"
+}
+
+// resetItemReply stands in for a connection reset inside a $batch.
+func resetItemReply() reply {
+	return errorReply(http.StatusServiceUnavailable, codeServiceUnavailable, "Injected fault: connection reset while serving the batch item.")
+}

@@ -1,0 +1,263 @@
+// Package graphsim is a Microsoft Graph simulator for tests and local runs:
+// the Microsoft identity platform token endpoint (client credentials with a
+// secret or a certificate assertion) and the slice of Graph v1.0 that pwsync
+// uses (users, passwordProfile, revokeSignInSessions, group members, $batch),
+// with Graph's synced-user restriction, write throttling and fault injection.
+//
+// It serves HTTPS with its own freshly generated CA, so clients exercise the
+// same TLS and URL plumbing they use against graph.microsoft.com. It is pure
+// net/http and crypto on purpose: it must not link msgraph-sdk-go.
+//
+// Layout: graphsim.go (server, options), tls.go (CA), auth.go (token and
+// discovery endpoints, JWTs), routes.go (the Graph route table and dispatch
+// shared by standalone requests and $batch items), users.go, groups.go,
+// batch.go, odata.go ($select/$filter), throttle.go, faults.go, log.go,
+// store.go, errors.go, cmd.go (the `pwsync graphsim` subcommand). New Graph
+// resources are one handler file plus rows in the route table.
+package graphsim
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+)
+
+// Defaults applied by Start to zero Options fields.
+const (
+	DefaultTenantID      = "00000000-0000-0000-0000-0000000000aa"
+	DefaultClientID      = "11111111-1111-1111-1111-111111111111"
+	DefaultWriteBudget   = 3000 // Graph identity write quota per app+tenant
+	DefaultWriteWindow   = 150 * time.Second
+	DefaultTokenLifetime = time.Hour
+)
+
+// DefaultRoles are the application roles put in issued tokens when
+// Options.Roles is nil: what pwsync needs.
+var DefaultRoles = []string{
+	"User.ReadWrite.All",
+	"User-PasswordProfile.ReadWrite.All",
+	"User.RevokeSessions.All",
+	"GroupMember.ReadWrite.All",
+	"Mail.Send",
+	"TeamsActivity.Send",
+}
+
+// Options configure a simulator. The zero value is usable.
+type Options struct {
+	Addr     string // listen address, default "127.0.0.1:0"
+	TenantID string // default DefaultTenantID
+	ClientID string // accepted app (client) ID, default DefaultClientID
+	// ClientSecret is the accepted secret; if empty any secret is refused.
+	ClientSecret string
+	// ClientCertPEM optionally holds certificates whose keys sign client
+	// assertions (certificate credential). Only RSA keys (RS256/PS256).
+	ClientCertPEM []byte
+	// WriteBudget is the number of writes allowed per WriteWindow per
+	// app+tenant: 0 means DefaultWriteBudget (Graph's documented quota),
+	// negative means unlimited.
+	WriteBudget int
+	WriteWindow time.Duration // default DefaultWriteWindow
+	// ForceChangeNoop: a PATCH of passwordProfile with
+	// forceChangePasswordNextSignIn but no password answers 204 and changes
+	// nothing (microsoftgraph/microsoft-graph-docs#4267).
+	ForceChangeNoop bool
+	Latency         time.Duration // added to every Graph request
+	TokenLifetime   time.Duration // default DefaultTokenLifetime
+	// Roles are the app roles put in issued tokens; nil means DefaultRoles.
+	Roles []string
+	// Log receives the HTTP server's own errors (TLS handshakes and the
+	// like); nil discards them.
+	Log io.Writer
+}
+
+// Server is a running simulator. All methods are safe for concurrent use.
+type Server struct {
+	opts     Options
+	ca       *authority
+	listener net.Listener
+	http     *http.Server
+	url      string
+	tokenKey []byte // HMAC key for issued access tokens
+	spID     string // object ID of the app's service principal (oid, sub)
+	certs    []*x509.Certificate
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close: ends hanging faults
+
+	budget *writeBudget // has its own lock
+
+	mu       sync.Mutex // guards the fields below
+	store    *store
+	noop     bool
+	faults   []*Fault
+	requests []Request
+	onReq    func(Request)
+	stats    Stats
+}
+
+// Start listens on opts.Addr and serves until Close.
+func Start(opts Options) (*Server, error) {
+	opts = withDefaults(opts)
+	s := &Server{
+		opts:     opts,
+		tokenKey: randomBytes(32),
+		spID:     newGUID(),
+		closing:  make(chan struct{}),
+		store:    newStore(),
+		noop:     opts.ForceChangeNoop,
+		budget:   newWriteBudget(opts.WriteBudget, opts.WriteWindow),
+		stats:    Stats{ByStatus: map[int]int{}},
+	}
+	if len(opts.ClientCertPEM) > 0 {
+		certs, err := parseClientCerts(opts.ClientCertPEM)
+		if err != nil {
+			return nil, fmt.Errorf("graphsim: client certificate: %w", err)
+		}
+		s.certs = certs
+	}
+	ca, err := newAuthority()
+	if err != nil {
+		return nil, fmt.Errorf("graphsim: %w", err)
+	}
+	s.ca = ca
+	ln, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("graphsim: listen %s: %w", opts.Addr, err)
+	}
+	s.listener = ln
+	s.url = "https://" + urlHost(ln.Addr())
+	errLog := opts.Log
+	if errLog == nil {
+		errLog = io.Discard // clients that do not trust the CA would spam stderr
+	}
+	s.http = &http.Server{
+		Handler:           s,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{ca.serverCert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(errLog, "graphsim: ", 0),
+	}
+	go func() {
+		// ServeTLS returns ErrServerClosed after Close; nothing else to report.
+		if err := s.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintf(errLog, "graphsim: serve: %v\n", err)
+		}
+	}()
+	return s, nil
+}
+
+func withDefaults(o Options) Options {
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if o.TenantID == "" {
+		o.TenantID = DefaultTenantID
+	}
+	if o.ClientID == "" {
+		o.ClientID = DefaultClientID
+	}
+	switch {
+	case o.WriteBudget == 0:
+		o.WriteBudget = DefaultWriteBudget
+	case o.WriteBudget < 0:
+		o.WriteBudget = 0 // unlimited inside writeBudget
+	}
+	if o.WriteWindow <= 0 {
+		o.WriteWindow = DefaultWriteWindow
+	}
+	if o.TokenLifetime <= 0 {
+		o.TokenLifetime = DefaultTokenLifetime
+	}
+	if o.Roles == nil {
+		o.Roles = DefaultRoles
+	}
+	return o
+}
+
+// urlHost formats a listener address for a URL; an unspecified address
+// (":0", "0.0.0.0") is reached through 127.0.0.1, which the certificate names.
+func urlHost(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	ip := tcp.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return net.JoinHostPort(ip.String(), fmt.Sprint(tcp.Port))
+}
+
+// Close stops the server and ends hanging requests. It is idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		// Not Shutdown: its HTTP/2 GOAWAY grace costs a second per server,
+		// and a simulator owes its clients no graceful goodbye.
+		_ = s.http.Close() // the only error is the listener's, already closed or not
+	})
+}
+
+// URL is the server's root, "https://127.0.0.1:PORT".
+func (s *Server) URL() string { return s.url }
+
+// GraphBaseURL is the Graph root to configure in clients, URL()+"/v1.0".
+func (s *Server) GraphBaseURL() string { return s.url + "/v1.0" }
+
+// AuthorityHost is the login authority host, URL()+"/"; the token endpoint
+// is {AuthorityHost}{tenant}/oauth2/v2.0/token.
+func (s *Server) AuthorityHost() string { return s.url + "/" }
+
+// TenantID is the simulated tenant.
+func (s *Server) TenantID() string { return s.opts.TenantID }
+
+// ClientID is the accepted application (client) ID.
+func (s *Server) ClientID() string { return s.opts.ClientID }
+
+// CACertPEM is the PEM of the CA that signed the server certificate.
+func (s *Server) CACertPEM() []byte { return append([]byte(nil), s.ca.certPEM...) }
+
+// WriteCAFile writes CACertPEM to path (mode 0644: it is public).
+func (s *Server) WriteCAFile(path string) error {
+	if err := os.WriteFile(path, s.ca.certPEM, 0o644); err != nil {
+		return fmt.Errorf("graphsim: write CA file: %w", err)
+	}
+	return nil
+}
+
+// HTTPClient returns a client that trusts the simulator's CA. It has no
+// timeout so that tests control hangs with contexts.
+func (s *Server) HTTPClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(s.ca.cert)
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2: true,
+		Proxy:             nil, // never send the simulator's traffic through a proxy
+	}}
+}
+
+// SetForceChangeNoop switches the documented-bug behaviour of a
+// passwordProfile PATCH without a password (see Options.ForceChangeNoop).
+func (s *Server) SetForceChangeNoop(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noop = on
+}
+
+// SetWriteBudget changes the write quota: n writes per window; n <= 0 means
+// unlimited, window <= 0 keeps DefaultWriteWindow. Writes already made in
+// the current window still count.
+func (s *Server) SetWriteBudget(n int, window time.Duration) {
+	if window <= 0 {
+		window = DefaultWriteWindow
+	}
+	s.budget.set(max(n, 0), window)
+}

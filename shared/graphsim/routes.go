@@ -1,0 +1,349 @@
+package graphsim
+
+import (
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	graphPrefix  = "/v1.0"
+	maxBodyBytes = 4 << 20 // Graph refuses request bodies above 4 MB
+)
+
+// call is one Graph request, standalone or a $batch item: everything a
+// handler needs, independent of the wire.
+type call struct {
+	method   string
+	path     string     // full path, "/v1.0/users/{id}"
+	segs     []string   // path segments after /v1.0
+	vars     []string   // values of the route's {placeholders}, in order
+	query    url.Values // parsed query
+	rawQuery string
+	header   http.Header
+	body     []byte // decompressed
+	claims   accessClaims
+	base     string // "https://host/v1.0": links (nextLink) point back here
+	batchID  string
+	itemID   string
+	arrived  time.Time
+	done     <-chan struct{} // closed when the client goes away
+}
+
+// handler answers a routed call. It runs without the Server lock held.
+type handler func(s *Server, c *call) reply
+
+type route struct {
+	method  string
+	pattern []string // literal segments, or "{}" for a variable
+	write   bool     // counts against the write budget
+	roles   []string // any one of these app roles is required
+	handle  handler
+}
+
+// App roles accepted per operation: the least privileged and the broader
+// ones that include it.
+var (
+	rolesUserRead      = []string{"User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+	rolesUserWrite     = []string{"User.ReadUpdate.All", "User.ReadWrite.All", "Directory.ReadWrite.All"}
+	rolesPasswordWrite = []string{"User-PasswordProfile.ReadWrite.All", "Directory.ReadWrite.All"}
+	rolesRevoke        = []string{"User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All"}
+	rolesGroupRead     = []string{"GroupMember.Read.All", "GroupMember.ReadWrite.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+	rolesMemberWrite   = []string{"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
+)
+
+// routes is the Graph surface. Literal routes come before variable ones
+// where they overlap (e.g. a future /users/delta before /users/{id}).
+var routes = []route{
+	{method: "GET", pattern: segs("/users"), roles: rolesUserRead, handle: (*Server).listUsers},
+	{method: "GET", pattern: segs("/users/{}"), roles: rolesUserRead, handle: (*Server).getUser},
+	{method: "PATCH", pattern: segs("/users/{}"), write: true, roles: rolesUserWrite, handle: (*Server).patchUser},
+	{method: "POST", pattern: segs("/users/{}/revokeSignInSessions"), write: true, roles: rolesRevoke, handle: (*Server).revokeSessions},
+	{method: "GET", pattern: segs("/groups/{}"), roles: rolesGroupRead, handle: (*Server).getGroup},
+	{method: "GET", pattern: segs("/groups/{}/members"), roles: rolesGroupRead, handle: (*Server).listMembers},
+	{method: "POST", pattern: segs("/groups/{}/members/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).addMember},
+	{method: "DELETE", pattern: segs("/groups/{}/members/{}/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).removeMember},
+}
+
+func segs(p string) []string {
+	out := strings.Split(strings.Trim(p, "/"), "/")
+	for i, s := range out {
+		if strings.HasPrefix(s, "{") {
+			out[i] = "{}"
+		}
+	}
+	return out
+}
+
+// match reports whether path segments fit a pattern (literals compare
+// case-insensitively, as Graph's do) and returns the variables.
+func match(pattern, path []string) ([]string, bool) {
+	if len(pattern) != len(path) {
+		return nil, false
+	}
+	var vars []string
+	for i, p := range pattern {
+		switch {
+		case p == "{}":
+			if path[i] == "" {
+				return nil, false
+			}
+			vars = append(vars, path[i])
+		case !strings.EqualFold(p, path[i]):
+			return nil, false
+		}
+	}
+	return vars, true
+}
+
+// ServeHTTP routes login endpoints and Graph v1.0.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == graphPrefix || strings.HasPrefix(r.URL.Path, graphPrefix+"/") {
+		s.serveGraph(w, r)
+		return
+	}
+	if f, ok := s.takeFault(r.Method, r.URL.Path); ok {
+		if s.wireFault(w, r, f) {
+			return
+		}
+	}
+	if !s.serveIdentity(w, r) {
+		s.aadError(w, http.StatusNotFound, "invalid_request", 900561, fmt.Sprintf("The endpoint %s is not served by this simulator.", r.URL.Path))
+	}
+}
+
+// wireFault applies a fault to a standalone request. It returns false
+// when the fault only delayed the request, which then proceeds.
+func (s *Server) wireFault(w http.ResponseWriter, r *http.Request, f Fault) bool {
+	s.hang(r.Context().Done(), f.Hang)
+	switch {
+	case f.Reset:
+		resetConn(w)
+		return true
+	case f.Status > 0:
+		rep := faultReply(f)
+		s.finish(&rep, r.Header.Get("client-request-id"))
+		writeReply(w, rep)
+		return true
+	}
+	return false
+}
+
+// resetConn drops the connection without an answer: a hijacked HTTP/1.1
+// connection is closed; HTTP/2, which cannot be hijacked, gets its stream
+// reset by the server when the handler aborts.
+func resetConn(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			_ = conn.Close() // the point is to close it
+			return
+		}
+	}
+	panic(http.ErrAbortHandler)
+}
+
+func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
+	c := &call{
+		method:   r.Method,
+		path:     r.URL.Path,
+		rawQuery: r.URL.RawQuery,
+		query:    r.URL.Query(),
+		header:   r.Header.Clone(),
+		base:     "https://" + r.Host + graphPrefix,
+		arrived:  time.Now(),
+		done:     r.Context().Done(),
+	}
+	c.segs = splitPath(strings.TrimPrefix(r.URL.Path, graphPrefix))
+	entry := func(status int) Request {
+		return Request{Time: c.arrived, Method: c.method, Path: c.path, Query: c.rawQuery, Header: c.header,
+			Body: c.body, Status: status, BatchID: c.batchID, Duration: time.Since(c.arrived)}
+	}
+
+	body, rep := readBody(r)
+	c.body = body
+	if s.opts.Latency > 0 {
+		s.hang(c.done, s.opts.Latency)
+	}
+	if rep == nil {
+		if f, ok := s.takeFault(c.method, c.path); ok {
+			s.hang(c.done, f.Hang)
+			switch {
+			case f.Reset:
+				// Logged with status 0: the request arrived, nothing was answered.
+				notify := s.logRequest(entry(0))
+				defer notify()
+				resetConn(w)
+				return
+			case f.Status > 0:
+				fr := faultReply(f)
+				rep = &fr
+			}
+		}
+	}
+	if rep == nil {
+		claims, deny := s.bearerClaims(r.Header)
+		c.claims, rep = claims, deny
+	}
+	if rep == nil {
+		var out reply
+		if len(c.segs) == 1 && c.segs[0] == "$batch" {
+			c.batchID = newGUID()
+			out = s.serveBatch(c)
+		} else {
+			out = s.graphCall(c)
+		}
+		rep = &out
+	}
+	s.finish(rep, r.Header.Get("client-request-id"))
+	notify := s.logRequest(entry(rep.status))
+	writeReply(w, *rep)
+	notify()
+}
+
+// readBody reads the request body, decompressing gzip as the Graph SDKs
+// send it. A non-nil reply is the error to answer.
+func readBody(r *http.Request) ([]byte, *reply) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	var src io.Reader = http.MaxBytesReader(nil, r.Body, maxBodyBytes)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			rep := errorReply(http.StatusBadRequest, codeODataBadRequest, fmt.Sprintf("Invalid gzip request body: %v.", err))
+			return nil, &rep
+		}
+		defer zr.Close()
+		src = io.LimitReader(zr, maxBodyBytes+1) // a gzip bomb stops here
+	default:
+		// kiota's compression handler retries uncompressed on 415.
+		rep := errorReply(http.StatusUnsupportedMediaType, codeUnsupportedMedia, fmt.Sprintf("Content-Encoding '%s' is not supported.", enc))
+		return nil, &rep
+	}
+	b, err := io.ReadAll(src)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || len(b) > maxBodyBytes:
+		rep := errorReply(http.StatusRequestEntityTooLarge, codeODataBadRequest, "The request body is larger than 4 MB.")
+		return nil, &rep
+	case err != nil:
+		rep := errorReply(http.StatusBadRequest, codeODataBadRequest, fmt.Sprintf("Unable to read the request body: %v.", err))
+		return nil, &rep
+	}
+	return b, nil
+}
+
+func splitPath(p string) []string {
+	p = strings.Trim(p, "/")
+	if p == "" {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+// graphCall routes an authenticated call (standalone or $batch item) and
+// applies permissions and the write budget.
+func (s *Server) graphCall(c *call) reply {
+	var found *route
+	pathKnown := false
+	for i := range routes {
+		vars, ok := match(routes[i].pattern, c.segs)
+		if !ok {
+			continue
+		}
+		pathKnown = true
+		if routes[i].method == c.method {
+			found, c.vars = &routes[i], vars
+			break
+		}
+	}
+	switch {
+	case found == nil && pathKnown:
+		return errorReply(http.StatusMethodNotAllowed, codeMethodNotAllowed, "Specified HTTP method is not allowed for the request target.")
+	case found == nil:
+		seg := ""
+		if len(c.segs) > 0 {
+			seg = c.segs[len(c.segs)-1]
+		}
+		return errorReply(http.StatusBadRequest, codeODataBadRequest, fmt.Sprintf("Resource not found for the segment '%s'.", seg))
+	}
+	if !hasAnyRole(c.claims.Roles, found.roles) {
+		return errorReply(http.StatusForbidden, codeAuthDenied, "Insufficient privileges to complete the operation.")
+	}
+	usage := 0.0
+	if found.write {
+		ok, wait, u := s.budget.take(c.claims.AppID+"/"+c.claims.Tid, time.Now())
+		s.countWrite(!ok)
+		if !ok {
+			return throttledReply(wait, c.claims.AppID, c.claims.Tid)
+		}
+		usage = u
+	}
+	rep := found.handle(s, c)
+	if rep.status >= 200 && rep.status < 300 {
+		rep.setHeader("x-ms-resource-unit", strconv.Itoa(resourceUnits(c, found)))
+		if p, ok := usagePercent(usage); ok {
+			rep.setHeader("x-ms-throttle-limit-percentage", p)
+		}
+	}
+	return rep
+}
+
+func hasAnyRole(have, want []string) bool {
+	return slices.ContainsFunc(want, func(w string) bool {
+		return slices.ContainsFunc(have, func(h string) bool { return strings.EqualFold(h, w) })
+	})
+}
+
+// resourceUnits is the documented identity cost: writes 1, GET of the user
+// collection 2, other GETs 1; $select takes one off, never below 1.
+func resourceUnits(c *call, rt *route) int {
+	if rt.write {
+		return 1
+	}
+	cost := 1
+	if len(rt.pattern) == 1 && rt.pattern[0] == "users" {
+		cost = 2
+	}
+	if c.query.Has("$select") {
+		cost--
+	}
+	return max(cost, 1)
+}
+
+// finish adds the headers Graph puts on every answer and stamps the error
+// envelope's innerError.
+func (s *Server) finish(r *reply, clientRequestID string) {
+	requestID := newGUID()
+	if clientRequestID == "" {
+		clientRequestID = requestID
+	}
+	if r.status >= 400 && len(r.body) > 0 {
+		r.body = withInnerError(r.body, requestID, clientRequestID, time.Now())
+	}
+	r.setHeader("request-id", requestID)
+	r.setHeader("client-request-id", clientRequestID)
+	r.setHeader("Cache-Control", "no-cache")
+	r.setHeader("Strict-Transport-Security", "max-age=31536000")
+	r.setHeader("x-ms-ags-diagnostic", `{"ServerInfo":{"DataCenter":"Local","Slice":"E","Ring":"0","ScaleUnit":"000","RoleInstance":"graphsim"}}`)
+}
+
+func writeReply(w http.ResponseWriter, r reply) {
+	h := w.Header()
+	for k, v := range r.header {
+		h[k] = v
+	}
+	w.WriteHeader(r.status)
+	if len(r.body) > 0 {
+		_, _ = w.Write(r.body) // the client may be gone; nothing to do about it
+	}
+}

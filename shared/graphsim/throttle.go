@@ -1,0 +1,89 @@
+package graphsim
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// writeBudget is Graph's identity write quota (3,000 writes per 150 s per
+// app+tenant by default) as a sliding window: a write is allowed when fewer
+// than limit writes were accepted in the last window. Refused writes do not
+// count, so a client that honours Retry-After gets the full budget.
+type writeBudget struct {
+	mu     sync.Mutex
+	limit  int // 0: unlimited
+	window time.Duration
+	used   map[string][]time.Time // accepted write times per scope, oldest first
+}
+
+func newWriteBudget(limit int, window time.Duration) *writeBudget {
+	return &writeBudget{limit: limit, window: window, used: map[string][]time.Time{}}
+}
+
+func (b *writeBudget) set(limit int, window time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limit, b.window = limit, window
+}
+
+// take tries to spend one write for scope at now. It returns whether the
+// write is allowed, how long until one is (when not), and the window's use
+// as a fraction of the limit after this write (0 when unlimited).
+func (b *writeBudget) take(scope string, now time.Time) (ok bool, retryAfter time.Duration, usage float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.limit <= 0 {
+		return true, 0, 0
+	}
+	times := b.used[scope]
+	cutoff := now.Add(-b.window)
+	drop := 0
+	for drop < len(times) && !times[drop].After(cutoff) {
+		drop++
+	}
+	times = times[drop:]
+	if len(times) >= b.limit {
+		b.used[scope] = times
+		// The oldest write that must leave the window before one more fits.
+		oldest := times[len(times)-b.limit]
+		return false, oldest.Add(b.window).Sub(now), float64(len(times)) / float64(b.limit)
+	}
+	times = append(times, now)
+	b.used[scope] = times
+	return true, 0, float64(len(times)) / float64(b.limit)
+}
+
+// throttleScope is Graph's x-ms-throttle-scope value for the write quota.
+func throttleScope(appID, tenantID string) string {
+	return fmt.Sprintf("Tenant_Application/Write/%s/%s", appID, tenantID)
+}
+
+// throttledReply is Graph's 429 for an exceeded write quota.
+func throttledReply(retryAfter time.Duration, appID, tenantID string) reply {
+	r := errorReply(http.StatusTooManyRequests, codeTooManyRequests, "Too many requests. Please retry after the number of seconds in the Retry-After header.")
+	r.setHeader("Retry-After", retryAfterValue(retryAfter))
+	r.setHeader("x-ms-throttle-scope", throttleScope(appID, tenantID))
+	r.setHeader("x-ms-throttle-information", "WriteLimitExceeded")
+	return r
+}
+
+// retryAfterValue is whole seconds, rounded up and at least 1: clients
+// (kiota's retry handler among them) parse it as a number of seconds, and
+// rounding down would have them retry too early.
+func retryAfterValue(d time.Duration) string {
+	secs := int(math.Ceil(d.Seconds()))
+	return strconv.Itoa(max(secs, 1))
+}
+
+// usagePercent formats x-ms-throttle-limit-percentage; Graph sends it only
+// above 0.8 of the limit.
+func usagePercent(usage float64) (string, bool) {
+	if usage <= 0.8 {
+		return "", false
+	}
+	return strconv.FormatFloat(usage, 'f', 2, 64), true
+}
