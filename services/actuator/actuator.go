@@ -363,7 +363,15 @@ func (s *Service) markSeq(ctx context.Context, a events.Action) error {
 	return nil
 }
 
-func seqKey(a events.Action) string { return events.KeySafe("seq." + a.User.ObjectGUID) }
+// seqKey orders actions per user and family: require/clear form one
+// sequence, passwordPolicies writes another.
+func seqKey(a events.Action) string {
+	family := "password"
+	if a.Kind == events.ActionSetPasswordPolicies {
+		family = "policies"
+	}
+	return events.KeySafe("seq." + family + "." + a.User.ObjectGUID)
+}
 
 // identityRecord is the join cache entry: AD objectGUID -> cloud user.
 type identityRecord struct {

@@ -17,6 +17,10 @@ const (
 	// ActionClearChange: undo what RequireChange did that is no longer wanted
 	// (password-changed).
 	ActionClearChange ActionKind = "clear_password_change"
+	// ActionSetPasswordPolicies: write passwordPolicies (never-expires, drift).
+	ActionSetPasswordPolicies ActionKind = "set_password_policies"
+	// ActionAlert: tell the admins (writeback gap, drift storm); no user write.
+	ActionAlert ActionKind = "alert"
 )
 
 // UserRef identifies a user on both sides as far as known when the action was decided.
@@ -27,6 +31,7 @@ type UserRef struct {
 	UPN         string `json:"upn,omitempty"`
 	DN          string `json:"dn,omitempty"`
 	Mail        string `json:"mail,omitempty"`
+	CloudID     string `json:"cloud_id,omitempty"` // known when the join was made
 }
 
 // Action is one decision of the evaluator, executed by the actuator.
@@ -42,6 +47,8 @@ type Action struct {
 	// actuator never applies an action older than one it already applied.
 	Seq    int64 `json:"seq"`
 	DryRun bool  `json:"dry_run,omitempty"`
+	// Policies is the passwordPolicies value to write (set_password_policies).
+	Policies string `json:"policies,omitempty"`
 }
 
 // Subject is the NATS subject the action is published on.

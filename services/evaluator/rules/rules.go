@@ -4,6 +4,7 @@ package rules
 
 import (
 	"strings"
+	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
 )
@@ -28,6 +29,8 @@ type Policy struct {
 	PasswordChanged     bool
 
 	DryRun bool
+
+	Cloud CloudPolicy
 }
 
 // State is what the evaluator remembers per user (KV, key = objectGUID).
@@ -39,6 +42,16 @@ type State struct {
 	// undone it yet. It is what makes password-changed undo only our own work.
 	ChangeRequired   bool   `json:"change_required"`
 	RequiredByAction string `json:"required_by_action,omitempty"`
+
+	// Cloud side, from delta query.
+	Cloud *events.CloudUser `json:"cloud,omitempty"`
+	// PoliciesPending is a passwordPolicies value pwsync wrote and has not
+	// yet seen come back: its own write must not count as drift.
+	PoliciesPending   string    `json:"policies_pending,omitempty"`
+	PoliciesPendingAt time.Time `json:"policies_pending_at,omitzero"`
+	LastDriftFix      time.Time `json:"last_drift_fix,omitzero"`
+	// WritebackAwait is a cloud password change AD has not followed yet.
+	WritebackAwait time.Time `json:"writeback_await,omitzero"`
 }
 
 // Decision explains one rule's verdict, for the audit trail.
@@ -54,6 +67,7 @@ type Result struct {
 	Actions   []events.Action
 	Decisions []Decision
 	Changed   bool // State differs from the input state and must be saved
+	Timers    []events.Timer
 }
 
 // EvaluateAD applies the rules to a new AD state of a user. ev is the
@@ -89,7 +103,14 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		return res
 	}
 
-	ref := Ref(u)
+	if !next.WritebackAwait.IsZero() && !events.FileTime(u.PwdLastSet).Before(next.WritebackAwait.Add(-writebackTolerance)) {
+		next.WritebackAwait = time.Time{} // AD followed the cloud change
+	}
+	if u.NeverExpires() != s.AD.NeverExpires() || !s.Seen || !s.InScope {
+		defer syncExpiry(p, &next, &res, ev, RuleNeverExpires)
+	}
+
+	ref := refOf(next)
 	switch {
 	case u.MustChange() && !s.ChangeRequired:
 		reason, act := forcedChangeTrigger(p, s, u)

@@ -1,0 +1,142 @@
+package rules
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+func cloudPolicy() Policy {
+	p := policy()
+	p.Cloud = CloudPolicy{NeverExpires: true, DriftCooldown: time.Hour, PendingTimeout: 5 * time.Minute, WritebackWindow: 10 * time.Minute}
+	return p
+}
+
+func cloud(policies string, mods ...func(*events.CloudUser)) events.CloudUser {
+	c := events.CloudUser{ID: "cloud-alice", UPN: "alice@example.test", ImmutableID: "imm", SyncEnabled: true,
+		AccountEnabled: true, PasswordPolicies: policies, LastPasswordChange: at.Add(-24 * time.Hour)}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+// step is one input of a sequence: an AD state, a cloud state or a due timer.
+type step struct {
+	ad    *events.ADUser
+	cloud *events.CloudUser
+	timer bool
+	after time.Duration // since the start of the sequence
+}
+
+func adStep(u events.ADUser, after time.Duration) step       { return step{ad: &u, after: after} }
+func cloudStep(c events.CloudUser, after time.Duration) step { return step{cloud: &c, after: after} }
+
+func TestCloudRules(t *testing.T) {
+	ne := func(u *events.ADUser) { u.UserAccountControl |= events.UACDontExpirePassword }
+	pwdChangedInCloud := func(c *events.CloudUser) { c.LastPasswordChange = at.Add(time.Minute) }
+	tests := []struct {
+		name  string
+		steps []step
+		want  []string // per step: "-" or kind[:policies]
+	}{
+		{"in_step_does_nothing", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second)},
+			[]string{"-", "-"}},
+		{"cloud_stamped_disable_expiration_is_drift", []step{adStep(user(10, setTime), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second)},
+			[]string{"-", "set_password_policies:None"}},
+		{"ad_never_expires_flag_set_is_mirrored", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second), adStep(user(11, setTime, ne), 2 * time.Second)},
+			[]string{"-", "-", "set_password_policies:DisablePasswordExpiration"}},
+		{"other_policies_are_kept", []step{adStep(user(10, setTime, ne), 0), cloudStep(cloud("DisableStrongPassword"), time.Second)},
+			[]string{"-", "set_password_policies:DisablePasswordExpiration, DisableStrongPassword"}},
+		{"own_write_coming_back_is_not_drift", []step{adStep(user(10, setTime), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second),
+			cloudStep(cloud("DisablePasswordExpiration", func(c *events.CloudUser) { c.Mail = "a@x" }), 2 * time.Second), // stale delta before our write shows
+			cloudStep(cloud("None"), 3 * time.Second)},
+			[]string{"-", "set_password_policies:None", "-", "-"}},
+		{"drift_again_within_cooldown_alerts_instead_of_looping", []step{adStep(user(10, setTime), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second),
+			cloudStep(cloud("None"), 2 * time.Second), cloudStep(cloud("DisablePasswordExpiration"), 10 * time.Minute)},
+			[]string{"-", "set_password_policies:None", "-", "alert"}},
+		{"drift_after_cooldown_is_reapplied", []step{adStep(user(10, setTime), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second),
+			cloudStep(cloud("None"), 2 * time.Second), cloudStep(cloud("DisablePasswordExpiration"), 2 * time.Hour)},
+			[]string{"-", "set_password_policies:None", "-", "set_password_policies:None"}},
+		{"break_glass_never_written", []step{adStep(user(10, setTime, breakGlassUPN), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second)},
+			[]string{"-", "-"}},
+		{"cloud_password_change_not_followed_by_ad_alerts", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
+			cloudStep(cloud("None", pwdChangedInCloud), 2 * time.Minute), {timer: true, after: 13 * time.Minute}},
+			[]string{"-", "-", "-", "alert"}},
+		{"cloud_password_change_followed_by_ad_is_quiet", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
+			cloudStep(cloud("None", pwdChangedInCloud), 2 * time.Minute), adStep(user(11, events.ToFileTime(at.Add(90*time.Second))), 3 * time.Minute),
+			{timer: true, after: 13 * time.Minute}},
+			[]string{"-", "-", "-", "-", "-"}},
+		{"partial_delta_item_is_merged", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
+			cloudStep(events.CloudUser{ID: "cloud-alice", PasswordPolicies: "DisablePasswordExpiration", Partial: true}, 2 * time.Second)},
+			[]string{"-", "-", "set_password_policies:None"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := cloudPolicy()
+			var s State
+			var got []string
+			var timers []events.Timer
+			for i, st := range tt.steps {
+				ev := events.Envelope{ID: fmt.Sprintf("ev%d", i), Time: at.Add(st.after)}
+				var res Result
+				switch {
+				case st.ad != nil:
+					res = EvaluateAD(p, s, ev, *st.ad)
+				case st.cloud != nil:
+					res = EvaluateCloud(p, s, ev, *st.cloud)
+				case st.timer:
+					if len(timers) == 0 {
+						got = append(got, "no-timer")
+						continue
+					}
+					res = EvaluateTimer(p, s, ev, timers[0])
+				}
+				timers = append(timers, res.Timers...)
+				if res.Changed {
+					s = res.State
+				}
+				var ks []string
+				for _, a := range res.Actions {
+					k := string(a.Kind)
+					if a.Policies != "" {
+						k += ":" + a.Policies
+					}
+					if a.User.CloudID == "" && a.Kind != events.ActionAlert {
+						t.Errorf("action without cloud id: %+v", a)
+					}
+					ks = append(ks, k)
+				}
+				if len(ks) == 0 {
+					ks = []string{"-"}
+				}
+				got = append(got, strings.Join(ks, ","))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("actions per step = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestWithExpiration(t *testing.T) {
+	tests := []struct {
+		in      string
+		disable bool
+		want    string
+	}{
+		{"", true, "DisablePasswordExpiration"},
+		{"None", false, "None"},
+		{"DisablePasswordExpiration", false, "None"},
+		{"DisablePasswordExpiration, DisableStrongPassword", false, "DisableStrongPassword"},
+		{"disablestrongpassword", true, "DisablePasswordExpiration, disablestrongpassword"},
+	}
+	for _, tt := range tests {
+		if got := events.WithExpiration(tt.in, tt.disable); got != tt.want {
+			t.Errorf("WithExpiration(%q, %v) = %q, want %q", tt.in, tt.disable, got, tt.want)
+		}
+	}
+}
