@@ -94,7 +94,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			return fmt.Errorf("starting actuator: %w", err)
 		}
 		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
-			Log: log.With().Str("service", "actuator").Logger(),
+			Log:          log.With().Str("service", "actuator").Logger(),
 			WriteLimiter: actuator.NewWriteLimiter(cfg.Actuator.WriteBudget, cfg.Actuator.WriteWindow)})
 		if err != nil {
 			return fmt.Errorf("starting actuator: %w", err)
@@ -196,5 +196,7 @@ func policy(e config.Evaluator) rules.Policy {
 		IncludeDisabled: e.Scope.IncludeDisabled, ForcedChange: e.ForcedChange.Enabled,
 		IncludeNeverExpires: e.ForcedChange.IncludeNeverExpires, Backfill: e.ForcedChange.Backfill,
 		PasswordChanged: e.PasswordChanged.Enabled, DryRun: e.DryRun,
+		Cloud: rules.CloudPolicy{NeverExpires: e.NeverExpires.Enabled, DriftCooldown: e.Drift.Cooldown,
+			PendingTimeout: e.Drift.PendingTimeout, WritebackWindow: e.Writeback.Window},
 	}
 }

@@ -93,6 +93,12 @@ func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) err
 	ctx = log.WithContext(ctx)
 	run := &execution{s: s, a: a}
 
+	if a.Kind == events.ActionAlert {
+		// No user write: the alert is the audit record (and the log line an
+		// alerting pipeline picks up).
+		log.Error().Str("rule", a.Rule).Str("alert", a.Reason).Msg("alert")
+		return run.finish(ctx, events.OutcomeOK, a.Reason, nil)
+	}
 	if superseded, err := s.superseded(ctx, a); err != nil {
 		return err
 	} else if superseded {
@@ -112,6 +118,8 @@ func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) err
 		err = run.requireChange(ctx)
 	case events.ActionClearChange:
 		err = run.clearChange(ctx)
+	case events.ActionSetPasswordPolicies:
+		err = run.setPolicies(ctx)
 	default:
 		err = natsx.Permanent(fmt.Errorf("unknown action kind %q", a.Kind))
 	}
@@ -268,6 +276,19 @@ func (x *execution) clearChange(ctx context.Context) error {
 	return nil
 }
 
+// setPolicies writes passwordPolicies unless the cloud already has it (our
+// own earlier write, or someone fixed it meanwhile).
+func (x *execution) setPolicies(ctx context.Context) error {
+	if events.HasPolicy(x.user.PasswordPolicies, events.PolicyDisablePasswordExpiration) ==
+		events.HasPolicy(x.a.Policies, events.PolicyDisablePasswordExpiration) {
+		x.audit(ctx, "set_password_policies", events.OutcomeSkipped, 0, "already "+x.user.PasswordPolicies)
+		return nil
+	}
+	return x.step(ctx, "set_password_policies", func(ctx context.Context) error {
+		return x.s.graph.SetPasswordPolicies(ctx, x.user.ID, x.a.Policies)
+	})
+}
+
 // step runs one Graph write at most once per action: the idempotency record
 // is checked before and written after. In dry-run it only audits.
 func (x *execution) step(ctx context.Context, name string, fn func(context.Context) error) error {
@@ -384,6 +405,18 @@ type identityRecord struct {
 // (base64 of the objectGUID), then by userPrincipalName when allowed; the
 // result is cached in KV. It always returns fresh state from Graph.
 func (s *Service) resolve(ctx context.Context, ref events.UserRef) (*graph.User, error) {
+	if ref.CloudID != "" { // joined by the evaluator from delta query
+		var u *graph.User
+		err := s.retry(ctx, "get_user", func(ctx context.Context) error {
+			var err error
+			u, err = s.graph.GetUser(ctx, ref.CloudID)
+			return err
+		})
+		if graph.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: %s was deleted", ErrNoCloudAccount, ref.CloudID)
+		}
+		return u, err
+	}
 	key := events.KeySafe(ref.ObjectGUID)
 	if e, err := s.identity.Get(ctx, key); err == nil {
 		var rec identityRecord

@@ -152,7 +152,15 @@ func (f *fakeGraph) RemoveGroupMember(_ context.Context, g, id string) error {
 func (f *fakeGraph) SetPasswordPolicies(_ context.Context, id, p string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.record("policies", id)
+	if err := f.record("policies="+p, id); err != nil {
+		return err
+	}
+	u, err := f.user(id)
+	if err != nil {
+		return err
+	}
+	u.PasswordPolicies = p
+	return nil
 }
 
 // writes returns the recorded calls except reads.
@@ -197,6 +205,12 @@ func action(kind events.ActionKind, upn, imm string, seq int64) events.Action {
 		EventID: fmt.Sprintf("ev%d", seq), EventTime: time.Now(), User: ref, Seq: seq}
 }
 
+func policiesAction(_ string, seq int64) events.Action {
+	a := action(events.ActionSetPasswordPolicies, "bob@example.test", "imm-bob", seq)
+	a.User.CloudID, a.Policies = "s1", "DisablePasswordExpiration"
+	return a
+}
+
 func TestStrategies(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -239,6 +253,9 @@ func TestStrategies(t *testing.T) {
 		{"older_action_after_newer_is_skipped", cloudUser, nil, false,
 			[]events.Action{action(events.ActionClearChange, "alice@example.test", "imm-alice", 5), action(events.ActionRequireChange, "alice@example.test", "imm-alice", 4)},
 			[]string{"group- c1"}}, // only the newer clear; the older require is superseded
+		{"policies_written_once", syncedUser, nil, false,
+			[]events.Action{policiesAction("None", 1), policiesAction("None", 2)},
+			[]string{"policies=DisablePasswordExpiration s1"}},
 		{"upn_fallback_when_not_anchored", graph.User{ID: "c2", UPN: "carol@example.test"}, nil, false,
 			[]events.Action{action(events.ActionRequireChange, "carol@example.test", "imm-carol", 1)},
 			[]string{"force=true c2"}},

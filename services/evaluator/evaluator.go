@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,12 +28,14 @@ type Deps struct {
 
 // Service evaluates events.
 type Service struct {
-	js     jetstream.JetStream
-	users  jetstream.KeyValue
-	pub    *natsx.Publisher
-	audit  *audit.Writer
-	policy rules.Policy
-	log    zerolog.Logger
+	js       jetstream.JetStream
+	users    jetstream.KeyValue
+	identity jetstream.KeyValue
+	now      func() time.Time
+	pub      *natsx.Publisher
+	audit    *audit.Writer
+	policy   rules.Policy
+	log      zerolog.Logger
 }
 
 // New opens the evaluator's buckets.
@@ -41,8 +44,12 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	identity, err := natsx.Bucket(ctx, d.JS, natsx.BucketIdentity)
+	if err != nil {
+		return nil, err
+	}
 	pub := natsx.NewPublisher(d.JS)
-	return &Service{js: d.JS, users: users, pub: pub, audit: audit.NewWriter(pub, nil), policy: d.Policy, log: d.Log}, nil
+	return &Service{js: d.JS, users: users, identity: identity, now: time.Now, pub: pub, audit: audit.NewWriter(pub, nil), policy: d.Policy, log: d.Log}, nil
 }
 
 // Run consumes the EVENTS stream until ctx ends.
@@ -63,22 +70,93 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 		if u.ObjectGUID == "" {
 			return natsx.Permanent(fmt.Errorf("event %s: AD user without objectGUID", ev.ID))
 		}
-		return s.handleADUser(ctx, ev, u)
+		if err := s.indexUPN(ctx, u); err != nil {
+			return err
+		}
+		return s.evaluate(ctx, ev, u.ObjectGUID, func(st rules.State) rules.Result {
+			return rules.EvaluateAD(s.policy, st, ev, u)
+		})
+	case ev.Source == events.SourceGraph && ev.Type == events.TypeCloudUser:
+		var c events.CloudUser
+		if err := ev.Decode(&c); err != nil {
+			return natsx.Permanent(err)
+		}
+		guid, err := s.join(ctx, c)
+		if err != nil || guid == "" {
+			return err
+		}
+		return s.evaluate(ctx, ev, guid, func(st rules.State) rules.Result {
+			return rules.EvaluateCloud(s.policy, st, ev, c)
+		})
+	case ev.Source == events.SourceTimer && ev.Type == events.TypeWriteback:
+		var t events.Timer
+		if err := ev.Decode(&t); err != nil {
+			return natsx.Permanent(err)
+		}
+		if wait := t.Due.Sub(s.now()); wait > 0 {
+			return &natsx.RetryLater{After: wait, Err: errNotDue}
+		}
+		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
+			return rules.EvaluateTimer(s.policy, st, ev, t)
+		})
 	default:
-		// Other sources are handled by later rules; acknowledging keeps the
-		// stream moving and the event stays in EVENTS for replay.
+		// Notifications only trigger delta rounds (ingest); the event stays in
+		// EVENTS for replay and audit.
 		zerolog.Ctx(ctx).Debug().Str("event_id", ev.ID).Str("source", ev.Source).Str("type", ev.Type).Msg("no rule for event")
 		return nil
 	}
 }
 
-// handleADUser retries at once when another event of the same user saved its
-// state in between (optimistic concurrency), instead of waiting for a
+var errNotDue = errors.New("timer not due yet")
+
+// indexUPN keeps the UPN -> objectGUID index that joins cloud accounts
+// without an onPremisesImmutableId (organisations without sync).
+func (s *Service) indexUPN(ctx context.Context, u events.ADUser) error {
+	if u.UPN == "" || u.Deleted {
+		return nil
+	}
+	key := upnKey(u.UPN)
+	if e, err := s.identity.Get(ctx, key); err == nil && string(e.Value()) == u.ObjectGUID {
+		return nil
+	}
+	if _, err := s.identity.Put(ctx, key, []byte(u.ObjectGUID)); err != nil {
+		return fmt.Errorf("indexing %s: %w", u.UPN, err)
+	}
+	return nil
+}
+
+func upnKey(upn string) string { return events.KeySafe("upn." + strings.ToLower(upn)) }
+
+// join finds the AD user of a cloud account: the objectGUID inside the
+// onPremisesImmutableId, else the AD user with the same UPN. A cloud account
+// with neither is reported, never guessed.
+func (s *Service) join(ctx context.Context, c events.CloudUser) (string, error) {
+	if g := events.GUIDFromImmutableID(c.ImmutableID); g != "" {
+		return g, nil
+	}
+	if c.UPN != "" {
+		e, err := s.identity.Get(ctx, upnKey(c.UPN))
+		switch {
+		case err == nil:
+			return string(e.Value()), nil
+		case !natsx.IsNotFound(err):
+			return "", fmt.Errorf("joining %s: %w", c.UPN, err)
+		}
+	}
+	if !c.Removed {
+		zerolog.Ctx(ctx).Debug().Str("cloud_id", c.ID).Str("upn", c.UPN).Msg("cloud account without an AD user")
+	}
+	return "", nil
+}
+
+// evaluate loads a user's state, applies decide, publishes what it decided
+// and saves the state. It retries at once when another event of the same
+// user saved in between (optimistic concurrency) instead of waiting for a
 // redelivery: a must-change reset is two modifies that often arrive together.
-func (s *Service) handleADUser(ctx context.Context, ev events.Envelope, u events.ADUser) error {
+func (s *Service) evaluate(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if err = s.evaluateADUser(ctx, ev, u); !errors.Is(err, errConflict) {
+		if err = s.evaluateOnce(ctx, ev, guid, decide); !errors.Is(err, errConflict) {
 			return err
 		}
 	}
@@ -87,13 +165,13 @@ func (s *Service) handleADUser(ctx context.Context, ev events.Envelope, u events
 
 var errConflict = errors.New("concurrent update")
 
-func (s *Service) evaluateADUser(ctx context.Context, ev events.Envelope, u events.ADUser) error {
-	key := events.KeySafe(u.ObjectGUID)
+func (s *Service) evaluateOnce(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result) error {
+	key := events.KeySafe(guid)
 	state, rev, err := s.load(ctx, key)
 	if err != nil {
 		return err
 	}
-	res := rules.EvaluateAD(s.policy, state, ev, u)
+	res := decide(state)
 
 	// Actions first, state last: a crash in between redelivers the event,
 	// which decides the same actions with the same IDs (deduplicated by
@@ -103,13 +181,25 @@ func (s *Service) evaluateADUser(ctx context.Context, ev events.Envelope, u even
 			return fmt.Errorf("publishing action %s: %w", a.ID, err)
 		}
 		zerolog.Ctx(ctx).Info().Str("event_id", ev.ID).Str("rule", a.Rule).Str("action", string(a.Kind)).
-			Str("action_id", a.ID).Str("upn", u.UPN).Bool("dry_run", a.DryRun).Msg("action decided")
+			Str("action_id", a.ID).Str("upn", a.User.UPN).Bool("dry_run", a.DryRun).Msg("action decided")
 	}
+	for _, t := range res.Timers {
+		id := events.KeySafe(fmt.Sprintf("timer.writeback.%s.%d", t.ObjectGUID, t.CloudChange.UnixNano()))
+		tev, err := events.NewEnvelope(id, events.SourceTimer, events.TypeWriteback, ev.Time, t)
+		if err != nil {
+			return err
+		}
+		if _, err := s.pub.PublishJSON(ctx, tev.Subject(), tev.ID, tev); err != nil {
+			return fmt.Errorf("scheduling %s: %w", id, err)
+		}
+	}
+	ref := rules.Ref(res.State.AD)
 	for _, d := range res.Decisions {
-		rec := events.AuditRecord{Kind: "decision", EventID: ev.ID, Rule: d.Rule, User: rules.Ref(u),
-			Outcome: d.Outcome, Detail: d.Reason}
-		if d.Outcome == "act" && len(res.Actions) > 0 {
-			rec.ActionID, rec.Action = res.Actions[0].ID, string(res.Actions[0].Kind)
+		rec := events.AuditRecord{Kind: "decision", EventID: ev.ID, Rule: d.Rule, User: ref, Outcome: d.Outcome, Detail: d.Reason}
+		for _, a := range res.Actions {
+			if d.Outcome == "act" && a.Rule == d.Rule {
+				rec.ActionID, rec.Action = a.ID, string(a.Kind)
+			}
 		}
 		if err := s.audit.Write(ctx, rec); err != nil {
 			return err

@@ -96,6 +96,32 @@ type Evaluator struct {
 	Scope           Scope           `yaml:"scope"`
 	ForcedChange    ForcedChange    `yaml:"forced_change"`
 	PasswordChanged PasswordChanged `yaml:"password_changed"`
+	NeverExpires    NeverExpires    `yaml:"never_expires"`
+	Drift           Drift           `yaml:"drift"`
+	Writeback       Writeback       `yaml:"writeback"`
+}
+
+// NeverExpires configures the never-expires rule.
+type NeverExpires struct {
+	// Enabled keeps passwordPolicies' DisablePasswordExpiration equal to AD's
+	// "password never expires", for tenants that use the cloud expiry policy
+	// for synced users.
+	Enabled bool `yaml:"enabled"`
+}
+
+// Drift configures re-applying the desired cloud state.
+type Drift struct {
+	// Cooldown: a second drift of the same user within it is alerted, not re-applied.
+	Cooldown time.Duration `yaml:"cooldown"`
+	// PendingTimeout: how long pwsync's own write may take to show in delta.
+	PendingTimeout time.Duration `yaml:"pending_timeout"`
+}
+
+// Writeback configures the password writeback gap alert.
+type Writeback struct {
+	// Window: a synced user's cloud password change that AD does not follow
+	// within it raises an alert; 0 turns the check off.
+	Window time.Duration `yaml:"window"`
 }
 
 // Scope says which users pwsync acts on.
@@ -206,6 +232,8 @@ func Default() Config {
 		Evaluator: Evaluator{
 			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: true, Backfill: true},
 			PasswordChanged: PasswordChanged{Enabled: true},
+			Drift:           Drift{Cooldown: time.Hour, PendingTimeout: 10 * time.Minute},
+			Writeback:       Writeback{Window: 15 * time.Minute},
 		},
 		Actuator: Actuator{
 			Concurrency:  16,

@@ -206,6 +206,15 @@ func (c *Config) Validate(t Targets) error {
 		}
 	}
 	if t.Evaluator {
+		if c.Evaluator.Drift.Cooldown <= 0 {
+			add("evaluator.drift.cooldown", "must be positive")
+		}
+		if c.Evaluator.Drift.PendingTimeout <= 0 {
+			add("evaluator.drift.pending_timeout", "must be positive")
+		}
+		if c.Evaluator.Writeback.Window < 0 {
+			add("evaluator.writeback.window", "must not be negative")
+		}
 		for i, ou := range c.Evaluator.Scope.IncludeOUs {
 			if !strings.Contains(ou, "=") {
 				add(fmt.Sprintf("evaluator.scope.include_ous[%d]", i), "must be a DN (got %q)", ou)

@@ -1,0 +1,178 @@
+package adwatch
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Modes of reading changes from AD.
+const (
+	ModeDirSync = "dirsync" // DirSync control: deltas of changed attributes, cookie per domain
+	ModeUSN     = "usn"     // uSNChanged poll: for accounts without DirSync rights
+	ModeAuto    = "auto"    // DirSync, falling back to usn when the DC refuses it
+)
+
+// DefaultUserFilter selects user accounts (not computers, which are users too).
+const DefaultUserFilter = "(&(objectCategory=person)(objectClass=user))"
+
+// Config is one AD domain to watch.
+type Config struct {
+	Domain             string        // label copied into events.ADUser.Domain, e.g. "example.test"
+	URL                string        // ldaps://host:636 or ldap://host:389
+	StartTLS           bool          // upgrade ldap:// with StartTLS
+	CAFile             string        // CA bundle to verify the DC; empty = system roots
+	InsecureSkipVerify bool          // do not verify the DC's certificate (explicit opt-out only)
+	AllowPlain         bool          // allow ldap:// without StartTLS (bind password in clear)
+	BindDN             string        // DN or UPN of the service account
+	BindPassword       string        // never logged
+	BaseDN             string        // naming context root (DirSync requires it)
+	UserFilter         string        // default DefaultUserFilter
+	Mode               string        // ModeDirSync (default), ModeUSN or ModeAuto
+	PollInterval       time.Duration // floor poll interval, also with notifications (default 2s)
+	Notifications      bool          // change notifications (1.2.840.113556.1.4.528) trigger an immediate poll
+	PageSize           int           // entries per LDAP page and per Sink.Publish (default 500)
+	DialTimeout        time.Duration // TCP connect + TLS handshake (default 10s)
+}
+
+// DefaultConfig has the defaults of every optional setting. A bool's zero
+// value is false, so Notifications' default (on) lives here: a config loader
+// should start from DefaultConfig.
+func DefaultConfig() Config {
+	return Config{
+		UserFilter:    DefaultUserFilter,
+		Mode:          ModeDirSync,
+		PollInterval:  2 * time.Second,
+		Notifications: true,
+		PageSize:      500,
+		DialTimeout:   10 * time.Second,
+	}
+}
+
+// withDefaults fills the unset optional settings (Notifications excepted, see DefaultConfig).
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.UserFilter == "" {
+		c.UserFilter = d.UserFilter
+	}
+	if c.Mode == "" {
+		c.Mode = d.Mode
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = d.PollInterval
+	}
+	if c.PageSize == 0 {
+		c.PageSize = d.PageSize
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = d.DialTimeout
+	}
+	return c
+}
+
+// maxPageSize is AD's default MaxPageSize: a DC returns no more per page anyway.
+const maxPageSize = 1000
+
+// validate checks the settings; every error names the setting to fix.
+func (c Config) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Domain == "" {
+		bad("Domain is empty")
+	}
+	u, err := url.Parse(c.URL)
+	switch {
+	case c.URL == "":
+		bad("URL is empty")
+	case err != nil:
+		bad("URL %q: %w", c.URL, err)
+	case u.Scheme != "ldap" && u.Scheme != "ldaps":
+		bad("URL %q: scheme must be ldaps or ldap", c.URL)
+	case u.Host == "":
+		bad("URL %q has no host", c.URL)
+	case u.Scheme == "ldaps" && c.StartTLS:
+		bad("StartTLS is set but URL %q is already ldaps", c.URL)
+	case u.Scheme == "ldap" && !c.StartTLS && !c.AllowPlain:
+		bad("URL %q is plain LDAP: the bind password would cross the network in clear; "+
+			"use ldaps://, set StartTLS, or set AllowPlain to accept that", c.URL)
+	}
+	if c.BindDN == "" {
+		bad("BindDN is empty (DirSync and the uSNChanged poll need an authenticated account)")
+	}
+	if c.BindPassword == "" {
+		bad("BindPassword is empty")
+	}
+	if c.BaseDN == "" {
+		bad("BaseDN is empty")
+	} else if _, err := ldap.ParseDN(c.BaseDN); err != nil {
+		bad("BaseDN %q: %w", c.BaseDN, err)
+	}
+	if _, err := ldap.CompileFilter(c.UserFilter); err != nil {
+		bad("UserFilter %q: %w", c.UserFilter, err)
+	}
+	switch c.Mode {
+	case ModeDirSync, ModeUSN, ModeAuto:
+	default:
+		bad("Mode %q: want %s, %s or %s", c.Mode, ModeDirSync, ModeUSN, ModeAuto)
+	}
+	if c.PollInterval < 0 {
+		bad("PollInterval %s is negative", c.PollInterval)
+	}
+	if c.PageSize < 0 || c.PageSize > maxPageSize {
+		bad("PageSize %d: want 1 to %d", c.PageSize, maxPageSize)
+	}
+	if c.DialTimeout < 0 {
+		bad("DialTimeout %s is negative", c.DialTimeout)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("adwatch config for domain %q: %w", c.Domain, err)
+	}
+	return nil
+}
+
+// tlsConfig is how the DC's certificate is checked, for ldaps:// and StartTLS.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("URL %q: %w", c.URL, err)
+	}
+	tc := &tls.Config{
+		ServerName:         u.Hostname(),
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // explicit, logged opt-out
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CAFile %s holds no PEM certificate", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// cursorKey is the key of this domain's cursor in the cursors bucket. NATS KV
+// keys allow letters, digits and -_=./ only.
+func (c Config) cursorKey(mode string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(c.Domain) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '.', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	return mode + "." + b.String()
+}

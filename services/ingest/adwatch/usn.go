@@ -1,0 +1,187 @@
+package adwatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+// usnCursor is the uSNChanged watermark. USNs are local to one DC, so the
+// cursor names it: resuming against another DC starts over with a full sync.
+type usnCursor struct {
+	DC  string `json:"dc"`  // the DC's dnsHostName
+	USN int64  `json:"usn"` // every change up to this USN is published
+}
+
+// usnPoll reads changes by polling uSNChanged: it needs only read access, and
+// works below any base, not just a naming context root.
+type usnPoll struct {
+	w       *Watcher
+	key     string
+	cur     usnCursor
+	savedAt time.Time
+	ncRoot  string // where tombstones live (CN=Deleted Objects,<ncRoot>)
+}
+
+func (w *Watcher) newUSNPoll() *usnPoll {
+	return &usnPoll{w: w, key: w.cfg.cursorKey(ModeUSN)}
+}
+
+func (s *usnPoll) start(ctx context.Context, c *ldap.Conn) error {
+	dse, err := readRootDSE(c)
+	if err != nil {
+		return err
+	}
+	s.ncRoot = dse.DefaultNamingContext
+	if s.ncRoot == "" {
+		s.ncRoot = s.w.cfg.BaseDN
+	}
+	raw, err := s.w.cursors.Load(ctx, s.key)
+	if err != nil {
+		return fmt.Errorf("loading cursor %s: %w", s.key, err)
+	}
+	if raw != nil {
+		var cur usnCursor
+		switch err := json.Unmarshal(raw, &cur); {
+		case err != nil:
+			s.w.log.Warn().Err(err).Str("cursor", s.key).Msg("unreadable USN cursor; running a full sync")
+		case !strings.EqualFold(cur.DC, dse.DNSHostName):
+			s.w.log.Warn().Str("cursor", s.key).Str("cursor_dc", cur.DC).Str("dc", dse.DNSHostName).
+				Msg("the USN cursor is another DC's; running a full sync")
+		default:
+			s.cur, s.savedAt = cur, time.Now()
+			s.w.log.Info().Str("cursor", s.key).Int64("usn", cur.USN).Msg("resuming the uSNChanged poll")
+			return nil
+		}
+	}
+	return s.fullSync(ctx, c, dse)
+}
+
+// fullSync publishes every user (FullSync=true), then moves the watermark to
+// the USN read before the scan, so that nothing changed during it is lost.
+func (s *usnPoll) fullSync(ctx context.Context, c *ldap.Conn, dse rootDSE) error {
+	start := time.Now()
+	n, err := s.w.scan(ctx, c, s.w.cfg.UserFilter, true)
+	if err != nil {
+		return fmt.Errorf("full sync: %w", err)
+	}
+	if err := s.save(ctx, usnCursor{DC: dse.DNSHostName, USN: dse.HighestCommittedUSN}, true); err != nil {
+		return err
+	}
+	s.w.log.Info().Int("users", n).Int64("usn", dse.HighestCommittedUSN).Dur("took", time.Since(start)).Msg("full sync done")
+	return nil
+}
+
+// poll publishes what changed since the watermark. Deletions are searched on
+// every poll: one watermark covers both searches.
+func (s *usnPoll) poll(ctx context.Context, c *ldap.Conn, _ bool) error {
+	dse, err := readRootDSE(c)
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(dse.DNSHostName, s.cur.DC) {
+		s.w.log.Warn().Str("was_dc", s.cur.DC).Str("dc", dse.DNSHostName).Msg("now talking to another DC; running a full sync")
+		return s.fullSync(ctx, c, dse)
+	}
+	if dse.HighestCommittedUSN <= s.cur.USN {
+		return nil
+	}
+	// Read the watermark first: whatever commits during the scans is at most
+	// published twice (same event ID), never skipped.
+	// Deletions first: then the last thing before saving the cursor is a
+	// publish, and a shutdown right after it still records the progress.
+	since := strconv.FormatInt(s.cur.USN+1, 10)
+	d, err := s.publishDeleted(ctx, c, since)
+	if err != nil {
+		return err
+	}
+	n, err := s.w.scan(ctx, c, "(&"+s.w.cfg.UserFilter+"(uSNChanged>="+since+"))", false)
+	if err != nil {
+		return err
+	}
+	if err := s.save(ctx, usnCursor{DC: dse.DNSHostName, USN: dse.HighestCommittedUSN}, n+d > 0); err != nil {
+		return err
+	}
+	if n+d > 0 {
+		s.w.log.Info().Int("users", n).Int("deleted", d).Int64("usn", dse.HighestCommittedUSN).Msg("published AD changes")
+	}
+	return nil
+}
+
+// publishDeleted publishes users deleted since the watermark: their tombstones
+// keep objectClass, objectGUID, sAMAccountName and lastKnownParent.
+func (s *usnPoll) publishDeleted(ctx context.Context, c *ldap.Conn, since string) (int, error) {
+	filter := "(&(isDeleted=TRUE)(objectClass=user)(!(objectClass=computer))(uSNChanged>=" + since + "))"
+	res, err := c.SearchWithPaging(ldap.NewSearchRequest(s.ncRoot, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		0, 0, false, filter, []string{"objectGUID", "sAMAccountName", "uSNChanged", "lastKnownParent"},
+		[]ldap.Control{ldap.NewControlMicrosoftShowDeleted()}), uint32(s.w.cfg.PageSize))
+	if err != nil {
+		return 0, fmt.Errorf("searching deleted users since USN %s: %w", since, err)
+	}
+	var users []events.ADUser
+	for _, e := range res.Entries {
+		if !s.inScope(e.GetAttributeValue("lastKnownParent")) {
+			continue
+		}
+		u, err := s.w.deletedUser(e.GetRawAttributeValue("objectGUID"), e.DN)
+		if err != nil {
+			s.w.log.Warn().Err(err).Str("dn", e.DN).Msg("skipping deleted user")
+			continue
+		}
+		u.SAMAccountName = e.GetAttributeValue("sAMAccountName")
+		if u.USNChanged, err = strconv.ParseInt(e.GetAttributeValue("uSNChanged"), 10, 64); err != nil {
+			s.w.log.Warn().Err(err).Str("dn", e.DN).Msg("tombstone without a valid uSNChanged")
+		}
+		users = append(users, u)
+	}
+	for batch := range slices.Chunk(users, s.w.cfg.PageSize) {
+		if err := s.w.publish(ctx, batch); err != nil {
+			return 0, err
+		}
+	}
+	return len(users), nil
+}
+
+// inScope reports whether a deleted user lived below BaseDN. When its parent
+// was deleted too (a subtree delete), the old place is unknown: reported.
+func (s *usnPoll) inScope(lastKnownParent string) bool {
+	if strings.EqualFold(s.ncRoot, s.w.cfg.BaseDN) || lastKnownParent == "" {
+		return true
+	}
+	if _, dn, ok := strings.Cut(lastKnownParent, ">;"); ok { // extended form <GUID=...>;DN
+		lastKnownParent = dn
+	}
+	parent, err1 := ldap.ParseDN(lastKnownParent)
+	base, err2 := ldap.ParseDN(s.w.cfg.BaseDN)
+	if err1 != nil || err2 != nil || strings.Contains(lastKnownParent, `\0ADEL:`) {
+		return true
+	}
+	return base.EqualFold(parent) || base.AncestorOfFold(parent)
+}
+
+// save moves the watermark; it is stored when something was published up to
+// it, or when the stored one has grown old (the USN also moves with changes
+// that are not users').
+func (s *usnPoll) save(ctx context.Context, cur usnCursor, published bool) error {
+	if !published && time.Since(s.savedAt) < cookieSaveEvery {
+		s.cur = cur
+		return nil
+	}
+	raw, err := json.Marshal(cur)
+	if err != nil {
+		return fmt.Errorf("encoding cursor %s: %w", s.key, err)
+	}
+	if err := s.w.saveCursor(ctx, s.key, raw); err != nil {
+		return err
+	}
+	s.cur, s.savedAt = cur, time.Now()
+	return nil
+}
