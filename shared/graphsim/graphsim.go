@@ -97,6 +97,7 @@ type Server struct {
 	mu       sync.Mutex // guards the fields below
 	store    *store
 	noop     bool
+	deltaGen uint64 // bumped by ExpireDeltaTokens
 	faults   []*Fault
 	requests []Request
 	onReq    func(Request)

@@ -53,6 +53,7 @@ type route struct {
 var (
 	rolesUserRead      = []string{"User.Read.All", "User.ReadBasic.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
 	rolesUserWrite     = []string{"User.ReadUpdate.All", "User.ReadWrite.All", "Directory.ReadWrite.All"}
+	rolesUserDelete    = []string{"User.ReadWrite.All", "Directory.ReadWrite.All"}
 	rolesPasswordWrite = []string{"User-PasswordProfile.ReadWrite.All", "Directory.ReadWrite.All"}
 	rolesRevoke        = []string{"User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All"}
 	rolesGroupRead     = []string{"GroupMember.Read.All", "GroupMember.ReadWrite.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
@@ -60,11 +61,14 @@ var (
 )
 
 // routes is the Graph surface. Literal routes come before variable ones
-// where they overlap (e.g. a future /users/delta before /users/{id}).
+// where they overlap (/users/delta before /users/{id}).
 var routes = []route{
 	{method: "GET", pattern: segs("/users"), roles: rolesUserRead, handle: (*Server).listUsers},
+	{method: "GET", pattern: segs("/users/delta"), roles: rolesUserRead, handle: (*Server).userDelta},
+	{method: "GET", pattern: segs("/users/delta()"), roles: rolesUserRead, handle: (*Server).userDelta}, // the SDK's spelling
 	{method: "GET", pattern: segs("/users/{}"), roles: rolesUserRead, handle: (*Server).getUser},
 	{method: "PATCH", pattern: segs("/users/{}"), write: true, roles: rolesUserWrite, handle: (*Server).patchUser},
+	{method: "DELETE", pattern: segs("/users/{}"), write: true, roles: rolesUserDelete, handle: (*Server).deleteUser},
 	{method: "POST", pattern: segs("/users/{}/revokeSignInSessions"), write: true, roles: rolesRevoke, handle: (*Server).revokeSessions},
 	{method: "GET", pattern: segs("/groups/{}"), roles: rolesGroupRead, handle: (*Server).getGroup},
 	{method: "GET", pattern: segs("/groups/{}/members"), roles: rolesGroupRead, handle: (*Server).listMembers},

@@ -33,15 +33,31 @@ type group struct {
 }
 
 // store is the directory. The Server's mutex guards it.
+//
+// Every change to a user gets the next sequence number, per property, so
+// that delta query can say what changed since a token and change
+// notifications can fire for any change.
 type store struct {
 	users  map[string]*User // by ID
 	order  []string         // user IDs in creation order: list and paging order
+	byUPN  map[string]string
 	groups map[string]*group
 	extra  map[string]map[string]json.RawMessage // unmodelled properties a PATCH set, by user ID
+
+	seq     uint64                       // last change sequence number
+	propSeq map[string]map[string]uint64 // user ID -> property -> seq of its last change
+	removed map[string]uint64            // deleted user ID -> seq of the deletion
+
+	// onChange is called, with the Server lock held, after every change to
+	// a user: change notifications hang off it.
+	onChange func(userID string, deleted bool)
 }
 
 func newStore() *store {
-	return &store{users: map[string]*User{}, groups: map[string]*group{}, extra: map[string]map[string]json.RawMessage{}}
+	return &store{
+		users: map[string]*User{}, byUPN: map[string]string{}, groups: map[string]*group{},
+		extra: map[string]map[string]json.RawMessage{}, propSeq: map[string]map[string]uint64{}, removed: map[string]uint64{},
+	}
 }
 
 // lookup finds a user by object ID or, as Graph does, by userPrincipalName
@@ -53,15 +69,11 @@ func (st *store) lookup(idOrUPN string) *User {
 	if u, ok := st.users[strings.ToLower(idOrUPN)]; ok {
 		return u // IDs are GUIDs: case-insensitive too
 	}
-	for _, id := range st.order {
-		if u := st.users[id]; strings.EqualFold(u.UserPrincipalName, idOrUPN) {
-			return u
-		}
-	}
-	return nil
+	return st.users[st.byUPN[strings.ToLower(idOrUPN)]]
 }
 
-func (st *store) put(u User) {
+// put creates or replaces a user and returns the stored one.
+func (st *store) put(u User) *User {
 	if u.ID == "" {
 		if old := st.lookup(u.UserPrincipalName); old != nil && u.UserPrincipalName != "" {
 			u.ID = old.ID // "create or replace": the same UPN is the same user
@@ -69,12 +81,89 @@ func (st *store) put(u User) {
 			u.ID = newGUID()
 		}
 	}
-	if _, ok := st.users[u.ID]; !ok {
+	var before map[string]string
+	if old, ok := st.users[u.ID]; ok {
+		before = st.snapshot(old)
+		delete(st.byUPN, strings.ToLower(old.UserPrincipalName))
+	} else {
 		st.order = append(st.order, u.ID)
 	}
 	st.users[u.ID] = &u
+	st.byUPN[strings.ToLower(u.UserPrincipalName)] = u.ID
 	delete(st.extra, u.ID) // a replaced user starts from what the caller gave
+	st.commit(u.ID, before)
+	return &u
 }
+
+// remove deletes a user (Graph's soft delete) and its memberships.
+func (st *store) remove(u *User) {
+	delete(st.users, u.ID)
+	delete(st.byUPN, strings.ToLower(u.UserPrincipalName))
+	delete(st.extra, u.ID)
+	delete(st.propSeq, u.ID)
+	st.order = slices.DeleteFunc(st.order, func(id string) bool { return id == u.ID })
+	for _, g := range st.groups {
+		delete(g.members, u.ID)
+	}
+	st.seq++
+	st.removed[u.ID] = st.seq
+	if st.onChange != nil {
+		st.onChange(u.ID, true)
+	}
+}
+
+// snapshot renders every property as JSON, to diff before and after a change.
+func (st *store) snapshot(u *User) map[string]string {
+	out := make(map[string]string, len(userProps))
+	for _, p := range userProps {
+		b, _ := json.Marshal(st.userValue(u, p)) // values are strings, bools, maps and raw JSON
+		out[p] = string(b)
+	}
+	return out
+}
+
+// commit records the properties of a user that differ from before (nil
+// before: the user is new) and returns them.
+func (st *store) commit(id string, before map[string]string) []string {
+	u := st.users[id]
+	after := st.snapshot(u)
+	var changed []string
+	for _, p := range userProps {
+		if before == nil || before[p] != after[p] {
+			changed = append(changed, p)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	st.seq++
+	seqs := st.propSeq[id]
+	if seqs == nil || before == nil {
+		seqs = map[string]uint64{}
+		st.propSeq[id] = seqs
+		delete(st.removed, id) // re-created
+	}
+	for _, p := range changed {
+		seqs[p] = st.seq
+	}
+	if before == nil {
+		seqs[createdKey] = st.seq
+	}
+	if st.onChange != nil {
+		st.onChange(id, false)
+	}
+	return changed
+}
+
+// setUPN changes a user's userPrincipalName and its index entry.
+func (st *store) setUPN(u *User, upn string) {
+	delete(st.byUPN, strings.ToLower(u.UserPrincipalName))
+	u.UserPrincipalName = upn
+	st.byUPN[strings.ToLower(upn)] = u.ID
+}
+
+// createdKey marks a user's creation in propSeq.
+const createdKey = ""
 
 func (st *store) list() []*User {
 	out := make([]*User, 0, len(st.order))

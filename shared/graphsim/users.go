@@ -402,8 +402,14 @@ func (s *Server) patchUser(c *call) reply {
 	}
 
 	// Validated: apply everything.
+	before := s.store.snapshot(u)
+	defer s.store.commit(u.ID, before)
 	now := time.Now()
 	for prop, v := range p.strs {
+		if prop == "userPrincipalName" {
+			s.store.setUPN(u, *v)
+			continue
+		}
 		setUserString(u, prop, deref(v))
 	}
 	if p.enabled != nil {
@@ -450,8 +456,6 @@ func setUserString(u *User, prop, v string) {
 		u.DisplayName = v
 	case "mail":
 		u.Mail = v
-	case "userPrincipalName":
-		u.UserPrincipalName = v
 	case "onPremisesImmutableId":
 		u.OnPremisesImmutableId = v
 	case "preferredLanguage":
@@ -491,7 +495,9 @@ func (s *Server) revokeSessions(c *call) reply {
 	if u == nil {
 		return notFound(c.vars[0])
 	}
+	before := s.store.snapshot(u)
 	u.SignInSessionsValidFromDateTime = time.Now().UTC().Truncate(time.Second)
+	s.store.commit(u.ID, before)
 	// 200 with a boolean, not the 204 the docs once said (a known issue).
 	return jsonReply(http.StatusOK, map[string]any{
 		"@odata.context": graphContext + "#Edm.Boolean",
