@@ -16,7 +16,7 @@ import (
 // TestHelpdeskResetEndToEnd drives real LDAP changes on Samba AD through
 // ingest, evaluator and actuator and asserts the Graph calls the simulator saw.
 func TestHelpdeskResetEndToEnd(t *testing.T) {
-	s := newStack(t, stackOpts{BreakGlassSAMs: []string{"e2e-dave"}, TryCloudFlag: true})
+	s := newStack(t, stackOpts{TryCloudFlag: true})
 	const pw = "Start.Passw0rd-1"
 	alice := s.dc.CreateUser(t, s.ou, "e2e-alice", adtest.UserOpts{Password: pw})
 	bob := s.dc.CreateUser(t, s.ou, "e2e-bob", adtest.UserOpts{Password: pw})
@@ -25,7 +25,8 @@ func TestHelpdeskResetEndToEnd(t *testing.T) {
 	aliceID := s.cloudUser(alice, false) // cloud-managed: matched by UPN
 	bobID := s.cloudUser(bob, true)      // synced: joined by onPremisesImmutableId
 	carolID := s.cloudUser(carol, false)
-	daveID := s.cloudUser(dave, false) // break-glass by UPN
+	daveID := s.cloudUser(dave, false)
+	s.opts.BreakGlassUPNs = []string{dave.UPN}
 
 	s.startInProcess(t)
 	settle := 1500 * time.Millisecond

@@ -40,6 +40,7 @@ const pendingGroup = "6a1d7c3e-0000-4000-8000-00000000beef"
 // stack is one end-to-end environment: a test OU in the real Samba DC, a
 // Graph simulator, and a pwsync config pointing at both.
 type stack struct {
+	opts    stackOpts
 	dc      *adtest.DC
 	ou      string
 	sim     *graphsim.Server
@@ -49,7 +50,7 @@ type stack struct {
 }
 
 type stackOpts struct {
-	BreakGlassSAMs []string // sAMAccountNames whose UPNs are listed as break-glass
+	BreakGlassUPNs []string
 	TryCloudFlag   bool
 }
 
@@ -77,7 +78,7 @@ graph:
 evaluator:
   scope:
     include_ous: ["{{.OU}}"]
-    break_glass_upns: [{{range $i, $u := .BreakGlass}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
+    break_glass_upns: [{{range $i, $u := .Opts.BreakGlassUPNs}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
 actuator:
   cloud_managed: {verify: true, fallback: chain, revoke_sessions: false}
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
@@ -96,27 +97,29 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	t.Cleanup(sim.Close)
 	sim.PutGroup(pendingGroup, "Password change pending")
-	s := &stack{dc: dc, ou: dc.NewOU(t), sim: sim, dir: t.TempDir(), opsAddr: freeAddr(t)}
-	if err := sim.WriteCAFile(filepath.Join(s.dir, "graph-ca.pem")); err != nil {
-		t.Fatal(err)
-	}
-	var breakGlass []string
-	for _, sam := range o.BreakGlassSAMs {
-		breakGlass = append(breakGlass, sam+"@"+strings.ToLower(dc.Realm))
-	}
-	var buf bytes.Buffer
-	err = configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": dc, "Sim": sim, "OU": s.ou,
-		"Group": pendingGroup, "Opts": o, "Ops": s.opsAddr, "BreakGlass": breakGlass})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: t.TempDir(), opsAddr: freeAddr(t)}
 	s.cfgPath = filepath.Join(s.dir, "pwsync.yaml")
-	if err := os.WriteFile(s.cfgPath, buf.Bytes(), 0o600); err != nil {
+	if err := sim.WriteCAFile(filepath.Join(s.dir, "graph-ca.pem")); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PWSYNC_TEST_AD_PASSWORD", dc.BindPassword)
 	t.Setenv("PWSYNC_TEST_GRAPH_SECRET", simSecret)
 	return s
+}
+
+// writeConfig renders the config from s.opts; start calls it, so tests may
+// change opts (e.g. break-glass UPNs of users they created) before.
+func (s *stack) writeConfig(t testing.TB) {
+	t.Helper()
+	var buf bytes.Buffer
+	err := configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": s.dc, "Sim": s.sim, "OU": s.ou,
+		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.cfgPath, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func freeAddr(t testing.TB) string {
@@ -143,6 +146,7 @@ func (s *stack) cloudUser(u adtest.User, synced bool) string {
 // startInProcess runs pwsync in this process until the test ends.
 func (s *stack) startInProcess(t testing.TB) {
 	t.Helper()
+	s.writeConfig(t)
 	cfg, _, err := config.Load(s.cfgPath, config.AllTargets, os.Getenv)
 	if err != nil {
 		t.Fatalf("loading config: %v", err)
@@ -176,6 +180,7 @@ func (s *stack) startInProcess(t testing.TB) {
 // startProcess runs pwsync as a child process (the test binary re-executed).
 func (s *stack) startProcess(t testing.TB) *exec.Cmd {
 	t.Helper()
+	s.writeConfig(t)
 	logFile, err := os.OpenFile(filepath.Join(s.dir, "pwsync.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
