@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"sort"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -113,7 +115,7 @@ func TestKilledBetweenEventAndAction(t *testing.T) {
 // real Samba AD and the simulator: the time from the LDAP modify returning to
 // the simulator receiving the PATCH. Run: make bench-latency.
 func BenchmarkResetToGraphWrite(b *testing.B) {
-	const n = 200
+	n := benchUsers()
 	tt := b
 	s := newStack(tt, stackOpts{})
 	users := make([]adtest.User, n)
@@ -159,4 +161,13 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// benchUsers is the number of resets of the latency benchmark
+// (PWSYNC_BENCH_RESETS, default 200).
+func benchUsers() int {
+	if n, err := strconv.Atoi(os.Getenv("PWSYNC_BENCH_RESETS")); err == nil && n > 0 {
+		return n
+	}
+	return 200
 }
