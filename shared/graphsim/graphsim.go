@@ -76,6 +76,17 @@ type Options struct {
 	// Log receives the HTTP server's own errors (TLS handshakes and the
 	// like); nil discards them.
 	Log io.Writer
+
+	// NotificationClient sends subscription validation requests and change
+	// notifications; nil means a client with the system roots. Give it the
+	// receiver's CA (an httptest.Server's Client(), say).
+	NotificationClient *http.Client
+	// NotificationDelay holds each change notification back, as Graph's
+	// delivery latency does (minutes in reality); 0 sends at once.
+	NotificationDelay time.Duration
+	// AllowHTTPNotificationURL accepts http:// notification URLs. Graph
+	// requires https; this is for local receivers without TLS.
+	AllowHTTPNotificationURL bool
 }
 
 // Server is a running simulator. All methods are safe for concurrent use.
@@ -92,12 +103,14 @@ type Server struct {
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close: ends hanging faults
 
-	budget *writeBudget // has its own lock
+	budget   *writeBudget // has its own lock
+	notifier *notifier    // has its own lock
 
 	mu       sync.Mutex // guards the fields below
 	store    *store
 	noop     bool
 	deltaGen uint64 // bumped by ExpireDeltaTokens
+	subs     map[string]*subscription
 	faults   []*Fault
 	requests []Request
 	onReq    func(Request)
@@ -115,8 +128,11 @@ func Start(opts Options) (*Server, error) {
 		store:    newStore(),
 		noop:     opts.ForceChangeNoop,
 		budget:   newWriteBudget(opts.WriteBudget, opts.WriteWindow),
+		notifier: newNotifier(opts.NotificationClient, opts.NotificationDelay),
+		subs:     map[string]*subscription{},
 		stats:    Stats{ByStatus: map[int]int{}},
 	}
+	s.store.onChange = s.userChanged
 	if len(opts.ClientCertPEM) > 0 {
 		certs, err := parseClientCerts(opts.ClientCertPEM)
 		if err != nil {
@@ -145,6 +161,7 @@ func Start(opts Options) (*Server, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          log.New(errLog, "graphsim: ", 0),
 	}
+	go s.notifier.run(s.closing)
 	go func() {
 		// ServeTLS returns ErrServerClosed after Close; nothing else to report.
 		if err := s.http.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -43,7 +43,7 @@ type handler func(s *Server, c *call) reply
 type route struct {
 	method  string
 	pattern []string // literal segments, or "{}" for a variable
-	write   bool     // counts against the write budget
+	write   bool     // counts against the identity write budget (subscriptions have their own limits)
 	roles   []string // any one of these app roles is required
 	handle  handler
 }
@@ -70,6 +70,12 @@ var routes = []route{
 	{method: "PATCH", pattern: segs("/users/{}"), write: true, roles: rolesUserWrite, handle: (*Server).patchUser},
 	{method: "DELETE", pattern: segs("/users/{}"), write: true, roles: rolesUserDelete, handle: (*Server).deleteUser},
 	{method: "POST", pattern: segs("/users/{}/revokeSignInSessions"), write: true, roles: rolesRevoke, handle: (*Server).revokeSessions},
+	{method: "POST", pattern: segs("/subscriptions"), roles: rolesUserRead, handle: (*Server).createSubscription},
+	{method: "GET", pattern: segs("/subscriptions"), roles: rolesUserRead, handle: (*Server).listSubscriptions},
+	{method: "GET", pattern: segs("/subscriptions/{}"), roles: rolesUserRead, handle: (*Server).getSubscription},
+	{method: "PATCH", pattern: segs("/subscriptions/{}"), roles: rolesUserRead, handle: (*Server).patchSubscription},
+	{method: "DELETE", pattern: segs("/subscriptions/{}"), roles: rolesUserRead, handle: (*Server).deleteSubscription},
+	{method: "POST", pattern: segs("/subscriptions/{}/reauthorize"), roles: rolesUserRead, handle: (*Server).reauthorizeSubscription},
 	{method: "GET", pattern: segs("/groups/{}"), roles: rolesGroupRead, handle: (*Server).getGroup},
 	{method: "GET", pattern: segs("/groups/{}/members"), roles: rolesGroupRead, handle: (*Server).listMembers},
 	{method: "POST", pattern: segs("/groups/{}/members/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).addMember},
