@@ -87,6 +87,13 @@ type Options struct {
 	// AllowHTTPNotificationURL accepts http:// notification URLs. Graph
 	// requires https; this is for local receivers without TLS.
 	AllowHTTPNotificationURL bool
+
+	// MailPerMinute is the sendMail limit per sending mailbox: 0 means
+	// Exchange Online's 30, negative means unlimited.
+	MailPerMinute int
+	// ActivityPerSecond is the Teams sendActivityNotification limit per app
+	// and tenant: 0 means Teams' 5, negative means unlimited.
+	ActivityPerSecond int
 }
 
 // Server is a running simulator. All methods are safe for concurrent use.
@@ -103,34 +110,42 @@ type Server struct {
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close: ends hanging faults
 
-	budget   *writeBudget // has its own lock
-	notifier *notifier    // has its own lock
+	budget        *windowLimit // identity writes; has its own lock
+	mailLimit     *windowLimit // per mailbox
+	activityLimit *windowLimit // Teams activity notifications
+	notifier      *notifier    // has its own lock
 
-	mu       sync.Mutex // guards the fields below
-	store    *store
-	noop     bool
-	deltaGen uint64 // bumped by ExpireDeltaTokens
-	subs     map[string]*subscription
-	faults   []*Fault
-	requests []Request
-	onReq    func(Request)
-	stats    Stats
+	mu         sync.Mutex // guards the fields below
+	store      *store
+	noop       bool
+	deltaGen   uint64 // bumped by ExpireDeltaTokens
+	subs       map[string]*subscription
+	mail       []Mail
+	activities []ActivityNotification
+	noTeamsApp map[string]bool // user IDs without pwsync's Teams app
+	faults     []*Fault
+	requests   []Request
+	onReq      func(Request)
+	stats      Stats
 }
 
 // Start listens on opts.Addr and serves until Close.
 func Start(opts Options) (*Server, error) {
 	opts = withDefaults(opts)
 	s := &Server{
-		opts:     opts,
-		tokenKey: randomBytes(32),
-		spID:     newGUID(),
-		closing:  make(chan struct{}),
-		store:    newStore(),
-		noop:     opts.ForceChangeNoop,
-		budget:   newWriteBudget(opts.WriteBudget, opts.WriteWindow),
-		notifier: newNotifier(opts.NotificationClient, opts.NotificationDelay),
-		subs:     map[string]*subscription{},
-		stats:    Stats{ByStatus: map[int]int{}},
+		opts:          opts,
+		tokenKey:      randomBytes(32),
+		spID:          newGUID(),
+		closing:       make(chan struct{}),
+		store:         newStore(),
+		noop:          opts.ForceChangeNoop,
+		budget:        newWindowLimit(opts.WriteBudget, opts.WriteWindow),
+		notifier:      newNotifier(opts.NotificationClient, opts.NotificationDelay),
+		subs:          map[string]*subscription{},
+		noTeamsApp:    map[string]bool{},
+		mailLimit:     newWindowLimit(limitOrDefault(opts.MailPerMinute, defaultMailPerMinute), time.Minute),
+		activityLimit: newWindowLimit(limitOrDefault(opts.ActivityPerSecond, defaultActivityPerSecond), time.Second),
+		stats:         Stats{ByStatus: map[int]int{}},
 	}
 	s.store.onChange = s.userChanged
 	if len(opts.ClientCertPEM) > 0 {
@@ -171,6 +186,18 @@ func Start(opts Options) (*Server, error) {
 	return s, nil
 }
 
+// limitOrDefault maps an Options limit to windowLimit's: 0 is the
+// documented default, negative is unlimited (windowLimit's 0).
+func limitOrDefault(n, def int) int {
+	switch {
+	case n == 0:
+		return def
+	case n < 0:
+		return 0
+	}
+	return n
+}
+
 func withDefaults(o Options) Options {
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1:0"
@@ -181,12 +208,7 @@ func withDefaults(o Options) Options {
 	if o.ClientID == "" {
 		o.ClientID = DefaultClientID
 	}
-	switch {
-	case o.WriteBudget == 0:
-		o.WriteBudget = DefaultWriteBudget
-	case o.WriteBudget < 0:
-		o.WriteBudget = 0 // unlimited inside writeBudget
-	}
+	o.WriteBudget = limitOrDefault(o.WriteBudget, DefaultWriteBudget)
 	if o.WriteWindow <= 0 {
 		o.WriteWindow = DefaultWriteWindow
 	}

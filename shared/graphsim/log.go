@@ -26,10 +26,12 @@ type Request struct {
 
 // Stats counts what the simulator answered since Start.
 type Stats struct {
-	Writes    int         // writes accepted against the write budget (batch items included)
-	Throttled int         // writes refused with 429 by the write budget
-	Tokens    int         // access tokens issued
-	ByStatus  map[int]int // every logged request (batch items and outer $batch) by status
+	Writes    int // writes accepted against the write budget (batch items included)
+	Throttled int // writes refused with 429 by the write budget
+	Tokens    int // access tokens issued
+	// Refusals by the sendMail and Teams limits: "limit violations".
+	MailThrottled, ActivityThrottled int
+	ByStatus                         map[int]int // every logged request (batch items and outer $batch) by status
 }
 
 // maxLog bounds the request log of a long-running `pwsync graphsim`.

@@ -57,6 +57,8 @@ var (
 	rolesPasswordWrite = []string{"User-PasswordProfile.ReadWrite.All", "Directory.ReadWrite.All"}
 	rolesRevoke        = []string{"User.RevokeSessions.All", "User.ReadWrite.All", "Directory.ReadWrite.All"}
 	rolesGroupRead     = []string{"GroupMember.Read.All", "GroupMember.ReadWrite.All", "Group.Read.All", "Group.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+	rolesMailSend      = []string{"Mail.Send"}
+	rolesActivitySend  = []string{"TeamsActivity.Send", "TeamsActivity.Send.User"}
 	rolesMemberWrite   = []string{"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"}
 )
 
@@ -70,6 +72,8 @@ var routes = []route{
 	{method: "PATCH", pattern: segs("/users/{}"), write: true, roles: rolesUserWrite, handle: (*Server).patchUser},
 	{method: "DELETE", pattern: segs("/users/{}"), write: true, roles: rolesUserDelete, handle: (*Server).deleteUser},
 	{method: "POST", pattern: segs("/users/{}/revokeSignInSessions"), write: true, roles: rolesRevoke, handle: (*Server).revokeSessions},
+	{method: "POST", pattern: segs("/users/{}/sendMail"), roles: rolesMailSend, handle: (*Server).sendMail},
+	{method: "POST", pattern: segs("/users/{}/teamwork/sendActivityNotification"), roles: rolesActivitySend, handle: (*Server).sendActivity},
 	{method: "POST", pattern: segs("/subscriptions"), roles: rolesUserRead, handle: (*Server).createSubscription},
 	{method: "GET", pattern: segs("/subscriptions"), roles: rolesUserRead, handle: (*Server).listSubscriptions},
 	{method: "GET", pattern: segs("/subscriptions/{}"), roles: rolesUserRead, handle: (*Server).getSubscription},

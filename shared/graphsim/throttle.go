@@ -9,31 +9,32 @@ import (
 	"time"
 )
 
-// writeBudget is Graph's identity write quota (3,000 writes per 150 s per
-// app+tenant by default) as a sliding window: a write is allowed when fewer
-// than limit writes were accepted in the last window. Refused writes do not
-// count, so a client that honours Retry-After gets the full budget.
-type writeBudget struct {
+// windowLimit is a sliding-window rate limit: an operation is allowed when
+// fewer than limit were accepted in the last window. Refused ones do not
+// count, so a client that honours Retry-After gets the full budget. It
+// models Graph's identity write quota (3,000 writes per 150 s per
+// app+tenant) and the mailbox and Teams notification limits.
+type windowLimit struct {
 	mu     sync.Mutex
 	limit  int // 0: unlimited
 	window time.Duration
 	used   map[string][]time.Time // accepted write times per scope, oldest first
 }
 
-func newWriteBudget(limit int, window time.Duration) *writeBudget {
-	return &writeBudget{limit: limit, window: window, used: map[string][]time.Time{}}
+func newWindowLimit(limit int, window time.Duration) *windowLimit {
+	return &windowLimit{limit: limit, window: window, used: map[string][]time.Time{}}
 }
 
-func (b *writeBudget) set(limit int, window time.Duration) {
+func (b *windowLimit) set(limit int, window time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.limit, b.window = limit, window
 }
 
-// take tries to spend one write for scope at now. It returns whether the
-// write is allowed, how long until one is (when not), and the window's use
-// as a fraction of the limit after this write (0 when unlimited).
-func (b *writeBudget) take(scope string, now time.Time) (ok bool, retryAfter time.Duration, usage float64) {
+// take tries to spend one operation for scope at now. It returns whether
+// it is allowed, how long until one is (when not), and the window's use as
+// a fraction of the limit after it (0 when unlimited).
+func (b *windowLimit) take(scope string, now time.Time) (ok bool, retryAfter time.Duration, usage float64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.limit <= 0 {

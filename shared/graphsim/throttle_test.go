@@ -94,7 +94,7 @@ func TestWriteBudgetBatchItems(t *testing.T) {
 
 func TestWriteBudgetUnit(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	b := newWriteBudget(2, 10*time.Second)
+	b := newWindowLimit(2, 10*time.Second)
 	steps := []struct {
 		at        time.Duration
 		wantOK    bool

@@ -1,0 +1,143 @@
+package graphsim
+
+import (
+	"encoding/base64"
+	"slices"
+	"testing"
+)
+
+func mailBody(to ...string) map[string]any {
+	var rcpts []any
+	for _, a := range to {
+		rcpts = append(rcpts, map[string]any{"emailAddress": map[string]any{"address": a}})
+	}
+	return map[string]any{
+		"message": map[string]any{
+			"subject":                "Your password expires in 7 days",
+			"body":                   map[string]any{"contentType": "HTML", "content": "<p>Change it</p>"},
+			"toRecipients":           rcpts,
+			"internetMessageHeaders": []any{map[string]any{"name": "x-pwsync-id", "value": "n-1"}},
+		},
+		"saveToSentItems": false,
+	}
+}
+
+func TestSendMail(t *testing.T) {
+	e := newEnv(t, Options{})
+	cloud, synced := seedUsers(e.srv) // synced has no mail
+	sender := "/v1.0/users/" + cloud.UserPrincipalName + "/sendMail"
+	tests := []struct {
+		name   string
+		path   string
+		body   any
+		header []string
+		want   int
+		code   string
+	}{
+		{"json message", sender, mailBody("alice@contoso.com"), nil, 202, ""},
+		{"MIME", sender, []byte(base64.StdEncoding.EncodeToString([]byte("Subject: hi\r\n\r\nbody"))), []string{"Content-Type", "text/plain"}, 202, ""},
+		{"bad MIME", sender, []byte("%%%"), []string{"Content-Type", "text/plain"}, 400, "ErrorMimeContentInvalidBase64String"},
+		{"no recipients", sender, mailBody(), nil, 400, "ErrorInvalidRecipients"},
+		{"bad recipient", sender, mailBody("not-an-address"), nil, 400, "ErrorInvalidRecipients"},
+		{"header without x-", sender, func() any {
+			b := mailBody("a@b.c")
+			b["message"].(map[string]any)["internetMessageHeaders"] = []any{map[string]any{"name": "Subject", "value": "x"}}
+			return b
+		}(), nil, 400, "InvalidInternetMessageHeader"},
+		{"no message", sender, map[string]any{"saveToSentItems": true}, nil, 400, "ErrorInvalidRequest"},
+		{"unknown mailbox", "/v1.0/users/ghost@contoso.com/sendMail", mailBody("a@b.c"), nil, 404, "ErrorInvalidUser"},
+		{"user without mailbox", "/v1.0/users/" + synced.ID + "/sendMail", mailBody("a@b.c"), nil, 404, "MailboxNotEnabledForRESTAPI"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.do("POST", tt.path, tt.body, tt.header...)
+			if tt.code != "" {
+				wantError(t, r, tt.want, tt.code)
+			} else {
+				wantStatus(t, r, tt.want)
+			}
+		})
+	}
+	sent := e.srv.SentMail()
+	if len(sent) != 2 {
+		t.Fatalf("%d mails recorded, want 2", len(sent))
+	}
+	m := sent[0]
+	if m.From != cloud.UserPrincipalName || !slices.Equal(m.To, []string{"alice@contoso.com"}) || m.ContentType != "HTML" ||
+		m.Body != "<p>Change it</p>" || m.Headers["x-pwsync-id"] != "n-1" || m.SaveToSentItems || m.Subject == "" {
+		t.Fatalf("mail %+v", m)
+	}
+	if string(sent[1].MIME) != "Subject: hi\r\n\r\nbody" {
+		t.Fatalf("MIME %q", sent[1].MIME)
+	}
+}
+
+func TestMessagingLimits(t *testing.T) {
+	e := newEnv(t, Options{MailPerMinute: 2, ActivityPerSecond: 2})
+	cloud, _ := seedUsers(e.srv)
+	e.srv.PutUser(User{UserPrincipalName: "other@contoso.com", Mail: "other@contoso.com"})
+	for i, want := range []int{202, 202, 429} {
+		r := e.do("POST", "/v1.0/users/"+cloud.ID+"/sendMail", mailBody("a@b.c"))
+		wantStatus(t, r, want)
+		if want == 429 && (r.header.Get("Retry-After") == "" || r.errorCode() != "ApplicationThrottled") {
+			t.Fatalf("mail %d: %v %s", i, r.header, r.raw)
+		}
+	}
+	// The limit is per mailbox.
+	wantStatus(t, e.do("POST", "/v1.0/users/other@contoso.com/sendMail", mailBody("a@b.c")), 202)
+
+	for _, want := range []int{204, 204, 429} {
+		wantStatus(t, e.do("POST", "/v1.0/users/"+cloud.ID+"/teamwork/sendActivityNotification", activityBody()), want)
+	}
+	if st := e.srv.Stats(); st.MailThrottled != 1 || st.ActivityThrottled != 1 || st.Writes != 0 {
+		t.Fatalf("stats %+v: limit refusals counted, and notifications are not directory writes", st)
+	}
+}
+
+func activityBody() map[string]any {
+	return map[string]any{
+		"topic":              map[string]any{"source": "text", "value": "Password expiry", "webUrl": "https://myaccount.microsoft.com/"},
+		"activityType":       "systemDefault",
+		"previewText":        map[string]any{"content": "Your password expires in 3 days"},
+		"templateParameters": []any{map[string]any{"name": "systemDefaultText", "value": "Change your password"}},
+		"chainId":            42,
+	}
+}
+
+func TestSendActivityNotification(t *testing.T) {
+	e := newEnv(t, Options{})
+	cloud, synced := seedUsers(e.srv)
+	e.srv.SetTeamsAppInstalled(synced.ID, false)
+	path := func(u string) string { return "/v1.0/users/" + u + "/teamwork/sendActivityNotification" }
+	with := func(mut func(map[string]any)) map[string]any { b := activityBody(); mut(b); return b }
+	tests := []struct {
+		name string
+		path string
+		body map[string]any
+		want int
+	}{
+		{"ok", path(cloud.UserPrincipalName), activityBody(), 204},
+		{"text topic without webUrl", path(cloud.ID), with(func(b map[string]any) { delete(b["topic"].(map[string]any), "webUrl") }), 400},
+		{"bad topic source", path(cloud.ID), with(func(b map[string]any) { b["topic"].(map[string]any)["source"] = "url" }), 400},
+		{"no previewText", path(cloud.ID), with(func(b map[string]any) { delete(b, "previewText") }), 400},
+		{"systemDefault without its text", path(cloud.ID), with(func(b map[string]any) { delete(b, "templateParameters") }), 400},
+		{"unknown property", path(cloud.ID), with(func(b map[string]any) { b["recipient"] = "x" }), 400},
+		{"unknown user", path("ghost@contoso.com"), activityBody(), 404},
+		{"app not installed", path(synced.ID), activityBody(), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantStatus(t, e.do("POST", tt.path, tt.body), tt.want)
+		})
+	}
+	got := e.srv.ActivityNotifications()
+	if len(got) != 1 {
+		t.Fatalf("%d recorded, want 1", len(got))
+	}
+	if n := got[0]; n.UserID != cloud.ID || n.ActivityType != "systemDefault" || n.ChainID != 42 ||
+		n.TemplateParameters["systemDefaultText"] != "Change your password" || n.PreviewText == "" || n.TopicWebURL == "" {
+		t.Fatalf("notification %+v", n)
+	}
+	e.srv.SetTeamsAppInstalled(synced.ID, true)
+	wantStatus(t, e.do("POST", path(synced.ID), activityBody()), 204)
+}
