@@ -3,11 +3,14 @@ package graphsim
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -58,9 +61,22 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.DurationVar(&opts.WriteWindow, "write-window", DefaultWriteWindow, "write budget window")
 	fs.BoolVar(&opts.ForceChangeNoop, "force-change-noop", false, "a passwordProfile PATCH without password answers 204 and changes nothing (microsoft-graph-docs#4267)")
 	fs.DurationVar(&opts.Latency, "latency", 0, "latency added to every Graph request")
+	fs.DurationVar(&opts.TokenLifetime, "token-lifetime", DefaultTokenLifetime, "access token lifetime")
+	fs.IntVar(&opts.MailPerMinute, "mail-per-minute", defaultMailPerMinute, "sendMail limit per mailbox; negative = unlimited")
+	fs.IntVar(&opts.ActivityPerSecond, "activity-per-second", defaultActivityPerSecond, "Teams activity notifications per second; negative = unlimited")
+	fs.DurationVar(&opts.NotificationDelay, "notification-delay", 0, "delay before each change notification is sent")
+	fs.BoolVar(&opts.AllowHTTPNotificationURL, "allow-http-notify", false, "accept http:// notification URLs (Graph requires https)")
 	certFile := fs.String("client-cert", "", "PEM file of the certificate accepted for client assertions")
+	notifyCA := fs.String("notify-ca", "", "PEM file of extra CAs trusted for notification URLs")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("graphsim: %w", err)
+	}
+	if *notifyCA != "" {
+		client, err := clientTrusting(*notifyCA)
+		if err != nil {
+			return err
+		}
+		opts.NotificationClient = client
 	}
 	opts.WriteBudget = *budget
 	if *budget == 0 {
@@ -103,6 +119,25 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		srv.GraphBaseURL(), srv.AuthorityHost(), srv.TenantID(), srv.ClientID(), path)
 	<-ctx.Done()
 	return nil
+}
+
+// clientTrusting is an HTTP client that trusts the system roots and the
+// CAs in a PEM file.
+func clientTrusting(pemFile string) (*http.Client, error) {
+	b, err := os.ReadFile(pemFile)
+	if err != nil {
+		return nil, fmt.Errorf("graphsim: read notify CA: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system roots here: the file's alone
+	}
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("graphsim: no certificate in %s", pemFile)
+	}
+	return &http.Client{Timeout: deliveryTimeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}}, nil
 }
 
 func readSeed(path string) (Seed, error) {

@@ -120,6 +120,7 @@ func TestCommandErrors(t *testing.T) {
 		{"unknown seed field", []string{"-seed", bad}},
 		{"member not a user", []string{"-seed", noUser}},
 		{"bad address", []string{"-addr", "256.0.0.1:0"}},
+		{"notify CA without certificates", []string{"-notify-ca", bad}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,4 +131,21 @@ func TestCommandErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestClientTrusting(t *testing.T) {
+	e := newEnv(t, Options{})
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	if err := e.srv.WriteCAFile(path); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := clientTrusting(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := hc.Get(e.srv.AuthorityHost() + e.srv.TenantID() + "/v2.0/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatalf("client built from -notify-ca does not trust it: %v", err)
+	}
+	r.Body.Close()
 }

@@ -115,18 +115,20 @@ type Server struct {
 	activityLimit *windowLimit // Teams activity notifications
 	notifier      *notifier    // has its own lock
 
-	mu         sync.Mutex // guards the fields below
-	store      *store
-	noop       bool
-	deltaGen   uint64 // bumped by ExpireDeltaTokens
-	subs       map[string]*subscription
-	mail       []Mail
-	activities []ActivityNotification
-	noTeamsApp map[string]bool // user IDs without pwsync's Teams app
-	faults     []*Fault
-	requests   []Request
-	onReq      func(Request)
-	stats      Stats
+	mu           sync.Mutex // guards the fields below
+	store        *store
+	noop         bool
+	deltaGen     uint64 // bumped by ExpireDeltaTokens
+	subs         map[string]*subscription
+	mail         []Mail
+	activities   []ActivityNotification
+	noTeamsApp   map[string]bool    // user IDs without pwsync's Teams app
+	domains      map[string]*Domain // by lower-cased name
+	syncFeatures map[string]bool
+	faults       []*Fault
+	requests     []Request
+	onReq        func(Request)
+	stats        Stats
 }
 
 // Start listens on opts.Addr and serves until Close.
@@ -148,6 +150,7 @@ func Start(opts Options) (*Server, error) {
 		stats:         Stats{ByStatus: map[int]int{}},
 	}
 	s.store.onChange = s.userChanged
+	s.domains, s.syncFeatures = defaultDirectory()
 	if len(opts.ClientCertPEM) > 0 {
 		certs, err := parseClientCerts(opts.ClientCertPEM)
 		if err != nil {
