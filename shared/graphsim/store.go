@@ -38,9 +38,10 @@ type group struct {
 // that delta query can say what changed since a token and change
 // notifications can fire for any change.
 type store struct {
-	users  map[string]*User // by ID
-	order  []string         // user IDs in creation order: list and paging order
-	byUPN  map[string]string
+	users  map[string]*User  // by ID
+	order  []string          // user IDs in creation order: list and paging order
+	byUPN  map[string]string // lower-cased userPrincipalName -> ID
+	byImm  map[string]string // lower-cased onPremisesImmutableId -> ID
 	groups map[string]*group
 	extra  map[string]map[string]json.RawMessage // unmodelled properties a PATCH set, by user ID
 
@@ -55,7 +56,7 @@ type store struct {
 
 func newStore() *store {
 	return &store{
-		users: map[string]*User{}, byUPN: map[string]string{}, groups: map[string]*group{},
+		users: map[string]*User{}, byUPN: map[string]string{}, byImm: map[string]string{}, groups: map[string]*group{},
 		extra: map[string]map[string]json.RawMessage{}, propSeq: map[string]map[string]uint64{}, removed: map[string]uint64{},
 	}
 }
@@ -84,12 +85,12 @@ func (st *store) put(u User) *User {
 	var before map[string]string
 	if old, ok := st.users[u.ID]; ok {
 		before = st.snapshot(old)
-		delete(st.byUPN, strings.ToLower(old.UserPrincipalName))
+		st.unindex(old)
 	} else {
 		st.order = append(st.order, u.ID)
 	}
 	st.users[u.ID] = &u
-	st.byUPN[strings.ToLower(u.UserPrincipalName)] = u.ID
+	st.index(&u)
 	delete(st.extra, u.ID) // a replaced user starts from what the caller gave
 	st.commit(u.ID, before)
 	return &u
@@ -98,7 +99,7 @@ func (st *store) put(u User) *User {
 // remove deletes a user (Graph's soft delete) and its memberships.
 func (st *store) remove(u *User) {
 	delete(st.users, u.ID)
-	delete(st.byUPN, strings.ToLower(u.UserPrincipalName))
+	st.unindex(u)
 	delete(st.extra, u.ID)
 	delete(st.propSeq, u.ID)
 	st.order = slices.DeleteFunc(st.order, func(id string) bool { return id == u.ID })
@@ -155,11 +156,51 @@ func (st *store) commit(id string, before map[string]string) []string {
 	return changed
 }
 
-// setUPN changes a user's userPrincipalName and its index entry.
+func (st *store) index(u *User) {
+	st.byUPN[strings.ToLower(u.UserPrincipalName)] = u.ID
+	if u.OnPremisesImmutableId != "" {
+		st.byImm[strings.ToLower(u.OnPremisesImmutableId)] = u.ID
+	}
+}
+
+func (st *store) unindex(u *User) {
+	if st.byUPN[strings.ToLower(u.UserPrincipalName)] == u.ID {
+		delete(st.byUPN, strings.ToLower(u.UserPrincipalName))
+	}
+	if imm := strings.ToLower(u.OnPremisesImmutableId); st.byImm[imm] == u.ID {
+		delete(st.byImm, imm)
+	}
+}
+
+// setUPN changes a user's userPrincipalName, keeping the index.
 func (st *store) setUPN(u *User, upn string) {
-	delete(st.byUPN, strings.ToLower(u.UserPrincipalName))
+	st.unindex(u)
 	u.UserPrincipalName = upn
-	st.byUPN[strings.ToLower(upn)] = u.ID
+	st.index(u)
+}
+
+// setImmutableID changes a user's onPremisesImmutableId, keeping the index.
+func (st *store) setImmutableID(u *User, id string) {
+	st.unindex(u)
+	u.OnPremisesImmutableId = id
+	st.index(u)
+}
+
+// lookupBy finds a user by an indexed property, compared as $filter eq
+// compares strings: case-insensitively.
+func (st *store) lookupBy(prop, val string) *User {
+	switch prop {
+	case "id":
+		if u, ok := st.users[val]; ok {
+			return u
+		}
+		return st.users[strings.ToLower(val)]
+	case "userPrincipalName":
+		return st.users[st.byUPN[strings.ToLower(val)]]
+	case "onPremisesImmutableId":
+		return st.users[st.byImm[strings.ToLower(val)]]
+	}
+	return nil
 }
 
 // createdKey marks a user's creation in propSeq.
@@ -179,6 +220,8 @@ func (st *store) group(id string) *group {
 	}
 	return st.groups[strings.ToLower(id)]
 }
+
+// PutUser creates or replaces a user. An empty ID is generated, unless a
 
 // PutUser creates or replaces a user. An empty ID is generated, unless a
 // user with the same userPrincipalName exists: then that user is replaced.

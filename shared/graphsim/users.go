@@ -203,9 +203,17 @@ func (s *Server) listUsers(c *call) reply {
 	}
 	s.mu.Lock()
 	var matched []*User
-	for _, u := range s.store.list() {
-		if filter == nil || filter(func(p string) any { return s.store.userValue(u, p) }) {
+	if prop, val, ok := simpleEquality(c.query.Get("$filter")); ok {
+		// The identity-join lookups go through an index: a scan costs a
+		// millisecond in a 10,000-user tenant, once per user in a full sync.
+		if u := s.store.lookupBy(prop, val); u != nil {
 			matched = append(matched, u)
+		}
+	} else {
+		for _, u := range s.store.list() {
+			if filter == nil || filter(func(p string) any { return s.store.userValue(u, p) }) {
+				matched = append(matched, u)
+			}
 		}
 	}
 	page := []map[string]any{}
@@ -227,6 +235,21 @@ func (s *Server) listUsers(c *call) reply {
 		out["@odata.nextLink"] = c.base + "/users?" + q.Encode()
 	}
 	return jsonReply(http.StatusOK, out)
+}
+
+// simpleEquality recognises "prop eq 'value'" on the properties the store
+// indexes.
+func simpleEquality(filter string) (prop, val string, ok bool) {
+	toks, err := tokenize(filter)
+	if err != nil || len(toks) != 3 || !strings.EqualFold(toks[1], "eq") || !strings.HasPrefix(toks[2], "'") {
+		return "", "", false
+	}
+	prop, _ = knownUserProp(toks[0])
+	switch prop {
+	case "id", "userPrincipalName", "onPremisesImmutableId":
+		return prop, toks[2][1:], toks[2] != "'"
+	}
+	return "", "", false
 }
 
 func isAdvancedQuery(c *call) bool {
@@ -406,8 +429,12 @@ func (s *Server) patchUser(c *call) reply {
 	defer s.store.commit(u.ID, before)
 	now := time.Now()
 	for prop, v := range p.strs {
-		if prop == "userPrincipalName" {
+		switch prop {
+		case "userPrincipalName":
 			s.store.setUPN(u, *v)
+			continue
+		case "onPremisesImmutableId":
+			s.store.setImmutableID(u, deref(v))
 			continue
 		}
 		setUserString(u, prop, deref(v))
@@ -456,8 +483,6 @@ func setUserString(u *User, prop, v string) {
 		u.DisplayName = v
 	case "mail":
 		u.Mail = v
-	case "onPremisesImmutableId":
-		u.OnPremisesImmutableId = v
 	case "preferredLanguage":
 		u.PreferredLanguage = v
 	case "passwordPolicies":

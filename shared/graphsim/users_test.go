@@ -361,3 +361,40 @@ func TestStrongPassword(t *testing.T) {
 		}
 	}
 }
+
+func TestLookupIndexesFollowChanges(t *testing.T) {
+	e := newEnv(t, Options{})
+	cloud, synced := seedUsers(e.srv)
+	find := func(prop, val string) []string {
+		t.Helper()
+		r := e.do("GET", "/v1.0/users?$select=id&$filter="+url.QueryEscape(prop+" eq '"+val+"'"), nil)
+		wantStatus(t, r, 200)
+		var ids []string
+		for _, v := range r.json["value"].([]any) {
+			ids = append(ids, v.(map[string]any)["id"].(string))
+		}
+		return ids
+	}
+	wantStatus(t, e.do("PATCH", "/v1.0/users/"+cloud.ID, map[string]any{"onPremisesImmutableId": "NewImm==", "userPrincipalName": "renamed@contoso.com"}), 204)
+	e.srv.PutUser(User{ID: synced.ID, UserPrincipalName: synced.UserPrincipalName, OnPremisesImmutableId: "Replaced=="})
+	tests := []struct {
+		prop, val string
+		want      []string
+	}{
+		{"onPremisesImmutableId", "newimm==", []string{cloud.ID}}, // eq on strings ignores case
+		{"userPrincipalName", "renamed@contoso.com", []string{cloud.ID}},
+		{"userPrincipalName", "cloud@contoso.com", nil},
+		{"onPremisesImmutableId", synced.OnPremisesImmutableId, nil},
+		{"onPremisesImmutableId", "Replaced==", []string{synced.ID}},
+		{"id", strings.ToUpper(cloud.ID), []string{cloud.ID}},
+		{"onPremisesImmutableId", "", nil},
+	}
+	for _, tt := range tests {
+		if got := find(tt.prop, tt.val); !slices.Equal(got, tt.want) {
+			t.Errorf("%s eq '%s': %v, want %v", tt.prop, tt.val, got, tt.want)
+		}
+	}
+	if _, ok := e.srv.User("cloud@contoso.com"); ok {
+		t.Error("old UPN still resolves")
+	}
+}
