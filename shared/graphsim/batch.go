@@ -169,6 +169,10 @@ func (s *Server) runItem(c *call, it batchItem, statuses map[string]int) reply {
 		return errorReply(http.StatusBadRequest, codeODataBadRequest, "A $batch request cannot be nested in a batch.")
 	}
 	if f, ok := s.takeFault(c.method, c.path); ok {
+		if f.Hang > 0 {
+			s.held(Request{Time: c.arrived, Method: c.method, Path: c.path, Query: c.rawQuery, Header: c.header,
+				Body: c.body, BatchID: c.batchID, ItemID: c.itemID})
+		}
 		s.hang(c.done, f.Hang)
 		switch {
 		case f.Reset:

@@ -149,3 +149,29 @@ func TestClientTrusting(t *testing.T) {
 	}
 	r.Body.Close()
 }
+
+func TestExampleSeed(t *testing.T) {
+	sd, err := readSeed(filepath.Join("testdata", "seed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.LoadSeed(sd); err != nil {
+		t.Fatal(err)
+	}
+	alice, ok := srv.User("alice@contoso.com")
+	if !ok || !alice.OnPremisesSyncEnabled || !alice.AccountEnabled || alice.PreferredLanguage != "de-DE" {
+		t.Fatalf("alice %+v", alice)
+	}
+	bob, _ := srv.User("bob@contoso.com")
+	if bob.LastPasswordChangeDateTime.IsZero() || bob.OnPremisesSyncEnabled {
+		t.Fatalf("bob %+v", bob)
+	}
+	if m := srv.GroupMembers("0a0b0c0d-0000-4000-8000-0000000000f2"); len(m) != 2 {
+		t.Fatalf("Finance members %v", m)
+	}
+}

@@ -20,7 +20,10 @@ import (
 // $batch item gets a 503 item instead, since one connection carries the
 // whole batch); otherwise a Status > 0 is answered, with Body (default: a
 // Graph error envelope) and Retry-After when RetryAfter > 0. A fault with
-// neither Reset nor Status only delays the request (a slow answer).
+// neither Reset nor Status only delays the request (a slow answer); if the
+// client gives up meanwhile, the request is still carried out, as by a
+// server that was merely slow. OnRequest hears of a held request when the
+// hold starts (Status 0).
 type Fault struct {
 	Method     string
 	PathPrefix string

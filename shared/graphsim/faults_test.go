@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -177,5 +178,52 @@ func TestLatency(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // the hook runs just after the answer
 	if len(seen) != 0 {
 		t.Fatalf("OnRequest(nil) did not clear the hook: %d more calls", len(seen))
+	}
+}
+
+func TestHeldRequests(t *testing.T) {
+	e := newEnv(t, Options{})
+	cloud, _ := seedUsers(e.srv)
+	held := make(chan Request, 4)
+	e.srv.OnRequest(func(r Request) { held <- r })
+	e.srv.InjectFault(Fault{Method: "PATCH", Hang: 10 * time.Second, Count: 1})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "PATCH", e.srv.GraphBaseURL()+"/users/"+cloud.ID, strings.NewReader(`{"displayName":"Slow"}`))
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		req.Header.Set("Content-Type", "application/json")
+		_, err := e.hc.Do(req)
+		errc <- err
+	}()
+	// The hook hears of the request while it is held...
+	select {
+	case r := <-held:
+		if r.Status != 0 || r.Method != "PATCH" || string(r.Body) != `{"displayName":"Slow"}` {
+			t.Fatalf("held report %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnRequest not told of the held request")
+	}
+	if n := len(e.srv.Requests()); n != 0 {
+		t.Fatalf("held request already logged: %d entries", n)
+	}
+	// ...and when the client gives up, the slow server still carries it out.
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("client did not see its own cancellation")
+	}
+	select {
+	case r := <-held:
+		if r.Status != 204 {
+			t.Fatalf("answered report %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnRequest not called when the held request was answered")
+	}
+	if got := e.user(cloud.ID).DisplayName; got != "Slow" {
+		t.Fatalf("displayName %q: a merely slow request is still applied", got)
 	}
 }

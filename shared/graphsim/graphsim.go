@@ -1,19 +1,30 @@
 // Package graphsim is a Microsoft Graph simulator for tests and local runs:
 // the Microsoft identity platform token endpoint (client credentials with a
-// secret or a certificate assertion) and the slice of Graph v1.0 that pwsync
-// uses (users, passwordProfile, revokeSignInSessions, group members, $batch),
-// with Graph's synced-user restriction, write throttling and fault injection.
+// secret or a certificate assertion, and the discovery documents MSAL
+// reads) and the slice of Graph v1.0 that pwsync uses, with Graph's
+// synced-user restriction, write throttling and fault injection:
+//
+//   - users: get ($select), list ($filter, $top, paging), PATCH (passwordProfile,
+//     passwordPolicies, ...), DELETE, revokeSignInSessions, delta query
+//   - groups: get, members list, members/$ref add and remove
+//   - $batch, each item through the same handlers as a standalone request
+//   - subscriptions with the validation handshake, and change notifications
+//     (plus lifecycle notifications) delivered to the subscriber
+//   - sendMail and Teams sendActivityNotification, with their rate limits
+//   - domains (password expiry) and directory/onPremisesSynchronization
 //
 // It serves HTTPS with its own freshly generated CA, so clients exercise the
 // same TLS and URL plumbing they use against graph.microsoft.com. It is pure
 // net/http and crypto on purpose: it must not link msgraph-sdk-go.
 //
-// Layout: graphsim.go (server, options), tls.go (CA), auth.go (token and
-// discovery endpoints, JWTs), routes.go (the Graph route table and dispatch
-// shared by standalone requests and $batch items), users.go, groups.go,
-// batch.go, odata.go ($select/$filter), throttle.go, faults.go, log.go,
-// store.go, errors.go, cmd.go (the `pwsync graphsim` subcommand). New Graph
-// resources are one handler file plus rows in the route table.
+// Files: graphsim.go (server, options), tls.go (CA), auth.go and jwt.go
+// (token and discovery endpoints), routes.go (route table, dispatch shared
+// by standalone requests and $batch items, standard headers), store.go
+// (directory, change tracking), users.go, delta.go, groups.go, batch.go,
+// subscriptions.go and notify.go, messaging.go, directory.go, odata.go
+// ($select, $filter), throttle.go, faults.go, log.go, errors.go, cmd.go
+// (`pwsync graphsim`). A new Graph resource is a handler file plus rows in
+// the route table.
 package graphsim
 
 import (

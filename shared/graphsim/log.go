@@ -57,6 +57,17 @@ func (s *Server) logRequest(r Request) (notify func()) {
 	}
 }
 
+// held reports a request a Hang fault starts holding to the OnRequest hook
+// (not to the log: it is logged once answered).
+func (s *Server) held(r Request) {
+	s.mu.Lock()
+	fn := s.onReq
+	s.mu.Unlock()
+	if fn != nil {
+		fn(r)
+	}
+}
+
 // Requests returns a copy of the request log, oldest first.
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
@@ -72,8 +83,10 @@ func (s *Server) ResetRequests() {
 }
 
 // OnRequest sets a hook called after each Graph request is answered, e.g.
-// to measure latency; nil clears it. The hook runs on the request's
-// goroutine: keep it short.
+// to measure latency; nil clears it. A request held by a Hang fault is
+// also reported when the hold starts, with Status 0, so that a test can act
+// while it is held (kill the client, say); it is reported again when
+// answered. The hook runs on the request's goroutine: keep it short.
 func (s *Server) OnRequest(fn func(Request)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

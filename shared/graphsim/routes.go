@@ -193,6 +193,9 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	}
 	if rep == nil {
 		if f, ok := s.takeFault(c.method, c.path); ok {
+			if f.Hang > 0 {
+				s.held(entry(0))
+			}
 			s.hang(c.done, f.Hang)
 			switch {
 			case f.Reset:
