@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 )
 
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&opts.ActivityPerSecond, "activity-per-second", defaultActivityPerSecond, "Teams activity notifications per second; negative = unlimited")
 	fs.DurationVar(&opts.NotificationDelay, "notification-delay", 0, "delay before each change notification is sent")
 	fs.BoolVar(&opts.AllowHTTPNotificationURL, "allow-http-notify", false, "accept http:// notification URLs (Graph requires https)")
+	logRequests := fs.Bool("log-requests", false, "print one line per Graph request: time, method, path, status (bodies never)")
 	certFile := fs.String("client-cert", "", "PEM file of the certificate accepted for client assertions")
 	notifyCA := fs.String("notify-ca", "", "PEM file of extra CAs trusted for notification URLs")
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +100,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	srv, err := Start(opts)
+	if err == nil && *logRequests {
+		var mu sync.Mutex
+		srv.OnRequest(func(r Request) {
+			if r.Status == 0 || (r.BatchID != "" && r.ItemID == "") {
+				return // a hang starting, or the outer $batch POST (its items print on their own)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(stdout, "%s %s %d %s\n", r.Method, r.Path, r.Status, r.Time.UTC().Format("15:04:05.000"))
+		})
+	}
 	if err != nil {
 		return err
 	}
