@@ -71,6 +71,7 @@ func (w *Watcher) listenOnce(ctx context.Context) error {
 		if res.Entry() == nil {
 			continue // the final result, handled below
 		}
+		w.lastPush.Store(time.Now().UnixNano())
 		select {
 		case w.trigger <- struct{}{}:
 		default: // a poll is already due; it will see this change too

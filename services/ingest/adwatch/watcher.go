@@ -47,6 +47,7 @@ type Watcher struct {
 
 	ready     atomic.Bool
 	notifying atomic.Bool   // the change notification search is open
+	lastPush  atomic.Int64  // when the last notification arrived (unix ns), for latency breakdowns
 	trigger   chan struct{} // a notification arrived: poll now (capacity 1 coalesces bursts)
 	mode      string        // ModeDirSync or ModeUSN once decided; auto decides on first connect
 }

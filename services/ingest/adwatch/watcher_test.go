@@ -3,6 +3,7 @@ package adwatch
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -355,6 +356,46 @@ func TestUnusableDCIsRetried(t *testing.T) {
 			r.stop()
 			if d := time.Since(t0); d > time.Second {
 				t.Errorf("Run took %s to return after cancel", d)
+			}
+		})
+	}
+}
+
+func TestUnusableCursorMeansFullSync(t *testing.T) {
+	dc := adtest.Require(t)
+	ou := dc.NewOU(t)
+	u := dc.CreateUser(t, ou, "cur-user", adtest.UserOpts{})
+	tests := []struct {
+		name   string
+		cursor string
+	}{
+		// valid JSON, but cookies the DC cannot parse (Samba answers 12): found on the first poll
+		{"rejected_cookie", `{"users":"Z2FyYmFnZQ==","deleted":"Z2FyYmFnZQ=="}`},
+		{"not_json", `garbage`},
+		{"one_cookie_missing", `{"users":"Z2FyYmFnZQ=="}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cursors := newMemCursors()
+			if err := cursors.Save(context.Background(), "dirsync.example.test", []byte(tt.cursor)); err != nil {
+				t.Fatal(err)
+			}
+			sink := &recSink{}
+			start(t, dcConfig(dc), sink, cursors, testLogger(t))
+			sink.waitFor(t, 0, 30*time.Second, "full state", func(x events.ADUser) bool {
+				return x.ObjectGUID == u.GUID && x.FullSync
+			})
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				c, _ := cursors.Load(context.Background(), "dirsync.example.test")
+				var cur dirSyncCursor
+				if json.Unmarshal(c, &cur) == nil && len(cur.Users) > 20 && len(cur.Deleted) > 20 {
+					break // a real cookie (Samba's are ~100 bytes) replaced the bad one
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("cursor after the full sync: %q", c)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 	}
