@@ -284,12 +284,13 @@ func TestTransportSecurity(t *testing.T) {
 	ou := dc.NewOU(t)
 	u := dc.CreateUser(t, ou, "tls-user", adtest.UserOpts{})
 	tests := []struct {
-		name string
-		edit func(*Config)
+		name    string
+		edit    func(*Config)
+		wantTLS bool
 	}{
-		{"ldaps", func(*Config) {}},
-		{"starttls", func(c *Config) { c.URL, c.StartTLS = dc.LDAPURL, true }},
-		{"plain_allowed", func(c *Config) { c.URL, c.AllowPlain, c.CAFile = dc.LDAPURL, true, "" }},
+		{"ldaps", func(*Config) {}, true},
+		{"starttls", func(c *Config) { c.URL, c.StartTLS = dc.LDAPURL, true }, true},
+		{"plain_allowed", func(c *Config) { c.URL, c.AllowPlain, c.CAFile = dc.LDAPURL, true, "" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -300,6 +301,15 @@ func TestTransportSecurity(t *testing.T) {
 			r := start(t, cfg, sink, newMemCursors(), testLogger(t))
 			r.waitReady(t, 30*time.Second)
 			sink.waitFor(t, 0, time.Second, "user", func(x events.ADUser) bool { return x.ObjectGUID == u.GUID })
+			// Samba also takes simple binds in clear: check the connection itself
+			c, err := r.w.dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if state, ok := c.TLSConnectionState(); ok != tt.wantTLS || (ok && !state.HandshakeComplete) {
+				t.Errorf("TLS = %v (handshake complete %v), want %v", ok, state.HandshakeComplete, tt.wantTLS)
+			}
 		})
 	}
 }
