@@ -18,12 +18,18 @@ const (
 
 	ConsumerEvaluator = "evaluator"
 	ConsumerActuator  = "actuator"
+	// ConsumerGraphWatch feeds the Graph delta poller with notifications and
+	// lifecycle events (triggers only; it never sees the events.graph.user
+	// events the poller publishes).
+	ConsumerGraphWatch = "graphwatch"
 
 	BucketUsers    = "users"    // evaluator: per-user state, key = AD objectGUID
 	BucketCursors  = "cursors"  // ingest: DirSync cookie / USN watermark per domain, delta link
 	BucketIdentity = "identity" // join index: AD objectGUID -> cloud user
 	BucketDone     = "done"     // actuator: idempotency records per action step
 	BucketLeases   = "leases"   // singleton work
+	// BucketSubscriptions: Graph subscriptions and their clientState secrets.
+	BucketSubscriptions = "subscriptions"
 )
 
 // Topology is the set of streams, consumers and KV buckets pwsync needs.
@@ -88,8 +94,16 @@ func NewTopology(o Options) Topology {
 				}},
 		},
 		Consumers: map[string][]jetstream.ConsumerConfig{
-			StreamEvents: {{Durable: ConsumerEvaluator, FilterSubject: "events.>",
-				AckPolicy: jetstream.AckExplicitPolicy, AckWait: evaluatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256}},
+			StreamEvents: {
+				{Durable: ConsumerEvaluator, FilterSubject: "events.>",
+					AckPolicy: jetstream.AckExplicitPolicy, AckWait: evaluatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256},
+				// Acked on receipt: a trigger's only content is "run a delta
+				// round", and a new lease holder always starts with one. A
+				// new consumer starts at new messages for the same reason.
+				{Durable: ConsumerGraphWatch, FilterSubjects: []string{"events.graph.notification", "events.graph.lifecycle"},
+					AckPolicy: jetstream.AckExplicitPolicy, AckWait: evaluatorAckWait, MaxDeliver: MaxDeliver,
+					MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverNewPolicy},
+			},
 			StreamActions: {{Durable: ConsumerActuator, FilterSubject: "actions.>",
 				AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256}},
 		},
@@ -99,6 +113,7 @@ func NewTopology(o Options) Topology {
 			{Bucket: BucketIdentity, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 			{Bucket: BucketDone, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.DoneTTL},
 			{Bucket: BucketLeases, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: LeaseTTL},
+			{Bucket: BucketSubscriptions, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		},
 	}
 }
