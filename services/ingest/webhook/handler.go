@@ -3,6 +3,12 @@
 // JetStream with a stable ID. It answers Graph only after JetStream has stored
 // everything it accepted, so a 2xx means "persisted" and a 5xx makes Graph
 // redeliver.
+//
+// Wiring, in the ingest command:
+//
+//	pub, err := webhook.NewAsyncPublisher(conn.NC, 2*time.Second)
+//	h := webhook.NewHandler(webhook.Config{Ready: webhook.NATSReady(conn.NC)}, subscriptions, pub, log)
+//	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 package webhook
 
 import (
@@ -62,7 +68,7 @@ type Config struct {
 	// RetryAfter is sent with a 503 (default 10 s).
 	RetryAfter time.Duration
 	// DedupWindow is the arrival-time window of notifications that carry no
-	// change marker (default 1 min); see EventID.
+	// change marker (default 1 min; negative: content only); see EventID.
 	DedupWindow time.Duration
 	// Ready reports readiness for /readyz (e.g. the NATS connection's
 	// state); nil means always ready.
