@@ -33,6 +33,11 @@ type Config struct {
 	// DeltaInterval is the period of delta rounds without notifications
 	// (default 5m); notifications trigger rounds at once, coalesced.
 	DeltaInterval time.Duration
+	// FollowUp: a round caused by a notification is followed by one more
+	// after this long (default 70s). The webhook collapses marker-less
+	// notifications of one user within its dedup window (1m), so a second
+	// change inside that window has no notification of its own.
+	FollowUp time.Duration
 	// Holder names this replica in the leases (default hostname-pid).
 	Holder string
 	// Now is the clock used for expiry decisions (default time.Now).
@@ -51,6 +56,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DeltaInterval == 0 {
 		c.DeltaInterval = 5 * time.Minute
+	}
+	if c.FollowUp == 0 {
+		c.FollowUp = 70 * time.Second
 	}
 	if c.Holder == "" {
 		host, _ := os.Hostname()

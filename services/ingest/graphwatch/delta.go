@@ -2,6 +2,8 @@ package graphwatch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -41,10 +43,12 @@ func (w *Watcher) poll(ctx context.Context) error {
 	next := time.NewTimer(0) // a new holder starts with a round: triggers may have gone unserved
 	defer next.Stop()
 	for {
+		triggered := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.trigger:
+			triggered = true
 		case <-next.C:
 		}
 		// Everything that asked for a round up to here is served by this one;
@@ -56,7 +60,11 @@ func (w *Watcher) poll(ctx context.Context) error {
 		if !w.roundUntilDone(ctx) {
 			return nil
 		}
-		next.Reset(w.cfg.DeltaInterval)
+		wait := w.cfg.DeltaInterval
+		if triggered && w.cfg.FollowUp > 0 && w.cfg.FollowUp < wait {
+			wait = w.cfg.FollowUp
+		}
+		next.Reset(wait)
 	}
 }
 
@@ -113,7 +121,7 @@ func (w *Watcher) round(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("delta page %d: %w", pages+1, err)
 		}
-		if err := w.publishUsers(ctx, page.Users); err != nil {
+		if err := w.publishUsers(ctx, page.Users, roundKey(saved, resync)); err != nil {
 			return fmt.Errorf("delta page %d: %w", pages+1, err)
 		}
 		pages++
@@ -136,11 +144,24 @@ func (w *Watcher) round(ctx context.Context) error {
 
 // publishUsers publishes one events.graph.user event per user and waits for
 // JetStream to ack them all.
-func (w *Watcher) publishUsers(ctx context.Context, users []graph.DeltaUser) error {
+// roundKey tells rounds apart in event IDs: a retried round starts from the
+// same saved link and keeps its IDs (JetStream drops what it stored), while a
+// later round gets new ones, so a user who goes A -> B -> A within the
+// duplicate window is not lost. Full syncs share one key: a resync after an
+// expired token re-sends every unchanged user, and those must collapse.
+func roundKey(savedLink string, full bool) string {
+	if full {
+		return "full"
+	}
+	sum := sha256.Sum256([]byte(savedLink))
+	return hex.EncodeToString(sum[:4])
+}
+
+func (w *Watcher) publishUsers(ctx context.Context, users []graph.DeltaUser, round string) error {
 	at := w.cfg.Now()
 	for len(users) > 0 {
 		n := min(len(users), publishBatch)
-		if err := w.publishBatch(ctx, users[:n], at); err != nil {
+		if err := w.publishBatch(ctx, users[:n], at, round); err != nil {
 			return err
 		}
 		users = users[n:]
@@ -148,14 +169,14 @@ func (w *Watcher) publishUsers(ctx context.Context, users []graph.DeltaUser) err
 	return nil
 }
 
-func (w *Watcher) publishBatch(ctx context.Context, users []graph.DeltaUser, at time.Time) error {
+func (w *Watcher) publishBatch(ctx context.Context, users []graph.DeltaUser, at time.Time, round string) error {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(users))
 	ids := make([]string, 0, len(users))
 	for _, u := range users {
 		cu := cloudUser(u)
-		env, err := events.NewEnvelope(cu.EventID(), events.SourceGraph, events.TypeCloudUser, at, cu)
+		env, err := events.NewEnvelope(cu.EventID()+"."+round, events.SourceGraph, events.TypeCloudUser, at, cu)
 		if err != nil {
 			return err
 		}

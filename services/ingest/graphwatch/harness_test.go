@@ -274,3 +274,17 @@ func (c *collector) waitUser(t *testing.T, id, policies string) stored {
 	})
 	return s
 }
+
+// all returns every stored user event.
+func (c *collector) all() []stored {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]stored, 0, len(c.evs))
+	for i, env := range c.evs {
+		var u events.CloudUser
+		if json.Unmarshal(env.Data, &u) == nil {
+			out = append(out, stored{env: env, user: u, at: c.at[i], msgID: c.msgID[i]})
+		}
+	}
+	return out
+}

@@ -136,7 +136,7 @@ func TestUserChangeBecomesCloudUserEvent(t *testing.T) {
 			continue
 		}
 		u := got.user
-		if got.env.ID != u.EventID() || got.msgID != u.EventID() || got.env.Source != events.SourceGraph || got.env.Type != events.TypeCloudUser {
+		if !strings.HasPrefix(got.env.ID, u.EventID()+".") || got.msgID != got.env.ID || got.env.Source != events.SourceGraph || got.env.Type != events.TypeCloudUser {
 			t.Errorf("envelope %s / msg id %s for %+v", got.env.ID, got.msgID, u)
 		}
 		if u.Partial || u.Removed || u.UPN != "user0@contoso.test" || !u.AccountEnabled || !u.SyncEnabled || u.ImmutableID != "imm0" {
@@ -435,4 +435,31 @@ func TestLeaseMovesWhenConnectionDies(t *testing.T) {
 	if subs := e.sim.Subscriptions(); len(subs) != 1 || subs[0].ID != sub.ID || w2.Stats().Created != 0 {
 		t.Errorf("the subscription must survive the takeover: %+v", subs)
 	}
+}
+
+// A sync run re-stamping a value pwsync removed is exactly A -> B -> A: the
+// return to A must be a new event, not a duplicate of the first A. The second
+// change's notification falls in the webhook's dedup window, so it is the
+// follow-up round that finds it.
+func TestChangeBackWithinDuplicateWindowIsNotLost(t *testing.T) {
+	e := newEnv(t)
+	seedUsers(e.sim, 1)
+	cfg := e.config("w1")
+	cfg.FollowUp = 500 * time.Millisecond
+	w := e.start(cfg, e.conn.JS)
+	e.subscription("")
+	waitRounds(t, w, 1)
+	e.users.waitUser(t, userID(0), "None")
+	setPolicies(t, e.sim, userID(0), disableExpiration)
+	e.users.waitUser(t, userID(0), disableExpiration)
+	setPolicies(t, e.sim, userID(0), "None")
+	waitFor(t, 10*time.Second, "the return to None stored as a second event", func() bool {
+		n := 0
+		for _, s := range e.users.all() {
+			if s.user.ID == userID(0) && s.user.PasswordPolicies == "None" {
+				n++
+			}
+		}
+		return n == 2
+	})
 }
