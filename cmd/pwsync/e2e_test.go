@@ -71,6 +71,45 @@ func TestHelpdeskResetEndToEnd(t *testing.T) {
 	})
 }
 
+// TestDriftReappliedOnceWithoutLoop runs the Graph side for real: the
+// subscription is created against pwsync's TLS webhook with the validation
+// handshake; a sync run re-stamping DisablePasswordExpiration on a synced
+// user whose AD password does expire is corrected exactly once, and pwsync's
+// own write, coming back as a notification, causes nothing more.
+func TestDriftReappliedOnceWithoutLoop(t *testing.T) {
+	s := newStack(t, stackOpts{Webhook: true})
+	u := s.dc.CreateUser(t, s.ou, "e2e-drift", adtest.UserOpts{Password: "Start.Passw0rd-1"})
+	id := s.cloudUser(u, true)
+	gu, _ := s.sim.User(id)
+	gu.PasswordPolicies = "None"
+	s.sim.PutUser(gu)
+	s.startInProcess(t)
+	waitFor(t, 20*time.Second, "a subscription to pwsync's webhook", func() bool { return len(s.sim.Subscriptions()) == 1 })
+	time.Sleep(time.Second) // the first delta round has seen the user in step
+	if w := s.writes(id); len(w) != 0 {
+		t.Fatalf("writes for a user in step: %v", w)
+	}
+
+	gu, _ = s.sim.User(id)
+	gu.PasswordPolicies = "DisablePasswordExpiration" // what a sync run does
+	s.sim.PutUser(gu)
+	s.waitWrites(t, id, []string{"PATCH patch 204"}, 3*time.Second)
+	if got, _ := s.sim.User(id); got.PasswordPolicies != "None" {
+		t.Fatalf("passwordPolicies = %q after the fix", got.PasswordPolicies)
+	}
+}
+
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestKilledBetweenEventAndAction kills pwsync with SIGKILL after the event
 // was taken in but before any Graph write, restarts it, and checks that the
 // write happens exactly once.

@@ -3,8 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -40,18 +48,22 @@ const pendingGroup = "6a1d7c3e-0000-4000-8000-00000000beef"
 // stack is one end-to-end environment: a test OU in the real Samba DC, a
 // Graph simulator, and a pwsync config pointing at both.
 type stack struct {
-	opts    stackOpts
-	dc      *adtest.DC
-	ou      string
-	sim     *graphsim.Server
-	dir     string
-	cfgPath string
-	opsAddr string
+	opts     stackOpts
+	dc       *adtest.DC
+	ou       string
+	sim      *graphsim.Server
+	dir      string
+	cfgPath  string
+	opsAddr  string
+	hookAddr string
 }
 
 type stackOpts struct {
 	BreakGlassUPNs []string
 	TryCloudFlag   bool
+	// Webhook runs the Graph side: receiver (TLS), subscription, delta;
+	// and turns the never-expires rule on.
+	Webhook bool
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`
@@ -79,11 +91,21 @@ evaluator:
   scope:
     include_ous: ["{{.OU}}"]
     break_glass_upns: [{{range $i, $u := .Opts.BreakGlassUPNs}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
+  never_expires: {enabled: {{.Opts.Webhook}}}
 actuator:
   cloud_managed: {verify: true, fallback: chain, revoke_sessions: false}
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
   retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 500ms, long_wait: 2s}
 ops: {listen: "{{.Ops}}"}
+{{- if .Opts.Webhook}}
+webhook:
+  enabled: true
+  listen: "{{.Hook}}"
+  public_url: "https://{{.Hook}}"
+  tls_cert: {{.Dir}}/hook-cert.pem
+  tls_key: {{.Dir}}/hook-key.pem
+  delta_interval: 1m
+{{- end}}
 `))
 
 const simSecret = "sim-client-secret-e2e"
@@ -91,13 +113,20 @@ const simSecret = "sim-client-secret-e2e"
 func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	dc := adtest.Require(t)
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: simSecret})
+	dir := t.TempDir()
+	simOpts := graphsim.Options{ClientSecret: simSecret}
+	hookAddr := ""
+	if o.Webhook {
+		hookAddr = freeAddr(t)
+		simOpts.NotificationClient = webhookTLS(t, dir)
+	}
+	sim, err := graphsim.Start(simOpts)
 	if err != nil {
 		t.Fatalf("starting graph simulator: %v", err)
 	}
 	t.Cleanup(sim.Close)
 	sim.PutGroup(pendingGroup, "Password change pending")
-	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: t.TempDir(), opsAddr: freeAddr(t)}
+	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: dir, opsAddr: freeAddr(t), hookAddr: hookAddr}
 	s.cfgPath = filepath.Join(s.dir, "pwsync.yaml")
 	if err := sim.WriteCAFile(filepath.Join(s.dir, "graph-ca.pem")); err != nil {
 		t.Fatal(err)
@@ -113,7 +142,7 @@ func (s *stack) writeConfig(t testing.TB) {
 	t.Helper()
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": s.dc, "Sim": s.sim, "OU": s.ou,
-		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr})
+		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr, "Hook": s.hookAddr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,4 +367,36 @@ func (l *latencyRecorder) at(id string) (time.Time, bool) {
 	defer l.mu.Unlock()
 	t, ok := l.first[id]
 	return t, ok
+}
+
+// webhookTLS writes a self-signed certificate for 127.0.0.1 as the webhook
+// receiver's and returns an HTTP client (Graph's side) that trusts it.
+func webhookTLS(t testing.TB, dir string) *http.Client {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pwsync webhook test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := os.WriteFile(filepath.Join(dir, "hook-cert.pem"), certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hook-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }

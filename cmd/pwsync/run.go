@@ -18,6 +18,7 @@ import (
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/services/ingest"
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
+	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/natsx"
@@ -63,6 +64,19 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		return err
 	}
 
+	var client *msgraph.Client
+	if t.Actuator || (t.Ingest && cfg.Webhook.Enabled) {
+		g := cfg.Graph
+		client, err = msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
+			ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
+			CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
+			GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+		if err != nil {
+			return fmt.Errorf("graph client: %w", err)
+		}
+		defer client.Close()
+	}
+
 	var services []service
 	var ready []func() bool
 	if t.Ingest {
@@ -70,7 +84,13 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		for _, d := range cfg.AD.Domains {
 			domains = append(domains, domainConfig(d))
 		}
-		in, err := ingest.New(setupCtx, ingest.Deps{JS: conn.JS, Domains: domains, Log: log.With().Str("service", "ingest").Logger()})
+		deps := ingest.Deps{JS: conn.JS, NC: conn.NC, Domains: domains, Log: log.With().Str("service", "ingest").Logger()}
+		if w := cfg.Webhook; w.Enabled {
+			deps.Graph = &ingest.GraphDeps{Tracker: client, Listen: w.Listen, PublicURL: w.PublicURL,
+				TLSCert: w.TLSCert, TLSKey: w.TLSKey, MaxBody: w.MaxBody,
+				Watch: graphwatch.Config{DeltaInterval: w.DeltaInterval}}
+		}
+		in, err := ingest.New(setupCtx, deps)
 		if err != nil {
 			return fmt.Errorf("starting ingest: %w", err)
 		}
@@ -85,14 +105,6 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services = append(services, ev)
 	}
 	if t.Actuator {
-		g := cfg.Graph
-		client, err := msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
-			ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
-			CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
-			GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
-		if err != nil {
-			return fmt.Errorf("starting actuator: %w", err)
-		}
 		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
 			Log:          log.With().Str("service", "actuator").Logger(),
 			WriteLimiter: actuator.NewWriteLimiter(cfg.Actuator.WriteBudget, cfg.Actuator.WriteWindow)})

@@ -88,6 +88,8 @@ type Webhook struct {
 	TLSCert   string `yaml:"tls_cert"`
 	TLSKey    string `yaml:"tls_key"`
 	MaxBody   int64  `yaml:"max_body"`
+	// DeltaInterval: delta query rounds without notifications (catch-up).
+	DeltaInterval time.Duration `yaml:"delta_interval"`
 }
 
 // Evaluator configures the rules.
@@ -228,7 +230,7 @@ func Default() Config {
 			BaseURL:       "https://graph.microsoft.com/v1.0",
 			Timeout:       30 * time.Second,
 		},
-		Webhook: Webhook{Listen: ":8443", MaxBody: 1 << 20},
+		Webhook: Webhook{Listen: ":8443", MaxBody: 1 << 20, DeltaInterval: 5 * time.Minute},
 		Evaluator: Evaluator{
 			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: true, Backfill: true},
 			PasswordChanged: PasswordChanged{Enabled: true},

@@ -221,7 +221,25 @@ func (c *Config) Validate(t Targets) error {
 			}
 		}
 	}
-	if t.Actuator {
+	if t.Ingest && c.Webhook.Enabled {
+		w := c.Webhook
+		if err := httpsURL(w.PublicURL); err != nil {
+			add("webhook.public_url", "%v (Graph only calls HTTPS notification URLs)", err)
+		}
+		if (w.TLSCert == "") != (w.TLSKey == "") {
+			add("webhook.tls_cert", "set both webhook.tls_cert and webhook.tls_key, or neither (TLS at the ingress)")
+		}
+		if w.Listen == "" {
+			add("webhook.listen", "required")
+		}
+		if w.MaxBody < 1024 {
+			add("webhook.max_body", "must be at least 1024 bytes")
+		}
+		if w.DeltaInterval < time.Second {
+			add("webhook.delta_interval", "must be at least 1s")
+		}
+	}
+	if t.Actuator || (t.Ingest && c.Webhook.Enabled) {
 		g := c.Graph
 		if g.TenantID == "" {
 			add("graph.tenant_id", "required")
@@ -241,6 +259,8 @@ func (c *Config) Validate(t Targets) error {
 		if err := httpsURL(g.AuthorityHost); err != nil {
 			add("graph.authority_host", "%v", err)
 		}
+	}
+	if t.Actuator {
 		a := c.Actuator
 		if a.Concurrency < 1 || a.Concurrency > 256 {
 			add("actuator.concurrency", "must be between 1 and 256 (got %d)", a.Concurrency)
