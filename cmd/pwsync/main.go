@@ -23,6 +23,7 @@ const usage = `pwsync: AD password events, enforced in Microsoft Entra ID within
 Usage:
   pwsync run --config FILE [--target all|ingest|evaluator|actuator]
   pwsync config check --config FILE [--target ...]
+  pwsync user --config FILE <upn>  one user: joined AD and Entra state, pending work, audit timeline
   pwsync graphsim [flags]          the Graph simulator (pwsync graphsim -h)
   pwsync version
 `
@@ -50,6 +51,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return errors.New("usage: pwsync config check --config FILE")
 		}
 		return configCheck(args[2:], stdout)
+	case "user":
+		return userCommand(ctx, args[1:], stdout)
 	case "graphsim":
 		return graphsim.Main(args[1:], stdout)
 	case "version":
