@@ -153,10 +153,18 @@ func TestKilledBetweenEventAndAction(t *testing.T) {
 // BenchmarkResetToGraphWrite measures AD change -> Graph write latency over
 // real Samba AD and the simulator: the time from the LDAP modify returning to
 // the simulator receiving the PATCH. Run: make bench-latency.
+// The baseline, measured in the same run, is pwsync with LDAP change
+// notifications off: DirSync polling every 2 s (Entra Connect polls every
+// 2 minutes, which cannot be run here).
 func BenchmarkResetToGraphWrite(b *testing.B) {
 	n := benchUsers()
+	b.Run("notifications", func(b *testing.B) { benchLatency(b, stackOpts{}, n) })
+	b.Run("poll_only_2s", func(b *testing.B) { benchLatency(b, stackOpts{PollOnly: true}, max(n/4, 10)) })
+}
+
+func benchLatency(b *testing.B, o stackOpts, n int) {
 	tt := b
-	s := newStack(tt, stackOpts{})
+	s := newStack(tt, o)
 	users := make([]adtest.User, n)
 	ids := make([]string, n)
 	for i := range users {

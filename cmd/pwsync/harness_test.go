@@ -64,6 +64,8 @@ type stackOpts struct {
 	// Webhook runs the Graph side: receiver (TLS), subscription, delta;
 	// and turns the never-expires rule on.
 	Webhook bool
+	// PollOnly turns LDAP change notifications off (the baseline of the latency benchmark).
+	PollOnly bool
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`
@@ -79,7 +81,8 @@ ad:
       bind_dn: {{.DC.BindDN}}
       bind_password: env:PWSYNC_TEST_AD_PASSWORD
       base_dn: {{.DC.BaseDN}}
-      poll_interval: 1s
+      poll_interval: {{if .Opts.PollOnly}}2s{{else}}1s{{end}}
+      notifications: {{not .Opts.PollOnly}}
 graph:
   tenant_id: {{.Sim.TenantID}}
   client_id: {{.Sim.ClientID}}

@@ -198,7 +198,7 @@ func domainConfig(d config.Domain) adwatch.Config {
 		Domain: d.Name, URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
 		AllowPlain: d.AllowPlain, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(), BaseDN: d.BaseDN,
 		UserFilter: d.UserFilter, Mode: d.Mode, PollInterval: d.PollInterval, Notifications: *d.Notifications,
-		PageSize: d.PageSize,
+		PageSize: d.PageSize, Anchor: d.SourceAnchor,
 	}
 }
 

@@ -109,44 +109,77 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 
 var errNotDue = errors.New("timer not due yet")
 
-// indexUPN keeps the UPN -> objectGUID index that joins cloud accounts
-// without an onPremisesImmutableId (organisations without sync).
+// indexUPN keeps the indexes that join cloud accounts to AD users: the
+// immutable ID (whatever the source anchor) and the UPN (organisations
+// without sync) -> objectGUID.
 func (s *Service) indexUPN(ctx context.Context, u events.ADUser) error {
-	if u.UPN == "" || u.Deleted {
+	if u.Deleted {
 		return nil
 	}
-	key := upnKey(u.UPN)
-	if e, err := s.identity.Get(ctx, key); err == nil && string(e.Value()) == u.ObjectGUID {
-		return nil
-	}
-	if _, err := s.identity.Put(ctx, key, []byte(u.ObjectGUID)); err != nil {
-		return fmt.Errorf("indexing %s: %w", u.UPN, err)
+	for _, key := range []string{upnKey(u.UPN), immKey(u.ImmutableID)} {
+		if key == "" {
+			continue
+		}
+		if e, err := s.identity.Get(ctx, key); err == nil && string(e.Value()) == u.ObjectGUID {
+			continue
+		}
+		if _, err := s.identity.Put(ctx, key, []byte(u.ObjectGUID)); err != nil {
+			return fmt.Errorf("indexing %s: %w", key, err)
+		}
 	}
 	return nil
 }
 
-func upnKey(upn string) string { return events.KeySafe("upn." + strings.ToLower(upn)) }
+func upnKey(upn string) string {
+	if upn == "" {
+		return ""
+	}
+	return events.KeySafe("upn." + strings.ToLower(upn))
+}
+
+// immKey maps a base64 immutable ID onto a KV key; '+' (the only base64
+// character keys do not allow) becomes '_', which base64 never uses.
+func immKey(imm string) string {
+	if imm == "" {
+		return ""
+	}
+	return events.KeySafe("imm." + imm)
+}
 
 // join finds the AD user of a cloud account: the objectGUID inside the
 // onPremisesImmutableId, else the AD user with the same UPN. A cloud account
 // with neither is reported, never guessed.
 func (s *Service) join(ctx context.Context, c events.CloudUser) (string, error) {
-	if g := events.GUIDFromImmutableID(c.ImmutableID); g != "" {
-		return g, nil
+	if c.ImmutableID != "" {
+		// The index knows ms-DS-ConsistencyGuid anchors too; before the AD
+		// user was seen, the objectGUID inside the default anchor will do.
+		if g, err := s.lookup(ctx, immKey(c.ImmutableID)); g != "" || err != nil {
+			return g, err
+		}
+		if g := events.GUIDFromImmutableID(c.ImmutableID); g != "" {
+			return g, nil
+		}
 	}
 	if c.UPN != "" {
-		e, err := s.identity.Get(ctx, upnKey(c.UPN))
-		switch {
-		case err == nil:
-			return string(e.Value()), nil
-		case !natsx.IsNotFound(err):
-			return "", fmt.Errorf("joining %s: %w", c.UPN, err)
+		if g, err := s.lookup(ctx, upnKey(c.UPN)); g != "" || err != nil {
+			return g, err
 		}
 	}
 	if !c.Removed {
 		zerolog.Ctx(ctx).Debug().Str("cloud_id", c.ID).Str("upn", c.UPN).Msg("cloud account without an AD user")
 	}
 	return "", nil
+}
+
+func (s *Service) lookup(ctx context.Context, key string) (string, error) {
+	e, err := s.identity.Get(ctx, key)
+	switch {
+	case err == nil:
+		return string(e.Value()), nil
+	case natsx.IsNotFound(err):
+		return "", nil
+	}
+	return "", fmt.Errorf("reading identity index %s: %w", key, err)
 }
 
 // evaluate loads a user's state, applies decide, publishes what it decided

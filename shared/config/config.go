@@ -64,6 +64,9 @@ type Domain struct {
 	PollInterval       time.Duration `yaml:"poll_interval"`
 	Notifications      *bool         `yaml:"notifications"`
 	PageSize           int           `yaml:"page_size"`
+	// SourceAnchor: objectGUID (default) or ms-DS-ConsistencyGuid, as Entra
+	// Connect is configured; its base64 is onPremisesImmutableId.
+	SourceAnchor string `yaml:"source_anchor"`
 }
 
 // Graph configures the Microsoft Graph client.
@@ -267,6 +270,9 @@ func (d *Domain) applyDefaults() {
 	}
 	if d.PageSize == 0 {
 		d.PageSize = 500
+	}
+	if d.SourceAnchor == "" {
+		d.SourceAnchor = "objectGUID"
 	}
 	if d.UserFilter == "" {
 		d.UserFilter = "(&(objectCategory=person)(objectClass=user))"

@@ -316,6 +316,11 @@ func (d Domain) validate(key string) []error {
 	default:
 		add("mode", "must be dirsync, usn or auto (got %q)", d.Mode)
 	}
+	switch d.SourceAnchor {
+	case "objectGUID", "ms-DS-ConsistencyGuid":
+	default:
+		add("source_anchor", "must be objectGUID or ms-DS-ConsistencyGuid (got %q)", d.SourceAnchor)
+	}
 	if d.PollInterval < 100*time.Millisecond {
 		add("poll_interval", "must be at least 100ms (got %s)", d.PollInterval)
 	}

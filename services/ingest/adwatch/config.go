@@ -39,8 +39,17 @@ type Config struct {
 	PollInterval       time.Duration // floor poll interval, also with notifications (default 2s)
 	Notifications      bool          // change notifications (1.2.840.113556.1.4.528) trigger an immediate poll
 	PageSize           int           // entries per LDAP page and per Sink.Publish (default 500)
-	DialTimeout        time.Duration // TCP connect + TLS handshake (default 10s)
+	// Anchor is the attribute whose base64 is the cloud account's
+	// onPremisesImmutableId: AnchorObjectGUID (default) or AnchorConsistencyGUID.
+	Anchor      string
+	DialTimeout time.Duration // TCP connect + TLS handshake (default 10s)
 }
+
+// Source anchors.
+const (
+	AnchorObjectGUID      = "objectGUID"
+	AnchorConsistencyGUID = "ms-DS-ConsistencyGuid"
+)
 
 // DefaultConfig has the defaults of every optional setting. A bool's zero
 // value is false, so Notifications' default (on) lives here: a config loader
@@ -130,6 +139,11 @@ func (c Config) validate() error {
 	}
 	if c.DialTimeout < 0 {
 		bad("DialTimeout %s is negative", c.DialTimeout)
+	}
+	switch c.Anchor {
+	case "", AnchorObjectGUID, AnchorConsistencyGUID:
+	default:
+		bad("Anchor %q: want %s or %s", c.Anchor, AnchorObjectGUID, AnchorConsistencyGUID)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("adwatch config for domain %q: %w", c.Domain, err)

@@ -17,7 +17,12 @@ var userAttrs = []string{
 	"objectGUID", "distinguishedName", "sAMAccountName", "userPrincipalName", "mail", "displayName",
 	"pwdLastSet", "userAccountControl", "msDS-User-Account-Control-Computed",
 	"msDS-UserPasswordExpiryTimeComputed", "msDS-ResultantPSO", "memberOf", "uSNChanged",
+	attrConsistencyGUID,
 }
+
+// attrConsistencyGUID is Entra Connect's recommended sourceAnchor: a copy of
+// objectGUID that survives moving a user between forests.
+const attrConsistencyGUID = "mS-DS-ConsistencyGuid"
 
 // toUser builds the event state from an entry read with userAttrs. Attributes
 // that decide enforcement must be present: a missing pwdLastSet would read as
@@ -31,7 +36,7 @@ func (w *Watcher) toUser(e *ldap.Entry, fullSync bool) (events.ADUser, error) {
 	u := events.ADUser{
 		Domain:         w.cfg.Domain,
 		ObjectGUID:     guid,
-		ImmutableID:    events.ImmutableID(raw),
+		ImmutableID:    w.immutableID(e, raw),
 		DN:             e.DN,
 		SAMAccountName: e.GetAttributeValue("sAMAccountName"),
 		UPN:            e.GetAttributeValue("userPrincipalName"),
@@ -157,4 +162,16 @@ func (w *Watcher) publish(ctx context.Context, users []events.ADUser) error {
 			Bool("deleted", u.Deleted).Bool("full_sync", u.FullSync).Msg("published user")
 	}
 	return nil
+}
+
+// immutableID is the cloud anchor of a user: base64 of objectGUID, or of
+// mS-DS-ConsistencyGuid when that is the configured anchor and is set
+// (Entra Connect falls back to objectGUID when it is empty).
+func (w *Watcher) immutableID(e *ldap.Entry, objectGUID []byte) string {
+	if w.cfg.Anchor == AnchorConsistencyGUID {
+		if v := e.GetRawAttributeValue(attrConsistencyGUID); len(v) == 16 {
+			return events.ImmutableID(v)
+		}
+	}
+	return events.ImmutableID(objectGUID)
 }

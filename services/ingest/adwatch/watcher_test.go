@@ -410,3 +410,44 @@ func TestUnusableCursorMeansFullSync(t *testing.T) {
 		})
 	}
 }
+
+func TestConsistencyGuidAnchor(t *testing.T) {
+	dc := adtest.Require(t)
+	ou := dc.NewOU(t)
+	moved := dc.CreateUser(t, ou, "anc-moved", adtest.UserOpts{})
+	plain := dc.CreateUser(t, ou, "anc-plain", adtest.UserOpts{})
+	// A user migrated from another forest keeps its old anchor here.
+	anchor := []byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
+	c := dc.Conn(t)
+	req := ldap.NewModifyRequest(moved.DN, nil)
+	req.Replace(attrConsistencyGUID, []string{string(anchor)})
+	if err := c.Modify(req); err != nil {
+		t.Fatalf("setting %s: %v", attrConsistencyGUID, err)
+	}
+	tests := []struct {
+		anchor    string
+		wantMoved string
+	}{
+		{AnchorObjectGUID, moved.ImmutableID},
+		{AnchorConsistencyGUID, events.ImmutableID(anchor)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.anchor, func(t *testing.T) {
+			sink := &recSink{}
+			cfg := dcConfig(dc)
+			cfg.Anchor = tt.anchor
+			r := start(t, cfg, sink, newMemCursors(), testLogger(t))
+			r.waitReady(t, 60*time.Second)
+			got := map[string]string{}
+			for _, u := range sink.under(ou, nil) {
+				got[u.ObjectGUID] = u.ImmutableID
+			}
+			if got[moved.GUID] != tt.wantMoved {
+				t.Errorf("moved user's immutable id = %q, want %q", got[moved.GUID], tt.wantMoved)
+			}
+			if got[plain.GUID] != plain.ImmutableID {
+				t.Errorf("user without %s: immutable id = %q, want the objectGUID's %q", attrConsistencyGUID, got[plain.GUID], plain.ImmutableID)
+			}
+		})
+	}
+}
