@@ -118,7 +118,7 @@ func TestKilledBetweenEventAndAction(t *testing.T) {
 	u := s.dc.CreateUser(t, s.ou, "e2e-kill", adtest.UserOpts{Password: "Start.Passw0rd-1"})
 	id := s.cloudUser(u, false)
 
-	cmd := s.startProcess(t)
+	p := s.startProcess(t)
 	// Hold the actuator's first read of this user, so the process dies with
 	// the event stored and the action not yet carried out.
 	seen := make(chan struct{}, 1)
@@ -137,7 +137,7 @@ func TestKilledBetweenEventAndAction(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("actuator never reached Graph")
 	}
-	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	time.Sleep(200 * time.Millisecond)
 	s.sim.ClearFaults()
 	s.sim.OnRequest(nil)
@@ -146,8 +146,19 @@ func TestKilledBetweenEventAndAction(t *testing.T) {
 	}
 
 	// The killed consumer's message comes back after the actuator's AckWait.
-	s.startProcess(t)
+	p = s.startProcess(t)
 	s.waitWritesWithin(t, id, []string{"PATCH force=true 204"}, 2*time.Second, 90*time.Second)
+
+	// SIGTERM: stop intake, finish in-flight work, drain, exit 0.
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("pwsync after SIGTERM: %v (want exit 0)", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("pwsync did not exit within 20s of SIGTERM")
+	}
 }
 
 // BenchmarkResetToGraphWrite measures AD change -> Graph write latency over

@@ -209,8 +209,14 @@ func (s *stack) startInProcess(t testing.TB) {
 	s.waitReady(t, done)
 }
 
+// proc is pwsync running as a child process.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan error // Wait's result, once
+}
+
 // startProcess runs pwsync as a child process (the test binary re-executed).
-func (s *stack) startProcess(t testing.TB) *exec.Cmd {
+func (s *stack) startProcess(t testing.TB) *proc {
 	t.Helper()
 	s.writeConfig(t)
 	logFile, err := os.OpenFile(filepath.Join(s.dir, "pwsync.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
@@ -223,17 +229,18 @@ func (s *stack) startProcess(t testing.TB) *exec.Cmd {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait(); logFile.Close() }()
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	exited := make(chan error, 1)
+	go func() { err := cmd.Wait(); logFile.Close(); exited <- err; p.done <- err }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-done
+		<-exited
 		if t.Failed() {
 			s.dumpLog(t)
 		}
 	})
-	s.waitReady(t, done)
-	return cmd
+	s.waitReady(t, p.done)
+	return p
 }
 
 func (s *stack) waitReady(t testing.TB, done <-chan error) {
