@@ -101,7 +101,7 @@ show() {   # Graph calls since line $1 of the simulator log, and pwsync's view w
     sleep "${2:-2}"
     echo "-- Graph simulator saw:"
     tail -n +"$(( $1 + 1 ))" "$DEMO/graphsim.log" | grep -E '^(GET|PATCH|POST|DELETE) ' | sed 's/^/   /' || true
-    echo "-- pwsync (step, outcome, latency since the AD change):"
+    echo "-- pwsync (step, outcome, latency since ingest saw the AD change):"
     grep '"message":"step"' "$DEMO/pwsync.log" | tail -n +"$(( $3 + 1 ))" |
         sed -E 's/.*"upn":"([^"]*)".*"step":"([^"]*)","outcome":"([^"]*)".*"latency_ms":([0-9.]+).*/   \1  \2  \3  \4 ms/' || true
 }
