@@ -1,10 +1,10 @@
 package graphwatch_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/pwsync/pwsync/shared/logx"
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
@@ -43,22 +43,7 @@ type env struct {
 	log     zerolog.Logger
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = logx.Buffer
 
 // switchLookup is the receiver's SecretLookup: the watcher of choice, or
 // nothing while off (notifications are then dropped, as forged ones are).
