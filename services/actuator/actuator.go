@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -125,6 +126,9 @@ func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) err
 	}
 	switch {
 	case err == nil:
+		if err := run.recordResult(ctx); err != nil {
+			return err
+		}
 		if err := s.markSeq(ctx, a); err != nil {
 			return err
 		}
@@ -147,6 +151,7 @@ type execution struct {
 	s    *Service
 	a    events.Action
 	user *graph.User
+	done []string // steps carried out (now or before a redelivery)
 }
 
 // requireChange makes the cloud account demand a new password.
@@ -269,11 +274,55 @@ func (x *execution) clearChange(ctx context.Context) error {
 		}
 	}
 	if g := set.Synced.PendingGroupID; g != "" && set.Undo.RemoveFromPendingGroup {
+		added, err := x.undoneDid(ctx, "add_pending_group")
+		if err != nil {
+			return err
+		}
+		if !added {
+			x.audit(ctx, "remove_pending_group", events.OutcomeSkipped, 0, "pwsync did not add this user to the group")
+			return nil
+		}
 		return x.step(ctx, "remove_pending_group", func(ctx context.Context) error {
 			return x.s.graph.RemoveGroupMember(ctx, g, x.user.ID)
 		})
 	}
 	return nil
+}
+
+func resultKey(actionID string) string { return events.KeySafe("result." + actionID) }
+
+// recordResult keeps which steps an action carried out, so that undoing it
+// writes only what it did.
+func (x *execution) recordResult(ctx context.Context) error {
+	if x.a.DryRun {
+		return nil
+	}
+	data, _ := json.Marshal(x.done)
+	if _, err := x.s.done.Put(ctx, resultKey(x.a.ID), data); err != nil {
+		return fmt.Errorf("recording result of %s: %w", x.a.ID, err)
+	}
+	return nil
+}
+
+// undoneDid reports whether the action being undone carried out step. When
+// that is unknown (no Undoes, or its record expired) it answers true: an
+// extra idempotent removal is better than a user left blocked.
+func (x *execution) undoneDid(ctx context.Context, step string) (bool, error) {
+	if x.a.Undoes == "" {
+		return true, nil
+	}
+	e, err := x.s.done.Get(ctx, resultKey(x.a.Undoes))
+	switch {
+	case natsx.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("reading result of %s: %w", x.a.Undoes, err)
+	}
+	var steps []string
+	if json.Unmarshal(e.Value(), &steps) != nil {
+		return true, nil
+	}
+	return slices.Contains(steps, step), nil
 }
 
 // setPolicies writes passwordPolicies unless the cloud already has it (our
@@ -293,6 +342,7 @@ func (x *execution) setPolicies(ctx context.Context) error {
 // is checked before and written after. In dry-run it only audits.
 func (x *execution) step(ctx context.Context, name string, fn func(context.Context) error) error {
 	if _, err := x.s.done.Get(ctx, stepKey(x.a.ID, name)); err == nil {
+		x.done = append(x.done, name)
 		return nil // done before a crash or redelivery
 	} else if !natsx.IsNotFound(err) {
 		return fmt.Errorf("checking step %s: %w", name, err)
@@ -314,6 +364,7 @@ func (x *execution) step(ctx context.Context, name string, fn func(context.Conte
 		return err
 	}
 	x.audit(ctx, name, events.OutcomeOK, 0, "")
+	x.done = append(x.done, name)
 	return x.markDone(ctx, name)
 }
 

@@ -211,6 +211,11 @@ func policiesAction(_ string, seq int64) events.Action {
 	return a
 }
 
+func undo(clear, required events.Action) events.Action {
+	clear.Undoes = required.ID
+	return clear
+}
+
 func TestStrategies(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -243,6 +248,14 @@ func TestStrategies(t *testing.T) {
 			[]string{"force=true c1", "force=false c1", "group- c1"}},
 		{"password_changed_on_synced_leaves_group", syncedUser, nil, false,
 			[]events.Action{action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1), action(events.ActionClearChange, "bob@example.test", "imm-bob", 2)},
+			[]string{"revoke s1", "group+ s1", "group- s1"}},
+		{"undo_removes_from_group_only_what_was_added", cloudUser, nil, false,
+			[]events.Action{action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1),
+				undo(action(events.ActionClearChange, "alice@example.test", "imm-alice", 2), action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1))},
+			[]string{"force=true c1", "force=false c1"}},
+		{"undo_of_the_chain_removes_from_group", syncedUser, nil, false,
+			[]events.Action{action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1),
+				undo(action(events.ActionClearChange, "bob@example.test", "imm-bob", 2), action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1))},
 			[]string{"revoke s1", "group+ s1", "group- s1"}},
 		{"undo_can_be_turned_off", cloudUser, func(s *config.Actuator) { s.Undo = config.Undo{} }, false,
 			[]events.Action{action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1), action(events.ActionClearChange, "alice@example.test", "imm-alice", 2)},

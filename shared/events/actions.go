@@ -49,6 +49,9 @@ type Action struct {
 	DryRun bool  `json:"dry_run,omitempty"`
 	// Policies is the passwordPolicies value to write (set_password_policies).
 	Policies string `json:"policies,omitempty"`
+	// Undoes is the require_password_change action a clear_password_change
+	// undoes: only what that action did needs undoing.
+	Undoes string `json:"undoes,omitempty"`
 }
 
 // Subject is the NATS subject the action is published on.

@@ -133,6 +133,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		}
 		reason := "password set in AD after pwsync required a change"
 		a := newAction(events.ActionClearChange, RulePasswordChanged, reason, ev, ref, u.USNChanged, p.DryRun)
+		a.Undoes = s.RequiredByAction
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "act", reason})
 	}

@@ -161,3 +161,13 @@ func TestOutOfScopeIsExplained(t *testing.T) {
 		t.Fatalf("decisions = %+v", res.Decisions)
 	}
 }
+
+func TestClearNamesTheActionItUndoes(t *testing.T) {
+	p := policy()
+	s := EvaluateAD(p, State{}, events.Envelope{ID: "e1"}, user(10, setTime)).State
+	req := EvaluateAD(p, s, events.Envelope{ID: "e2"}, user(11, 0))
+	clr := EvaluateAD(p, req.State, events.Envelope{ID: "e3"}, user(12, setTime2))
+	if len(req.Actions) != 1 || len(clr.Actions) != 1 || clr.Actions[0].Undoes != req.Actions[0].ID {
+		t.Fatalf("clear %+v does not name require %+v", clr.Actions, req.Actions)
+	}
+}

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/pwsync/pwsync/shared/logx"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -315,22 +315,9 @@ func TestTransportSecurity(t *testing.T) {
 }
 
 // logCounter counts log lines that contain a message.
-type logCounter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logCounter struct{ logx.Buffer }
 
-func (l *logCounter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logCounter) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.buf.String(), s)
-}
+func (l *logCounter) count(s string) int { return strings.Count(l.String(), s) }
 
 func TestUnusableDCIsRetried(t *testing.T) {
 	dc := adtest.Require(t)
@@ -354,12 +341,12 @@ func TestUnusableDCIsRetried(t *testing.T) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			if n := logs.count("retrying"); n < 3 {
-				t.Fatalf("%d retries logged in 5s, want at least 3; logs:\n%s", n, logs.buf.String())
+				t.Fatalf("%d retries logged in 5s, want at least 3; logs:\n%s", n, logs.String())
 			}
 			if r.w.Ready() {
 				t.Fatal("Ready() with an unusable DC")
 			}
-			if strings.Contains(logs.buf.String(), cfg.BindPassword) {
+			if strings.Contains(logs.String(), cfg.BindPassword) {
 				t.Fatal("the bind password was logged")
 			}
 			t0 := time.Now()
