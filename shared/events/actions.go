@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"strings"
 	"time"
 )
@@ -21,7 +22,44 @@ const (
 	ActionSetPasswordPolicies ActionKind = "set_password_policies"
 	// ActionAlert: tell the admins (writeback gap, drift storm); no user write.
 	ActionAlert ActionKind = "alert"
+	// ActionNotify: tell the user (expiry lead day, expired, password reset);
+	// no directory write. Notice says what to tell.
+	ActionNotify ActionKind = "notify"
 )
+
+// Notice templates: the evaluator picks one, the notifier renders it in the
+// user's language.
+const (
+	NoticeExpiryWarning = "expiry_warning" // LeadDays > 0: the password expires in LeadDays
+	NoticeExpired       = "expired"        // LeadDays <= 0: it expired -LeadDays ago
+	NoticePasswordReset = "password_reset" // forced-change: "your password was reset"
+)
+
+// Notice is what an ActionNotify tells the user.
+type Notice struct {
+	Template string `json:"template"`
+	// LeadDays: days before expiry this notice belongs to (0 = the day of
+	// expiry, negative = after it).
+	LeadDays int       `json:"lead_days"`
+	Expiry   time.Time `json:"expiry,omitempty"`
+	// PasswordSetAt identifies the password (AD pwdLastSet): the ledger sends
+	// each (user, password, template, lead day) once.
+	PasswordSetAt time.Time `json:"password_set_at"`
+	// Language is AD's preferredLanguage when known; the notifier may read
+	// the cloud user's preferredLanguage instead.
+	Language string `json:"language,omitempty"`
+	// DisplayName for the greeting; empty = the UPN.
+	DisplayName string `json:"display_name,omitempty"`
+}
+
+// LedgerKey is the notifier's exactly-once key for this notice of this user.
+func (n Notice) LedgerKey(u UserRef) string {
+	id := u.ObjectGUID
+	if id == "" {
+		id = u.UPN
+	}
+	return KeySafe(fmt.Sprintf("notice.%s.%d.%s.%d", id, n.PasswordSetAt.Unix(), n.Template, n.LeadDays))
+}
 
 // UserRef identifies a user on both sides as far as known when the action was decided.
 type UserRef struct {
@@ -52,6 +90,10 @@ type Action struct {
 	// Undoes is the require_password_change action a clear_password_change
 	// undoes: only what that action did needs undoing.
 	Undoes string `json:"undoes,omitempty"`
+	// Notice is what to tell the user (notify).
+	Notice *Notice `json:"notice,omitempty"`
+	// Campaign names the campaign this action belongs to, if any.
+	Campaign string `json:"campaign,omitempty"`
 }
 
 // Subject is the NATS subject the action is published on.
