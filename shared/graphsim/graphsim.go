@@ -105,6 +105,10 @@ type Options struct {
 	// ActivityPerSecond is the Teams sendActivityNotification limit per app
 	// and tenant: 0 means Teams' 5, negative means unlimited.
 	ActivityPerSecond int
+	// MailWindow and ActivityWindow scale the two limits' windows in time
+	// (default a minute and a second): benchmarks run the real limits'
+	// shape faster, e.g. 30 messages per 2 s.
+	MailWindow, ActivityWindow time.Duration
 }
 
 // Server is a running simulator. All methods are safe for concurrent use.
@@ -156,8 +160,8 @@ func Start(opts Options) (*Server, error) {
 		notifier:      newNotifier(opts.NotificationClient, opts.NotificationDelay),
 		subs:          map[string]*subscription{},
 		noTeamsApp:    map[string]bool{},
-		mailLimit:     newWindowLimit(limitOrDefault(opts.MailPerMinute, defaultMailPerMinute), time.Minute),
-		activityLimit: newWindowLimit(limitOrDefault(opts.ActivityPerSecond, defaultActivityPerSecond), time.Second),
+		mailLimit:     newWindowLimit(limitOrDefault(opts.MailPerMinute, defaultMailPerMinute), durationOr(opts.MailWindow, time.Minute)),
+		activityLimit: newWindowLimit(limitOrDefault(opts.ActivityPerSecond, defaultActivityPerSecond), durationOr(opts.ActivityWindow, time.Second)),
 		stats:         Stats{ByStatus: map[int]int{}},
 	}
 	s.store.onChange = s.userChanged
@@ -314,4 +318,11 @@ func (s *Server) SetWriteBudget(n int, window time.Duration) {
 		window = DefaultWriteWindow
 	}
 	s.budget.set(max(n, 0), window)
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"slices"
 	"testing"
+	"time"
 )
 
 func mailBody(to ...string) map[string]any {
@@ -140,4 +141,19 @@ func TestSendActivityNotification(t *testing.T) {
 	}
 	e.srv.SetTeamsAppInstalled(synced.ID, true)
 	wantStatus(t, e.do("POST", path(synced.ID), activityBody()), 204)
+}
+
+func TestMessagingLimitsScaledWindow(t *testing.T) {
+	e := newEnv(t, Options{MailPerMinute: 2, MailWindow: 300 * time.Millisecond})
+	cloud, _ := seedUsers(e.srv)
+	send := func() int { return e.do("POST", "/v1.0/users/"+cloud.ID+"/sendMail", mailBody("a@b.c")).status }
+	for i, want := range []int{202, 202, 429} {
+		if got := send(); got != want {
+			t.Fatalf("mail %d: status %d, want %d", i, got, want)
+		}
+	}
+	time.Sleep(350 * time.Millisecond) // the scaled window has passed
+	if got := send(); got != 202 {
+		t.Fatalf("after the scaled window: status %d, want 202", got)
+	}
 }
