@@ -16,6 +16,7 @@ type Config struct {
 	Webhook   Webhook   `yaml:"webhook"`
 	Evaluator Evaluator `yaml:"evaluator"`
 	Actuator  Actuator  `yaml:"actuator"`
+	Notify    Notify    `yaml:"notify"`
 	Ops       Ops       `yaml:"ops"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -251,6 +252,7 @@ func Default() Config {
 			WriteBudget: 3000,
 			WriteWindow: 150 * time.Second,
 		},
+		Notify:          defaultNotify(),
 		Ops:             Ops{Listen: "127.0.0.1:9090"},
 		ShutdownTimeout: 20 * time.Second,
 	}

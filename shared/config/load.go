@@ -153,6 +153,9 @@ func (c *Config) resolveSecrets(getenv func(string) string) error {
 	if err := c.Graph.CertificatePassword.resolve(getenv); err != nil {
 		return fmt.Errorf("graph.certificate_password: %w", err)
 	}
+	if err := c.Notify.WorkflowsWebhookURL.resolve(getenv); err != nil {
+		return fmt.Errorf("notify.workflows_webhook_url: %w", err)
+	}
 	return nil
 }
 
@@ -163,7 +166,7 @@ func (c *Config) hasLiteralSecret() bool {
 			return true
 		}
 	}
-	return lit(c.Graph.ClientSecret) || lit(c.Graph.CertificatePassword)
+	return lit(c.Graph.ClientSecret) || lit(c.Graph.CertificatePassword) || lit(c.Notify.WorkflowsWebhookURL)
 }
 
 // Validate checks required and invalid values for the targets that will run.
@@ -279,6 +282,7 @@ func (c *Config) Validate(t Targets) error {
 		if a.Retry.InitialInterval <= 0 || a.Retry.MaxInterval < a.Retry.InitialInterval {
 			add("actuator.retry.initial_interval", "must be positive and not above actuator.retry.max_interval")
 		}
+		errs = append(errs, c.Notify.validate()...)
 	}
 	return errors.Join(errs...)
 }
