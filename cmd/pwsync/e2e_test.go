@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -67,6 +69,26 @@ func TestHelpdeskResetEndToEnd(t *testing.T) {
 		time.Sleep(2 * settle)
 		if reqs := s.requestsFor(daveID); len(reqs) != 0 {
 			t.Fatalf("break-glass user touched: %d requests, first %s %s", len(reqs), reqs[0].Method, reqs[0].Path)
+		}
+	})
+	t.Run("f_metrics_show_the_flow", func(t *testing.T) {
+		resp, err := http.Get("http://" + s.opsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{
+			`pwsync_events_ingested_total{source="ad"}`,
+			`pwsync_rule_decisions_total{outcome="act",rule="forced-change"}`,
+			`pwsync_actions_total{kind="require_password_change",outcome="ok"}`,
+			`pwsync_ad_to_graph_write_seconds_count{kind="require_password_change"}`,
+			`pwsync_graph_request_duration_seconds_count{code="204",method="PATCH"}`,
+			`pwsync_consumer_pending_messages{consumer="actuator",stream="ACTIONS"}`,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 }

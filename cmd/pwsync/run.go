@@ -21,6 +21,8 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
+	"github.com/pwsync/pwsync/shared/health"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -78,7 +80,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	}
 
 	var services []service
-	var ready []func() bool
+	var targets []health.Target
 	if t.Ingest {
 		var domains []adwatch.Config
 		for _, d := range cfg.AD.Domains {
@@ -94,7 +96,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		if err != nil {
 			return fmt.Errorf("starting ingest: %w", err)
 		}
-		services, ready = append(services, in), append(ready, in.Ready)
+		services, targets = append(services, in), append(targets, health.Target{Name: "ingest", Ready: in.Ready})
 	}
 	if t.Evaluator {
 		ev, err := evaluator.New(setupCtx, evaluator.Deps{JS: conn.JS, Policy: policy(cfg.Evaluator),
@@ -114,7 +116,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services = append(services, act)
 	}
 
-	ops, err := startOps(cfg.Ops.Listen, conn, ready, log)
+	ops, err := startOps(cfg.Ops, conn, targets, log)
 	if err != nil {
 		return err
 	}
@@ -125,6 +127,10 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	var wg sync.WaitGroup
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
+	if cfg.Ops.Metrics {
+		sampler := metrics.Sampler{JS: conn.JS, LeasesBucket: natsx.BucketLeases, Interval: cfg.Ops.SampleInterval, Log: log}
+		wg.Go(func() { sampler.Run(runCtx) })
+	}
 	for _, s := range services {
 		wg.Add(1)
 		go func() {
@@ -155,33 +161,20 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	return nil
 }
 
-// startOps serves /healthz (the process is alive) and /readyz (NATS connected,
-// streams present, first AD sync done).
-func startOps(addr string, conn *natsx.Conn, ready []func() bool, log zerolog.Logger) (*http.Server, error) {
+// startOps serves /healthz (the process is alive), /readyz (NATS connected,
+// JetStream answering, streams present, each target ready; lease holders
+// reported) and /metrics.
+func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, log zerolog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if !conn.NC.IsConnected() {
-			http.Error(w, "nats: not connected", http.StatusServiceUnavailable)
-			return
-		}
-		if _, err := conn.JS.Stream(ctx, natsx.StreamEvents); err != nil {
-			http.Error(w, "jetstream: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		for _, f := range ready {
-			if !f() {
-				http.Error(w, "ingest: first sync not done", http.StatusServiceUnavailable)
-				return
-			}
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	ln, err := net.Listen("tcp", addr)
+	checker := &health.Checker{NC: conn.NC, JS: conn.JS, LeasesBucket: natsx.BucketLeases, Targets: targets,
+		Streams: []string{natsx.StreamEvents, natsx.StreamActions, natsx.StreamAudit, natsx.StreamDLQ}}
+	checker.Register(mux)
+	if o.Metrics {
+		mux.Handle("GET /metrics", metrics.Handler())
+	}
+	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("ops.listen %s: %w", addr, err)
+		return nil, fmt.Errorf("ops.listen %s: %w", o.Listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -189,7 +182,7 @@ func startOps(addr string, conn *natsx.Conn, ready []func() bool, log zerolog.Lo
 			log.Error().Err(err).Msg("ops listener stopped")
 		}
 	}()
-	log.Info().Str("addr", ln.Addr().String()).Msg("ops listener started")
+	log.Info().Str("addr", ln.Addr().String()).Bool("metrics", o.Metrics).Msg("ops listener started")
 	return srv, nil
 }
 

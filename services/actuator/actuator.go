@@ -21,6 +21,7 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -404,6 +405,11 @@ func (x *execution) finish(ctx context.Context, outcome, detail string, cause er
 	if x.user != nil {
 		rec.CloudID = x.user.ID
 	}
+	start := x.a.EventTime
+	if x.a.Kind == events.ActionAlert {
+		start = time.Time{} // no Graph write: not part of the AD -> Graph latency
+	}
+	metrics.Action(string(x.a.Kind), outcome, start, x.s.now())
 	return x.s.audit.Write(ctx, rec)
 }
 

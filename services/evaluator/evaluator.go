@@ -16,6 +16,7 @@ import (
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -228,6 +229,7 @@ func (s *Service) evaluateOnce(ctx context.Context, ev events.Envelope, guid str
 	}
 	ref := rules.Ref(res.State.AD)
 	for _, d := range res.Decisions {
+		metrics.Decision(d.Rule, d.Outcome)
 		rec := events.AuditRecord{Kind: "decision", EventID: ev.ID, Rule: d.Rule, User: ref, Outcome: d.Outcome, Detail: d.Reason}
 		for _, a := range res.Actions {
 			if d.Outcome == "act" && a.Rule == d.Rule {

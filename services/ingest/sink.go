@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // EventSink publishes AD user states to the EVENTS stream. Publish returns
@@ -47,7 +48,10 @@ func (s *EventSink) Publish(ctx context.Context, users []events.ADUser) error {
 	}
 	for i, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			if !ack.Duplicate {
+				metrics.Ingested(events.SourceAD, 1)
+			}
 		case err := <-f.Err():
 			return fmt.Errorf("publishing event %s: %w", users[i].EventID(), err)
 		case <-ctx.Done():

@@ -222,6 +222,10 @@ type Retry struct {
 // Ops configures the operations listener.
 type Ops struct {
 	Listen string `yaml:"listen"`
+	// Metrics serves Prometheus metrics on the listener's /metrics.
+	Metrics bool `yaml:"metrics"`
+	// SampleInterval: how often consumer lag and lease holders are read from NATS.
+	SampleInterval time.Duration `yaml:"sample_interval"`
 }
 
 // Default returns the configuration every file starts from.
@@ -253,7 +257,7 @@ func Default() Config {
 			WriteWindow: 150 * time.Second,
 		},
 		Notify:          defaultNotify(),
-		Ops:             Ops{Listen: "127.0.0.1:9090"},
+		Ops:             Ops{Listen: "127.0.0.1:9090", Metrics: true, SampleInterval: 15 * time.Second},
 		ShutdownTimeout: 20 * time.Second,
 	}
 }

@@ -195,6 +195,12 @@ func (c *Config) Validate(t Targets) error {
 	if c.ShutdownTimeout <= 0 {
 		add("shutdown_timeout", "must be positive")
 	}
+	if c.Ops.Listen == "" {
+		add("ops.listen", "required (host:port of /healthz, /readyz, /metrics)")
+	}
+	if c.Ops.SampleInterval < time.Second {
+		add("ops.sample_interval", "must be at least 1s (got %s)", c.Ops.SampleInterval)
+	}
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
 			add("ad.domains", "at least one domain is required for the ingest target")

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // Lease is one named lease. The bucket's TTL (MaxAge) is the lease duration:
@@ -61,6 +63,7 @@ func (l *Lease) Run(ctx context.Context, fn func(context.Context) error) error {
 			return err
 		}
 		l.held.Store(true)
+		metrics.Lease(l.key, l.holder, true)
 		l.log.Info().Msg("lease acquired")
 		workCtx, cancel := context.WithCancel(ctx)
 		fnErr := make(chan error, 1)
@@ -69,6 +72,7 @@ func (l *Lease) Run(ctx context.Context, fn func(context.Context) error) error {
 		cancel()
 		err = <-fnErr
 		l.held.Store(false)
+		metrics.Lease(l.key, l.holder, false)
 		switch {
 		case ctx.Err() != nil:
 			l.release()

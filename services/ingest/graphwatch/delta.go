@@ -14,6 +14,7 @@ import (
 
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -197,6 +198,8 @@ func (w *Watcher) publishBatch(ctx context.Context, users []graph.DeltaUser, at 
 			w.stats.users.Add(1)
 			if ack.Duplicate {
 				w.stats.duplicates.Add(1)
+			} else {
+				metrics.Ingested(events.SourceGraph, 1)
 			}
 		case err := <-f.Err():
 			return fmt.Errorf("publishing event %s: %w", ids[i], err)

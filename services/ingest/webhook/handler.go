@@ -30,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // Routes served by the Handler. Graph may be given the same URL for both
@@ -380,6 +381,7 @@ func (h *Handler) publishAll(ctx context.Context, msgs []Message) (int, error) {
 			h.stats.duplicates.Add(1)
 		default:
 			h.stats.published.Add(1)
+			metrics.Ingested("webhook", 1)
 		}
 	}
 	return failed, first

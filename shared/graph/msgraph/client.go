@@ -30,6 +30,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go-core/authentication"
 
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // Defaults for Microsoft's public cloud.
@@ -96,7 +97,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("graph: auth provider: %w", err)
 	}
 	httpClient := &http.Client{
-		Transport: khttp.NewCustomTransportWithParentTransport(tr, middlewares()...),
+		// Under the SDK's middleware: every HTTP exchange with Graph is timed
+		// once (token requests are not Graph calls and are not counted).
+		Transport: khttp.NewCustomTransportWithParentTransport(metrics.GraphTransport(tr), middlewares()...),
 		Timeout:   cfg.Timeout,
 		// The redirect middleware follows redirects itself (and drops the
 		// token on a host change); net/http must not follow them as well.
