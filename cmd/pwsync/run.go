@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"github.com/pwsync/pwsync/services/actuator"
 	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/services/evaluator/scheduler"
 	"github.com/pwsync/pwsync/services/ingest"
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
@@ -38,6 +40,9 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	if off := os.Getenv("PWSYNC_CLOCK_OFFSET"); off != "" {
+		log.Warn().Str("offset", off).Msg("PWSYNC_CLOCK_OFFSET moves the evaluator's clock: for tests only")
+	}
 	var emb *natsx.Embedded
 	if cfg.NATS.URL == "" {
 		var err error
@@ -99,12 +104,28 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services, targets = append(services, in), append(targets, health.Target{Name: "ingest", Ready: in.Ready})
 	}
 	if t.Evaluator {
-		ev, err := evaluator.New(setupCtx, evaluator.Deps{JS: conn.JS, Policy: policy(cfg.Evaluator),
-			Log: log.With().Str("service", "evaluator").Logger()})
+		evDeps := evaluator.Deps{JS: conn.JS, Policy: policy(cfg.Evaluator), Now: clock,
+			Log: log.With().Str("service", "evaluator").Logger()}
+		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
+			lister, ok := any(client).(evaluator.MemberLister)
+			if client == nil || !ok {
+				return errors.New("evaluator.scope.include_entra_groups needs the Graph client (run the actuator target in this process)")
+			}
+			evDeps.Groups = evaluator.NewEntraGroups(lister, groups, cfg.Evaluator.Scope.EntraRefresh, log)
+		}
+		ev, err := evaluator.New(setupCtx, evDeps)
 		if err != nil {
 			return fmt.Errorf("starting evaluator: %w", err)
 		}
 		services = append(services, ev)
+		if cfg.Evaluator.Expiry.Enabled {
+			sc, err := scheduler.New(setupCtx, conn.JS, scheduler.Config{Policy: evDeps.Policy, Now: clock,
+				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: holderName()}, log.With().Str("service", "evaluator").Logger())
+			if err != nil {
+				return fmt.Errorf("starting expiry scheduler: %w", err)
+			}
+			services = append(services, sc)
+		}
 	}
 	if t.Actuator {
 		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
@@ -186,6 +207,23 @@ func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, log zerol
 	return srv, nil
 }
 
+// clock is the evaluator's and scheduler's time. PWSYNC_CLOCK_OFFSET (a Go
+// duration) moves it, for end-to-end tests of expiry: AD will not take a
+// past pwdLastSet, so the test moves pwsync's clock forward instead.
+var clock = func() func() time.Time {
+	off, err := time.ParseDuration(os.Getenv("PWSYNC_CLOCK_OFFSET"))
+	if err != nil || off == 0 {
+		return time.Now
+	}
+	return func() time.Time { return time.Now().Add(off) }
+}()
+
+// holderName names this replica in leases.
+func holderName() string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s.%d", h, os.Getpid())
+}
+
 func domainConfig(d config.Domain) adwatch.Config {
 	return adwatch.Config{
 		Domain: d.Name, URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
@@ -201,6 +239,10 @@ func policy(e config.Evaluator) rules.Policy {
 		IncludeDisabled: e.Scope.IncludeDisabled, ForcedChange: e.ForcedChange.Enabled,
 		IncludeNeverExpires: e.ForcedChange.IncludeNeverExpires, Backfill: e.ForcedChange.Backfill,
 		PasswordChanged: e.PasswordChanged.Enabled, DryRun: e.DryRun,
+		IncludeGroups: e.Scope.IncludeGroups, IncludeEntraGroups: e.Scope.IncludeEntraGroups,
+		ResetNotice: e.ForcedChange.Notify,
+		Expiry: rules.ExpiryPolicy{Enabled: e.Expiry.Enabled, LeadDays: e.Expiry.LeadDays, Notify: e.Expiry.Notify,
+			Enforce: e.Expiry.Enforce, MaxLate: e.Expiry.MaxLate},
 		Cloud: rules.CloudPolicy{NeverExpires: e.NeverExpires.Enabled, DriftCooldown: e.Drift.Cooldown,
 			PendingTimeout: e.Drift.PendingTimeout, WritebackWindow: e.Writeback.Window},
 	}

@@ -25,6 +25,11 @@ type Deps struct {
 	JS     jetstream.JetStream
 	Policy rules.Policy
 	Log    zerolog.Logger
+	// Now is the clock (time.Now when nil): tests and the e2e harness move it.
+	Now func() time.Time
+	// Groups resolves Entra group membership for scope.include_entra_groups;
+	// nil when none is configured.
+	Groups *EntraGroups
 }
 
 // Service evaluates events.
@@ -36,6 +41,7 @@ type Service struct {
 	pub      *natsx.Publisher
 	audit    *audit.Writer
 	policy   rules.Policy
+	groups   *EntraGroups
 	log      zerolog.Logger
 }
 
@@ -50,12 +56,20 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		return nil, err
 	}
 	pub := natsx.NewPublisher(d.JS)
-	return &Service{js: d.JS, users: users, identity: identity, now: time.Now, pub: pub, audit: audit.NewWriter(pub, nil), policy: d.Policy, log: d.Log}, nil
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Service{js: d.JS, users: users, identity: identity, now: now, pub: pub, audit: audit.NewWriter(pub, nil),
+		policy: d.Policy, groups: d.Groups, log: d.Log}, nil
 }
 
 // Run consumes the EVENTS stream until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
-	s.log.Info().Bool("dry_run", s.policy.DryRun).Msg("evaluator started")
+	s.log.Info().Bool("dry_run", s.policy.DryRun).Bool("expiry", s.policy.Expiry.Enabled).Msg("evaluator started")
+	if s.groups != nil {
+		go s.groups.Run(ctx)
+	}
 	h := natsx.Process(context.WithoutCancel(ctx), s.log, 20*time.Second, s.Handle)
 	return natsx.Consume(ctx, s.js, natsx.StreamEvents, natsx.ConsumerEvaluator, 8, h)
 }
@@ -75,7 +89,7 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 			return err
 		}
 		return s.evaluate(ctx, ev, u.ObjectGUID, func(st rules.State) rules.Result {
-			return rules.EvaluateAD(s.policy, st, ev, u)
+			return rules.EvaluateAD(s.currentPolicy(), st, ev, u)
 		})
 	case ev.Source == events.SourceGraph && ev.Type == events.TypeCloudUser:
 		var c events.CloudUser
@@ -87,7 +101,7 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 			return err
 		}
 		return s.evaluate(ctx, ev, guid, func(st rules.State) rules.Result {
-			return rules.EvaluateCloud(s.policy, st, ev, c)
+			return rules.EvaluateCloud(s.currentPolicy(), st, ev, c)
 		})
 	case ev.Source == events.SourceTimer && ev.Type == events.TypeWriteback:
 		var t events.Timer
@@ -98,7 +112,19 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 			return &natsx.RetryLater{After: wait, Err: errNotDue}
 		}
 		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
-			return rules.EvaluateTimer(s.policy, st, ev, t)
+			return rules.EvaluateTimer(s.currentPolicy(), st, ev, t)
+		})
+	case ev.Source == events.SourceTimer && ev.Type == events.TypeExpiry:
+		var t events.ExpiryTimer
+		if err := ev.Decode(&t); err != nil {
+			return natsx.Permanent(err)
+		}
+		now := s.now()
+		if wait := t.Due.Sub(now); wait > 0 {
+			return &natsx.RetryLater{After: wait, Err: errNotDue}
+		}
+		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
+			return rules.EvaluateExpiry(s.currentPolicy(), st, ev, t, now)
 		})
 	default:
 		// Notifications only trigger delta rounds (ingest); the event stays in
@@ -109,6 +135,15 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 }
 
 var errNotDue = errors.New("timer not due yet")
+
+// currentPolicy is the policy with the latest Entra group membership.
+func (s *Service) currentPolicy() rules.Policy {
+	p := s.policy
+	if s.groups != nil {
+		p.EntraMembers = s.groups.Members()
+	}
+	return p
+}
 
 // indexUPN keeps the indexes that join cloud accounts to AD users: the
 // immutable ID (whatever the source anchor) and the UPN (organisations

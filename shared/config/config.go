@@ -105,6 +105,7 @@ type Evaluator struct {
 	NeverExpires    NeverExpires    `yaml:"never_expires"`
 	Drift           Drift           `yaml:"drift"`
 	Writeback       Writeback       `yaml:"writeback"`
+	Expiry          Expiry          `yaml:"expiry"`
 }
 
 // NeverExpires configures the never-expires rule.
@@ -139,6 +140,11 @@ type Scope struct {
 	// BreakGlassGroups: members (direct memberOf DN) are never written to.
 	BreakGlassGroups []string `yaml:"break_glass_groups"`
 	IncludeDisabled  bool     `yaml:"include_disabled"`
+	// IncludeGroups: members of these AD groups (DNs; nested membership
+	// counts) are in scope too. See expiry.go for the Entra keys.
+	IncludeGroups      []string      `yaml:"include_groups"`
+	IncludeEntraGroups []string      `yaml:"include_entra_groups"`
+	EntraRefresh       time.Duration `yaml:"entra_refresh"`
 }
 
 // ForcedChange configures the forced-change rule.
@@ -149,6 +155,8 @@ type ForcedChange struct {
 	IncludeNeverExpires bool `yaml:"include_never_expires"`
 	// Backfill acts on users already flagged when pwsync first syncs.
 	Backfill bool `yaml:"backfill"`
+	// Notify tells the user "your password was reset" (notifier).
+	Notify bool `yaml:"notify"`
 }
 
 // PasswordChanged configures the password-changed rule.
@@ -244,6 +252,8 @@ func Default() Config {
 			PasswordChanged: PasswordChanged{Enabled: true},
 			Drift:           Drift{Cooldown: time.Hour, PendingTimeout: 10 * time.Minute},
 			Writeback:       Writeback{Window: 15 * time.Minute},
+			Expiry:          defaultExpiry(),
+			Scope:           Scope{EntraRefresh: 15 * time.Minute},
 		},
 		Actuator: Actuator{
 			Concurrency:  16,

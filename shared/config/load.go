@@ -224,6 +224,7 @@ func (c *Config) Validate(t Targets) error {
 		if c.Evaluator.Writeback.Window < 0 {
 			add("evaluator.writeback.window", "must not be negative")
 		}
+		errs = append(errs, c.Evaluator.validateExpiry()...)
 		for i, ou := range c.Evaluator.Scope.IncludeOUs {
 			if !strings.Contains(ou, "=") {
 				add(fmt.Sprintf("evaluator.scope.include_ous[%d]", i), "must be a DN (got %q)", ou)

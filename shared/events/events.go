@@ -66,23 +66,37 @@ const (
 // after a change. Times are AD FILETIME values (100 ns since 1601) as AD
 // stores them, so that "0 = must change" survives unchanged.
 type ADUser struct {
-	Domain             string   `json:"domain"`      // configured domain name (e.g. example.test)
-	ObjectGUID         string   `json:"object_guid"` // canonical GUID string, lower case
-	ImmutableID        string   `json:"immutable_id"`
-	DN                 string   `json:"dn"`
-	SAMAccountName     string   `json:"sam_account_name,omitempty"`
-	UPN                string   `json:"upn,omitempty"`
-	Mail               string   `json:"mail,omitempty"`
-	DisplayName        string   `json:"display_name,omitempty"`
-	PwdLastSet         int64    `json:"pwd_last_set"`
-	UserAccountControl int64    `json:"user_account_control"`
-	UACComputed        int64    `json:"uac_computed,omitempty"`
-	ExpiryComputed     int64    `json:"expiry_computed,omitempty"` // msDS-UserPasswordExpiryTimeComputed
-	ResultantPSO       string   `json:"resultant_pso,omitempty"`
-	MemberOf           []string `json:"member_of,omitempty"`
-	USNChanged         int64    `json:"usn_changed"`
-	Deleted            bool     `json:"deleted,omitempty"`
-	FullSync           bool     `json:"full_sync,omitempty"` // read during a full sync (backfill)
+	Domain             string `json:"domain"`      // configured domain name (e.g. example.test)
+	ObjectGUID         string `json:"object_guid"` // canonical GUID string, lower case
+	ImmutableID        string `json:"immutable_id"`
+	DN                 string `json:"dn"`
+	SAMAccountName     string `json:"sam_account_name,omitempty"`
+	UPN                string `json:"upn,omitempty"`
+	Mail               string `json:"mail,omitempty"`
+	DisplayName        string `json:"display_name,omitempty"`
+	PwdLastSet         int64  `json:"pwd_last_set"`
+	UserAccountControl int64  `json:"user_account_control"`
+	UACComputed        int64  `json:"uac_computed,omitempty"`
+	ExpiryComputed     int64  `json:"expiry_computed,omitempty"` // msDS-UserPasswordExpiryTimeComputed
+	ResultantPSO       string `json:"resultant_pso,omitempty"`
+	// Expiry is the effective password expiry (FILETIME; 0 = must change,
+	// FileTimeNeverExpires = never): ExpiryComputed when the DC returned it,
+	// else pwdLastSet + the effective maximum age. ExpirySource says which.
+	Expiry       int64  `json:"expiry,omitempty"`
+	ExpirySource string `json:"expiry_source,omitempty"`
+	// PolicyName is the PSO's or "domain" whose maximum age applies.
+	PolicyName string   `json:"policy_name,omitempty"`
+	MemberOf   []string `json:"member_of,omitempty"`
+	// Groups are the configured groups of interest (scope, break-glass) the
+	// user is a member of, nested membership included.
+	Groups   []string `json:"groups,omitempty"`
+	Language string   `json:"language,omitempty"` // preferredLanguage
+	// PolicyRev is set when a policy change (maxPwdAge, PSO, group) made
+	// ingest re-read the user: the same uSNChanged, maybe another expiry.
+	PolicyRev  int64 `json:"policy_rev,omitempty"`
+	USNChanged int64 `json:"usn_changed"`
+	Deleted    bool  `json:"deleted,omitempty"`
+	FullSync   bool  `json:"full_sync,omitempty"` // read during a full sync (backfill)
 }
 
 // MustChange reports whether AD demands a password change at next logon.
@@ -95,7 +109,12 @@ func (u ADUser) Disabled() bool { return u.UserAccountControl&UACAccountDisable 
 func (u ADUser) NeverExpires() bool { return u.UserAccountControl&UACDontExpirePassword != 0 }
 
 // EventID is the stable ID of the event that carries this state.
-func (u ADUser) EventID() string { return fmt.Sprintf("ad.%s.%d", u.ObjectGUID, u.USNChanged) }
+func (u ADUser) EventID() string {
+	if u.PolicyRev != 0 {
+		return fmt.Sprintf("ad.%s.%d.p%d", u.ObjectGUID, u.USNChanged, u.PolicyRev)
+	}
+	return fmt.Sprintf("ad.%s.%d", u.ObjectGUID, u.USNChanged)
+}
 
 // FileTime converts an AD FILETIME to time.Time; zero and "never" give the zero time.
 func FileTime(ft int64) time.Time {

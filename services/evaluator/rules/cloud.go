@@ -49,6 +49,10 @@ func EvaluateCloud(p Policy, s State, ev events.Envelope, c events.CloudUser) (r
 	}
 	next.Cloud = &c
 	res.Changed = true
+	if next.Seen && len(p.IncludeEntraGroups) > 0 && !next.AD.Deleted {
+		// scope by Entra group depends on the joined account
+		next.InScope, _ = InScope(p, next.AD, cloudID(next))
+	}
 	defer func() { res.State = next }()
 
 	if c.Removed {

@@ -20,8 +20,20 @@ const (
 type Policy struct {
 	IncludeOUs       []string // DNs; empty = every user
 	BreakGlassUPNs   []string
-	BreakGlassGroups []string // group DNs (direct membership)
+	BreakGlassGroups []string // group DNs (nested membership through ADUser.Groups)
 	IncludeDisabled  bool
+	// IncludeGroups: members (nested) of these AD groups are in scope, as
+	// are users under IncludeOUs.
+	IncludeGroups []string
+	// IncludeEntraGroups names Entra groups whose (transitive) members are
+	// in scope; EntraMembers is their current membership (cloud object IDs),
+	// refreshed by the evaluator. Nil when no Entra group is configured.
+	IncludeEntraGroups []string
+	EntraMembers       map[string]bool
+
+	// ResetNotice: forced-change also tells the user their password was reset.
+	ResetNotice bool
+	Expiry      ExpiryPolicy
 
 	ForcedChange        bool
 	IncludeNeverExpires bool // also enforce for "password never expires" accounts
@@ -52,6 +64,8 @@ type State struct {
 	LastDriftFix      time.Time `json:"last_drift_fix,omitzero"`
 	// WritebackAwait is a cloud password change AD has not followed yet.
 	WritebackAwait time.Time `json:"writeback_await,omitzero"`
+	// Expiry: the due points of the current password's schedule already handled.
+	Expiry ExpiryState `json:"expiry,omitzero"`
 }
 
 // Decision explains one rule's verdict, for the audit trail.
@@ -86,7 +100,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		return res
 	}
 
-	inScope, why := InScope(p, u)
+	inScope, why := InScope(p, u, cloudID(s))
 	next := s
 	next.AD, next.Seen, next.InScope = u, true, inScope
 	res.Changed = true
@@ -122,6 +136,12 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		next.ChangeRequired, next.RequiredByAction = true, a.ID
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "act", reason})
+		// Only a reset seen happening is news to the user; an old flag found
+		// by backfill or a move into scope is not "your password was reset".
+		if p.ResetNotice && s.Seen && s.InScope && s.AD.PwdLastSet != 0 {
+			res.Actions = append(res.Actions, resetNotice(p, next, ev, ref))
+			res.Decisions = append(res.Decisions, Decision{RuleResetNotice, "act", "password reset in AD; telling the user"})
+		}
 
 	case !u.MustChange() && s.ChangeRequired && u.PwdLastSet != s.AD.PwdLastSet:
 		// A new non-zero pwdLastSet: the user (or a helpdesk without
@@ -161,33 +181,64 @@ func forcedChangeTrigger(p Policy, s State, u events.ADUser) (string, bool) {
 	return "still flagged; nothing new", false
 }
 
-// InScope applies the scope rule: break-glass first, always.
-func InScope(p Policy, u events.ADUser) (bool, string) {
+// InScope applies the scope rule: break-glass first, always, then disabled
+// accounts, then the includes (any of OU, AD group, Entra group; none
+// configured = everyone). cloudID is the joined cloud account, if known.
+func InScope(p Policy, u events.ADUser, cloudID string) (bool, string) {
 	for _, bg := range p.BreakGlassUPNs {
 		if u.UPN != "" && strings.EqualFold(bg, u.UPN) {
 			return false, "break-glass account (upn)"
 		}
 	}
 	for _, g := range p.BreakGlassGroups {
-		for _, m := range u.MemberOf {
-			if strings.EqualFold(g, m) {
-				return false, "break-glass account (group " + g + ")"
-			}
+		if memberOf(u, g) {
+			return false, "break-glass account (group " + g + ")"
 		}
 	}
 	if u.Disabled() && !p.IncludeDisabled {
 		return false, "disabled in AD"
 	}
-	if len(p.IncludeOUs) == 0 {
-		return true, ""
+	if len(p.IncludeOUs) == 0 && len(p.IncludeGroups) == 0 && len(p.IncludeEntraGroups) == 0 {
+		return true, "no include rules: every user"
 	}
 	dn := strings.ToLower(u.DN)
 	for _, ou := range p.IncludeOUs {
 		if strings.HasSuffix(dn, ","+strings.ToLower(ou)) {
-			return true, ""
+			return true, "under included OU " + ou
 		}
 	}
-	return false, "not under an included OU"
+	for _, g := range p.IncludeGroups {
+		if memberOf(u, g) {
+			return true, "member of included AD group " + g
+		}
+	}
+	if cloudID != "" && p.EntraMembers[cloudID] {
+		return true, "member of an included Entra group"
+	}
+	return false, "not under an included OU nor in an included group"
+}
+
+// memberOf reports membership of group: direct (memberOf) or nested (the
+// groups of interest ingest resolved transitively).
+func memberOf(u events.ADUser, group string) bool {
+	for _, m := range u.MemberOf {
+		if strings.EqualFold(group, m) {
+			return true
+		}
+	}
+	for _, m := range u.Groups {
+		if strings.EqualFold(group, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func cloudID(s State) string {
+	if s.Cloud == nil || s.Cloud.Removed {
+		return ""
+	}
+	return s.Cloud.ID
 }
 
 // Ref is the user reference carried by actions.
@@ -207,5 +258,7 @@ func newAction(kind events.ActionKind, rule, reason string, ev events.Envelope, 
 func sameAD(a, b events.ADUser) bool {
 	return a.PwdLastSet == b.PwdLastSet && a.UserAccountControl == b.UserAccountControl &&
 		a.DN == b.DN && a.UPN == b.UPN && a.Deleted == b.Deleted &&
-		a.ExpiryComputed == b.ExpiryComputed && strings.Join(a.MemberOf, "\n") == strings.Join(b.MemberOf, "\n")
+		a.ExpiryComputed == b.ExpiryComputed && a.Expiry == b.Expiry && a.ExpirySource == b.ExpirySource &&
+		a.PolicyName == b.PolicyName && a.Language == b.Language && a.DisplayName == b.DisplayName &&
+		strings.Join(a.MemberOf, "\n") == strings.Join(b.MemberOf, "\n") && strings.Join(a.Groups, "\n") == strings.Join(b.Groups, "\n")
 }
