@@ -24,6 +24,9 @@ Usage:
   pwsync run --config FILE [--target all|ingest|evaluator|actuator]
   pwsync config check --config FILE [--target ...]
   pwsync user --config FILE <upn>  one user: joined AD and Entra state, pending work, audit timeline
+  pwsync doctor --config FILE [--target ...] [--webhook-ca FILE]
+                                   checks AD (TLS, bind, DirSync rights), the Graph token and its roles,
+                                   NATS/JetStream and the webhook URL; one line per check, with the fix
   pwsync graphsim [flags]          the Graph simulator (pwsync graphsim -h)
   pwsync version
 `
@@ -53,6 +56,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return configCheck(args[2:], stdout)
 	case "user":
 		return userCommand(ctx, args[1:], stdout)
+	case "doctor":
+		return doctorCommand(ctx, args[1:], stdout)
 	case "graphsim":
 		return graphsim.Main(args[1:], stdout)
 	case "version":
