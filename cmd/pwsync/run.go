@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -89,7 +90,10 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	if t.Ingest {
 		var domains []adwatch.Config
 		for _, d := range cfg.AD.Domains {
-			domains = append(domains, domainConfig(d))
+			dc := domainConfig(d)
+			// the rules need these groups' nested membership
+			dc.Groups = append(slices.Clone(cfg.Evaluator.Scope.IncludeGroups), cfg.Evaluator.Scope.BreakGlassGroups...)
+			domains = append(domains, dc)
 		}
 		deps := ingest.Deps{JS: conn.JS, NC: conn.NC, Domains: domains, Log: log.With().Str("service", "ingest").Logger()}
 		if w := cfg.Webhook; w.Enabled {

@@ -60,3 +60,19 @@ func (s *EventSink) Publish(ctx context.Context, users []events.ADUser) error {
 	}
 	return nil
 }
+
+// PublishPolicy publishes a domain's changed password policy (adwatch.PolicySink).
+func (s *EventSink) PublishPolicy(ctx context.Context, p events.ADPolicy) error {
+	ev, err := events.NewEnvelope(p.EventID(), events.SourceAD, events.TypeADPolicy, s.now().UTC(), p)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encoding event %s: %w", ev.ID, err)
+	}
+	if _, err := s.js.Publish(ctx, ev.Subject(), data, jetstream.WithMsgID(ev.ID)); err != nil {
+		return fmt.Errorf("publishing event %s: %w", ev.ID, err)
+	}
+	return nil
+}

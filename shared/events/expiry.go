@@ -51,3 +51,24 @@ func (u ADUser) PasswordExpiry() (time.Time, bool) {
 	}
 	return FileTime(ft), true
 }
+
+// ADPolicy is a domain's password policy as ingest read it after a change
+// (events.ad.policy): what expiries are computed from.
+type ADPolicy struct {
+	Domain       string        `json:"domain"`
+	Rev          int64         `json:"rev"`            // the PolicyRev users re-read after it carry
+	DomainMaxAge time.Duration `json:"domain_max_age"` // 0 = never expires
+	PSOs         []PSO         `json:"psos,omitempty"`
+}
+
+// PSO is one fine-grained password policy.
+type PSO struct {
+	DN         string        `json:"dn"`
+	Name       string        `json:"name"`
+	Precedence int64         `json:"precedence"`
+	MaxAge     time.Duration `json:"max_age"` // 0 = never expires
+	AppliesTo  []string      `json:"applies_to,omitempty"`
+}
+
+// EventID is stable per domain and revision.
+func (p ADPolicy) EventID() string { return KeySafe(fmt.Sprintf("ad.policy.%s.%d", p.Domain, p.Rev)) }

@@ -43,6 +43,13 @@ type Config struct {
 	// onPremisesImmutableId: AnchorObjectGUID (default) or AnchorConsistencyGUID.
 	Anchor      string
 	DialTimeout time.Duration // TCP connect + TLS handshake (default 10s)
+	// Groups are the group DNs whose nested membership the rules need (scope
+	// includes, break-glass): events carry them in ADUser.Groups, and a
+	// membership change re-reads the users concerned.
+	Groups []string
+	// PolicyInterval: how often the password policy (maxPwdAge, PSOs,
+	// tracked groups) is checked for changes (default 10s).
+	PolicyInterval time.Duration
 }
 
 // Source anchors.
@@ -56,12 +63,13 @@ const (
 // should start from DefaultConfig.
 func DefaultConfig() Config {
 	return Config{
-		UserFilter:    DefaultUserFilter,
-		Mode:          ModeDirSync,
-		PollInterval:  2 * time.Second,
-		Notifications: true,
-		PageSize:      500,
-		DialTimeout:   10 * time.Second,
+		UserFilter:     DefaultUserFilter,
+		Mode:           ModeDirSync,
+		PollInterval:   2 * time.Second,
+		Notifications:  true,
+		PageSize:       500,
+		DialTimeout:    10 * time.Second,
+		PolicyInterval: 10 * time.Second,
 	}
 }
 
@@ -82,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = d.DialTimeout
+	}
+	if c.PolicyInterval == 0 {
+		c.PolicyInterval = d.PolicyInterval
 	}
 	return c
 }
@@ -139,6 +150,14 @@ func (c Config) validate() error {
 	}
 	if c.DialTimeout < 0 {
 		bad("DialTimeout %s is negative", c.DialTimeout)
+	}
+	for i, g := range c.Groups {
+		if _, err := ldap.ParseDN(g); err != nil || g == "" {
+			bad("Groups[%d] %q is not a DN", i, g)
+		}
+	}
+	if c.PolicyInterval < 0 {
+		bad("PolicyInterval %s is negative", c.PolicyInterval)
 	}
 	switch c.Anchor {
 	case "", AnchorObjectGUID, AnchorConsistencyGUID:

@@ -16,7 +16,7 @@ import (
 var userAttrs = []string{
 	"objectGUID", "distinguishedName", "sAMAccountName", "userPrincipalName", "mail", "displayName",
 	"pwdLastSet", "userAccountControl", "msDS-User-Account-Control-Computed",
-	"msDS-UserPasswordExpiryTimeComputed", "msDS-ResultantPSO", "memberOf", "uSNChanged",
+	"msDS-UserPasswordExpiryTimeComputed", "msDS-ResultantPSO", "memberOf", "uSNChanged", "preferredLanguage",
 	attrConsistencyGUID,
 }
 
@@ -44,6 +44,7 @@ func (w *Watcher) toUser(e *ldap.Entry, fullSync bool) (events.ADUser, error) {
 		DisplayName:    e.GetAttributeValue("displayName"),
 		ResultantPSO:   e.GetAttributeValue("msDS-ResultantPSO"),
 		MemberOf:       e.GetAttributeValues("memberOf"),
+		Language:       e.GetAttributeValue("preferredLanguage"),
 		FullSync:       fullSync,
 	}
 	for _, f := range []struct {
@@ -120,7 +121,7 @@ func (w *Watcher) readUsers(c *ldap.Conn, raws [][]byte) ([]events.ADUser, error
 	if err != nil {
 		return nil, fmt.Errorf("reading %d changed users: %w", len(raws), err)
 	}
-	return w.toUsers(res.Entries, false), nil
+	return w.complete(c, res.Entries, false)
 }
 
 // scan reads every user matching filter below BaseDN, page by page, and
@@ -135,7 +136,10 @@ func (w *Watcher) scan(ctx context.Context, c *ldap.Conn, filter string, fullSyn
 		if err != nil {
 			return total, fmt.Errorf("searching %s for %s: %w", w.cfg.BaseDN, filter, err)
 		}
-		users := w.toUsers(res.Entries, fullSync)
+		users, err := w.complete(c, res.Entries, fullSync)
+		if err != nil {
+			return total, err
+		}
 		if err := w.publish(ctx, users); err != nil {
 			return total, err
 		}

@@ -31,6 +31,12 @@ type Sink interface {
 	Publish(ctx context.Context, users []events.ADUser) error
 }
 
+// PolicySink records a domain's password policy when it changed. A Sink
+// may implement it; the watcher then publishes policy events too.
+type PolicySink interface {
+	PublishPolicy(ctx context.Context, p events.ADPolicy) error
+}
+
 // Cursors persists the watcher's position per domain.
 type Cursors interface {
 	Load(ctx context.Context, key string) ([]byte, error) // nil, nil when there is none
@@ -50,6 +56,11 @@ type Watcher struct {
 	lastPush  atomic.Int64  // when the last notification arrived (unix ns), for latency breakdowns
 	trigger   chan struct{} // a notification arrived: poll now (capacity 1 coalesces bursts)
 	mode      string        // ModeDirSync or ModeUSN once decided; auto decides on first connect
+
+	policySink PolicySink   // nil when the sink does not record policies
+	pol        *policyWatch // the password policy as last read (session goroutine only)
+	policyRev  int64        // stamped on every user event (see policy.go)
+	lastPolicy time.Time
 }
 
 // New checks cfg and returns a Watcher; errors name the setting to fix.
@@ -73,6 +84,7 @@ func New(cfg Config, sink Sink, cursors Cursors, log zerolog.Logger) (*Watcher, 
 		log.Warn().Msg("AllowPlain: plain LDAP without StartTLS; the bind password is sent in clear")
 	}
 	w := &Watcher{cfg: cfg, sink: sink, cursors: cursors, log: log, tls: tc, trigger: make(chan struct{}, 1)}
+	w.policySink, _ = sink.(PolicySink)
 	if cfg.Mode != ModeAuto {
 		w.mode = cfg.Mode
 	}
@@ -139,8 +151,15 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 		return false, err
 	}
 	log := w.log.With().Str("mode", w.mode).Logger()
+	// the policy first: the full sync computes fallback expiries from it
+	if err := w.startPolicy(ctx, c); err != nil {
+		return false, fmt.Errorf("reading password policy: %w", err)
+	}
 	if err := src.start(ctx, c); err != nil {
 		return false, err
+	}
+	if err := w.primeMembers(c); err != nil {
+		return false, fmt.Errorf("reading policy group members: %w", err)
 	}
 	w.ready.Store(true)
 	log.Info().Dur("poll_interval", w.cfg.PollInterval).Bool("notifications", w.cfg.Notifications).Msg("watching AD")
@@ -165,6 +184,12 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 		}
 		if err := src.poll(ctx, c, periodic); err != nil {
 			return true, fmt.Errorf("polling in %s mode: %w", w.mode, err)
+		}
+		if periodic && time.Since(w.lastPolicy) >= w.cfg.PolicyInterval {
+			w.lastPolicy = time.Now()
+			if err := w.checkPolicy(ctx, c); err != nil {
+				return true, fmt.Errorf("checking password policy: %w", err)
+			}
 		}
 		// only a periodic poll restarts the interval: a stream of
 		// notifications must not postpone the periodic one forever

@@ -1,0 +1,501 @@
+package adwatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+// Password policy watch. A user's expiry changes without any change to the
+// user when the domain's maxPwdAge changes, when a PSO changes, or when the
+// user joins or leaves a group a PSO applies to; DirSync's user stream shows
+// none of these. So the watcher reads the policy (domain head, Password
+// Settings Container, the groups PSOs and scope apply to) on every periodic
+// poll, and when it differs from the last one re-reads exactly the users it
+// affects: everyone for maxPwdAge, the members (nested) of the groups
+// concerned for a PSO or a membership change. Re-read users carry a new
+// PolicyRev, which makes their event IDs new (same uSNChanged, new state).
+
+// inChain is LDAP_MATCHING_RULE_IN_CHAIN: transitive membership (Samba supports it).
+const inChain = "1.2.840.113556.1.4.1941"
+
+// pso is one fine-grained password policy.
+type pso struct {
+	DN         string        `json:"dn"`
+	Name       string        `json:"name"`
+	Precedence int64         `json:"precedence"`
+	MaxAge     time.Duration `json:"max_age"` // 0 = never expires
+	AppliesTo  []string      `json:"applies_to"`
+}
+
+// policy is what decides expiries, plus the groups whose membership matters.
+type policy struct {
+	DomainMaxAge time.Duration `json:"domain_max_age"` // 0 = never expires
+	PSOs         []pso         `json:"psos"`
+	// Groups: tracked group DN -> signature of it and its nested groups
+	// (their uSNChanged, which moves with every membership change).
+	Groups map[string]string `json:"groups"`
+}
+
+// fingerprint identifies a policy state.
+func (p policy) fingerprint() string {
+	raw, _ := json.Marshal(p) // maps marshal sorted
+	h := sha256.Sum256(raw)
+	return hex.EncodeToString(h[:12])
+}
+
+// policyCursor is what is saved per domain.
+type policyCursor struct {
+	Fingerprint string `json:"fingerprint"`
+	Rev         int64  `json:"rev"`
+}
+
+// maxAge converts AD's maxPwdAge / msDS-MaximumPasswordAge (negative
+// 100 ns ticks; 0 or the minimum int64 = never). Like Samba, anything
+// under a day means never.
+func maxAge(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	if n == -1<<63 || n == 0 {
+		return 0, nil
+	}
+	if n < 0 {
+		n = -n
+	}
+	d := time.Duration(n) * 100
+	if d < 24*time.Hour {
+		return 0, nil
+	}
+	return d, nil
+}
+
+// readPolicy reads the domain head, the PSOs, and the signatures of the
+// tracked groups (configured ones and those PSOs apply to).
+func (w *Watcher) readPolicy(c *ldap.Conn) (policy, error) {
+	var p policy
+	res, err := c.Search(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=*)", []string{"maxPwdAge"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		return p, fmt.Errorf("reading maxPwdAge of %s: %w", w.cfg.BaseDN, err)
+	}
+	if p.DomainMaxAge, err = maxAge(res.Entries[0].GetAttributeValue("maxPwdAge")); err != nil {
+		return p, fmt.Errorf("maxPwdAge of %s: %w", w.cfg.BaseDN, err)
+	}
+	psc := "CN=Password Settings Container,CN=System," + w.cfg.BaseDN
+	res, err = c.Search(ldap.NewSearchRequest(psc, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=msDS-PasswordSettings)", []string{"cn", "msDS-PasswordSettingsPrecedence", "msDS-MaximumPasswordAge", "msDS-PSOAppliesTo"}, nil))
+	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return p, fmt.Errorf("reading PSOs in %s: %w", psc, err)
+	}
+	groups := slices.Clone(w.cfg.Groups)
+	if res != nil {
+		for _, e := range res.Entries {
+			age, err := maxAge(e.GetAttributeValue("msDS-MaximumPasswordAge"))
+			if err != nil {
+				return p, fmt.Errorf("PSO %s: msDS-MaximumPasswordAge: %w", e.DN, err)
+			}
+			prec, _ := strconv.ParseInt(e.GetAttributeValue("msDS-PasswordSettingsPrecedence"), 10, 64)
+			applies := e.GetAttributeValues("msDS-PSOAppliesTo")
+			slices.SortFunc(applies, compareFold)
+			p.PSOs = append(p.PSOs, pso{DN: e.DN, Name: e.GetAttributeValue("cn"), Precedence: prec, MaxAge: age, AppliesTo: applies})
+			groups = append(groups, applies...)
+		}
+	}
+	slices.SortFunc(p.PSOs, func(a, b pso) int { return compareFold(a.DN, b.DN) })
+	p.Groups = map[string]string{}
+	for _, g := range groups {
+		key := strings.ToLower(g)
+		if _, done := p.Groups[key]; done {
+			continue
+		}
+		sig, err := w.groupSignature(c, g)
+		if err != nil {
+			return p, err
+		}
+		p.Groups[key] = sig
+	}
+	return p, nil
+}
+
+// groupSignature is the uSNChanged of a group and of every group nested in
+// it: any membership change anywhere below changes it. A DN that is not a
+// group (a PSO may apply to a user) has its own uSNChanged.
+func (w *Watcher) groupSignature(c *ldap.Conn, dn string) (string, error) {
+	filter := fmt.Sprintf("(|(distinguishedName=%s)(&(objectClass=group)(memberOf:%s:=%s)))", ldap.EscapeFilter(dn), inChain, ldap.EscapeFilter(dn))
+	res, err := c.Search(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		filter, []string{"uSNChanged"}, nil))
+	if err != nil {
+		return "", fmt.Errorf("reading group %s: %w", dn, err)
+	}
+	parts := make([]string, 0, len(res.Entries))
+	for _, e := range res.Entries {
+		parts = append(parts, strings.ToLower(e.DN)+"="+e.GetAttributeValue("uSNChanged"))
+	}
+	slices.Sort(parts)
+	if len(parts) == 0 {
+		return "missing", nil
+	}
+	return strings.Join(parts, ";"), nil
+}
+
+// members returns the DNs of the users below BaseDN that are members of
+// group, nested membership included (or the DN itself if it is a user).
+func (w *Watcher) members(c *ldap.Conn, group string) (map[string]bool, error) {
+	filter := fmt.Sprintf("(&%s(|(distinguishedName=%s)(memberOf:%s:=%s)))", w.cfg.UserFilter, ldap.EscapeFilter(group), inChain, ldap.EscapeFilter(group))
+	res, err := c.SearchWithPaging(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		filter, []string{"objectGUID"}, nil), uint32(w.cfg.PageSize))
+	if err != nil {
+		return nil, fmt.Errorf("reading members of %s: %w", group, err)
+	}
+	out := make(map[string]bool, len(res.Entries))
+	for _, e := range res.Entries {
+		out[strings.ToLower(e.DN)] = true
+	}
+	return out, nil
+}
+
+// policyWatch is the watcher's view of the policy within one session.
+type policyWatch struct {
+	key     string
+	cur     policy
+	saved   policyCursor
+	members map[string]map[string]bool // tracked group -> member DNs, filled when first needed
+}
+
+// startPolicy reads the policy at session start. A policy that changed
+// while pwsync was down re-reads every user: who was affected is unknown.
+func (w *Watcher) startPolicy(ctx context.Context, c *ldap.Conn) error {
+	key := "policy." + strings.TrimPrefix(w.cfg.cursorKey(""), ".")
+	pw := &policyWatch{key: key, members: map[string]map[string]bool{}}
+	raw, err := w.cursors.Load(ctx, key)
+	if err != nil {
+		return fmt.Errorf("loading cursor %s: %w", key, err)
+	}
+	if raw != nil {
+		if err := json.Unmarshal(raw, &pw.saved); err != nil {
+			w.log.Warn().Err(err).Str("cursor", key).Msg("unreadable policy cursor; starting over")
+		}
+	}
+	if pw.cur, err = w.readPolicy(c); err != nil {
+		return err
+	}
+	w.pol, w.policyRev = pw, pw.saved.Rev
+	fp := pw.cur.fingerprint()
+	switch {
+	case pw.saved.Fingerprint == fp:
+		return nil
+	case pw.saved.Fingerprint == "": // first start: the full sync reads everyone anyway
+		return w.savePolicy(ctx, fp, pw.saved.Rev)
+	}
+	w.log.Info().Str("fingerprint", fp).Msg("password policy changed while pwsync was down; re-reading every user")
+	w.policyRev = pw.saved.Rev + 1
+	if _, err := w.scan(ctx, c, w.cfg.UserFilter, false); err != nil {
+		return fmt.Errorf("re-reading users after a policy change: %w", err)
+	}
+	return w.savePolicy(ctx, fp, w.policyRev)
+}
+
+func (w *Watcher) savePolicy(ctx context.Context, fp string, rev int64) error {
+	cur := policyCursor{Fingerprint: fp, Rev: rev}
+	raw, _ := json.Marshal(cur)
+	if err := w.saveCursor(ctx, w.pol.key, raw); err != nil {
+		return err
+	}
+	w.pol.saved = cur
+	return nil
+}
+
+// checkPolicy re-reads the policy and re-reads the users a change affects.
+func (w *Watcher) checkPolicy(ctx context.Context, c *ldap.Conn) error {
+	if w.pol == nil {
+		return nil
+	}
+	next, err := w.readPolicy(c)
+	if err != nil {
+		return err
+	}
+	fp := next.fingerprint()
+	if fp == w.pol.saved.Fingerprint {
+		return nil
+	}
+	prev := w.pol.cur
+	all, groups, direct := affected(prev, next)
+	w.policyRev = w.pol.saved.Rev + 1
+	log := w.log.With().Int64("policy_rev", w.policyRev).Logger()
+	if err := w.publishPolicy(ctx, next); err != nil {
+		return err
+	}
+	if all {
+		log.Info().Dur("max_pwd_age", next.DomainMaxAge).Msg("domain maxPwdAge changed; re-reading every user")
+		if _, err := w.scan(ctx, c, w.cfg.UserFilter, false); err != nil {
+			return fmt.Errorf("re-reading users after a policy change: %w", err)
+		}
+	} else {
+		dns := map[string]bool{}
+		for _, d := range direct {
+			dns[strings.ToLower(d)] = true
+		}
+		for _, g := range groups {
+			now, err := w.members(c, g)
+			if err != nil {
+				return err
+			}
+			// members before and after: who left is affected as much as who joined
+			for dn := range w.pol.members[strings.ToLower(g)] {
+				dns[dn] = true
+			}
+			for dn := range now {
+				dns[dn] = true
+			}
+			w.pol.members[strings.ToLower(g)] = now
+		}
+		log.Info().Strs("groups", groups).Int("users", len(dns)).Msg("password policy or group membership changed; re-reading the users concerned")
+		if err := w.rereadDNs(ctx, c, slices.Sorted(mapKeys(dns))); err != nil {
+			return err
+		}
+	}
+	w.pol.cur = next
+	return w.savePolicy(ctx, fp, w.policyRev)
+}
+
+// primeMembers records the current members of every tracked group, so that
+// a later change can tell who left. Run once per session, after the start.
+func (w *Watcher) primeMembers(c *ldap.Conn) error {
+	if w.pol == nil {
+		return nil
+	}
+	for g := range w.pol.cur.Groups {
+		m, err := w.members(c, g)
+		if err != nil {
+			return err
+		}
+		w.pol.members[g] = m
+	}
+	return nil
+}
+
+// affected compares two policies: all = everyone (maxPwdAge), else the
+// groups whose members are concerned and DNs named directly by a PSO.
+func affected(prev, next policy) (all bool, groups, direct []string) {
+	if prev.DomainMaxAge != next.DomainMaxAge {
+		return true, nil, nil
+	}
+	set := map[string]bool{}
+	psoByDN := func(ps []pso) map[string]pso {
+		m := map[string]pso{}
+		for _, p := range ps {
+			m[strings.ToLower(p.DN)] = p
+		}
+		return m
+	}
+	a, b := psoByDN(prev.PSOs), psoByDN(next.PSOs)
+	for dn, p := range a {
+		if q, ok := b[dn]; !ok || p.MaxAge != q.MaxAge || p.Precedence != q.Precedence || !slices.Equal(p.AppliesTo, q.AppliesTo) {
+			for _, g := range p.AppliesTo {
+				set[strings.ToLower(g)] = true
+			}
+		}
+	}
+	for dn, q := range b {
+		if p, ok := a[dn]; !ok || p.MaxAge != q.MaxAge || p.Precedence != q.Precedence || !slices.Equal(p.AppliesTo, q.AppliesTo) {
+			for _, g := range q.AppliesTo {
+				set[strings.ToLower(g)] = true
+			}
+		}
+	}
+	for g, sig := range next.Groups {
+		if prev.Groups[g] != sig {
+			set[g] = true
+		}
+	}
+	for g := range prev.Groups {
+		if _, ok := next.Groups[g]; !ok {
+			set[g] = true
+		}
+	}
+	// a PSO may apply to a user directly: that DN is both "group" and member
+	for g := range set {
+		groups = append(groups, g)
+		direct = append(direct, g)
+	}
+	slices.Sort(groups)
+	slices.Sort(direct)
+	return false, groups, direct
+}
+
+// rereadDNs publishes the current state of the users with these DNs.
+func (w *Watcher) rereadDNs(ctx context.Context, c *ldap.Conn, dns []string) error {
+	for batch := range slices.Chunk(dns, w.cfg.PageSize) {
+		var b strings.Builder
+		b.WriteString("(&" + w.cfg.UserFilter + "(|")
+		for _, dn := range batch {
+			b.WriteString("(distinguishedName=" + ldap.EscapeFilter(dn) + ")")
+		}
+		b.WriteString("))")
+		res, err := c.Search(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+			0, 0, false, b.String(), userAttrs, nil))
+		if err != nil {
+			return fmt.Errorf("re-reading %d users: %w", len(batch), err)
+		}
+		users, err := w.complete(c, res.Entries, false)
+		if err != nil {
+			return err
+		}
+		if err := w.publish(ctx, users); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// publishPolicy records the new policy as an event (audit, replay).
+func (w *Watcher) publishPolicy(ctx context.Context, p policy) error {
+	if w.policySink == nil {
+		return nil
+	}
+	ap := events.ADPolicy{Domain: w.cfg.Domain, Rev: w.policyRev, DomainMaxAge: p.DomainMaxAge}
+	for _, x := range p.PSOs {
+		ap.PSOs = append(ap.PSOs, events.PSO{DN: x.DN, Name: x.Name, Precedence: x.Precedence, MaxAge: x.MaxAge, AppliesTo: x.AppliesTo})
+	}
+	return w.policySink.PublishPolicy(ctx, ap)
+}
+
+// effectiveAge returns the maximum password age that applies to u and the
+// policy's name: the resultant PSO when the DC told it, else the PSO of
+// lowest precedence applying to the user or one of its groups, else the
+// domain's.
+func (p policy) effectiveAge(u events.ADUser) (time.Duration, string, bool) {
+	if u.ResultantPSO != "" {
+		for _, x := range p.PSOs {
+			if strings.EqualFold(x.DN, u.ResultantPSO) {
+				return x.MaxAge, x.Name, true
+			}
+		}
+	}
+	var best *pso
+	for i, x := range p.PSOs {
+		for _, target := range x.AppliesTo {
+			if strings.EqualFold(target, u.DN) || slices.ContainsFunc(u.MemberOf, func(m string) bool { return strings.EqualFold(m, target) }) ||
+				slices.ContainsFunc(u.Groups, func(m string) bool { return strings.EqualFold(m, target) }) {
+				if best == nil || x.Precedence < best.Precedence {
+					best = &p.PSOs[i]
+				}
+			}
+		}
+	}
+	if best != nil {
+		return best.MaxAge, best.Name, true
+	}
+	return p.DomainMaxAge, "domain", false
+}
+
+// setExpiry fills Expiry, ExpirySource and PolicyName: the DC's computed
+// value when it returned one, else pwdLastSet + the effective maximum age.
+func setExpiry(u *events.ADUser, p *policy) {
+	var name string
+	var fromPSO bool
+	var age time.Duration
+	if p != nil {
+		age, name, fromPSO = p.effectiveAge(*u)
+	}
+	u.PolicyName = name
+	switch {
+	case u.Deleted:
+		return
+	case u.PwdLastSet == 0:
+		u.Expiry, u.ExpirySource = 0, events.ExpirySourceMustChange
+	case u.NeverExpires() || u.ExpiryComputed == events.FileTimeNeverExpires:
+		u.Expiry, u.ExpirySource = events.FileTimeNeverExpires, events.ExpirySourceNever
+	case u.ExpiryComputed > 0:
+		u.Expiry, u.ExpirySource = u.ExpiryComputed, events.ExpirySourceComputed
+	case p == nil:
+		// no computed value and no policy read: unknown, nothing scheduled
+	case age == 0:
+		u.Expiry, u.ExpirySource = events.FileTimeNeverExpires, events.ExpirySourceNever
+	default:
+		u.Expiry = u.PwdLastSet + int64(age/100)
+		u.ExpirySource = events.ExpirySourceDomain
+		if fromPSO {
+			u.ExpirySource = events.ExpirySourcePSO
+		}
+	}
+}
+
+// resolveGroups fills each user's Groups: the configured groups of interest
+// it is a member of, nested membership included (one in-chain search per
+// group per batch).
+func (w *Watcher) resolveGroups(c *ldap.Conn, entries []*ldap.Entry, users []events.ADUser) error {
+	if len(w.cfg.Groups) == 0 || len(users) == 0 {
+		return nil
+	}
+	raws := make([][]byte, 0, len(entries))
+	for _, e := range entries {
+		raws = append(raws, e.GetRawAttributeValue("objectGUID"))
+	}
+	idx := make(map[string]int, len(users))
+	for i, u := range users {
+		idx[u.ObjectGUID] = i
+	}
+	for _, g := range w.cfg.Groups {
+		filter := fmt.Sprintf("(&%s(memberOf:%s:=%s))", anyGUID(raws), inChain, ldap.EscapeFilter(g))
+		res, err := c.Search(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+			0, 0, false, filter, []string{"objectGUID"}, nil))
+		if err != nil {
+			return fmt.Errorf("resolving members of %s: %w", g, err)
+		}
+		for _, e := range res.Entries {
+			guid, err := events.GUIDString(e.GetRawAttributeValue("objectGUID"))
+			if err != nil {
+				continue
+			}
+			if i, ok := idx[guid]; ok {
+				users[i].Groups = append(users[i].Groups, g)
+			}
+		}
+	}
+	return nil
+}
+
+// complete turns entries into users with their groups, expiry and policy revision.
+func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) ([]events.ADUser, error) {
+	users := w.toUsers(entries, fullSync)
+	if err := w.resolveGroups(c, entries, users); err != nil {
+		return nil, err
+	}
+	var p *policy
+	if w.pol != nil {
+		p = &w.pol.cur
+	}
+	for i := range users {
+		setExpiry(&users[i], p)
+		users[i].PolicyRev = w.policyRev
+	}
+	return users, nil
+}
+
+func compareFold(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) }
+
+func mapKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
