@@ -8,7 +8,11 @@ SAMBA_AD_DIR ?= /tmp/samba-ad
 export SAMBA_AD_DIR
 FUZZTIME ?= 10s
 
-.PHONY: all build test test-unit samba-ad samba-ad-stop demo bench bench-latency check-pure fuzz vet clean
+## docker: the container image (needs a docker daemon; not part of make test)
+docker:
+	docker build -f deployments/Dockerfile -t ghcr.io/pwsync/pwsync:$$(git describe --always --dirty) --build-arg VERSION=$$(git describe --always --dirty) .
+
+.PHONY: docker all build test test-unit samba-ad samba-ad-stop demo bench bench-latency check-pure fuzz vet clean
 
 all: build
 
