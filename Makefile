@@ -8,16 +8,16 @@ SAMBA_AD_DIR ?= /tmp/samba-ad
 export SAMBA_AD_DIR
 FUZZTIME ?= 10s
 
-## docker: the container image (needs a docker daemon; not part of make test)
-docker:
-	docker build -f deployments/Dockerfile -t ghcr.io/pwsync/pwsync:$$(git describe --always --dirty) --build-arg VERSION=$$(git describe --always --dirty) .
-
 .PHONY: docker all build test test-unit samba-ad samba-ad-stop demo bench bench-latency check-pure fuzz vet clean
 
 all: build
 
 build:
 	$(GO) build -o bin/pwsync ./cmd/pwsync
+
+## docker: the container image (needs a docker daemon; not part of make test)
+docker:
+	docker build -f deployments/Dockerfile -t ghcr.io/pwsync/pwsync:$$(git describe --always --dirty) --build-arg VERSION=$$(git describe --always --dirty) .
 
 ## test: the whole suite, against a real Samba AD DC (installed and started when missing)
 test: samba-ad vet check-pure
