@@ -24,6 +24,11 @@ Usage:
   pwsync run --config FILE [--target all|ingest|evaluator|actuator]
   pwsync config check --config FILE [--target ...]
   pwsync user --config FILE <upn>  one user: joined AD and Entra state, pending work, audit timeline
+  pwsync policy check FILE         validate the configuration, print the rules in force
+  pwsync policy explain [--config FILE] [--tz ZONE] <upn>
+                                   which rules apply to a user and why; expiry and its source; next notice
+  pwsync policy report [--config FILE]
+                                   AD vs Entra password policy: each discrepancy, its consequence, the fix
   pwsync doctor --config FILE [--target ...] [--webhook-ca FILE]
                                    checks AD (TLS, bind, DirSync rights), the Graph token and its roles,
                                    NATS/JetStream and the webhook URL; one line per check, with the fix
@@ -56,6 +61,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return configCheck(args[2:], stdout)
 	case "user":
 		return userCommand(ctx, args[1:], stdout)
+	case "policy":
+		return policyCommand(ctx, args[1:], stdout)
 	case "doctor":
 		return doctorCommand(ctx, args[1:], stdout)
 	case "graphsim":

@@ -108,7 +108,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services, targets = append(services, in), append(targets, health.Target{Name: "ingest", Ready: in.Ready})
 	}
 	if t.Evaluator {
-		evDeps := evaluator.Deps{JS: conn.JS, Policy: policy(cfg.Evaluator), Now: clock,
+		evDeps := evaluator.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Now: clock,
 			Log: log.With().Str("service", "evaluator").Logger()}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
 			lister, ok := any(client).(evaluator.MemberLister)
@@ -237,7 +237,7 @@ func domainConfig(d config.Domain) adwatch.Config {
 	}
 }
 
-func policy(e config.Evaluator) rules.Policy {
+func policyOf(e config.Evaluator) rules.Policy {
 	return rules.Policy{
 		IncludeOUs: e.Scope.IncludeOUs, BreakGlassUPNs: e.Scope.BreakGlassUPNs, BreakGlassGroups: e.Scope.BreakGlassGroups,
 		IncludeDisabled: e.Scope.IncludeDisabled, ForcedChange: e.ForcedChange.Enabled,

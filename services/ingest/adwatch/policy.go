@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/events"
 )
@@ -499,3 +500,37 @@ func mapKeys(m map[string]bool) func(func(string) bool) {
 		}
 	}
 }
+
+// ReadPolicy connects to the domain and returns its password policy (the
+// domain's maxPwdAge and the PSOs), for `pwsync policy report`.
+func ReadPolicy(ctx context.Context, cfg Config) (events.ADPolicy, error) {
+	w, err := New(cfg, nopSink{}, nopCursors{}, zerolog.Nop())
+	if err != nil {
+		return events.ADPolicy{}, err
+	}
+	c, err := w.dial()
+	if err != nil {
+		return events.ADPolicy{}, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	p, err := w.readPolicy(c)
+	if err != nil {
+		return events.ADPolicy{}, err
+	}
+	ap := events.ADPolicy{Domain: cfg.Domain, DomainMaxAge: p.DomainMaxAge}
+	for _, x := range p.PSOs {
+		ap.PSOs = append(ap.PSOs, events.PSO{DN: x.DN, Name: x.Name, Precedence: x.Precedence, MaxAge: x.MaxAge, AppliesTo: x.AppliesTo})
+	}
+	return ap, nil
+}
+
+type nopSink struct{}
+
+func (nopSink) Publish(context.Context, []events.ADUser) error { return nil }
+
+type nopCursors struct{}
+
+func (nopCursors) Load(context.Context, string) ([]byte, error) { return nil, nil }
+func (nopCursors) Save(context.Context, string, []byte) error   { return nil }

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/services/evaluator/policy"
+	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/services/ingest/adwatch"
+	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graph/msgraph"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+const policyUsage = `usage:
+  pwsync policy check FILE                       validate the configuration and print the rules in force
+  pwsync policy explain [--config FILE] [--tz ZONE] <upn>
+                                                 which rules apply to the user and why, expiry, next notice
+  pwsync policy report [--config FILE]           AD vs Entra password policy discrepancies and their fixes`
+
+func policyCommand(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New(policyUsage)
+	}
+	switch args[0] {
+	case "check":
+		return policyCheck(args[1:], stdout)
+	case "explain":
+		return policyExplain(ctx, args[1:], stdout)
+	case "report":
+		return policyReport(ctx, args[1:], stdout)
+	}
+	return fmt.Errorf("unknown policy command %q\n%s", args[0], policyUsage)
+}
+
+func policyCheck(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("policy check", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "configuration file (or give it as the argument)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := *cfgPath
+	if fs.NArg() == 1 {
+		path = fs.Arg(0)
+	}
+	if path == "" {
+		return errors.New("usage: pwsync policy check FILE")
+	}
+	cfg, warnings, err := config.Load(path, config.Targets{Evaluator: true}, os.Getenv)
+	for _, w := range warnings {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	policy.Describe(stdout, policyOf(cfg.Evaluator))
+	return nil
+}
+
+func policyExplain(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("policy explain", flag.ContinueOnError)
+	cfgPath := fs.String("config", "pwsync.yaml", "configuration file")
+	tz := fs.String("tz", "", "time zone to show times in (default evaluator.expiry.time_zone)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: pwsync policy explain [--config FILE] [--tz ZONE] <upn>")
+	}
+	cfg, _, err := config.Load(*cfgPath, config.Targets{Evaluator: true}, os.Getenv)
+	if err != nil {
+		return err
+	}
+	zone := cfg.Evaluator.Expiry.TimeZone
+	if *tz != "" {
+		zone = *tz
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return fmt.Errorf("--tz %q: %w", zone, err)
+	}
+	js, closeNATS, err := cliNATS(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeNATS()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, found, err := stateByUPN(ctx, js, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if !found {
+		fmt.Fprintf(stdout, "%s: no AD user with this userPrincipalName has been seen by pwsync.\n", fs.Arg(0))
+		return nil
+	}
+	p := policyOf(cfg.Evaluator)
+	policy.Explain(stdout, p, st, clock(), loc)
+	if len(p.IncludeEntraGroups) > 0 {
+		fmt.Fprintln(stdout, "Note: Entra group membership is resolved by the running evaluator; the scope above ignores it.")
+	}
+	return nil
+}
+
+func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("policy report", flag.ContinueOnError)
+	cfgPath := fs.String("config", "pwsync.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, _, err := config.Load(*cfgPath, config.Targets{Actuator: true, Evaluator: true}, os.Getenv)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var ads []events.ADPolicy
+	for _, d := range cfg.AD.Domains {
+		ap, err := adwatch.ReadPolicy(ctx, domainConfig(d))
+		if err != nil {
+			return fmt.Errorf("reading the password policy of %s: %w", d.Name, err)
+		}
+		ads = append(ads, ap)
+	}
+	g := cfg.Graph
+	client, err := msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
+		ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
+		CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
+		GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+	if err != nil {
+		return fmt.Errorf("graph client: %w", err)
+	}
+	defer client.Close()
+	var t policy.Tenant
+	if t.Domains, err = client.Domains(ctx); err != nil {
+		return fmt.Errorf("reading Entra domains (needs Domain.Read.All): %w", err)
+	}
+	if t.Sync, err = client.OnPremisesSync(ctx); err != nil {
+		return fmt.Errorf("reading onPremisesSynchronization (needs OnPremDirectorySynchronization.Read.All): %w", err)
+	}
+	var counts policy.UserCounts
+	if js, closeNATS, err := cliNATS(cfg); err == nil {
+		defer closeNATS()
+		states, err := allStates(ctx, js)
+		if err == nil {
+			counts = policy.CountUsers(states)
+		} else {
+			fmt.Fprintf(stdout, "(users not read from pwsync's state: %v)\n", err)
+		}
+	} else {
+		fmt.Fprintf(stdout, "(users not read from pwsync's state: %v)\n", err)
+	}
+	policy.PrintFacts(stdout, ads, t)
+	policy.Print(stdout, policy.Analyse(policyOf(cfg.Evaluator), ads, t, counts))
+	return nil
+}
+
+// cliNATS connects to the running pwsync's NATS (nats.url, or the embedded
+// server's nats.embedded.listen).
+func cliNATS(cfg config.Config) (jetstream.JetStream, func(), error) {
+	url := cfg.NATS.URL
+	if url == "" {
+		if cfg.NATS.Embedded.Listen == "" {
+			return nil, nil, errors.New("reading pwsync's state needs its NATS: set nats.url, or nats.embedded.listen on the embedded server")
+		}
+		url = "nats://" + cfg.NATS.Embedded.Listen
+	}
+	conn, err := natsx.Connect(natsx.ConnectConfig{URL: url, Name: "pwsync-cli", CredsFile: cfg.NATS.CredsFile,
+		NKeyFile: cfg.NATS.NKeyFile, CAFile: cfg.NATS.CAFile}, zerolog.Nop())
+	if err != nil {
+		return nil, nil, err
+	}
+	return conn.JS, conn.NC.Close, nil
+}
+
+func stateByUPN(ctx context.Context, js jetstream.JetStream, upn string) (rules.State, bool, error) {
+	var st rules.State
+	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
+	if err != nil {
+		return st, false, err
+	}
+	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
+	if err != nil {
+		return st, false, err
+	}
+	e, err := identity.Get(ctx, events.KeySafe("upn."+strings.ToLower(upn)))
+	if natsx.IsNotFound(err) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, fmt.Errorf("reading the UPN index: %w", err)
+	}
+	se, err := users.Get(ctx, events.KeySafe(string(e.Value())))
+	if natsx.IsNotFound(err) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, fmt.Errorf("reading state of %s: %w", e.Value(), err)
+	}
+	if err := json.Unmarshal(se.Value(), &st); err != nil {
+		return st, false, fmt.Errorf("decoding state of %s: %w", e.Value(), err)
+	}
+	return st, true, nil
+}
+
+func allStates(ctx context.Context, js jetstream.JetStream) ([]rules.State, error) {
+	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
+	if err != nil {
+		return nil, err
+	}
+	lister, err := users.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing users: %w", err)
+	}
+	var out []rules.State
+	for key := range lister.Keys() {
+		e, err := users.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var st rules.State
+		if json.Unmarshal(e.Value(), &st) == nil {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,133 @@
+package policy
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graph"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+var (
+	setAt = time.Date(2026, 3, 2, 8, 30, 0, 0, time.UTC)
+	now   = setAt.Add(25 * rules.Day)
+)
+
+func testPolicy() rules.Policy {
+	return rules.Policy{IncludeOUs: []string{"OU=Corp,DC=example,DC=test"}, IncludeGroups: []string{"CN=Pilot,OU=Groups,DC=example,DC=test"},
+		BreakGlassUPNs: []string{"bg@example.test"}, BreakGlassGroups: []string{"CN=Break-Glass,OU=Groups,DC=example,DC=test"},
+		ForcedChange: true, IncludeNeverExpires: true, Backfill: true, PasswordChanged: true, ResetNotice: true,
+		Expiry: rules.ExpiryPolicy{Enabled: true, LeadDays: []int{14, 7, 3, 1, 0, -1}, Notify: true, Enforce: true, MaxLate: 36 * time.Hour}}
+}
+
+func state(p rules.Policy, mods ...func(*events.ADUser)) rules.State {
+	exp := setAt.Add(30 * rules.Day)
+	u := events.ADUser{Domain: "example.test", ObjectGUID: "guid-alice", DN: "CN=Alice,OU=Elsewhere,DC=example,DC=test",
+		UPN: "alice@example.test", PwdLastSet: events.ToFileTime(setAt), UserAccountControl: 512, USNChanged: 10,
+		ExpiryComputed: events.ToFileTime(exp), Expiry: events.ToFileTime(exp), ExpirySource: events.ExpirySourceComputed,
+		ResultantPSO: "CN=PSO-Privileged,CN=Password Settings Container,CN=System,DC=example,DC=test", PolicyName: "PSO-Privileged",
+		Groups: []string{"CN=Pilot,OU=Groups,DC=example,DC=test"}}
+	for _, m := range mods {
+		m(&u)
+	}
+	s := rules.EvaluateAD(p, rules.State{}, events.Envelope{ID: u.EventID(), Time: setAt}, u).State
+	// the 14-day notice went out
+	if tm, ok := rules.NextDue(p, s); ok && !tm.Due.After(now) {
+		s = rules.EvaluateExpiry(p, s, events.Envelope{ID: tm.EventID(), Time: tm.Due}, tm, tm.Due).State
+	}
+	return s
+}
+
+func TestExplainGolden(t *testing.T) {
+	p := testPolicy()
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skipf("no tzdata: %v", err)
+	}
+	var b strings.Builder
+	b.WriteString("== nested pilot member with a PSO, Europe/Berlin\n")
+	Explain(&b, p, state(p), now, berlin)
+	b.WriteString("== break-glass through a nested group\n")
+	Explain(&b, p, state(p, func(u *events.ADUser) { u.Groups = append(u.Groups, "CN=Break-Glass,OU=Groups,DC=example,DC=test") }), now, time.UTC)
+	b.WriteString("== fallback: domain max age, dry run\n")
+	p.DryRun = true
+	Explain(&b, p, state(p, func(u *events.ADUser) {
+		u.ResultantPSO, u.PolicyName, u.ExpiryComputed, u.ExpirySource = "", "domain", 0, events.ExpirySourceDomain
+	}), now, time.UTC)
+	b.WriteString("== rules in force\n")
+	Describe(&b, p)
+	golden(t, "explain.golden", b.String())
+}
+
+func intp(i int) *int { return &i }
+
+func TestReportGolden(t *testing.T) {
+	ad := []events.ADPolicy{{Domain: "example.test", DomainMaxAge: 42 * rules.Day, PSOs: []events.PSO{
+		{Name: "PSO-Privileged", Precedence: 10, MaxAge: 30 * rules.Day, AppliesTo: []string{"CN=Privileged-Users,OU=Groups,OU=Corp,DC=example,DC=test"}}}}}
+	stamped := rules.State{Seen: true, InScope: true, AD: events.ADUser{UPN: "bob@example.test", PwdLastSet: 1, UserAccountControl: 512},
+		Cloud: &events.CloudUser{ID: "c1", UPN: "bob@example.com", SyncEnabled: true, PasswordPolicies: "DisablePasswordExpiration"}}
+	svc := rules.State{Seen: true, InScope: true, AD: events.ADUser{UPN: "svc@example.test", PwdLastSet: 1, UserAccountControl: 512 | events.UACDontExpirePassword},
+		Cloud: &events.CloudUser{ID: "c2", SyncEnabled: true, PasswordPolicies: "DisablePasswordExpiration"}}
+	counts := CountUsers([]rules.State{stamped, svc})
+	scenarios := []struct {
+		name   string
+		policy func(*rules.Policy)
+		tenant Tenant
+	}{
+		{"defaults_of_a_phs_tenant_without_pwsync_expiry", func(p *rules.Policy) { p.Expiry.Enabled = false; p.ForcedChange = false },
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true,
+				PasswordValidityPeriodInDays: intp(graph.NeverExpiresDays), PasswordNotificationWindowInDays: intp(14)}},
+				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeaturePasswordSync: true}}}},
+		{"cloud_policy_enabled_but_never_expires_and_stamped_users", nil,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true,
+				PasswordValidityPeriodInDays: intp(graph.NeverExpiresDays), PasswordNotificationWindowInDays: intp(14)},
+				{ID: "fed.example.com", AuthenticationType: "Federated", IsVerified: true}},
+				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeaturePasswordSync: true,
+					graph.FeatureCloudPasswordPolicyForSynced: true, graph.FeatureForceChangeOnLogon: true, graph.FeaturePasswordWriteback: true}}}},
+		{"cloud_validity_differs", nil,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(90)}},
+				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeatureCloudPasswordPolicyForSynced: true, graph.FeatureForceChangeOnLogon: true}}}},
+	}
+	var b strings.Builder
+	for _, sc := range scenarios {
+		p := testPolicy()
+		if sc.policy != nil {
+			sc.policy(&p)
+		}
+		b.WriteString("== " + sc.name + "\n")
+		PrintFacts(&b, ad, sc.tenant)
+		Print(&b, Analyse(p, ad, sc.tenant, counts))
+	}
+	golden(t, "report.golden", b.String())
+	if len(counts.SyncedStamped) != 1 || counts.SyncedStamped[0] != "bob@example.com" || counts.NeverExpiresAD != 1 {
+		t.Fatalf("counts = %+v", counts)
+	}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update)", err)
+	}
+	if string(want) != got {
+		t.Fatalf("%s differs (run with -update and review the diff); got:\n%s", path, got)
+	}
+}
