@@ -56,6 +56,9 @@ type stack struct {
 	cfgPath  string
 	opsAddr  string
 	hookAddr string
+	secret   string // the Graph client secret
+	bindDN   string
+	bindPW   string
 }
 
 type stackOpts struct {
@@ -66,30 +69,53 @@ type stackOpts struct {
 	Webhook bool
 	// PollOnly turns LDAP change notifications off (the baseline of the latency benchmark).
 	PollOnly bool
+	// NATSURL uses an external NATS instead of the embedded one.
+	NATSURL string
+	// NATSListen lets the test connect to the embedded NATS (to read KV and streams).
+	NATSListen string
+	// NATSMaxStore bounds the embedded JetStream's disk use (nats.embedded.max_store).
+	NATSMaxStore string
+	// ADURL replaces the DC's LDAPS URL (e.g. a proxy the test can cut).
+	ADURL string
+	// GraphTimeout is graph.timeout (per request); 0 = the default.
+	GraphTimeout time.Duration
+	// LiteralSecrets writes the Graph secret and bind password into the file.
+	LiteralSecrets bool
+	// GraphSecret is the app's client secret (default simSecret).
+	GraphSecret string
+	// BindDN and BindPassword replace the DC administrator as the bind account.
+	BindDN, BindPassword string
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`
 log: {level: info}
 shutdown_timeout: 10s
 nats:
-  embedded: {data_dir: {{.Dir}}/nats}
+{{- if .Opts.NATSURL}}
+  url: {{.Opts.NATSURL}}
+{{- else}}
+  embedded: {data_dir: {{.Dir}}/nats{{if .Opts.NATSListen}}, listen: "{{.Opts.NATSListen}}"{{end}}{{if .Opts.NATSMaxStore}}, max_store: {{.Opts.NATSMaxStore}}{{end}}}
+{{- end}}
 ad:
   domains:
     - name: example.test
-      url: {{.DC.LDAPSURL}}
+      url: {{if .Opts.ADURL}}{{.Opts.ADURL}}{{else}}{{.DC.LDAPSURL}}{{end}}
       ca_file: {{.DC.CAFile}}
-      bind_dn: {{.DC.BindDN}}
-      bind_password: env:PWSYNC_TEST_AD_PASSWORD
+      bind_dn: "{{.BindDN}}"
+      bind_password: {{if .Opts.LiteralSecrets}}"{{.BindPW}}"{{else}}env:PWSYNC_TEST_AD_PASSWORD{{end}}
       base_dn: {{.DC.BaseDN}}
       poll_interval: {{if .Opts.PollOnly}}2s{{else}}1s{{end}}
       notifications: {{not .Opts.PollOnly}}
 graph:
   tenant_id: {{.Sim.TenantID}}
   client_id: {{.Sim.ClientID}}
-  client_secret: env:PWSYNC_TEST_GRAPH_SECRET
+  client_secret: {{if .Opts.LiteralSecrets}}"{{.Secret}}"{{else}}env:PWSYNC_TEST_GRAPH_SECRET{{end}}
   authority_host: {{.Sim.AuthorityHost}}
   base_url: {{.Sim.GraphBaseURL}}
   ca_file: {{.Dir}}/graph-ca.pem
+{{- if .Opts.GraphTimeout}}
+  timeout: {{.Opts.GraphTimeout}}
+{{- end}}
 evaluator:
   scope:
     include_ous: ["{{.OU}}"]
@@ -117,7 +143,11 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	dc := adtest.Require(t)
 	dir := t.TempDir()
-	simOpts := graphsim.Options{ClientSecret: simSecret}
+	secret := simSecret
+	if o.GraphSecret != "" {
+		secret = o.GraphSecret
+	}
+	simOpts := graphsim.Options{ClientSecret: secret}
 	hookAddr := ""
 	if o.Webhook {
 		hookAddr = freeAddr(t)
@@ -129,13 +159,14 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	t.Cleanup(sim.Close)
 	sim.PutGroup(pendingGroup, "Password change pending")
-	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: dir, opsAddr: freeAddr(t), hookAddr: hookAddr}
+	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: dir, opsAddr: freeAddr(t), hookAddr: hookAddr,
+		secret: secret, bindDN: dc.BindDN, bindPW: dc.BindPassword}
 	s.cfgPath = filepath.Join(s.dir, "pwsync.yaml")
 	if err := sim.WriteCAFile(filepath.Join(s.dir, "graph-ca.pem")); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PWSYNC_TEST_AD_PASSWORD", dc.BindPassword)
-	t.Setenv("PWSYNC_TEST_GRAPH_SECRET", simSecret)
+	t.Setenv("PWSYNC_TEST_GRAPH_SECRET", secret)
 	return s
 }
 
@@ -143,9 +174,14 @@ func newStack(t testing.TB, o stackOpts) *stack {
 // change opts (e.g. break-glass UPNs of users they created) before.
 func (s *stack) writeConfig(t testing.TB) {
 	t.Helper()
+	if s.opts.BindDN != "" {
+		s.bindDN, s.bindPW = s.opts.BindDN, s.opts.BindPassword
+		t.Setenv("PWSYNC_TEST_AD_PASSWORD", s.bindPW)
+	}
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": s.dc, "Sim": s.sim, "OU": s.ou,
-		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr, "Hook": s.hookAddr})
+		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr, "Hook": s.hookAddr, "Secret": s.secret,
+		"BindDN": s.bindDN, "BindPW": s.bindPW})
 	if err != nil {
 		t.Fatal(err)
 	}

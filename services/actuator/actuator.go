@@ -192,12 +192,30 @@ func (x *execution) requireChange(ctx context.Context) error {
 		}
 	}
 	if set.CloudManaged.RevokeSessions {
-		return x.step(ctx, "revoke_sessions", func(ctx context.Context) error {
-			return x.s.graph.RevokeSessions(ctx, x.user.ID)
-		})
+		return x.revoke(ctx)
 	}
 	return nil
 }
+
+// revoke signs the user out everywhere, once. A second revoke is not
+// harmless (it signs out again whoever signed in between), and Graph cannot
+// tell it from the first, so a lost answer (timeout, reset, a crash right
+// after Graph answered) is settled by reading signInSessionsValidFromDateTime.
+func (x *execution) revoke(ctx context.Context) error {
+	return x.stepChecked(ctx, "revoke_sessions", func(ctx context.Context, since time.Time) (bool, error) {
+		u, err := x.s.graph.GetUser(ctx, x.user.ID)
+		if err != nil {
+			return false, err
+		}
+		return !u.SessionsValidFrom.IsZero() && !u.SessionsValidFrom.Before(since.Add(-revokeClockSkew)), nil
+	}, func(ctx context.Context) error {
+		return x.s.graph.RevokeSessions(ctx, x.user.ID)
+	})
+}
+
+// revokeClockSkew is how far Graph's clock may be behind ours when checking
+// whether an earlier revoke took effect.
+const revokeClockSkew = 5 * time.Second
 
 // verifyFlag reads passwordProfile back: a PATCH of the flag alone has been
 // reported to answer 204 and change nothing (microsoft-graph-docs#4267).
@@ -250,9 +268,7 @@ func (x *execution) syncedChain(ctx context.Context) error {
 		return natsx.Permanent(errors.New("synced user and no chain configured (actuator.synced.revoke_sessions, actuator.synced.pending_group_id)"))
 	}
 	if set.Synced.RevokeSessions {
-		if err := x.step(ctx, "revoke_sessions", func(ctx context.Context) error {
-			return x.s.graph.RevokeSessions(ctx, x.user.ID)
-		}); err != nil {
+		if err := x.revoke(ctx); err != nil {
 			return err
 		}
 	}
@@ -370,6 +386,57 @@ func (x *execution) step(ctx context.Context, name string, fn func(context.Conte
 }
 
 func stepKey(actionID, step string) string { return events.KeySafe("step." + actionID + "." + step) }
+
+func attemptKey(actionID, step string) string {
+	return events.KeySafe("attempt." + actionID + "." + step)
+}
+
+// stepChecked is step for a write that Graph cannot deduplicate: the first
+// attempt's time is recorded before the call, and every later attempt (an
+// in-process retry after an ambiguous failure, or a redelivery after a crash)
+// first asks took whether an earlier one took effect since then.
+func (x *execution) stepChecked(ctx context.Context, name string, took func(context.Context, time.Time) (bool, error), fn func(context.Context) error) error {
+	if x.a.DryRun {
+		return x.step(ctx, name, fn)
+	}
+	if _, err := x.s.done.Get(ctx, stepKey(x.a.ID, name)); err == nil {
+		x.done = append(x.done, name)
+		return nil
+	} else if !natsx.IsNotFound(err) {
+		return fmt.Errorf("checking step %s: %w", name, err)
+	}
+	key := attemptKey(x.a.ID, name)
+	var since time.Time
+	retried := false
+	switch e, err := x.s.done.Get(ctx, key); {
+	case err == nil:
+		since, err = time.Parse(time.RFC3339Nano, string(e.Value()))
+		retried = err == nil
+	case !natsx.IsNotFound(err):
+		return fmt.Errorf("checking attempts of step %s: %w", name, err)
+	}
+	if !retried {
+		since = x.s.now().UTC()
+		if _, err := x.s.done.Put(ctx, key, []byte(since.Format(time.RFC3339Nano))); err != nil {
+			return fmt.Errorf("recording attempt of step %s: %w", name, err)
+		}
+	}
+	return x.step(ctx, name, func(ctx context.Context) error {
+		if retried {
+			ok, err := took(ctx, since)
+			if err != nil {
+				return err
+			}
+			if ok {
+				zerolog.Ctx(ctx).Info().Str("step", name).Time("attempted", since).
+					Msg("an earlier attempt took effect; not sending it again")
+				return nil
+			}
+		}
+		retried = true
+		return fn(ctx)
+	})
+}
 
 // markDone records that a step needs no further attempt.
 func (x *execution) markDone(ctx context.Context, name string) error {

@@ -28,6 +28,9 @@ type fakeGraph struct {
 	calls    []string
 	failNext map[string][]error
 	noopFlag bool // PATCH of the flag alone answers success and changes nothing
+	// lostRevokes: the next revokes take effect, then fail with these errors
+	// (the answer was lost: a timeout, a reset connection).
+	lostRevokes []error
 }
 
 func newFakeGraph(users ...graph.User) *fakeGraph {
@@ -126,7 +129,18 @@ func (f *fakeGraph) SetPassword(_ context.Context, id, pw string, force bool) er
 func (f *fakeGraph) RevokeSessions(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.record("revoke", id)
+	if err := f.record("revoke", id); err != nil {
+		return err
+	}
+	if u, err := f.user(id); err == nil {
+		u.SessionsValidFrom = time.Now()
+	}
+	if len(f.lostRevokes) > 0 {
+		err := f.lostRevokes[0]
+		f.lostRevokes = f.lostRevokes[1:]
+		return err
+	}
+	return nil
 }
 
 func (f *fakeGraph) AddGroupMember(_ context.Context, g, id string) error {
@@ -371,4 +385,51 @@ func TestTemporaryPasswordIsComplex(t *testing.T) {
 		}
 		seen[pw] = true
 	}
+}
+
+// TestRevokeWithLostAnswerIsNotSentAgain: a revoke whose answer is lost
+// (timeout, reset connection, crash right after Graph answered) took effect;
+// neither the in-process retry nor the redelivery sends a second one, which
+// would sign out again whoever signed in meanwhile.
+func TestRevokeWithLostAnswerIsNotSentAgain(t *testing.T) {
+	reset := &graph.Error{Op: "POST revoke", Err: errors.New("connection reset by peer")}
+	timeout := &graph.Error{Op: "POST revoke", Err: context.DeadlineExceeded}
+	tests := []struct {
+		name    string
+		lost    []error
+		handles int // deliveries of the action
+	}{
+		{"reset_retried_in_process", []error{reset}, 1},
+		{"timeout_redelivered", []error{timeout}, 2},
+		{"twice_lost", []error{reset, timeout}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newFakeGraph(syncedUser)
+			g.lostRevokes = tt.lost
+			s := newService(t, g, settings())
+			a := action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1)
+			var err error
+			for i := 0; i < tt.handles; i++ {
+				err = s.Handle(context.Background(), a, natsx.Meta{})
+			}
+			if err != nil {
+				t.Fatalf("last delivery: %v", err)
+			}
+			if got := g.writes(); fmt.Sprint(got) != fmt.Sprint([]string{"revoke s1", "group+ s1"}) {
+				t.Fatalf("writes = %v, want one revoke and one group add", got)
+			}
+		})
+	}
+	t.Run("revoke_that_did_not_happen_is_sent_again", func(t *testing.T) {
+		g := newFakeGraph(syncedUser)
+		g.failNext = map[string][]error{"revoke": {reset}}
+		s := newService(t, g, settings())
+		if err := s.Handle(context.Background(), action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1), natsx.Meta{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := g.writes(); fmt.Sprint(got) != fmt.Sprint([]string{"revoke s1", "revoke s1", "group+ s1"}) {
+			t.Fatalf("writes = %v, want the revoke sent again", got)
+		}
+	})
 }

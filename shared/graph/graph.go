@@ -25,6 +25,9 @@ type User struct {
 	ForceChangeNextSignIn bool      `json:"force_change_password_next_sign_in"`
 	ForceChangeWithMFA    bool      `json:"force_change_password_next_sign_in_with_mfa"`
 	LastPasswordChange    time.Time `json:"last_password_change,omitempty"`
+	// SessionsValidFrom is signInSessionsValidFromDateTime: when sessions were
+	// last revoked. It tells a revoke whose answer was lost from one never made.
+	SessionsValidFrom time.Time `json:"sessions_valid_from,omitzero"`
 	PreferredLanguage     string    `json:"preferred_language,omitempty"`
 }
 

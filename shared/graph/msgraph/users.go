@@ -19,7 +19,7 @@ var userSelect = []string{
 	"id", "userPrincipalName", "mail", "displayName",
 	"onPremisesImmutableId", "onPremisesSyncEnabled", "accountEnabled",
 	"passwordPolicies", "passwordProfile", "lastPasswordChangeDateTime",
-	"preferredLanguage",
+	"preferredLanguage", "signInSessionsValidFromDateTime",
 }
 
 // Ops name requests by template, never by user: errors end up in logs.
@@ -177,6 +177,9 @@ func toUser(u models.Userable) *graph.User {
 	}
 	if t := u.GetLastPasswordChangeDateTime(); t != nil {
 		out.LastPasswordChange = t.UTC()
+	}
+	if t := u.GetSignInSessionsValidFromDateTime(); t != nil {
+		out.SessionsValidFrom = t.UTC()
 	}
 	if pp := u.GetPasswordProfile(); pp != nil {
 		out.ForceChangeNextSignIn = deref(pp.GetForceChangePasswordNextSignIn())
