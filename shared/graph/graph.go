@@ -28,7 +28,7 @@ type User struct {
 	// SessionsValidFrom is signInSessionsValidFromDateTime: when sessions were
 	// last revoked. It tells a revoke whose answer was lost from one never made.
 	SessionsValidFrom time.Time `json:"sessions_valid_from,omitzero"`
-	PreferredLanguage     string    `json:"preferred_language,omitempty"`
+	PreferredLanguage string    `json:"preferred_language,omitempty"`
 }
 
 // Client is what pwsync asks of Graph. Implementations return *Error for
