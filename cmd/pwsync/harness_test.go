@@ -56,7 +56,8 @@ type stack struct {
 	cfgPath  string
 	opsAddr  string
 	hookAddr string
-	secret   string // the Graph client secret
+	secret   string       // the Graph client secret
+	hook     *http.Client // Graph's side of the webhook (trusts its certificate)
 	bindDN   string
 	bindPW   string
 }
@@ -149,9 +150,11 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	simOpts := graphsim.Options{ClientSecret: secret}
 	hookAddr := ""
+	var hook *http.Client
 	if o.Webhook {
 		hookAddr = freeAddr(t)
-		simOpts.NotificationClient = webhookTLS(t, dir)
+		hook = webhookTLS(t, dir)
+		simOpts.NotificationClient = hook
 	}
 	sim, err := graphsim.Start(simOpts)
 	if err != nil {
@@ -160,7 +163,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	t.Cleanup(sim.Close)
 	sim.PutGroup(pendingGroup, "Password change pending")
 	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: dir, opsAddr: freeAddr(t), hookAddr: hookAddr,
-		secret: secret, bindDN: dc.BindDN, bindPW: dc.BindPassword}
+		secret: secret, hook: hook, bindDN: dc.BindDN, bindPW: dc.BindPassword}
 	s.cfgPath = filepath.Join(s.dir, "pwsync.yaml")
 	if err := sim.WriteCAFile(filepath.Join(s.dir, "graph-ca.pem")); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,664 @@
+package main
+
+// Fault tests (issue 7): each injects a fault into a running pwsync over real
+// Samba AD, real NATS and the Graph simulator, then counts, per AD change,
+// the Graph writes that took effect (simulator log, 2xx only) and the action
+// outcomes in the AUDIT stream. Lost = a change with no write or no "ok"
+// outcome; doubled = a write of one kind that took effect more than once.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// natsOutage is how long NATS stays away: PWSYNC_NATS_OUTAGE (a duration),
+// else 60 s with PWSYNC_LONG_FAULTS=1 (the issue's figure), else 8 s so
+// that `make test` stays short; the mechanics (reconnect, backoff, resume)
+// are the same, only the backoff delays grow.
+func natsOutage() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("PWSYNC_NATS_OUTAGE")); err == nil && d > 0 {
+		return d
+	}
+	if os.Getenv("PWSYNC_LONG_FAULTS") == "1" {
+		return 60 * time.Second
+	}
+	return 8 * time.Second
+}
+
+// extNATS is a NATS server outside pwsync (nats.url) that the test stops and
+// starts again on the same port and store directory.
+type extNATS struct {
+	addr, dir string
+	emb       *natsx.Embedded
+}
+
+func startExtNATS(t testing.TB) *extNATS {
+	t.Helper()
+	n := &extNATS{addr: freeAddr(t), dir: t.TempDir()}
+	n.start(t)
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *extNATS) start(t testing.TB) {
+	t.Helper()
+	emb, err := natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: n.dir, Listen: n.addr})
+	if err != nil {
+		t.Fatalf("starting nats on %s: %v", n.addr, err)
+	}
+	n.emb = emb
+}
+
+func (n *extNATS) stop() {
+	if n.emb != nil {
+		n.emb.Shutdown()
+		n.emb = nil
+	}
+}
+
+func (n *extNATS) url() string { return "nats://" + n.addr }
+
+// natsConn connects the test itself to the NATS pwsync uses.
+func natsConn(t testing.TB, url string) *natsx.Conn {
+	t.Helper()
+	conn, err := natsx.Connect(natsx.ConnectConfig{URL: url, Name: "fault-test"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.NC.Close)
+	return conn
+}
+
+// streamMsgs returns every message of a stream, oldest first.
+func streamMsgs(t testing.TB, js jetstream.JetStream, name string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatalf("opening stream %s: %v", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s info: %v", name, err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("getting %s message %d: %v", name, seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func auditRecords(t testing.TB, js jetstream.JetStream) []events.AuditRecord {
+	t.Helper()
+	var out []events.AuditRecord
+	for _, m := range streamMsgs(t, js, natsx.StreamAudit) {
+		var r events.AuditRecord
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatalf("audit record %d: %v", m.Sequence, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// effective counts a cloud user's Graph writes that took effect (2xx), by kind.
+func (s *stack) effective(cloudID string) map[string]int {
+	out := map[string]int{}
+	for _, r := range s.requestsFor(cloudID) {
+		if r.Method == http.MethodGet || r.Status < 200 || r.Status > 299 {
+			continue
+		}
+		out[r.Method+" "+describe(r)]++
+	}
+	return out
+}
+
+// ledger is what a fault test found: changes made, lost and doubled.
+type ledger struct {
+	changes, lost, doubled int
+}
+
+func (l ledger) report(t testing.TB, faults string) {
+	t.Logf("FIGURES %s: faults %s; AD changes %d; lost %d; doubled %d", t.Name(), faults, l.changes, l.lost, l.doubled)
+}
+
+// expectOnce waits until every user has each expected kind of write at
+// least once, then, after settle, checks that each took effect exactly once
+// and nothing else did; it also checks that the AUDIT stream holds one "ok"
+// outcome of the user's action and no dead letter.
+func (s *stack) expectOnce(t testing.TB, js jetstream.JetStream, want map[string][]string, within, settle time.Duration) ledger {
+	t.Helper()
+	ids := make([]string, 0, len(want))
+	for id := range want {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	okOutcomes := func() map[string]int {
+		ok := map[string]int{}
+		if js == nil {
+			return ok
+		}
+		for _, r := range auditRecords(t, js) {
+			if _, mine := want[r.CloudID]; !mine {
+				continue
+			}
+			switch {
+			case r.Outcome == events.OutcomeDeadLetter:
+				ok[r.CloudID] += 1000 // reported below
+			case r.Kind == "action" && r.Outcome == events.OutcomeOK && r.Action == string(events.ActionRequireChange):
+				ok[r.CloudID]++
+			}
+		}
+		return ok
+	}
+	deadline := time.Now().Add(within)
+	for {
+		missing := ""
+		ok := okOutcomes()
+		for _, id := range ids {
+			if js != nil && ok[id] == 0 {
+				missing = id + ": its audited outcome"
+			}
+			got := s.effective(id)
+			for _, k := range want[id] {
+				if got[k] == 0 {
+					missing = id + ": " + k
+				}
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("after %v still missing %s", within, missing)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(settle)
+	l := ledger{changes: len(ids)}
+	for _, id := range ids {
+		got := s.effective(id)
+		lost := false
+		for _, k := range want[id] {
+			switch n := got[k]; {
+			case n == 0:
+				lost = true
+				t.Errorf("%s: no %q took effect (writes %v)", id, k, s.writes(id))
+			case n > 1:
+				l.doubled += n - 1
+				t.Errorf("%s: %q took effect %d times (writes %v)", id, k, n, s.writes(id))
+			}
+			delete(got, k)
+		}
+		for k, n := range got {
+			l.doubled += n
+			t.Errorf("%s: unexpected write %q x%d (writes %v)", id, k, n, s.writes(id))
+		}
+		if lost {
+			l.lost++
+		}
+	}
+	if js == nil {
+		return l
+	}
+	ok := okOutcomes()
+	for _, id := range ids {
+		if ok[id] != 1 {
+			t.Errorf("audit: %d ok require_change outcomes for %s, want 1 (1000 per dead letter)", ok[id], id)
+			if ok[id] == 0 {
+				l.lost++
+			}
+		}
+	}
+	return l
+}
+
+// readyz returns the ops listener's /readyz status and body.
+func (s *stack) readyz() (int, string) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + s.opsAddr + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// logCount counts the lines of pwsync's log that contain s.
+func (s *stack) logCount(sub string) int {
+	data, _ := os.ReadFile(filepath.Join(s.dir, "pwsync.log"))
+	return strings.Count(string(data), sub)
+}
+
+// TestFaultNATSOutage stops the NATS server pwsync uses (nats.url) for
+// natsOutage(): the webhook answers 503 with Retry-After, /readyz fails, AD
+// changes made meanwhile wait in AD (the watcher resumes from its cookie),
+// nothing reaches Graph; once NATS is back every change is written once.
+func TestFaultNATSOutage(t *testing.T) {
+	outage := natsOutage()
+	n := startExtNATS(t)
+	s := newStack(t, stackOpts{Webhook: true, NATSURL: n.url()})
+	const pw = "Start.Passw0rd-1"
+	before := s.dc.CreateUser(t, s.ou, "nats-before", adtest.UserOpts{Password: pw})
+	beforeID := s.cloudUser(before, false)
+	var during []adtest.User
+	want := map[string][]string{beforeID: {"PATCH force=true"}}
+	for i := range 4 {
+		u := s.dc.CreateUser(t, s.ou, fmt.Sprintf("nats-during%d", i), adtest.UserOpts{Password: pw})
+		during = append(during, u)
+		want[s.cloudUser(u, i%2 == 1)] = map[bool][]string{false: {"PATCH force=true"}, true: {"POST revoke", "POST members"}}[i%2 == 1]
+	}
+	s.startInProcess(t)
+	waitFor(t, 30*time.Second, "a subscription to pwsync's webhook", func() bool { return len(s.sim.Subscriptions()) == 1 })
+	sub := s.sim.Subscriptions()[0]
+	s.dc.ForceChange(t, before.DN)
+	s.waitWritesWithin(t, beforeID, []string{"PATCH force=true 204"}, 0, 30*time.Second)
+
+	n.stop()
+	down := time.Now()
+	waitFor(t, 30*time.Second, "/readyz to fail", func() bool { code, _ := s.readyz(); return code == http.StatusServiceUnavailable })
+	if _, body := s.readyz(); !strings.Contains(body, "nats") {
+		t.Errorf("/readyz during the outage says %q, want the reason (nats)", body)
+	}
+	// Graph's delivery: 503 with Retry-After, so that it redelivers.
+	note := fmt.Sprintf(`{"value":[{"changeType":"updated","clientState":%q,"resource":"Users/%s","subscriptionId":%q,`+
+		`"subscriptionExpirationDateTime":"2099-01-01T00:00:00Z","tenantId":%q,"resourceData":{"id":%q}}]}`,
+		sub.ClientState, beforeID, sub.ID, s.sim.TenantID(), beforeID)
+	resp, err := s.hook.Post("https://"+s.hookAddr+"/graph/notifications", "application/json", strings.NewReader(note))
+	if err != nil {
+		t.Fatalf("POST to the webhook during the outage: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("webhook during the outage: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	for _, u := range during {
+		s.dc.ForceChange(t, u.DN)
+	}
+	time.Sleep(time.Until(down.Add(outage))) // the fault's length, not an assertion
+	for id := range want {
+		if id != beforeID && len(s.writes(id)) != 0 {
+			t.Fatalf("Graph written for %s while NATS was down: %v", id, s.writes(id))
+		}
+	}
+	n.start(t)
+	l := s.expectOnce(t, natsConn(t, n.url()).JS, want, 60*time.Second+outage, 3*time.Second)
+	waitFor(t, 30*time.Second, "/readyz to pass again", func() bool { code, _ := s.readyz(); return code == http.StatusOK })
+	resp, err = s.hook.Post("https://"+s.hookAddr+"/graph/notifications", "application/json", strings.NewReader(note))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Errorf("webhook after the outage: %d, want 202", resp.StatusCode)
+	}
+	// The watcher either waited in its publish (ingest retries it) or lost
+	// its session and resumed from the cookie in KV; never a full resync.
+	if n := s.logCount(`"full sync done"`); n != 1 {
+		t.Errorf("%d full syncs, want 1: the watcher must resume from its cookie", n)
+	}
+	l.changes++ // the reset before the outage
+	l.report(t, fmt.Sprintf("NATS down %v", outage))
+}
+
+// TestFaultGraphStorm runs resets through a Graph that throttles (429 with
+// short and long Retry-After), fails (503), resets connections and answers
+// too late (past graph.timeout, while still carrying the write out): every
+// action takes effect exactly once.
+func TestFaultGraphStorm(t *testing.T) {
+	s := newStack(t, stackOpts{GraphTimeout: 2 * time.Second})
+	s.opts.NATSListen = freeAddr(t)
+	const pw = "Start.Passw0rd-1"
+	want := map[string][]string{}
+	var users []adtest.User
+	for i := range 8 {
+		u := s.dc.CreateUser(t, s.ou, fmt.Sprintf("storm%d", i), adtest.UserOpts{Password: pw})
+		users = append(users, u)
+		synced := i%2 == 1
+		id := s.cloudUser(u, synced)
+		want[id] = []string{"PATCH force=true"}
+		if synced {
+			want[id] = []string{"POST revoke", "POST members"}
+		}
+	}
+	s.startInProcess(t)
+	type fault = struct {
+		method, prefix string
+		status         int
+		retryAfter     time.Duration
+		count          int
+		hang           time.Duration
+		reset          bool
+	}
+	storm := []fault{
+		{method: http.MethodGet, prefix: "/v1.0/users", status: http.StatusServiceUnavailable, count: 3},
+		{method: http.MethodPatch, status: http.StatusTooManyRequests, retryAfter: time.Second, count: 2},
+		{method: http.MethodPatch, reset: true, count: 2},
+		{method: http.MethodPatch, hang: 4 * time.Second, count: 1},                        // lost answer, write done
+		{method: http.MethodPost, prefix: "/v1.0/users/", hang: 4 * time.Second, count: 1}, // revoke: lost answer
+		{method: http.MethodPost, prefix: "/v1.0/users/", status: http.StatusServiceUnavailable, count: 2},
+		{method: http.MethodPost, prefix: "/v1.0/users/", reset: true, count: 1},
+		{method: http.MethodPost, prefix: "/v1.0/groups/", status: http.StatusTooManyRequests, retryAfter: 3 * time.Second, count: 1}, // long: back to JetStream
+		{method: http.MethodPost, prefix: "/v1.0/groups/", hang: 4 * time.Second, count: 1},
+		{method: http.MethodPost, prefix: "/v1.0/groups/", status: http.StatusBadGateway, count: 1},
+	}
+	injected := 0
+	for _, f := range storm {
+		s.sim.InjectFault(graphsim.Fault{Method: f.method, PathPrefix: f.prefix, Status: f.status,
+			RetryAfter: f.retryAfter, Count: f.count, Hang: f.hang, Reset: f.reset})
+		injected += f.count
+	}
+	for _, u := range users {
+		s.dc.ForceChange(t, u.DN)
+	}
+	conn := natsConn(t, "nats://"+s.opts.NATSListen)
+	l := s.expectOnce(t, conn.JS, want, 90*time.Second, 3*time.Second)
+	// Every injected fault was met: the storm really happened.
+	met := 0
+	for _, r := range s.sim.Requests() {
+		if r.Status == 0 || r.Status == http.StatusTooManyRequests || r.Status >= 500 || r.Duration >= 1500*time.Millisecond { // a hang ends when the client gives up (2 s after it started)
+			met++
+		}
+	}
+	if met < injected {
+		t.Errorf("only %d of %d injected faults were met", met, injected)
+	}
+	l.report(t, fmt.Sprintf("%d Graph faults (429 short/long, 502, 503, resets, timeouts)", met))
+}
+
+// tcpProxy forwards connections to target until cut; while cut it closes
+// every open connection and refuses new ones, as a DC that went away.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func startProxy(t testing.TB, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.Cut() })
+	return p
+}
+
+func (p *tcpProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		go p.forward(c)
+	}
+}
+
+func (p *tcpProxy) forward(c net.Conn) {
+	p.mu.Lock()
+	cut := p.cut
+	p.mu.Unlock()
+	if cut {
+		c.Close()
+		return
+	}
+	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.cut {
+		p.mu.Unlock()
+		c.Close()
+		up.Close()
+		return
+	}
+	p.conns[c], p.conns[up] = true, true
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+	<-done
+	c.Close()
+	up.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, up)
+	p.mu.Unlock()
+}
+
+// Cut drops every connection and refuses new ones.
+func (p *tcpProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Restore accepts connections again.
+func (p *tcpProxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
+// TestFaultDCOutageAndRejectedCookie cuts pwsync off the DC (a TCP proxy in
+// front of LDAPS; the shared DC itself keeps running), changes AD meanwhile,
+// and restores it: the change is written once. Then it replaces the saved
+// DirSync cookie with one the DC does not accept and touches every user
+// (new uSNChanged, nothing password-relevant): the watcher runs a full
+// resync, the evaluator sees every user again, and no user gets a write.
+func TestFaultDCOutageAndRejectedCookie(t *testing.T) {
+	s := newStack(t, stackOpts{})
+	target := strings.TrimPrefix(s.dc.LDAPSURL, "ldaps://")
+	proxy := startProxy(t, target)
+	s.opts.ADURL = "ldaps://" + proxy.ln.Addr().String()
+	s.opts.NATSListen = freeAddr(t)
+	const pw = "Start.Passw0rd-1"
+	flagged := s.dc.CreateUser(t, s.ou, "dc-flagged", adtest.UserOpts{Password: pw, MustChange: true})
+	quiet := s.dc.CreateUser(t, s.ou, "dc-quiet", adtest.UserOpts{Password: pw})
+	syncedQuiet := s.dc.CreateUser(t, s.ou, "dc-squiet", adtest.UserOpts{Password: pw})
+	changed := s.dc.CreateUser(t, s.ou, "dc-changed", adtest.UserOpts{Password: pw})
+	flaggedID, quietID := s.cloudUser(flagged, false), s.cloudUser(quiet, false)
+	syncedQuietID, changedID := s.cloudUser(syncedQuiet, true), s.cloudUser(changed, false)
+	s.startInProcess(t)
+	conn := natsConn(t, "nats://"+s.opts.NATSListen)
+	s.waitWritesWithin(t, flaggedID, []string{"PATCH force=true 204"}, 0, 30*time.Second) // backfill
+
+	// 1. The DC goes away; a helpdesk reset happens meanwhile; it comes back.
+	proxy.Cut()
+	waitFor(t, 30*time.Second, "/readyz to fail while the DC is away", func() bool { code, _ := s.readyz(); return code != http.StatusOK })
+	s.dc.ForceChange(t, changed.DN)
+	waitFor(t, 30*time.Second, "the watcher to retry", func() bool { return s.logCount("AD watch interrupted") >= 2 })
+	if w := s.writes(changedID); len(w) != 0 {
+		t.Fatalf("written while the DC was away: %v", w)
+	}
+	proxy.Restore()
+	waitFor(t, 90*time.Second, "/readyz to pass again", func() bool { code, _ := s.readyz(); return code == http.StatusOK })
+	l := s.expectOnce(t, conn.JS, map[string][]string{changedID: {"PATCH force=true"}}, 60*time.Second, 2*time.Second)
+
+	// 2. A cookie the DC no longer accepts (e.g. the DC was restored from
+	// backup): controlled full resync, no action storm.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cursors, err := conn.JS.KeyValue(ctx, natsx.BucketCursors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actionsBefore := len(streamMsgs(t, conn.JS, natsx.StreamActions))
+	proxy.Cut()
+	waitFor(t, 30*time.Second, "/readyz to fail while the DC is away", func() bool { code, _ := s.readyz(); return code != http.StatusOK })
+	keys, err := cursors.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupted := 0
+	for _, k := range keys {
+		if !strings.Contains(k, "dirsync") {
+			continue
+		}
+		junk := make([]byte, 96)
+		_, _ = rand.Read(junk)
+		v, _ := json.Marshal(map[string][]byte{"users": junk, "deleted": junk})
+		if _, err := cursors.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+		corrupted++
+	}
+	if corrupted != 1 {
+		t.Fatalf("found %d DirSync cursors in %v, want 1", corrupted, keys)
+	}
+	// New uSNChanged for every user (description is not password-relevant), so
+	// that the resync's events are new to JetStream's dedup and reach the
+	// evaluator instead of being dropped as repeats.
+	all := []adtest.User{flagged, quiet, syncedQuiet, changed}
+	c := s.dc.Conn(t)
+	usn := map[string]string{}
+	for _, u := range all {
+		m := ldap.NewModifyRequest(u.DN, nil)
+		m.Replace("description", []string{"touched by " + t.Name()})
+		if err := c.Modify(m); err != nil {
+			t.Fatalf("touching %s: %v", u.DN, err)
+		}
+		usn[u.GUID] = s.dc.Read(t, u.DN, "uSNChanged").GetAttributeValue("uSNChanged")
+	}
+	proxy.Restore()
+	waitFor(t, 90*time.Second, "a full resync after the rejected cookie", func() bool { return s.logCount(`"full sync done"`) >= 2 })
+	if s.logCount("rejected a DirSync cookie") == 0 {
+		t.Errorf("the log does not say that the DC rejected the cookie")
+	}
+	// The resync's events are stored and the evaluator has taken them all.
+	waitFor(t, 60*time.Second, "the resync's events to be evaluated", func() bool {
+		ids := map[string]bool{}
+		for _, m := range streamMsgs(t, conn.JS, natsx.StreamEvents) {
+			ids[m.Header.Get("Nats-Msg-Id")] = true
+		}
+		for _, u := range all {
+			if !ids[fmt.Sprintf("ad.%s.%s", u.GUID, usn[u.GUID])] {
+				return false
+			}
+		}
+		cons, err := conn.JS.Consumer(ctx, natsx.StreamEvents, natsx.ConsumerEvaluator)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	time.Sleep(2 * time.Second) // what the actuator would do with a stray action
+	if n := len(streamMsgs(t, conn.JS, natsx.StreamActions)); n != actionsBefore {
+		t.Errorf("the full resync emitted %d actions, want 0", n-actionsBefore)
+	}
+	for id, w := range map[string][]string{flaggedID: {"PATCH force=true 204"}, quietID: nil, syncedQuietID: nil, changedID: {"PATCH force=true 204"}} {
+		if got := s.writes(id); fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Errorf("writes for %s after the resync = %v, want %v", id, got, w)
+			l.doubled++
+		}
+	}
+	l.report(t, "DC cut twice; 1 rejected DirSync cookie (full resync of 4 users)")
+}
+
+// TestFaultKilledRepeatedly kills pwsync (SIGKILL) at random points while AD
+// resets stream in, restarting it each time: every reset is written once.
+func TestFaultKilledRepeatedly(t *testing.T) {
+	const kills = 5
+	s := newStack(t, stackOpts{})
+	s.opts.NATSListen = freeAddr(t)
+	const pw = "Start.Passw0rd-1"
+	var users []adtest.User
+	want := map[string][]string{}
+	for i := range 10 {
+		u := s.dc.CreateUser(t, s.ou, fmt.Sprintf("kill%d", i), adtest.UserOpts{Password: pw})
+		users = append(users, u)
+		synced := i%3 == 2
+		id := s.cloudUser(u, synced)
+		want[id] = []string{"PATCH force=true"}
+		if synced {
+			want[id] = []string{"POST revoke", "POST members"}
+		}
+	}
+	// A slow Graph (every write takes 300 ms, and is carried out even when the
+	// client is gone) widens the window in which a kill lands between a write
+	// and its idempotency record.
+	s.sim.InjectFault(graphsim.Fault{Method: http.MethodPatch, Hang: 300 * time.Millisecond, Count: -1})
+	s.sim.InjectFault(graphsim.Fault{Method: http.MethodPost, Hang: 300 * time.Millisecond, Count: -1})
+	p := s.startProcess(t)
+	var delays []time.Duration
+	next := 0
+	for k := range kills {
+		// Resets for this round, then a kill at a random point of their way
+		// through ingest, evaluator and actuator (or before they are seen).
+		for ; next < len(users)*(k+1)/kills; next++ {
+			s.dc.ForceChange(t, users[next].DN)
+		}
+		d := randomDuration(1500 * time.Millisecond)
+		delays = append(delays, d)
+		time.Sleep(d) // where the kill lands: the fault's timing, not an assertion
+		_ = p.cmd.Process.Signal(os.Kill)
+		<-p.done
+		p = s.startProcess(t)
+	}
+	t.Logf("killed at %v after each round's resets", delays)
+	// Messages a killed consumer held come back after AckWait (30 s).
+	l := s.expectOnce(t, natsConn(t, "nats://"+s.opts.NATSListen).JS, want, 120*time.Second, 3*time.Second)
+	cut := 0 // writes whose client was killed mid-request
+	for _, r := range s.sim.Requests() {
+		if r.Method != http.MethodGet && r.Duration < 250*time.Millisecond {
+			cut++
+		}
+	}
+	t.Logf("%d Graph writes were cut short by a kill", cut)
+	l.report(t, fmt.Sprintf("%d kill -9", kills))
+}
+
+func randomDuration(limit time.Duration) time.Duration {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	n := int64(0)
+	for _, c := range b {
+		n = n<<8 | int64(c)
+	}
+	if n < 0 {
+		n = -n
+	}
+	return time.Duration(n % int64(limit))
+}
