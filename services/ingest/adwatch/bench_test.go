@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natstest"
 )
@@ -91,6 +92,8 @@ func BenchmarkChangeLatency(b *testing.B) {
 // tombstone for every change notification and deleted-users DirSync poll,
 // on the DC every package shares, until it is re-provisioned
 // (scripts/samba-ad/stop.sh --purge && start.sh && seed.sh, when nobody uses it).
+//
+// benchreport: PWSYNC_REQUIRE_AD=1 -run ^$ -bench ^BenchmarkFullSync$ -benchtime 1x
 func BenchmarkFullSync(b *testing.B) {
 	n := 2000
 	if v := os.Getenv("PWSYNC_BENCH_AD_USERS"); v != "" {
@@ -113,6 +116,14 @@ func BenchmarkFullSync(b *testing.B) {
 		{"sink=count", &countSink{}},
 		{"sink=jetstream", &jsSink{js: conn.JS}},
 	}
+	rates := map[string]float64{}
+	defer func() {
+		if rates["sink=jetstream"] > 0 && rates["sink=count"] > 0 {
+			benchreport.Emit(benchreport.Figure{Name: "ad_full_sync_users_per_s", Unit: "users/s", Better: "higher",
+				Desc:  fmt.Sprintf("AD full sync (DirSync) of %d users into JetStream", n),
+				Value: rates["sink=jetstream"], Baseline: rates["sink=count"], BaselineName: "same sync into a counting sink (LDAP side alone)"})
+		}
+	}()
 	for _, s := range sinks {
 		b.Run(fmt.Sprintf("users=%d/%s", n, s.name), func(b *testing.B) {
 			peak := peakHeap(b)
@@ -127,6 +138,7 @@ func BenchmarkFullSync(b *testing.B) {
 				}
 				total += counter.n
 			}
+			rates[s.name] = float64(total) / b.Elapsed().Seconds()
 			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "users/s")
 			b.ReportMetric(float64(peak())/(1<<20), "peak_heap_MB")
 			b.ReportMetric(float64(total)/float64(b.N), "users/op")

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
@@ -73,6 +74,8 @@ func BenchmarkBareJetStreamPublish(b *testing.B) {
 // after round, on one server per shape, and prints medians and the paired
 // ratio. Alternating keeps other load on the machine from favouring either
 // side. Run with PWSYNC_BENCH_REPORT=1 (see BENCHMARK.md).
+//
+// benchreport: PWSYNC_BENCH_REPORT=1 PWSYNC_BENCH_ROUNDS=3 -run ^TestThroughputReport$
 func TestThroughputReport(t *testing.T) {
 	if os.Getenv("PWSYNC_BENCH_REPORT") == "" {
 		t.Skip("set PWSYNC_BENCH_REPORT=1 to run the throughput report")
@@ -132,6 +135,13 @@ func TestThroughputReport(t *testing.T) {
 			bounds, boundRatios = append(bounds, bound), append(boundRatios, got["webhook"][r].rate/bound)
 		}
 		w, b, f := summarize(got["webhook"]), summarize(got["bare"]), summarize(got["floor"])
+		slug := fmt.Sprintf("%dx%d", s.batch, s.senders)
+		benchreport.Emit(benchreport.Figure{Name: "webhook_" + slug + "_notif_per_s", Unit: "notif/s", Better: "higher",
+			Desc:  fmt.Sprintf("webhook ingest, %d notification(s) per POST, %d senders", s.batch, s.senders),
+			Value: w.rate, Baseline: b.rate, BaselineName: "bare JetStream publish loop, same shape"})
+		benchreport.Emit(benchreport.Figure{Name: "webhook_" + slug + "_p99", Unit: "ms", Better: "lower",
+			Desc:  fmt.Sprintf("webhook ingest p99, %d per POST, %d senders", s.batch, s.senders),
+			Value: w.p99, Baseline: b.p99, BaselineName: "bare JetStream publish p99"})
 		fmt.Fprintf(&report, "| %s | %.0f | %.2f | %.2f | %.0f | %.2f | %.2f | %.0f%% | %.0f | %.0f | %.0f%% |\n",
 			shapeName(s.senders, s.batch), w.rate, w.p50, w.p99, b.rate, b.p50, b.p99, 100*median(ratios),
 			f.rate, median(bounds), 100*median(boundRatios))
