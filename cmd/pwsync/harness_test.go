@@ -86,6 +86,8 @@ type stackOpts struct {
 	GraphSecret string
 	// BindDN and BindPassword replace the DC administrator as the bind account.
 	BindDN, BindPassword string
+	// Expiry turns on the expiry rules with these lead days.
+	Expiry []int
 }
 
 var configTemplate = template.Must(template.New("cfg").Parse(`
@@ -122,6 +124,9 @@ evaluator:
     include_ous: ["{{.OU}}"]
     break_glass_upns: [{{range $i, $u := .Opts.BreakGlassUPNs}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
   never_expires: {enabled: {{.Opts.Webhook}}}
+{{- if .Opts.Expiry}}
+  expiry: {enabled: true, lead_days: [{{range $i, $l := .Opts.Expiry}}{{if $i}}, {{end}}{{$l}}{{end}}], max_late: 2000h}
+{{- end}}
 actuator:
   cloud_managed: {verify: true, fallback: chain, revoke_sessions: false}
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
