@@ -5,6 +5,7 @@ package main
 // the Graph writes that took effect (simulator log, 2xx only) and the action
 // outcomes in the AUDIT stream. Lost = a change with no write or no "ok"
 // outcome; doubled = a write of one kind that took effect more than once.
+// Each test logs a FIGURES line with what it injected and found.
 
 import (
 	"context"
@@ -661,4 +662,55 @@ func randomDuration(limit time.Duration) time.Duration {
 		n = -n
 	}
 	return time.Duration(n % int64(limit))
+}
+
+// TestFaultJetStreamFull fills the embedded JetStream's store
+// (nats.embedded.max_store) with another stream's data: /readyz fails and
+// says why, the log says why, a reset made meanwhile reaches no one but is
+// not lost; once space is freed it is written exactly once.
+func TestFaultJetStreamFull(t *testing.T) {
+	s := newStack(t, stackOpts{NATSMaxStore: "16MiB"})
+	s.opts.NATSListen = freeAddr(t)
+	u := s.dc.CreateUser(t, s.ou, "full-reset", adtest.UserOpts{Password: "Start.Passw0rd-1"})
+	id := s.cloudUser(u, false)
+	s.startInProcess(t)
+	conn := natsConn(t, "nats://"+s.opts.NATSListen)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := conn.JS.CreateStream(ctx, jetstream.StreamConfig{Name: "FILLER", Subjects: []string{"filler.>"}, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	filled := false
+	for _, size := range []int{512 << 10, 16 << 10} { // big chunks, then the last crumbs
+		chunk := make([]byte, size)
+		for range 4096 {
+			if _, err := conn.JS.Publish(ctx, "filler.x", chunk); err != nil {
+				if !strings.Contains(err.Error(), "insufficient resources") {
+					t.Fatalf("filling the store: %v", err)
+				}
+				filled = true
+				break
+			}
+		}
+	}
+	if !filled {
+		t.Fatal("the store never filled up")
+	}
+	waitFor(t, 30*time.Second, "/readyz to fail", func() bool { code, _ := s.readyz(); return code == http.StatusServiceUnavailable })
+	if _, body := s.readyz(); !strings.Contains(body, "FAIL jetstream storage: full") {
+		t.Errorf("/readyz does not say the store is full:\n%s", body)
+	}
+	waitFor(t, 30*time.Second, "the log to say the store is full", func() bool { return s.logCount("jetstream storage full") > 0 })
+
+	s.dc.ForceChange(t, u.DN)
+	waitFor(t, 30*time.Second, "the watcher's publish to be refused", func() bool { return s.logCount("insufficient resources") > 0 })
+	if w := s.writes(id); len(w) != 0 {
+		t.Fatalf("written while the store was full: %v", w)
+	}
+	if err := conn.JS.DeleteStream(ctx, "FILLER"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "/readyz to pass again", func() bool { code, _ := s.readyz(); return code == http.StatusOK })
+	l := s.expectOnce(t, conn.JS, map[string][]string{id: {"PATCH force=true"}}, 90*time.Second, 2*time.Second)
+	l.report(t, "JetStream store full (16MiB max_store filled)")
 }

@@ -47,7 +47,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	var emb *natsx.Embedded
 	if cfg.NATS.URL == "" {
 		var err error
-		emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: cfg.NATS.Embedded.DataDir, Listen: cfg.NATS.Embedded.Listen})
+		emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: cfg.NATS.Embedded.DataDir, Listen: cfg.NATS.Embedded.Listen,
+			MaxStore: int64(cfg.NATS.Embedded.MaxStore)})
 		if err != nil {
 			return err
 		}
@@ -141,7 +142,12 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services = append(services, act)
 	}
 
-	ops, err := startOps(cfg.Ops, conn, targets, log)
+	storage := &storageHealth{js: conn.JS, log: log}
+	if emb != nil {
+		storage.limit = emb.MaxStore()
+	}
+	services = append(services, storage)
+	ops, err := startOps(cfg.Ops, conn, targets, storage.limit, log)
 	if err != nil {
 		return err
 	}
@@ -187,11 +193,11 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 }
 
 // startOps serves /healthz (the process is alive), /readyz (NATS connected,
-// JetStream answering, streams present, each target ready; lease holders
+// JetStream answering with room to store, streams present, each target ready; lease holders
 // reported) and /metrics.
-func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, log zerolog.Logger) (*http.Server, error) {
+func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, storeLimit int64, log zerolog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
-	checker := &health.Checker{NC: conn.NC, JS: conn.JS, LeasesBucket: natsx.BucketLeases, Targets: targets,
+	checker := &health.Checker{NC: conn.NC, JS: conn.JS, LeasesBucket: natsx.BucketLeases, Targets: targets, StoreLimit: storeLimit,
 		Streams: []string{natsx.StreamEvents, natsx.StreamActions, natsx.StreamAudit, natsx.StreamDLQ}}
 	checker.Register(mux)
 	if o.Metrics {

@@ -42,6 +42,8 @@ type NATS struct {
 type Embedded struct {
 	DataDir string `yaml:"data_dir"`
 	Listen  string `yaml:"listen"` // host:port to let other processes connect; empty = in-process only
+	// MaxStore bounds JetStream's disk use; 0 = nats-server's default (most of the free disk).
+	MaxStore ByteSize `yaml:"max_store"`
 }
 
 // AD lists the domains to watch.

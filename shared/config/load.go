@@ -189,6 +189,9 @@ func (c *Config) Validate(t Targets) error {
 	if c.NATS.URL == "" && c.NATS.Embedded.DataDir == "" {
 		add("nats.embedded.data_dir", "required when nats.url is empty")
 	}
+	if m := c.NATS.Embedded.MaxStore; m != 0 && m < 1<<20 {
+		add("nats.embedded.max_store", "must be at least 1MiB (got %d bytes)", m)
+	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		add("nats.replicas", "must be between 1 and 5 (got %d)", c.NATS.Replicas)
 	}

@@ -3,7 +3,7 @@
 // /healthz: the process is alive and serving; it reports NATS but does not
 // fail on it, so that an orchestrator does not restart every replica during
 // a NATS outage (they reconnect by themselves). /readyz: this replica can do
-// its work now: NATS connected, JetStream answering, every stream present,
+// its work now: NATS connected, JetStream answering with room to store, every stream present,
 // every target's own readiness (e.g. ingest's first AD sync). Both list one
 // line per check and the lease holders, for humans and probes alike.
 package health
@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pwsync/pwsync/shared/metrics"
+	"github.com/pwsync/pwsync/shared/natsx"
 )
 
 // Target is one service's own readiness.
@@ -36,6 +37,9 @@ type Checker struct {
 	LeasesBucket string // "" = no lease report
 	Targets      []Target
 	Timeout      time.Duration // per request, default 2 s
+	// StoreLimit is the embedded server's JetStream storage limit in bytes,
+	// used when the account has none (0 = unknown: not checked).
+	StoreLimit int64
 }
 
 // Result is one check's outcome.
@@ -101,6 +105,19 @@ func (c *Checker) jetstream(ctx context.Context) []Result {
 		return []Result{{Name: "jetstream", Detail: err.Error()}}
 	}
 	res := []Result{{Name: "jetstream", OK: true, Detail: fmt.Sprintf("%d streams, %d consumers", info.Streams, info.Consumers)}}
+	// A full store refuses every publish ("insufficient resources"): nothing
+	// is lost (sources retry), but nothing moves either.
+	st := natsx.Storage{Used: int64(info.Store), Limit: info.Limits.MaxStore}
+	if st.Limit <= 0 {
+		st.Limit = c.StoreLimit
+	}
+	if st.Limit > 0 {
+		r := Result{Name: "jetstream storage", OK: !st.Full(), Detail: st.String()}
+		if !r.OK {
+			r.Detail = "full: " + r.Detail
+		}
+		res = append(res, r)
+	}
 	for _, name := range c.Streams {
 		r := Result{Name: "stream " + name}
 		if _, err := c.JS.Stream(ctx, name); err != nil {

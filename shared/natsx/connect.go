@@ -20,6 +20,8 @@ import (
 type EmbeddedConfig struct {
 	DataDir string // JetStream store directory
 	Listen  string // "host:port" to also accept outside clients; empty = in-process only
+	// MaxStore bounds JetStream's disk use in bytes; 0 = nats-server's default.
+	MaxStore int64
 }
 
 // Embedded is a running in-process nats-server.
@@ -41,6 +43,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*Embedded, error) {
 		StoreDir:   cfg.DataDir,
 		NoSigs:     true,
 		NoLog:      true,
+	}
+	if cfg.MaxStore > 0 {
+		opts.JetStreamMaxStore = cfg.MaxStore
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -75,6 +80,15 @@ func (e *Embedded) ClientURL() string {
 		return ""
 	}
 	return e.srv.ClientURL()
+}
+
+// MaxStore is the server's effective JetStream storage limit in bytes: the
+// configured one, or what nats-server derived from the free disk.
+func (e *Embedded) MaxStore() int64 {
+	if c := e.srv.JetStreamConfig(); c != nil {
+		return c.MaxStore
+	}
+	return 0
 }
 
 // Shutdown stops the server and waits for it.
