@@ -88,6 +88,8 @@ var routes = []route{
 	{method: "PATCH", pattern: segs("/directory/onPremisesSynchronization/{}"), write: true, roles: rolesSyncWrite, handle: (*Server).patchSync},
 	{method: "GET", pattern: segs("/groups/{}"), roles: rolesGroupRead, handle: (*Server).getGroup},
 	{method: "GET", pattern: segs("/groups/{}/members"), roles: rolesGroupRead, handle: (*Server).listMembers},
+	{method: "GET", pattern: segs("/groups/{}/transitiveMembers"), roles: rolesGroupRead, handle: (*Server).listTransitiveMembers},
+	{method: "GET", pattern: segs("/groups/{}/transitiveMembers/microsoft.graph.user"), roles: rolesGroupRead, handle: (*Server).listTransitiveMembers},
 	{method: "POST", pattern: segs("/groups/{}/members/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).addMember},
 	{method: "DELETE", pattern: segs("/groups/{}/members/{}/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).removeMember},
 }

@@ -30,6 +30,7 @@ type User struct {
 type group struct {
 	id, displayName string
 	members         map[string]bool // user IDs
+	groups          map[string]bool // nested group IDs (transitiveMembers follows them)
 }
 
 // store is the directory. The Server's mutex guards it.

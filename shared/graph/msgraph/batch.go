@@ -15,25 +15,18 @@ import (
 )
 
 // MaxBatch is Graph's limit of requests in one $batch.
-const MaxBatch = 20
+const MaxBatch = graph.MaxBatch
 
 const opBatch = "POST /$batch"
 
-// BatchRequest is one request inside a $batch.
-type BatchRequest struct {
-	ID     string // unique within the batch
-	Method string // GET, PATCH, POST, DELETE...
-	URL    string // relative to the base URL, e.g. "/users/{id}"
-	Body   any    // marshalled as JSON; nil for none
-}
+// BatchRequest and BatchResponse live in shared/graph (graph.Batcher), so
+// that callers need not link this package.
+type (
+	BatchRequest  = graph.BatchRequest
+	BatchResponse = graph.BatchResponse
+)
 
-// BatchResponse is the answer to the BatchRequest with the same ID.
-type BatchResponse struct {
-	ID         string
-	Status     int           // the item's HTTP status; 0 if Graph returned no answer for it
-	RetryAfter time.Duration // the item's Retry-After, if any (throttling is per item)
-	Err        *graph.Error  // nil on 2xx
-}
+var _ graph.Batcher = (*Client)(nil)
 
 // Batch sends up to MaxBatch requests in one POST /$batch and returns one
 // response per request, in request order. The error is for the batch as a
@@ -137,7 +130,11 @@ func decodeBatch(reqs []BatchRequest, body []byte) ([]BatchResponse, error) {
 			out[i] = BatchResponse{ID: r.ID, Err: &graph.Error{Op: op, Message: "no response for this item"}}
 			continue
 		}
-		out[i] = BatchResponse{ID: r.ID, Status: it.Status, RetryAfter: retryAfter(header(it.Headers, "Retry-After"))}
+		out[i] = BatchResponse{ID: r.ID, Status: it.Status, RetryAfter: retryAfter(header(it.Headers, "Retry-After")),
+			Headers: lowerHeaders(it.Headers)}
+		if len(it.Body) > 0 && string(it.Body) != "null" {
+			out[i].Body = it.Body
+		}
 		if it.Status >= 400 {
 			out[i].Err = itemError(op, it, out[i].RetryAfter)
 		}
@@ -168,4 +165,16 @@ func header(h map[string]any, name string) string {
 		}
 	}
 	return ""
+}
+
+// lowerHeaders turns an item's headers into a map with lower-cased names.
+func lowerHeaders(h map[string]any) map[string]string {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[strings.ToLower(k)] = fmt.Sprint(v)
+	}
+	return out
 }
