@@ -30,6 +30,9 @@ const (
 	BucketLeases   = "leases"   // singleton work
 	// BucketSubscriptions: Graph subscriptions and their clientState secrets.
 	BucketSubscriptions = "subscriptions"
+	// BucketCampaigns: mass-reset campaigns, their targets, per-user progress
+	// and batch intents (services/campaign).
+	BucketCampaigns = "campaigns"
 )
 
 // Topology is the set of streams, consumers and KV buckets pwsync needs.
@@ -114,6 +117,7 @@ func NewTopology(o Options) Topology {
 			{Bucket: BucketDone, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.DoneTTL},
 			{Bucket: BucketLeases, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: LeaseTTL},
 			{Bucket: BucketSubscriptions, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+			{Bucket: BucketCampaigns, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		},
 	}
 }

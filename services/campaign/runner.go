@@ -1,0 +1,528 @@
+package campaign
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/graph"
+)
+
+// ADWriter writes the helpdesk's "must change at next logon" in one domain.
+type ADWriter interface {
+	// ForceChange sets pwdLastSet=0; the answer is LDAP's result text.
+	// Errors for which the write surely did not happen wrap ErrDefinite.
+	ForceChange(ctx context.Context, dn string) (string, error)
+	// PwdLastSet reads the user's pwdLastSet (read-back after an uncertain write).
+	PwdLastSet(ctx context.Context, dn string) (int64, error)
+}
+
+// ErrDefinite marks a write error whose request surely had no effect (LDAP
+// answered with a result code): no read-back needed, no retry helps.
+var ErrDefinite = errors.New("refused")
+
+// Publisher publishes with a message ID (JetStream deduplicates on it).
+type Publisher interface {
+	PublishJSON(ctx context.Context, subject, msgID string, v any) (duplicate bool, err error)
+}
+
+// RunConfig tunes the runner.
+type RunConfig struct {
+	Concurrency   int           // $batch requests in flight (default 4)
+	ADConcurrency int           // LDAP writers (default 4)
+	MaxAttempts   int           // per step, 429s not counted (default 8)
+	WithMFA       bool          // forceChangePasswordNextSignInWithMfa
+	UncertainWait time.Duration // before reading back a write a stopped run left unanswered (default 30s)
+	RetryBase     time.Duration // first retry delay after a 5xx (default 500ms)
+	RetryMax      time.Duration // default 30s
+	PollEvery     time.Duration // how often the runner looks for work and for pause/cancel (default 500ms)
+	StatsEvery    time.Duration // default 1s
+}
+
+func (c RunConfig) withDefaults() RunConfig {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.Concurrency, 4)
+	def(&c.ADConcurrency, 4)
+	def(&c.MaxAttempts, 8)
+	defd(&c.UncertainWait, 30*time.Second)
+	defd(&c.RetryBase, 500*time.Millisecond)
+	defd(&c.RetryMax, 30*time.Second)
+	defd(&c.PollEvery, 500*time.Millisecond)
+	defd(&c.StatsEvery, time.Second)
+	return c
+}
+
+// Runner executes running campaigns, one at a time (they share the write
+// budget). Run it under a lease: exactly one replica may.
+type Runner struct {
+	Store *Store
+	Batch graph.Batcher
+	AD    func(domain string) (ADWriter, error) // nil: no AD
+	Pub   Publisher
+	Pacer *Pacer
+	Cfg   RunConfig
+	Log   zerolog.Logger
+	Now   func() time.Time
+}
+
+func (r *Runner) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Run picks up running campaigns until ctx ends.
+func (r *Runner) Run(ctx context.Context) error {
+	r.Cfg = r.Cfg.withDefaults()
+	for {
+		cs, err := r.Store.List(ctx)
+		if err != nil && ctx.Err() == nil {
+			r.Log.Warn().Err(err).Msg("listing campaigns")
+		}
+		slices.Reverse(cs) // oldest first
+		for _, c := range cs {
+			if c.State != StateRunning || ctx.Err() != nil {
+				continue
+			}
+			if err := r.runOne(ctx, c.ID); err != nil && ctx.Err() == nil {
+				r.Log.Error().Err(err).Str("campaign", c.ID).Msg("campaign run stopped")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(r.Cfg.PollEvery):
+		}
+	}
+}
+
+// item is one step of one user, waiting or in flight.
+type item struct {
+	idx       int
+	step      Step
+	attempts  int
+	notBefore time.Time
+	verify    bool      // read back before writing
+	sentAt    time.Time // of the write being verified
+}
+
+// run is one campaign being executed.
+type run struct {
+	r       *Runner
+	c       Campaign
+	targets []Target
+	ad      ADWriter
+	nonce   string
+	seq     atomic.Int64
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	prog     map[int]*Progress
+	writeQ   []*item
+	verifyQ  []*item
+	changed  chan struct{}
+	graphOut atomic.Int64 // graph steps not yet terminal
+	adOut    atomic.Int64 // AD steps not yet terminal
+	adDone   chan struct{}
+	adCh     chan *item
+	stripes  [64]sync.Mutex // serialise each user's record writes
+	stats    Stats
+	samples  []rateSample
+}
+
+type rateSample struct {
+	at       time.Time
+	finished int
+}
+
+func (r *Runner) runOne(parent context.Context, id string) error {
+	c, _, err := r.Store.Get(parent, id)
+	if err != nil {
+		return err
+	}
+	log := r.Log.With().Str("campaign", id).Logger()
+	x := &run{r: r, c: c, log: log, prog: map[int]*Progress{}, changed: make(chan struct{}, 1),
+		adDone: make(chan struct{}), adCh: make(chan *item, 1024), nonce: fmt.Sprintf("%x", r.now().UnixNano())}
+	if x.targets, err = r.Store.Targets(parent, id, c.Targets); err != nil {
+		return x.fail(parent, err)
+	}
+	if c.Spec.Actions.RequireChange && slices.ContainsFunc(x.targets, func(t Target) bool { return t.Kind == KindSynced }) {
+		if r.AD == nil {
+			return x.fail(parent, errors.New("synced users selected but no AD domain is configured"))
+		}
+		if x.ad, err = r.AD(c.Spec.Domain); err != nil {
+			return x.fail(parent, err)
+		}
+	}
+	if err := x.load(parent); err != nil {
+		return err
+	}
+	log.Info().Int("users", len(x.targets)).Int64("graph_steps", x.graphOut.Load()).Int64("ad_steps", x.adOut.Load()).
+		Int("done", x.stats.Done).Msg("campaign running")
+
+	// ctx stops dispatching (pause, cancel, lease lost); work already sent
+	// finishes under parent and is recorded.
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	var bg sync.WaitGroup
+	bg.Add(2)
+	go func() { defer bg.Done(); x.watchState(ctx, cancel) }()
+	go func() { defer bg.Done(); x.flushStats(ctx) }()
+
+	var work sync.WaitGroup
+	for range r.Cfg.ADConcurrency {
+		work.Add(1)
+		go func() { defer work.Done(); x.adWorker(ctx, parent) }()
+	}
+	x.dispatchGraph(ctx, parent, &work)
+	work.Wait()
+	cancel()
+	bg.Wait()
+	x.saveStats(parent)
+
+	if parent.Err() != nil || x.graphOut.Load() > 0 || x.adOut.Load() > 0 {
+		return nil // paused, cancelled or stopped: a later run continues
+	}
+	_, err = r.Store.Update(parent, id, func(c *Campaign) error {
+		if c.State != StateRunning {
+			return nil
+		}
+		if err := c.move(StateDone, "runner", r.now().UTC(), fmt.Sprintf("%d done, %d failed", x.stats.Done, x.stats.Failed)); err != nil {
+			return err
+		}
+		c.FinishedAt = c.UpdatedAt
+		return nil
+	})
+	log.Info().Int("done", x.stats.Done).Int("failed", x.stats.Failed).Msg("campaign finished")
+	return err
+}
+
+func (x *run) fail(ctx context.Context, cause error) error {
+	_, err := x.r.Store.Update(ctx, x.c.ID, func(c *Campaign) error {
+		if err := c.move(StateFailed, "runner", x.r.now().UTC(), cause.Error()); err != nil {
+			return err
+		}
+		c.Error, c.FinishedAt = cause.Error(), c.UpdatedAt
+		return nil
+	})
+	return errors.Join(cause, err)
+}
+
+// load rebuilds the work from KV: what is recorded is not redone; a write
+// that was sent without a recorded answer (a batch intent, or a step left
+// uncertain) is read back before it is written again.
+func (x *run) load(ctx context.Context) error {
+	progress, err := x.r.Store.AllProgress(ctx, x.c.ID)
+	if err != nil {
+		return err
+	}
+	intents, err := x.r.Store.Intents(ctx, x.c.ID)
+	if err != nil {
+		return err
+	}
+	for i := range progress {
+		p := progress[i]
+		if p.Steps == nil {
+			p.Steps = map[Step]*StepResult{}
+		}
+		x.prog[i] = &p
+	}
+	// Intents first become durable "uncertain" records, then go.
+	for seq, in := range intents {
+		touched := map[int]bool{}
+		for _, ref := range in.Items {
+			p := x.progressOf(ref.Idx)
+			if r := p.Steps[ref.Step]; r.Terminal() || r != nil && r.Status == StatusUncertain {
+				continue
+			}
+			p.Steps[ref.Step] = &StepResult{Status: StatusUncertain, At: in.At, Detail: "sent by a run that stopped before the answer"}
+			touched[ref.Idx] = true
+		}
+		for idx := range touched {
+			if err := x.r.Store.PutProgress(ctx, x.c.ID, *x.prog[idx]); err != nil {
+				return err
+			}
+		}
+		if err := x.r.Store.DeleteIntent(ctx, x.c.ID, seq); err != nil {
+			return err
+		}
+	}
+	now := x.r.now()
+	x.stats = Stats{Total: len(x.targets), Started: x.c.StartedAt}
+	if old, err := x.r.Store.GetStats(ctx, x.c.ID); err == nil {
+		x.stats.Writes, x.stats.Throttled, x.stats.Retries, x.stats.Verified, x.stats.LDAP =
+			old.Writes, old.Throttled, old.Retries, old.Verified, old.LDAP
+	}
+	for _, t := range x.targets {
+		p := x.progressOf(t.Idx)
+		steps := t.Steps(x.c.Spec.Actions)
+		for _, st := range steps {
+			res := p.Steps[st]
+			if res.Terminal() {
+				continue
+			}
+			it := &item{idx: t.Idx, step: st}
+			if res != nil && res.Status == StatusUncertain {
+				// The stopped run's request may still be on its way: read back
+				// only once it must have been answered or abandoned.
+				it.verify, it.sentAt, it.attempts = true, res.At, res.Attempts
+				it.notBefore = res.At.Add(x.r.Cfg.UncertainWait)
+			}
+			switch {
+			case st.Graph():
+				x.graphOut.Add(1)
+				if it.verify {
+					x.verifyQ = append(x.verifyQ, it)
+				} else {
+					x.writeQ = append(x.writeQ, it)
+				}
+			case st == StepADMustChange:
+				x.adOut.Add(1)
+			}
+		}
+		x.countUser(t, steps, p)
+	}
+	if x.adOut.Load() == 0 {
+		close(x.adDone)
+	} else {
+		go x.feedAD(ctx, now)
+	}
+	// Users whose Graph steps all ended before the stop but whose notice
+	// was not recorded.
+	for _, t := range x.targets {
+		if x.notifyDue(t, x.prog[t.Idx]) {
+			x.graphOut.Add(1) // the notice is dispatched like a Graph step
+			x.writeQ = append(x.writeQ, &item{idx: t.Idx, step: StepNotify})
+		}
+	}
+	return nil
+}
+
+// feedAD queues the AD steps at start (the channel is bounded).
+func (x *run) feedAD(ctx context.Context, now time.Time) {
+	for _, t := range x.targets {
+		if t.Kind != KindSynced || !x.c.Spec.Actions.RequireChange {
+			continue
+		}
+		x.mu.Lock()
+		res := x.prog[t.Idx].Steps[StepADMustChange]
+		x.mu.Unlock()
+		if res.Terminal() {
+			continue
+		}
+		it := &item{idx: t.Idx, step: StepADMustChange}
+		if res != nil && res.Status == StatusUncertain {
+			it.verify, it.sentAt, it.attempts = true, res.At, res.Attempts
+			if wait := time.Until(res.At.Add(x.r.Cfg.UncertainWait)); wait > 0 {
+				it.notBefore = now.Add(wait)
+			}
+		}
+		select {
+		case x.adCh <- it:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (x *run) progressOf(idx int) *Progress {
+	p := x.prog[idx]
+	if p == nil {
+		p = &Progress{Idx: idx, Steps: map[Step]*StepResult{}}
+		x.prog[idx] = p
+	}
+	return p
+}
+
+// countUser adds a user whose steps are all terminal to the counters; x.mu
+// held or single-threaded.
+func (x *run) countUser(t Target, steps []Step, p *Progress) {
+	failed := false
+	for _, st := range steps {
+		r := p.Steps[st]
+		if !r.Terminal() {
+			return
+		}
+		failed = failed || r.Status == StatusFailed
+	}
+	if failed {
+		x.stats.Failed++
+	} else {
+		x.stats.Done++
+	}
+}
+
+// notifyDue: the user gets a notice, its Graph steps have all ended, at
+// least one of them (if any) succeeded, and the notice is not recorded.
+func (x *run) notifyDue(t Target, p *Progress) bool {
+	if t.Kind != KindCloud || !x.c.Spec.Actions.Notify || p.Steps[StepNotify].Terminal() {
+		return false
+	}
+	any, ok := false, false
+	for _, st := range t.Steps(x.c.Spec.Actions) {
+		if !st.Graph() {
+			continue
+		}
+		any = true
+		r := p.Steps[st]
+		if !r.Terminal() {
+			return false
+		}
+		ok = ok || r.Status == StatusDone
+	}
+	return !any || ok
+}
+
+// record stores one step's result. A terminal result ends the step's
+// accounting; the user's last Graph step may make the notice due.
+func (x *run) record(ctx context.Context, it *item, res StepResult) {
+	t := x.targets[it.idx]
+	lock := &x.stripes[it.idx%len(x.stripes)]
+	lock.Lock()
+	defer lock.Unlock()
+	x.mu.Lock()
+	p := x.progressOf(it.idx)
+	prev := p.Steps[it.step]
+	if prev.Terminal() {
+		x.mu.Unlock()
+		return // never twice
+	}
+	res.Attempts = it.attempts
+	p.Steps[it.step] = &res
+	snap := Progress{Idx: p.Idx, Steps: make(map[Step]*StepResult, len(p.Steps))}
+	for k, v := range p.Steps {
+		c := *v
+		snap.Steps[k] = &c
+	}
+	terminal := res.Terminal()
+	due := false
+	if terminal {
+		x.countUser(t, t.Steps(x.c.Spec.Actions), p)
+		due = it.step.Graph() && x.notifyDue(t, p)
+	}
+	x.mu.Unlock()
+
+	// A failure to record is retried: the record is what makes the write
+	// happen once. Only the end of the process stops it (the intent stays).
+	for attempt := 0; ; attempt++ {
+		err := x.r.Store.PutProgress(ctx, x.c.ID, snap)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || attempt == 20 {
+			x.log.Error().Err(err).Int("user", it.idx).Msg("recording progress failed")
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if terminal {
+		switch {
+		case it.step == StepADMustChange:
+			if x.adOut.Add(-1) == 0 {
+				close(x.adDone)
+			}
+		default:
+			if due {
+				x.enqueue(&item{idx: it.idx, step: StepNotify}, false) // graphOut carries over to the notice
+			} else {
+				x.graphOut.Add(-1)
+			}
+		}
+	}
+}
+
+// enqueue puts an item back on a queue and wakes the dispatcher.
+func (x *run) enqueue(it *item, verify bool) {
+	x.mu.Lock()
+	if verify {
+		x.verifyQ = append(x.verifyQ, it)
+	} else {
+		x.writeQ = append(x.writeQ, it)
+	}
+	x.mu.Unlock()
+	select {
+	case x.changed <- struct{}{}:
+	default:
+	}
+}
+
+// backoff is the delay before attempt n+1 after a server error.
+func (x *run) backoff(attempts int) time.Duration {
+	d := x.r.Cfg.RetryBase << min(attempts, 10)
+	return min(d, x.r.Cfg.RetryMax)
+}
+
+// watchState cancels dispatching when the campaign leaves running.
+func (x *run) watchState(ctx context.Context, cancel func()) {
+	t := time.NewTicker(x.r.Cfg.PollEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			c, _, err := x.r.Store.Get(ctx, x.c.ID)
+			if err == nil && c.State != StateRunning {
+				x.log.Info().Str("state", string(c.State)).Msg("campaign no longer running: stopping dispatch")
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+func (x *run) flushStats(ctx context.Context) {
+	t := time.NewTicker(x.r.Cfg.StatsEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			x.saveStats(ctx)
+		}
+	}
+}
+
+func (x *run) saveStats(ctx context.Context) {
+	x.mu.Lock()
+	now := x.r.now()
+	st := x.stats
+	st.Throttled = x.stats.Throttled
+	st.Remaining = st.Total - st.Done - st.Failed
+	st.Updated = now.UTC()
+	finished := st.Done + st.Failed
+	x.samples = append(x.samples, rateSample{at: now, finished: finished})
+	for len(x.samples) > 2 && now.Sub(x.samples[1].at) > 10*time.Second {
+		x.samples = x.samples[1:]
+	}
+	if first := x.samples[0]; now.Sub(first.at) > 0 {
+		st.Rate = float64(finished-first.finished) / now.Sub(first.at).Seconds()
+	}
+	x.mu.Unlock()
+	if err := x.r.Store.PutStats(context.WithoutCancel(ctx), x.c.ID, st); err != nil {
+		x.log.Warn().Err(err).Msg("storing campaign stats")
+	}
+}
+
+func (x *run) addStat(fn func(*Stats)) {
+	x.mu.Lock()
+	fn(&x.stats)
+	x.mu.Unlock()
+}

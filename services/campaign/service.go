@@ -1,0 +1,257 @@
+package campaign
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Limits are the approval rules.
+type Limits struct {
+	// ApprovalThreshold: above this many users a second person (approver
+	// role, not the creator) must approve; 0 = always.
+	ApprovalThreshold int
+	// HardCap: larger campaigns are refused outright.
+	HardCap int
+}
+
+// Preview is the summary shown before anything is written.
+type Preview struct {
+	At        time.Time      `json:"at"`
+	By        string         `json:"by"`
+	Total     int            `json:"total"`
+	ByKind    map[Kind]int   `json:"by_kind"`
+	ByStep    map[Step]int   `json:"by_step"`
+	Sample    []Target       `json:"sample"`
+	Excluded  map[string]int `json:"excluded"` // count by reason
+	Unmatched int            `json:"unmatched"`
+	// NeedsApproval: Total is above the approval threshold.
+	NeedsApproval     bool `json:"needs_approval"`
+	ApprovalThreshold int  `json:"approval_threshold"`
+	HardCap           int  `json:"hard_cap"`
+}
+
+// Details are the preview's lists, capped.
+type Details struct {
+	Excluded  []Excluded `json:"excluded"`
+	Unmatched []string   `json:"unmatched"`
+	Truncated bool       `json:"truncated,omitempty"`
+}
+
+// maxDetails bounds the stored lists (one KV value).
+const maxDetails = 5000
+
+// sampleSize is how many targets the preview shows.
+const sampleSize = 20
+
+// Service is what the admin API and the CLI do to campaigns.
+type Service struct {
+	Store    *Store
+	Resolver func(domain string) (*Resolver, error)
+	Limits   Limits
+	Now      func() time.Time
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Create validates the spec and stores a draft.
+func (s *Service) Create(ctx context.Context, spec Spec, by string) (Campaign, error) {
+	spec.Name = strings.TrimSpace(spec.Name)
+	switch {
+	case spec.Name == "":
+		return Campaign{}, fmt.Errorf("%w: name is required", ErrInvalid)
+	case len(spec.Name) > 200:
+		return Campaign{}, fmt.Errorf("%w: name longer than 200 characters", ErrInvalid)
+	case spec.Include.Empty():
+		return Campaign{}, fmt.Errorf("%w: include selects nobody: give ad_groups, ous, ldap_filter, entra_groups, upns or all_in_scope", ErrInvalid)
+	case !spec.Actions.RequireChange && !spec.Actions.RevokeSessions && !spec.Actions.Notify:
+		return Campaign{}, fmt.Errorf("%w: no action: set require_change, revoke_sessions and/or notify", ErrInvalid)
+	}
+	r, err := s.Resolver(spec.Domain)
+	if err != nil {
+		return Campaign{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	spec.Domain = r.Scope.Domain
+	if err := spec.Include.normalize("include", r.Scope.BaseDN); err != nil {
+		return Campaign{}, err
+	}
+	if err := spec.Exclude.normalize("exclude", r.Scope.BaseDN); err != nil {
+		return Campaign{}, err
+	}
+	now := s.now()
+	c := Campaign{ID: newID(now), Spec: spec, State: StateDraft, CreatedBy: by, CreatedAt: now, UpdatedAt: now,
+		Log: []Change{{At: now, By: by, To: StateDraft}}}
+	if err := s.Store.Create(ctx, c); err != nil {
+		return Campaign{}, err
+	}
+	return c, nil
+}
+
+// newID is sortable by time and unique: a KV key token.
+func newID(now time.Time) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return now.Format("20060102-150405") + "-" + hex.EncodeToString(b)
+}
+
+// Preview resolves the selectors, stores the target set and returns the
+// summary. Nothing is written to AD or Graph. A campaign above the hard cap
+// is refused (it stays a draft).
+func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) {
+	c, _, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return c, err
+	}
+	if !CanMove(c.State, StatePreviewed) {
+		return c, fmt.Errorf("%w: campaign %s is %s: preview only before it runs", ErrConflict, id, c.State)
+	}
+	r, err := s.Resolver(c.Spec.Domain)
+	if err != nil {
+		return c, err
+	}
+	res, err := r.Resolve(ctx, c.Spec)
+	if err != nil {
+		return c, err
+	}
+	if s.Limits.HardCap > 0 && len(res.Targets) > s.Limits.HardCap {
+		return c, fmt.Errorf("%w: %d users selected, above the hard cap of %d (campaigns.hard_cap): narrow the selection or split it",
+			ErrTooLarge, len(res.Targets), s.Limits.HardCap)
+	}
+	p := summarize(res, c.Spec.Actions, s.now(), by)
+	p.ApprovalThreshold, p.HardCap = s.Limits.ApprovalThreshold, s.Limits.HardCap
+	p.NeedsApproval = len(res.Targets) > s.Limits.ApprovalThreshold
+	d := Details{Excluded: res.Excluded, Unmatched: res.Unmatched}
+	if len(d.Excluded) > maxDetails {
+		d.Excluded, d.Truncated = d.Excluded[:maxDetails], true
+	}
+	if len(d.Unmatched) > maxDetails {
+		d.Unmatched, d.Truncated = d.Unmatched[:maxDetails], true
+	}
+	if err := s.Store.SaveTargets(ctx, id, res.Targets, d); err != nil {
+		return c, err
+	}
+	return s.Store.Update(ctx, id, func(c *Campaign) error {
+		if err := c.move(StatePreviewed, by, p.At, fmt.Sprintf("%d users", p.Total)); err != nil {
+			return err
+		}
+		c.Targets, c.NeedsApproval, c.Preview = p.Total, p.NeedsApproval, &p
+		c.ApprovedBy, c.ApprovedAt = "", time.Time{} // approval was for the previous preview
+		return nil
+	})
+}
+
+// ErrTooLarge: above the hard cap.
+var ErrTooLarge = fmt.Errorf("%w: campaign too large", ErrInvalid)
+
+func summarize(res Resolution, a Actions, at time.Time, by string) Preview {
+	p := Preview{At: at, By: by, Total: len(res.Targets), ByKind: map[Kind]int{}, ByStep: map[Step]int{},
+		Excluded: map[string]int{}, Unmatched: len(res.Unmatched)}
+	for _, t := range res.Targets {
+		p.ByKind[t.Kind]++
+		for _, st := range t.Steps(a) {
+			p.ByStep[st]++
+		}
+	}
+	for _, e := range res.Excluded {
+		p.Excluded[e.Reason]++
+	}
+	// The sample spreads over the set, so both kinds show.
+	if n := len(res.Targets); n <= sampleSize {
+		p.Sample = res.Targets
+	} else {
+		for i := range sampleSize {
+			p.Sample = append(p.Sample, res.Targets[i*n/sampleSize])
+		}
+	}
+	return p
+}
+
+// Approve records a second person's approval. The approver must hold the
+// approver role (checked by the API) and must not be the creator.
+func (s *Service) Approve(ctx context.Context, id, by string) (Campaign, error) {
+	return s.Store.Update(ctx, id, func(c *Campaign) error {
+		if strings.EqualFold(by, c.CreatedBy) {
+			return fmt.Errorf("%w: the creator of a campaign cannot approve it", ErrForbidden)
+		}
+		if err := c.move(StateApproved, by, s.now(), ""); err != nil {
+			return err
+		}
+		c.ApprovedBy, c.ApprovedAt = by, c.UpdatedAt
+		return nil
+	})
+}
+
+// Start moves a previewed (and, when needed, approved) campaign to running;
+// the runner picks it up.
+func (s *Service) Start(ctx context.Context, id, by string) (Campaign, error) {
+	return s.Store.Update(ctx, id, func(c *Campaign) error {
+		if c.State == StatePreviewed && c.NeedsApproval {
+			return fmt.Errorf("%w: %d users is above the approval threshold: a second person with the approver role must approve first",
+				ErrConflict, c.Targets)
+		}
+		if c.State == StateApproved && strings.EqualFold(c.ApprovedBy, c.CreatedBy) {
+			return fmt.Errorf("%w: approved by its creator", ErrForbidden) // cannot happen through Approve; belt and braces
+		}
+		if err := c.move(StateRunning, by, s.now(), ""); err != nil {
+			return err
+		}
+		c.StartedBy, c.StartedAt = by, c.UpdatedAt
+		return nil
+	})
+}
+
+// Pause stops dispatching new writes; in-flight ones finish and are recorded.
+func (s *Service) Pause(ctx context.Context, id, by string) (Campaign, error) {
+	return s.Store.Update(ctx, id, func(c *Campaign) error { return c.move(StatePaused, by, s.now(), "") })
+}
+
+// Resume continues a paused campaign.
+func (s *Service) Resume(ctx context.Context, id, by string) (Campaign, error) {
+	return s.Store.Update(ctx, id, func(c *Campaign) error {
+		if c.State != StatePaused {
+			return fmt.Errorf("%w: campaign %s is %s, not paused", ErrConflict, id, c.State)
+		}
+		return c.move(StateRunning, by, s.now(), "resumed")
+	})
+}
+
+// Cancel ends a campaign; users not yet written are left alone.
+func (s *Service) Cancel(ctx context.Context, id, by string) (Campaign, error) {
+	return s.Store.Update(ctx, id, func(c *Campaign) error {
+		if err := c.move(StateCancelled, by, s.now(), ""); err != nil {
+			return err
+		}
+		c.FinishedAt = c.UpdatedAt
+		return nil
+	})
+}
+
+// Status is a campaign with its counters.
+type Status struct {
+	Campaign Campaign `json:"campaign"`
+	Stats    Stats    `json:"stats"`
+}
+
+// Status returns the campaign and its run counters.
+func (s *Service) Status(ctx context.Context, id string) (Status, error) {
+	c, _, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	st, err := s.Store.GetStats(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	if st.Total == 0 {
+		st.Total, st.Remaining = c.Targets, c.Targets
+	}
+	return Status{Campaign: c, Stats: st}, nil
+}

@@ -1,0 +1,468 @@
+package campaign
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graph"
+)
+
+// takeReady removes up to n items whose time has come; it returns them and
+// the earliest time of those left.
+func takeReady(q *[]*item, n int, now time.Time) ([]*item, time.Time) {
+	var out []*item
+	var next time.Time
+	keep := (*q)[:0]
+	for _, it := range *q {
+		if len(out) < n && !it.notBefore.After(now) {
+			out = append(out, it)
+			continue
+		}
+		if next.IsZero() || it.notBefore.Before(next) {
+			next = it.notBefore
+		}
+		keep = append(keep, it)
+	}
+	*q = keep
+	return out, next
+}
+
+// dispatchGraph sends Graph work until none is left or ctx ends: read-backs
+// first (they decide whether a write is needed), then writes in $batches of
+// up to 20 within the pacer's slots, then notices.
+func (x *run) dispatchGraph(ctx, parent context.Context, work *sync.WaitGroup) {
+	sem := make(chan struct{}, x.r.Cfg.Concurrency)
+	for x.graphOut.Load() > 0 && ctx.Err() == nil {
+		now := x.r.now()
+		x.mu.Lock()
+		verify, nextV := takeReady(&x.verifyQ, graph.MaxBatch, now)
+		var writes, notices []*item
+		var nextW time.Time
+		if len(verify) == 0 {
+			ready, next := takeReady(&x.writeQ, graph.MaxBatch, now)
+			nextW = next
+			for _, it := range ready {
+				if it.step == StepNotify {
+					notices = append(notices, it)
+				} else {
+					writes = append(writes, it)
+				}
+			}
+		}
+		x.mu.Unlock()
+
+		switch {
+		case len(notices) > 0:
+			for _, it := range notices {
+				x.sendNotice(parent, it)
+			}
+			for _, it := range writes {
+				x.enqueue(it, false)
+			}
+			continue
+		case len(verify) > 0:
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				x.requeue(verify, true)
+				return
+			}
+			work.Add(1)
+			go func() { defer work.Done(); defer func() { <-sem }(); x.verifyBatch(parent, verify) }()
+			continue
+		case len(writes) > 0:
+			n, err := x.r.Pacer.Acquire(ctx, len(writes))
+			if err != nil {
+				x.requeue(writes, false)
+				return
+			}
+			x.requeue(writes[n:], false)
+			writes = writes[:n]
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				x.r.Pacer.Done(n, 0)
+				x.requeue(writes, false)
+				return
+			}
+			work.Add(1)
+			go func() { defer work.Done(); defer func() { <-sem }(); x.sendBatch(parent, writes) }()
+			continue
+		}
+		// Nothing ready: wait for an answer, a retry time, or the end.
+		wait := 200 * time.Millisecond
+		for _, next := range []time.Time{nextV, nextW} {
+			if !next.IsZero() {
+				wait = min(wait, max(next.Sub(now), time.Millisecond))
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-x.changed:
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (x *run) requeue(items []*item, verify bool) {
+	for _, it := range items {
+		x.enqueue(it, verify)
+	}
+}
+
+// writeRequest is the Graph request for a step.
+func (x *run) writeRequest(id string, it *item) graph.BatchRequest {
+	user := "/users/" + url.PathEscape(x.targets[it.idx].CloudID)
+	switch it.step {
+	case StepCloudMustChange:
+		return graph.BatchRequest{ID: id, Method: http.MethodPatch, URL: user, Body: map[string]any{
+			"passwordProfile": map[string]any{
+				"forceChangePasswordNextSignIn":        true,
+				"forceChangePasswordNextSignInWithMfa": x.r.Cfg.WithMFA,
+			}}}
+	default: // StepRevoke; a batch item with POST needs a body
+		return graph.BatchRequest{ID: id, Method: http.MethodPost, URL: user + "/revokeSignInSessions", Body: map[string]any{}}
+	}
+}
+
+// sendBatch writes one $batch. Exactly once: the intent is stored before
+// the request leaves; each item's answer is stored before the intent goes.
+// An item whose answer is unknown (transport error, 5xx: Graph may or may
+// not have applied it) becomes "uncertain" and is read back before any new
+// write; a 429 is Graph's statement that it did nothing, so only that item
+// is sent again, after Retry-After.
+func (x *run) sendBatch(ctx context.Context, items []*item) {
+	seq := x.nonce + "-" + strconv.FormatInt(x.seq.Add(1), 10)
+	at := x.r.now().UTC()
+	in := Intent{At: at}
+	reqs := make([]graph.BatchRequest, len(items))
+	for j, it := range items {
+		it.attempts++
+		it.sentAt = at
+		in.Items = append(in.Items, IntentRef{Idx: it.idx, Step: it.step})
+		reqs[j] = x.writeRequest(strconv.Itoa(j), it)
+	}
+	if err := x.r.Store.PutIntent(ctx, x.c.ID, seq, in); err != nil {
+		x.log.Warn().Err(err).Msg("recording batch intent failed; batch not sent")
+		x.r.Pacer.Done(len(items), 0)
+		for _, it := range items {
+			it.attempts--
+			it.notBefore = x.r.now().Add(time.Second)
+		}
+		x.requeue(items, false)
+		return
+	}
+	resps, err := x.r.Batch.Batch(ctx, reqs)
+	if err != nil {
+		var ge *graph.Error
+		if errors.As(err, &ge) && ge.Status == http.StatusTooManyRequests {
+			// The whole batch was refused: nothing ran.
+			x.r.Pacer.Throttled(ge.RetryAfter)
+			x.r.Pacer.Done(len(items), 0)
+			x.addStat(func(s *Stats) { s.Throttled++ })
+			for _, it := range items {
+				it.attempts--
+				it.notBefore = x.r.now().Add(max(ge.RetryAfter, time.Second))
+			}
+			x.requeue(items, false)
+		} else {
+			x.r.Pacer.Done(len(items), len(items)) // may have counted: assume it did
+			for _, it := range items {
+				x.uncertain(ctx, it, StepResult{Status: StatusUncertain, At: at, HTTP: graph.StatusOf(err), Detail: err.Error()})
+			}
+		}
+		x.dropIntent(ctx, seq)
+		return
+	}
+	counted, pct := 0, 0.0
+	for j, resp := range resps {
+		it := items[j]
+		pct = max(pct, resp.ThrottlePercentage())
+		switch {
+		case resp.Status >= 200 && resp.Status < 300:
+			counted++
+			x.addStat(func(s *Stats) { s.Writes++ })
+			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: resp.Status})
+		case resp.Status == http.StatusTooManyRequests:
+			x.r.Pacer.Throttled(resp.RetryAfter)
+			x.addStat(func(s *Stats) { s.Throttled++ })
+			it.attempts-- // throttling is pacing, not failure
+			it.notBefore = x.r.now().Add(max(resp.RetryAfter, time.Second))
+			x.enqueue(it, false)
+		case resp.Status == 0 || resp.Status >= 500 || resp.Status == http.StatusRequestTimeout:
+			counted++
+			detail := "no answer for this item"
+			if resp.Err != nil {
+				detail = resp.Err.Error()
+			}
+			x.uncertain(ctx, it, StepResult{Status: StatusUncertain, At: at, HTTP: resp.Status, Detail: detail})
+		default:
+			counted++
+			res := StepResult{Status: StatusFailed, At: x.r.now().UTC(), HTTP: resp.Status}
+			if resp.Err != nil {
+				res.Code, res.Detail = resp.Err.Code, resp.Err.Message
+			}
+			x.record(ctx, it, res)
+		}
+	}
+	x.r.Pacer.Done(len(items), counted)
+	x.r.Pacer.Usage(pct)
+	x.dropIntent(ctx, seq)
+}
+
+func (x *run) dropIntent(ctx context.Context, seq string) {
+	if err := x.r.Store.DeleteIntent(ctx, x.c.ID, seq); err != nil {
+		// Harmless: the next load finds every item recorded and skips it.
+		x.log.Warn().Err(err).Msg("removing batch intent")
+	}
+}
+
+// uncertain records that a write's effect is unknown and queues a
+// read-back; after MaxAttempts the step fails.
+func (x *run) uncertain(ctx context.Context, it *item, res StepResult) {
+	x.addStat(func(s *Stats) { s.Retries++ })
+	x.record(ctx, it, res) // durable: a restart reads back too
+	it.verify = true
+	it.notBefore = x.r.now().Add(x.backoff(it.attempts))
+	x.enqueue(it, true)
+}
+
+// verifyBatch reads users back to learn whether uncertain writes took:
+// a must-change is there when the flag is set, a revoke when
+// signInSessionsValidFromDateTime is not older than the write. What took is
+// recorded as done (verified); the rest is written again (or fails after
+// MaxAttempts).
+func (x *run) verifyBatch(ctx context.Context, items []*item) {
+	byUser := map[int]int{}
+	var reqs []graph.BatchRequest
+	for _, it := range items {
+		if _, ok := byUser[it.idx]; ok {
+			continue
+		}
+		byUser[it.idx] = len(reqs)
+		reqs = append(reqs, graph.BatchRequest{ID: strconv.Itoa(len(reqs)), Method: http.MethodGet,
+			URL: "/users/" + url.PathEscape(x.targets[it.idx].CloudID) + "?$select=id,passwordProfile,signInSessionsValidFromDateTime"})
+	}
+	resps, err := x.r.Batch.Batch(ctx, reqs)
+	if err != nil {
+		for _, it := range items {
+			it.notBefore = x.r.now().Add(x.backoff(it.attempts))
+		}
+		x.requeue(items, true)
+		return
+	}
+	for _, it := range items {
+		resp := resps[byUser[it.idx]]
+		switch {
+		case resp.Status == http.StatusNotFound:
+			x.record(ctx, it, StepResult{Status: StatusFailed, At: x.r.now().UTC(), HTTP: resp.Status, Detail: "user not found on read-back"})
+			continue
+		case resp.Err != nil || resp.Status != http.StatusOK:
+			ra := resp.RetryAfter
+			if resp.Status == http.StatusTooManyRequests {
+				x.r.Pacer.Throttled(ra)
+			}
+			it.notBefore = x.r.now().Add(max(ra, x.backoff(it.attempts)))
+			x.enqueue(it, true)
+			continue
+		}
+		var uj graph.UserJSON
+		if err := json.Unmarshal(resp.Body, &uj); err != nil {
+			it.notBefore = x.r.now().Add(x.backoff(it.attempts))
+			x.enqueue(it, true)
+			continue
+		}
+		u := uj.User()
+		took := false
+		switch it.step {
+		case StepCloudMustChange:
+			took = u.ForceChangeNextSignIn && (!x.r.Cfg.WithMFA || u.ForceChangeWithMFA)
+		case StepRevoke:
+			// Graph keeps whole seconds; allow a second of clock skew.
+			took = !u.SessionsValidFrom.IsZero() && !u.SessionsValidFrom.Before(it.sentAt.Truncate(time.Second).Add(-time.Second))
+		}
+		if took {
+			x.addStat(func(s *Stats) { s.Verified++ })
+			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: resp.Status, Verified: true,
+				Detail: "the write took effect (read back after an unanswered request)"})
+			continue
+		}
+		it.verify = false
+		if it.attempts >= x.r.Cfg.MaxAttempts {
+			x.record(ctx, it, StepResult{Status: StatusFailed, At: x.r.now().UTC(), Detail: fmt.Sprintf("no effect after %d attempts", it.attempts)})
+			continue
+		}
+		x.enqueue(it, false) // not applied: write it (again)
+	}
+}
+
+// sendNotice publishes the password_reset notice; the message ID makes a
+// republish after a restart a duplicate JetStream drops, and the
+// notifier's ledger (keyed by the campaign's start) sends it once.
+func (x *run) sendNotice(ctx context.Context, it *item) {
+	t := x.targets[it.idx]
+	a := events.Action{
+		ID:        events.KeySafe(fmt.Sprintf("campaign.%s.%d.notify", x.c.ID, t.Idx)),
+		Kind:      events.ActionNotify,
+		Rule:      "campaign",
+		Reason:    x.c.Spec.Name,
+		EventID:   "campaign." + x.c.ID,
+		EventTime: x.r.now().UTC(),
+		User:      events.UserRef{UPN: t.UPN, CloudID: t.CloudID, ObjectGUID: t.ObjectGUID, DN: t.DN},
+		Notice: &events.Notice{Template: events.NoticePasswordReset, PasswordSetAt: x.c.StartedAt,
+			Language: t.Lang, DisplayName: t.Name},
+		Campaign: x.c.ID,
+	}
+	it.attempts++
+	if _, err := x.r.Pub.PublishJSON(ctx, a.Subject(), a.ID, a); err != nil {
+		if it.attempts >= x.r.Cfg.MaxAttempts {
+			x.record(ctx, it, StepResult{Status: StatusFailed, At: x.r.now().UTC(), Detail: err.Error()})
+			return
+		}
+		it.notBefore = x.r.now().Add(x.backoff(it.attempts))
+		x.enqueue(it, false)
+		return
+	}
+	x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), Detail: "published " + a.ID})
+}
+
+// adWorker writes pwdLastSet=0 for synced users until none is left or ctx
+// ends. Before a write it records "uncertain"; after a stop, such a user's
+// pwdLastSet is read first: 0 means the write (or someone's) took.
+func (x *run) adWorker(ctx, parent context.Context) {
+	for {
+		var it *item
+		select {
+		case <-ctx.Done():
+			return
+		case <-x.adDone:
+			return
+		case it = <-x.adCh:
+		}
+		if wait := time.Until(it.notBefore); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		x.adStep(parent, it)
+	}
+}
+
+func (x *run) adStep(ctx context.Context, it *item) {
+	dn := x.targets[it.idx].DN
+	retry := func() {
+		it.notBefore = x.r.now().Add(x.backoff(it.attempts))
+		go func() {
+			select {
+			case x.adCh <- it:
+			case <-x.adDone:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	if it.verify {
+		v, err := x.r.adRead(ctx, x.ad, dn)
+		if err != nil {
+			it.attempts++
+			if it.attempts >= x.r.Cfg.MaxAttempts {
+				x.record(ctx, it, StepResult{Status: StatusFailed, At: x.r.now().UTC(), LDAP: err.Error()})
+				return
+			}
+			retry()
+			return
+		}
+		if v == 0 {
+			x.addStat(func(s *Stats) { s.Verified++ })
+			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), LDAP: "pwdLastSet=0 (read back)", Verified: true})
+			return
+		}
+		it.verify = false
+	}
+	it.attempts++
+	at := x.r.now().UTC()
+	x.record(ctx, it, StepResult{Status: StatusUncertain, At: at, Detail: "LDAP modify sent"})
+	ans, err := x.ad.ForceChange(ctx, dn)
+	switch {
+	case err == nil:
+		x.addStat(func(s *Stats) { s.LDAP++ })
+		x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), LDAP: ans})
+	case errors.Is(err, ErrDefinite) || it.attempts >= x.r.Cfg.MaxAttempts:
+		x.record(ctx, it, StepResult{Status: StatusFailed, At: x.r.now().UTC(), LDAP: err.Error()})
+	default:
+		x.addStat(func(s *Stats) { s.Retries++ })
+		x.record(ctx, it, StepResult{Status: StatusUncertain, At: at, LDAP: err.Error()})
+		it.verify = true
+		retry()
+	}
+}
+
+func (r *Runner) adRead(ctx context.Context, ad ADWriter, dn string) (int64, error) {
+	return ad.PwdLastSet(ctx, dn)
+}
+
+// batchReads sends GETs in one $batch, resending throttled and failed items
+// a few times (reads are safe to repeat).
+func batchReads(ctx context.Context, b graph.Batcher, reqs []graph.BatchRequest) ([]graph.BatchResponse, error) {
+	out := make([]graph.BatchResponse, len(reqs))
+	todo := make([]int, len(reqs))
+	for i := range todo {
+		todo[i] = i
+	}
+	delay := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		sub := make([]graph.BatchRequest, len(todo))
+		for j, i := range todo {
+			sub[j] = reqs[i]
+		}
+		resps, err := b.Batch(ctx, sub)
+		if err != nil {
+			var ge *graph.Error
+			if attempt >= 5 || !errors.As(err, &ge) || !ge.Retryable() {
+				return nil, err
+			}
+			if !sleep(ctx, max(ge.RetryAfter, delay)) {
+				return nil, ctx.Err()
+			}
+			delay *= 2
+			continue
+		}
+		var again []int
+		var wait time.Duration
+		for j, resp := range resps {
+			out[todo[j]] = resp
+			if resp.Err != nil && resp.Err.Retryable() && attempt < 5 {
+				again = append(again, todo[j])
+				wait = max(wait, resp.RetryAfter)
+			}
+		}
+		if len(again) == 0 {
+			return out, nil
+		}
+		todo = again
+		if !sleep(ctx, max(wait, delay)) {
+			return nil, ctx.Err()
+		}
+		delay *= 2
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
