@@ -67,6 +67,9 @@ func (c RunConfig) withDefaults() RunConfig {
 	return c
 }
 
+// LeaseKey is the lease the runner holds (natsx.BucketLeases).
+const LeaseKey = "campaign-runner"
+
 // Runner executes running campaigns, one at a time (they share the write
 // budget). Run it under a lease: exactly one replica may.
 type Runner struct {
@@ -144,6 +147,7 @@ type run struct {
 	stripes  [64]sync.Mutex // serialise each user's record writes
 	stats    Stats
 	samples  []rateSample
+	logged   time.Time
 }
 
 type rateSample struct {
@@ -516,6 +520,12 @@ func (x *run) saveStats(ctx context.Context) {
 		st.Rate = float64(finished-first.finished) / now.Sub(first.at).Seconds()
 	}
 	x.mu.Unlock()
+	if now.Sub(x.logged) >= 5*time.Second {
+		x.logged = now
+		x.log.Info().Int("done", st.Done).Int("failed", st.Failed).Int("remaining", st.Remaining).Int("writes", st.Writes).
+			Int("throttled", st.Throttled).Int("verified", st.Verified).Float64("rate", st.Rate).
+			Int64("graph_open", x.graphOut.Load()).Int64("ad_open", x.adOut.Load()).Msg("campaign progress")
+	}
 	if err := x.r.Store.PutStats(context.WithoutCancel(ctx), x.c.ID, st); err != nil {
 		x.log.Warn().Err(err).Msg("storing campaign stats")
 	}

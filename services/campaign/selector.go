@@ -71,7 +71,7 @@ func (s *Selector) normalize(what, baseDN string) error {
 	if s.LDAPFilter != "" {
 		f, err := ValidateFilter(s.LDAPFilter)
 		if err != nil {
-			bad("ldap_filter: %v", err)
+			bad("ldap_filter: %w", err)
 		}
 		s.LDAPFilter = f
 	}

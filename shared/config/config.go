@@ -17,6 +17,7 @@ type Config struct {
 	Evaluator Evaluator `yaml:"evaluator"`
 	Actuator  Actuator  `yaml:"actuator"`
 	Notify    Notify    `yaml:"notify"`
+	Campaigns Campaigns `yaml:"campaigns"`
 	Ops       Ops       `yaml:"ops"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -269,6 +270,7 @@ func Default() Config {
 			WriteWindow: 150 * time.Second,
 		},
 		Notify:          defaultNotify(),
+		Campaigns:       defaultCampaigns(),
 		Ops:             Ops{Listen: "127.0.0.1:9090", Metrics: true, SampleInterval: 15 * time.Second},
 		ShutdownTimeout: 20 * time.Second,
 	}

@@ -293,6 +293,7 @@ func (c *Config) Validate(t Targets) error {
 			add("actuator.retry.initial_interval", "must be positive and not above actuator.retry.max_interval")
 		}
 		errs = append(errs, c.Notify.validate()...)
+		errs = append(errs, c.Campaigns.validate(c.Graph.Timeout)...)
 	}
 	return errors.Join(errs...)
 }

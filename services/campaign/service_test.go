@@ -1,0 +1,93 @@
+package campaign_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/services/campaign"
+	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// runInProcess runs the runner in this process until the campaign ends.
+func (w *world) runInProcess(id string, pacer *campaign.Pacer) {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r := &campaign.Runner{Store: w.store, Batch: w.client, Pub: natsx.NewPublisher(w.conn.JS), Pacer: pacer,
+		Log: zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.InfoLevel),
+		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond}}
+	if w.ldap != nil {
+		r.AD = func(string) (campaign.ADWriter, error) { return w.ldap, nil }
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	for ctx.Err() == nil {
+		if c, _, err := w.store.Get(ctx, id); err == nil && c.State.Terminal() {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
+func TestCloudCampaignInProcess(t *testing.T) {
+	w := newWorld(t, false, graphsim.Options{})
+	const gid = "bbbbbbbb-0000-4000-8000-00000000000a"
+	w.sim.PutGroup(gid, "Sales")
+	users := w.putCloudUsers(gid, "sa", 150)
+	c, err := w.svc.Create(ctxT(t), campaign.Spec{Name: "small", Include: campaign.Selector{EntraGroups: []string{gid}},
+		Actions: campaign.Actions{RequireChange: true, RevokeSessions: true}}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err = w.svc.Preview(ctxT(t), c.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Approve(ctxT(t), c.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	w.runInProcess(c.ID, campaign.NewPacer(100, time.Second, 1))
+	st, _ := w.svc.Status(ctxT(t), c.ID)
+	if st.Campaign.State != campaign.StateDone || st.Stats.Done != len(users) {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestApprovalAndInjection(t *testing.T) {
+	w := newWorld(t, false, graphsim.Options{})
+	ctx := ctxT(t)
+	_, err := w.svc.Create(ctx, campaign.Spec{Name: "x", Include: campaign.Selector{LDAPFilter: "(department=Finance))(|(objectClass=*)"},
+		Actions: campaign.Actions{RequireChange: true}}, "alice")
+	if !errors.Is(err, campaign.ErrInvalid) || !errors.Is(err, campaign.ErrInvalidFilter) {
+		t.Fatalf("filter injection: %v", err)
+	}
+	w.putCloudUsers("", "ap", 3)
+	c, err := w.svc.Create(ctx, campaign.Spec{Name: "x", Include: campaign.Selector{UPNs: []string{"ap00000" + tenantSuffix}},
+		Actions: campaign.Actions{RevokeSessions: true}}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.svc.Limits.ApprovalThreshold = 0 // every campaign needs a second person
+	if _, err := w.svc.Approve(ctx, c.ID, "bob"); !errors.Is(err, campaign.ErrConflict) {
+		t.Fatalf("approve before preview: %v", err)
+	}
+	if _, err := w.svc.Preview(ctx, c.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Start(ctx, c.ID, "alice"); !errors.Is(err, campaign.ErrConflict) {
+		t.Fatalf("start unapproved: %v", err)
+	}
+	if _, err := w.svc.Approve(ctx, c.ID, "ALICE"); !errors.Is(err, campaign.ErrForbidden) {
+		t.Fatalf("creator approving: %v", err)
+	}
+	w.svc.Limits.HardCap = 0
+}
