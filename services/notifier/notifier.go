@@ -173,8 +173,8 @@ func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) 
 
 // delivery is one action being delivered.
 type delivery struct {
-	s      *Service
-	a      events.Action
+	s     *Service
+	a     events.Action
 	cloud string // cloud user id, once known
 }
 
