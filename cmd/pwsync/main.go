@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/pwsync/pwsync/services/notifier"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/logx"
@@ -116,12 +117,18 @@ func configCheck(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, warnings, err := config.Load(f.config, t, os.Getenv)
+	cfg, warnings, err := config.Load(f.config, t, os.Getenv)
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
 	if err != nil {
 		return err
+	}
+	if t.Actuator && cfg.Notify.Enabled {
+		// The same check as at start: an unknown field in a template is refused.
+		if _, err := notifier.LoadTemplates(cfg.Notify.TemplatesDir, cfg.Notify.DefaultLanguage); err != nil {
+			return fmt.Errorf("notify templates: %w", err)
+		}
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", f.config)
 	return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/pwsync/pwsync/services/ingest"
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
+	"github.com/pwsync/pwsync/services/notifier"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/health"
@@ -135,11 +136,22 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	if t.Actuator {
 		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
 			Log:          log.With().Str("service", "actuator").Logger(),
-			WriteLimiter: actuator.NewWriteLimiter(cfg.Actuator.WriteBudget, cfg.Actuator.WriteWindow)})
+			WriteLimiter: actuator.NewWriteLimiter(cfg.Actuator.WriteBudget, cfg.Actuator.WriteWindow),
+			Notifier:     cfg.Notify.Active()})
 		if err != nil {
 			return fmt.Errorf("starting actuator: %w", err)
 		}
 		services = append(services, act)
+		if cfg.Notify.Active() {
+			// Templates are checked here: a template naming an unknown field stops the start.
+			nt, err := notifier.New(setupCtx, notifier.Deps{JS: conn.JS, Graph: client, Messenger: client,
+				Settings: cfg.Notify, Replicas: cfg.NATS.Replicas, Holder: holderName(), Now: clock,
+				Log: log.With().Str("service", "notifier").Logger()})
+			if err != nil {
+				return fmt.Errorf("starting notifier: %w", err)
+			}
+			services = append(services, nt)
+		}
 	}
 
 	storage := &storageHealth{js: conn.JS, log: log}

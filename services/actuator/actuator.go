@@ -34,6 +34,10 @@ type Deps struct {
 	Now      func() time.Time // nil = time.Now
 	// WriteLimiter paces Graph writes under the tenant's write budget; nil = unlimited.
 	WriteLimiter *rate.Limiter
+	// Notifier: notify and alert actions are delivered by services/notifier
+	// through its own consumer (one replica at a time, paced); the
+	// actuator acks them without doing anything.
+	Notifier bool
 }
 
 // Service executes actions.
@@ -48,6 +52,7 @@ type Service struct {
 	now      func() time.Time
 	limiter  *rate.Limiter
 	newPass  func() (string, error)
+	notifier bool
 }
 
 // New opens the actuator's buckets.
@@ -66,7 +71,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, graph: d.Graph, done: done, identity: identity,
 		audit: audit.NewWriter(natsx.NewPublisher(d.JS), now), set: d.Settings, log: d.Log, now: now,
-		limiter: d.WriteLimiter, newPass: temporaryPassword}, nil
+		limiter: d.WriteLimiter, newPass: temporaryPassword, notifier: d.Notifier}, nil
 }
 
 // NewWriteLimiter sizes a limiter from a write budget (e.g. 3,000 per 150 s).
@@ -95,6 +100,12 @@ func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) err
 	ctx = log.WithContext(ctx)
 	run := &execution{s: s, a: a}
 
+	if s.notifier && (a.Kind == events.ActionNotify || a.Kind == events.ActionAlert) {
+		return nil // delivered and audited by the notifier
+	}
+	if a.Kind == events.ActionNotify {
+		return run.finish(ctx, events.OutcomeSkipped, "notifications are off (notify.enabled, notify.workflows_webhook_url)", nil)
+	}
 	if a.Kind == events.ActionAlert {
 		// No user write: the alert is the audit record (and the log line an
 		// alerting pipeline picks up).

@@ -433,3 +433,26 @@ func TestRevokeWithLostAnswerIsNotSentAgain(t *testing.T) {
 		}
 	})
 }
+
+func TestNotifyAndAlertLeftToTheNotifier(t *testing.T) {
+	for _, notifier := range []bool{false, true} {
+		t.Run(fmt.Sprintf("notifier=%v", notifier), func(t *testing.T) {
+			g := newFakeGraph(cloudUser)
+			_, conn := natstest.Run(t)
+			s, err := New(context.Background(), Deps{JS: conn.JS, Graph: g, Settings: settings(), Log: zerolog.Nop(), Notifier: notifier})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := action(events.ActionNotify, "alice@example.test", "imm-alice", 1)
+			n.Notice = &events.Notice{Template: events.NoticeExpired}
+			for _, a := range []events.Action{n, action(events.ActionAlert, "alice@example.test", "imm-alice", 2)} {
+				if err := s.Handle(context.Background(), a, natsx.Meta{}); err != nil {
+					t.Fatalf("%s: %v (a notify action must never be dead-lettered by the actuator)", a.Kind, err)
+				}
+			}
+			if len(g.calls) != 0 {
+				t.Fatalf("Graph calls for notify/alert: %v", g.calls)
+			}
+		})
+	}
+}
