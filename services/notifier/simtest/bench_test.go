@@ -6,6 +6,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/pwsync/pwsync/shared/benchreport"
 )
 
 // TestNotificationThroughputReport measures notices sent per window against
@@ -17,6 +19,8 @@ import (
 // milliseconds per window, so the real one-minute window only does better.
 //
 //	PWSYNC_BENCH_REPORT=1 go test -count=1 -run ThroughputReport -v ./services/notifier/simtest/
+//
+// benchreport: PWSYNC_BENCH_REPORT=1 -run ^TestNotificationThroughputReport$
 func TestNotificationThroughputReport(t *testing.T) {
 	if os.Getenv("PWSYNC_BENCH_REPORT") == "" {
 		t.Skip("set PWSYNC_BENCH_REPORT=1 to run the notification throughput report")
@@ -96,6 +100,14 @@ func TestNotificationThroughputReport(t *testing.T) {
 		t.Logf("%-55s sent %4d in the measured windows of a limit of %4d = %5.1f%%; max %d per window per sender/app (limit %d); violations (429 by the simulator) %d; total %s",
 			r.name, r.sent, r.limit, 100*r.ratio, r.maxInWindow, r.limit1, r.violations, r.elapsed.Round(10*time.Millisecond))
 	}
+	emit := func(name, desc string, paced, base result) {
+		benchreport.Emit(benchreport.Figure{Name: name + "_pct_of_limit", Desc: desc + " (% of the limit, scaled windows)",
+			Value: 100 * paced.ratio, Unit: "%", Baseline: 100 * base.ratio, BaselineName: "same run, pacing off", Better: "higher"})
+		benchreport.Emit(benchreport.Figure{Name: name + "_violations", Desc: desc + ": sends refused by the limit (429)",
+			Value: float64(paced.violations), Unit: "count", Baseline: float64(base.violations), BaselineName: "same run, pacing off", Better: "lower"})
+	}
+	emit("notify_email", "email notices per window, 3 senders x 30", results[0], results[1])
+	emit("notify_teams", "Teams notices per window, 5 per app+tenant", results[2], results[3])
 	for _, r := range results[:1] {
 		if r.ratio < 0.95 || r.violations != 0 {
 			t.Errorf("%s: %.1f%% of the limit with %d violations; want >= 95%% and 0", r.name, 100*r.ratio, r.violations)
