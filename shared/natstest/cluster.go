@@ -1,0 +1,135 @@
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// Cluster is a JetStream cluster of real nats-servers in this process, on
+// loopback, each with its own store: tests stop nodes to see the rest carry on.
+type Cluster struct {
+	Servers []*server.Server // nil once stopped
+	urls    []string
+}
+
+// RunCluster starts n clustered servers and waits until JetStream has a
+// meta leader (streams can be created); cleanup stops them.
+func RunCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	clientPorts, routePorts := freePorts(t, n), freePorts(t, n)
+	var routes []*url.URL
+	for _, p := range routePorts {
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	c := &Cluster{}
+	for i := range n {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1),
+			Host:       "127.0.0.1",
+			Port:       clientPorts[i],
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			NoLog:      true,
+			NoSigs:     true,
+			Cluster:    server.ClusterOpts{Name: "pwsync-test", Host: "127.0.0.1", Port: routePorts[i]},
+			Routes:     routes,
+		}
+		srv, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("nats node %d: %v", i+1, err)
+		}
+		srv.Start()
+		c.Servers = append(c.Servers, srv)
+		c.urls = append(c.urls, fmt.Sprintf("nats://127.0.0.1:%d", clientPorts[i]))
+	}
+	t.Cleanup(func() {
+		for i := range c.Servers {
+			c.Stop(i)
+		}
+	})
+	for i, s := range c.Servers {
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats node %d not ready", i+1)
+		}
+	}
+	conn := c.Connect(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := conn.JS.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("jetstream cluster has no meta leader after 20s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	conn.NC.Close()
+	return c
+}
+
+// URL is every node's client URL, comma separated (nats.url).
+func (c *Cluster) URL() string { return strings.Join(c.urls, ",") }
+
+// Stop shuts node i down (idempotent).
+func (c *Cluster) Stop(i int) {
+	if s := c.Servers[i]; s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		c.Servers[i] = nil
+	}
+}
+
+// Connect opens a client connection to the cluster (any node), closed at cleanup.
+func (c *Cluster) Connect(t testing.TB) *natsx.Conn {
+	t.Helper()
+	conn, err := natsx.Connect(natsx.ConnectConfig{URL: c.URL(), Name: t.Name()}, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("connecting to the nats cluster: %v", err)
+	}
+	t.Cleanup(conn.NC.Close)
+	return conn
+}
+
+// EnsureTopology creates pwsync's topology with the given replicas.
+func EnsureTopology(t testing.TB, js jetstream.JetStream, replicas int) {
+	t.Helper()
+	o := natsx.DefaultOptions()
+	o.Replicas = replicas
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := natsx.NewTopology(o).Ensure(ctx, js); err != nil {
+		t.Fatalf("ensuring topology R%d: %v", replicas, err)
+	}
+}
+
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var out []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}

@@ -1,0 +1,45 @@
+package natstest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// TestClusterSurvivesANode: R3 streams and KV keep working with one node of
+// three stopped.
+func TestClusterSurvivesANode(t *testing.T) {
+	c := RunCluster(t, 3)
+	conn := c.Connect(t)
+	EnsureTopology(t, conn.JS, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := natsx.Bucket(ctx, conn.JS, natsx.BucketUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(0)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := kv.Put(ctx, "k", []byte("after"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("KV unusable 20s after losing one node of three: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := conn.JS.Publish(ctx, "events.ad.user", []byte("{}")); err != nil {
+		t.Fatalf("publishing with a node down: %v", err)
+	}
+	e, err := kv.Get(ctx, "k")
+	if err != nil || string(e.Value()) != "after" {
+		t.Fatalf("get: %v %v", e, err)
+	}
+}
