@@ -424,4 +424,3 @@ func parallel(t *testing.T, dc *adtest.DC, users []adtest.User, op func(*ldap.Co
 		t.Errorf("LDAP: %v", firstErr)
 	}
 }
-
