@@ -60,6 +60,7 @@ type stack struct {
 	hook     *http.Client // Graph's side of the webhook (trusts its certificate)
 	bindDN   string
 	bindPW   string
+	admin    *adminStack // set by withAdmin
 }
 
 type stackOpts struct {
@@ -141,6 +142,17 @@ webhook:
   tls_key: {{.Dir}}/hook-key.pem
   delta_interval: 1m
 {{- end}}
+{{- with .Admin}}
+admin:
+  enabled: true
+  listen: "{{.Addr}}"
+  tls_cert: {{.Cert}}
+  tls_key: {{.Key}}
+  tokens:
+{{- range .Tokens}}
+    - {name: {{.Name}}, sha256: {{.SHA256}}, roles: [{{range $i, $r := .Roles}}{{if $i}}, {{end}}{{$r}}{{end}}]}
+{{- end}}
+{{- end}}
 `))
 
 const simSecret = "sim-client-secret-e2e"
@@ -189,7 +201,7 @@ func (s *stack) writeConfig(t testing.TB) {
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": s.dc, "Sim": s.sim, "OU": s.ou,
 		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr, "Hook": s.hookAddr, "Secret": s.secret,
-		"BindDN": s.bindDN, "BindPW": s.bindPW})
+		"BindDN": s.bindDN, "BindPW": s.bindPW, "Admin": s.admin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,8 @@ Usage:
   pwsync doctor --config FILE [--target ...] [--webhook-ca FILE]
                                    checks AD (TLS, bind, DirSync rights), the Graph token and its roles,
                                    NATS/JetStream and the webhook URL; one line per check, with the fix
+  pwsync admin token --name NAME --roles viewer,operator,approver [--expires 720h]
+                                   a new admin API token (printed once) and its config entry
   pwsync graphsim [flags]          the Graph simulator (pwsync graphsim -h)
   pwsync version
 `
@@ -66,6 +68,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return policyCommand(ctx, args[1:], stdout)
 	case "doctor":
 		return doctorCommand(ctx, args[1:], stdout)
+	case "admin":
+		return adminCommand(args[1:], stdout)
 	case "graphsim":
 		return graphsim.Main(args[1:], stdout)
 	case "version":

@@ -154,6 +154,15 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 	}
 
+	if cfg.Admin.Enabled {
+		adm, err := newAdminServer(cfg.Admin, conn, log.With().Str("service", "admin").Logger())
+		if err != nil {
+			return err
+		}
+		registerAdminRoutes(adm, conn, cfg, log)
+		services = append(services, adm)
+	}
+
 	storage := &storageHealth{js: conn.JS, log: log}
 	if emb != nil {
 		storage.limit = emb.MaxStore()

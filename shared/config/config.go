@@ -19,6 +19,7 @@ type Config struct {
 	Notify    Notify    `yaml:"notify"`
 	Campaigns Campaigns `yaml:"campaigns"`
 	Ops       Ops       `yaml:"ops"`
+	Admin     Admin     `yaml:"admin"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
@@ -272,6 +273,7 @@ func Default() Config {
 		Notify:          defaultNotify(),
 		Campaigns:       defaultCampaigns(),
 		Ops:             Ops{Listen: "127.0.0.1:9090", Metrics: true, SampleInterval: 15 * time.Second},
+		Admin:           defaultAdmin(),
 		ShutdownTimeout: 20 * time.Second,
 	}
 }

@@ -204,6 +204,7 @@ func (c *Config) Validate(t Targets) error {
 	if c.Ops.SampleInterval < time.Second {
 		add("ops.sample_interval", "must be at least 1s (got %s)", c.Ops.SampleInterval)
 	}
+	errs = append(errs, c.Admin.validate()...)
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
 			add("ad.domains", "at least one domain is required for the ingest target")

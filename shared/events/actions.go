@@ -144,6 +144,8 @@ type AuditRecord struct {
 	HTTPStatus int       `json:"http_status,omitempty"`
 	Detail     string    `json:"detail,omitempty"`
 	LatencyMS  float64   `json:"latency_ms,omitempty"` // event observed -> this outcome
+	// Admin is set on admin API requests (Kind "admin").
+	Admin *AdminRequest `json:"admin,omitempty"`
 }
 
 // Subject is the NATS subject the record is published on.
