@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pwsync/pwsync/services/console"
 	"github.com/pwsync/pwsync/shared/adminapi"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/config"
@@ -72,5 +73,10 @@ func adminCommand(args []string, stdout io.Writer) error {
 
 // registerAdminRoutes adds the read endpoints and the console.
 func registerAdminRoutes(s *adminapi.Server, conn *natsx.Conn, cfg config.Config, log zerolog.Logger) {
-	s.HandleFunc("GET /api/v1/whoami", adminapi.RoleViewer, adminapi.WhoAmI)
+	loc, err := time.LoadLocation(cfg.Evaluator.Expiry.TimeZone)
+	if err != nil {
+		loc = time.UTC
+	}
+	console.Register(s, console.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Location: loc, Now: clock,
+		Log: log.With().Str("service", "admin").Logger()})
 }

@@ -33,6 +33,8 @@ Usage:
   pwsync doctor --config FILE [--target ...] [--webhook-ca FILE]
                                    checks AD (TLS, bind, DirSync rights), the Graph token and its roles,
                                    NATS/JetStream and the webhook URL; one line per check, with the fix
+  pwsync audit export --config FILE [--since 24h|7d|RFC3339] [--user UPN] [--format jsonl|csv]
+                                   the audit trail from pwsync's NATS
   pwsync admin token --name NAME --roles viewer,operator,approver [--expires 720h]
                                    a new admin API token (printed once) and its config entry
   pwsync graphsim [flags]          the Graph simulator (pwsync graphsim -h)
@@ -68,6 +70,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return policyCommand(ctx, args[1:], stdout)
 	case "doctor":
 		return doctorCommand(ctx, args[1:], stdout)
+	case "audit":
+		return auditCommand(ctx, args[1:], stdout)
 	case "admin":
 		return adminCommand(args[1:], stdout)
 	case "graphsim":

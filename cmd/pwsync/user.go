@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/userview"
 )
 
 // userCommand prints one user's joined AD and Entra state, pending work and
@@ -54,47 +54,39 @@ func userCommand(ctx context.Context, args []string, stdout io.Writer) error {
 	defer conn.NC.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return showUser(ctx, conn.JS, upn, *limit, stdout)
+	return showUser(ctx, conn.JS, upn, policyOf(cfg.Evaluator), *limit, stdout)
 }
 
-func showUser(ctx context.Context, js jetstream.JetStream, upn string, limit int, out io.Writer) error {
-	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
+func showUser(ctx context.Context, js jetstream.JetStream, upn string, p rules.Policy, limit int, out io.Writer) error {
+	v, err := userview.Build(ctx, js, upn, p, clock(), limit)
 	if err != nil {
 		return err
 	}
-	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
-	if err != nil {
-		return err
-	}
-	e, err := identity.Get(ctx, events.KeySafe("upn."+strings.ToLower(upn)))
-	if natsx.IsNotFound(err) {
+	if !v.Found {
 		fmt.Fprintf(out, "%s: no AD user with this userPrincipalName has been seen.\n", upn)
 		fmt.Fprintln(out, "A cloud account without an AD user is reported, never joined by guess.")
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("reading the UPN index: %w", err)
-	}
-	guid := string(e.Value())
-	var st rules.State
-	if se, err := users.Get(ctx, events.KeySafe(guid)); err == nil {
-		if err := json.Unmarshal(se.Value(), &st); err != nil {
-			return fmt.Errorf("decoding state of %s: %w", guid, err)
-		}
-	} else if !natsx.IsNotFound(err) {
-		return fmt.Errorf("reading state of %s: %w", guid, err)
-	}
-
+	st := v.State
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	ad := st.AD
 	fmt.Fprintf(w, "AD\t%s\n", ad.DN)
 	fmt.Fprintf(w, "  objectGUID\t%s (immutable id %s)\n", ad.ObjectGUID, ad.ImmutableID)
 	fmt.Fprintf(w, "  pwdLastSet\t%s\n", describePwdLastSet(ad.PwdLastSet))
 	fmt.Fprintf(w, "  never expires / disabled\t%v / %v\n", ad.NeverExpires(), ad.Disabled())
-	if t := events.FileTime(ad.ExpiryComputed); !t.IsZero() {
-		fmt.Fprintf(w, "  password expires\t%s\n", t.Format(time.RFC3339))
+	if v.Expiry != nil {
+		fmt.Fprintf(w, "  password expires\t%s (%s)\n", v.Expiry.Format(time.RFC3339), v.ExpiryWhy)
+	} else {
+		fmt.Fprintf(w, "  password expires\tno (%s)\n", v.ExpiryWhy)
 	}
-	fmt.Fprintf(w, "  in scope\t%v\n", st.InScope)
+	if n := v.NextNotice; n != nil {
+		what := n.Template
+		if n.Enforce {
+			what = strings.TrimPrefix(what+" + enforce", " + ")
+		}
+		fmt.Fprintf(w, "  next notice\t%s: %s\n", n.Due.Format(time.RFC3339), what)
+	}
+	fmt.Fprintf(w, "  in scope\t%v (%s)\n", st.InScope, v.ScopeWhy)
 	if c := st.Cloud; c != nil {
 		fmt.Fprintf(w, "Entra\t%s (%s)\n", c.UPN, c.ID)
 		fmt.Fprintf(w, "  synced\t%v\n", c.SyncEnabled)
@@ -102,32 +94,23 @@ func showUser(ctx context.Context, js jetstream.JetStream, upn string, limit int
 		if !c.LastPasswordChange.IsZero() {
 			fmt.Fprintf(w, "  last password change\t%s\n", c.LastPasswordChange.Format(time.RFC3339))
 		}
-	} else if je, err := identity.Get(ctx, events.KeySafe(guid)); err == nil {
-		fmt.Fprintf(w, "Entra\tjoined by the actuator: %s\n", je.Value())
+	} else if v.JoinedCloudID != "" {
+		fmt.Fprintf(w, "Entra\tjoined by the actuator: %s\n", v.JoinedCloudID)
 	} else {
 		fmt.Fprintf(w, "Entra\tnot joined yet (no delta data and no action so far)\n")
 	}
 	fmt.Fprintf(w, "Pending\t")
-	switch {
-	case st.ChangeRequired:
-		fmt.Fprintf(w, "cloud password change required by %s\n", st.RequiredByAction)
-	case !st.WritebackAwait.IsZero():
-		fmt.Fprintf(w, "waiting for AD to follow a cloud password change of %s\n", st.WritebackAwait.Format(time.RFC3339))
-	case st.PoliciesPending != "":
-		fmt.Fprintf(w, "passwordPolicies %q written, not yet seen back\n", st.PoliciesPending)
-	default:
+	if len(v.Pending) == 0 {
 		fmt.Fprintln(w, "nothing")
+	} else {
+		fmt.Fprintln(w, strings.Join(v.Pending, "; "))
 	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	recs, err := auditOf(ctx, js, guid, limit)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "\nTimeline (last %d):\n", len(recs))
+	fmt.Fprintf(out, "\nTimeline (last %d):\n", len(v.Timeline))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	for _, r := range recs {
+	for _, r := range v.Timeline {
 		what := r.Rule
 		if r.Step != "" {
 			what = r.Action + " / " + r.Step
@@ -141,46 +124,6 @@ func showUser(ctx context.Context, js jetstream.JetStream, upn string, limit int
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.Format("2006-01-02 15:04:05.000"), r.Kind, what, r.Outcome, status, r.Detail)
 	}
 	return tw.Flush()
-}
-
-// auditOf scans the AUDIT stream for one user's records, keeping the last limit.
-func auditOf(ctx context.Context, js jetstream.JetStream, guid string, limit int) ([]events.AuditRecord, error) {
-	cons, err := js.OrderedConsumer(ctx, natsx.StreamAudit, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, fmt.Errorf("reading audit: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading audit: %w", err)
-	}
-	pending := info.NumPending
-	var out []events.AuditRecord
-	for pending > 0 {
-		batch, err := cons.FetchNoWait(500)
-		if err != nil {
-			return nil, fmt.Errorf("reading audit: %w", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var r events.AuditRecord
-			if json.Unmarshal(m.Data(), &r) == nil && r.User.ObjectGUID == guid {
-				out = append(out, r)
-				if len(out) > limit {
-					out = out[1:]
-				}
-			}
-		}
-		if n == 0 {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		pending -= uint64(min(uint64(n), pending))
-	}
-	return out, nil
 }
 
 func describePwdLastSet(v int64) string {

@@ -41,7 +41,7 @@ func TestShowUserJoinsBothSidesAndTimeline(t *testing.T) {
 	_ = w.Write(ctx, events.AuditRecord{Kind: "step", Step: "other user", User: events.UserRef{ObjectGUID: "g2"}, Outcome: "ok"})
 
 	var out bytes.Buffer
-	if err := showUser(ctx, conn.JS, "Alice@Example.test", 10, &out); err != nil {
+	if err := showUser(ctx, conn.JS, "Alice@Example.test", rules.Policy{}, 10, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"CN=Alice,OU=Corp", "Entra", "c1", "synced", "cloud password change required by forced-change.g1.ev1",
@@ -55,7 +55,7 @@ func TestShowUserJoinsBothSidesAndTimeline(t *testing.T) {
 	}
 
 	out.Reset()
-	if err := showUser(ctx, conn.JS, "nobody@example.test", 10, &out); err != nil {
+	if err := showUser(ctx, conn.JS, "nobody@example.test", rules.Policy{}, 10, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "no AD user") {

@@ -174,7 +174,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		Error(w, probe.status, strings.ToLower(http.StatusText(probe.status)))
 		return
 	}
-	h.ServeHTTP(w, r)
+	s.mux.ServeHTTP(w, r) // (again) so that r carries the path values
 }
 
 // headerProbe captures what the mux's not-found / not-allowed handler says.

@@ -1,0 +1,197 @@
+// Package userview assembles one user's picture from pwsync's NATS state:
+// the joined AD and Entra state, the computed expiry and next notice, what
+// is pending, and the audit timeline (event -> rule -> action -> Graph
+// answer). `pwsync user` prints it; the admin API serves it as JSON.
+package userview
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/shared/audit"
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// View is one user.
+type View struct {
+	UPN   string `json:"upn"`
+	Found bool   `json:"found"`
+	GUID  string `json:"object_guid,omitempty"`
+
+	State rules.State `json:"state"`
+	// JoinedCloudID: the cloud account the actuator joined, when delta has
+	// not brought the cloud side yet.
+	JoinedCloudID string `json:"joined_cloud_id,omitempty"`
+	ScopeWhy      string `json:"scope_why,omitempty"`
+
+	Expiry       *time.Time  `json:"expiry,omitempty"`
+	ExpiryWhy    string      `json:"expiry_why"`
+	NextNotice   *NextNotice `json:"next_notice,omitempty"`
+	ScheduleWhy  string      `json:"schedule_why,omitempty"`
+	Pending      []string    `json:"pending"`
+	PasswordSet  *time.Time  `json:"password_set,omitempty"`
+	MustChange   bool        `json:"must_change"`
+	NeverExpires bool        `json:"never_expires"`
+	Disabled     bool        `json:"disabled"`
+
+	Timeline []events.AuditRecord `json:"timeline"`
+}
+
+// NextNotice is the next scheduled expiry step.
+type NextNotice struct {
+	Due      time.Time `json:"due"`
+	LeadDays int       `json:"lead_days"`
+	Template string    `json:"template,omitempty"`
+	Enforce  bool      `json:"enforce,omitempty"`
+}
+
+// Build reads the user by UPN. A UPN pwsync never saw gives Found false.
+func Build(ctx context.Context, js jetstream.JetStream, upn string, p rules.Policy, now time.Time, history int) (View, error) {
+	v := View{UPN: upn, Pending: []string{}, Timeline: []events.AuditRecord{}}
+	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
+	if err != nil {
+		return v, err
+	}
+	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
+	if err != nil {
+		return v, err
+	}
+	e, err := identity.Get(ctx, events.KeySafe("upn."+strings.ToLower(upn)))
+	if natsx.IsNotFound(err) {
+		return v, nil
+	}
+	if err != nil {
+		return v, fmt.Errorf("reading the UPN index: %w", err)
+	}
+	v.Found, v.GUID = true, string(e.Value())
+	if se, err := users.Get(ctx, events.KeySafe(v.GUID)); err == nil {
+		if err := json.Unmarshal(se.Value(), &v.State); err != nil {
+			return v, fmt.Errorf("decoding state of %s: %w", v.GUID, err)
+		}
+	} else if !natsx.IsNotFound(err) {
+		return v, fmt.Errorf("reading state of %s: %w", v.GUID, err)
+	}
+	if v.State.Cloud == nil {
+		if je, err := identity.Get(ctx, events.KeySafe(v.GUID)); err == nil {
+			v.JoinedCloudID = string(je.Value())
+		}
+	}
+	v.derive(p, now)
+	if v.Timeline, err = audit.Last(ctx, js, audit.Query{User: v.GUID}, history); err != nil {
+		return v, err
+	}
+	if v.Timeline == nil {
+		v.Timeline = []events.AuditRecord{}
+	}
+	return v, nil
+}
+
+// derive computes expiry, schedule and pending work from the state (pure).
+func (v *View) derive(p rules.Policy, now time.Time) {
+	st, ad := v.State, v.State.AD
+	cloudID := v.JoinedCloudID
+	if st.Cloud != nil && !st.Cloud.Removed {
+		cloudID = st.Cloud.ID
+	}
+	_, v.ScopeWhy = rules.InScope(p, ad, cloudID)
+	v.MustChange, v.NeverExpires, v.Disabled = ad.MustChange(), ad.NeverExpires(), ad.Disabled()
+	if t := events.FileTime(ad.PwdLastSet); !t.IsZero() {
+		v.PasswordSet = &t
+	}
+	exp, ok := ad.PasswordExpiry()
+	switch {
+	case ad.MustChange():
+		v.ExpiryWhy = "must change at next logon"
+	case ad.NeverExpires():
+		v.ExpiryWhy = "password never expires (AD)"
+	case !ok:
+		v.ExpiryWhy = "no expiry known"
+	default:
+		v.Expiry, v.ExpiryWhy = &exp, "from AD"
+		if ad.ExpirySource != "" {
+			v.ExpiryWhy = "from " + ad.ExpirySource
+		}
+	}
+	sc := rules.UserSchedule(p, st)
+	v.ScheduleWhy = sc.Why
+	pending := rules.Pending(sc, st.Expiry)
+	sort.Slice(pending, func(i, j int) bool { return pending[i].Due.Before(pending[j].Due) })
+	for _, pt := range pending {
+		n := &NextNotice{Due: pt.Due, LeadDays: pt.LeadDays, Enforce: pt.Enforce}
+		if pt.Notice {
+			n.Template = events.NoticeExpiryWarning
+			if pt.LeadDays <= 0 {
+				n.Template = events.NoticeExpired
+			}
+		}
+		v.NextNotice = n
+		break
+	}
+	switch {
+	case st.ChangeRequired:
+		v.Pending = append(v.Pending, "cloud password change required by "+st.RequiredByAction)
+	case !st.WritebackAwait.IsZero():
+		v.Pending = append(v.Pending, "waiting for AD to follow a cloud password change of "+st.WritebackAwait.Format(time.RFC3339))
+	case st.PoliciesPending != "":
+		v.Pending = append(v.Pending, fmt.Sprintf("passwordPolicies %q written, not yet seen back", st.PoliciesPending))
+	}
+}
+
+// Match is a search hit.
+type Match struct {
+	UPN         string `json:"upn"`
+	DisplayName string `json:"display_name,omitempty"`
+	SAM         string `json:"sam_account_name,omitempty"`
+	DN          string `json:"dn"`
+	InScope     bool   `json:"in_scope"`
+}
+
+// Search finds users whose UPN, display name or sAMAccountName contains q
+// (case-insensitive), at most limit, sorted by UPN.
+func Search(ctx context.Context, js jetstream.JetStream, q string, limit int) ([]Match, error) {
+	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
+	if err != nil {
+		return nil, err
+	}
+	q = strings.ToLower(strings.TrimSpace(q))
+	out := []Match{}
+	if q == "" {
+		return out, nil
+	}
+	lister, err := users.ListKeys(ctx)
+	if err != nil {
+		if natsx.IsNotFound(err) || strings.Contains(err.Error(), "no keys") {
+			return out, nil
+		}
+		return nil, fmt.Errorf("listing users: %w", err)
+	}
+	defer lister.Stop()
+	for key := range lister.Keys() {
+		e, err := users.Get(ctx, key)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		var st rules.State
+		if json.Unmarshal(e.Value(), &st) != nil || st.AD.Deleted {
+			continue
+		}
+		a := st.AD
+		if strings.Contains(strings.ToLower(a.UPN), q) || strings.Contains(strings.ToLower(a.DisplayName), q) ||
+			strings.Contains(strings.ToLower(a.SAMAccountName), q) {
+			out = append(out, Match{UPN: a.UPN, DisplayName: a.DisplayName, SAM: a.SAMAccountName, DN: a.DN, InScope: st.InScope})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UPN < out[j].UPN })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
