@@ -170,3 +170,40 @@ func FuzzParse(f *testing.F) {
 		_ = cfg.Validate(AllTargets) // must not panic
 	})
 }
+
+// FuzzLoad runs the whole loader (file, strict YAML, secrets, validation,
+// the permission warning) on any file content: no panic; what loads also
+// validates; a literal secret never shows in a warning or an error.
+func FuzzLoad(f *testing.F) {
+	const lit = "Fuzz-Literal-Secret-7781"
+	f.Add([]byte(valid), uint16(0o600))
+	f.Add([]byte(strings.ReplaceAll(valid, "file:SECRETFILE", lit)), uint16(0o644))
+	f.Add([]byte("graph: {client_secret: "+lit+", client_id: [x]}\n"), uint16(0o640))
+	f.Add([]byte("ad: {domains: [{name: a, bind_password: "+lit+", url: 'ldap://%zz'}]}\n"), uint16(0o600))
+	f.Add([]byte("nats: {embedded: {max_store: 1e99}}"), uint16(0o600))
+	dir := f.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("from-file\n"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, mode uint16) {
+		p := filepath.Join(t.TempDir(), "pwsync.yaml")
+		data = []byte(strings.ReplaceAll(string(data), "SECRETFILE", secretFile))
+		if err := os.WriteFile(p, data, os.FileMode(mode&0o777|0o600)); err != nil {
+			t.Fatal(err)
+		}
+		cfg, warnings, err := Load(p, AllTargets, func(string) string { return "from-env" })
+		if err == nil {
+			if verr := cfg.Validate(AllTargets); verr != nil {
+				t.Fatalf("loaded but does not validate: %v", verr)
+			}
+		}
+		out := strings.Join(warnings, "\n")
+		if err != nil {
+			out += err.Error()
+		}
+		if strings.Contains(out, lit) {
+			t.Fatalf("a literal secret leaked: %s", out)
+		}
+	})
+}

@@ -91,6 +91,15 @@ func (w *Watcher) newDirSync() *dirSync {
 	return &dirSync{w: w, key: w.cfg.cursorKey(ModeDirSync)}
 }
 
+// decodeDirSyncCursor reads a saved cursor; false means unusable (a full sync).
+func decodeDirSyncCursor(raw []byte) (dirSyncCursor, bool) {
+	var cur dirSyncCursor
+	if err := json.Unmarshal(raw, &cur); err != nil || len(cur.Users) == 0 || len(cur.Deleted) == 0 {
+		return dirSyncCursor{}, false
+	}
+	return cur, true
+}
+
 // request is a DirSync search; DirSync works on the naming context root only.
 func (s *dirSync) request(filter string, attrs []string) *ldap.SearchRequest {
 	return ldap.NewSearchRequest(s.w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
@@ -124,9 +133,9 @@ func (s *dirSync) start(ctx context.Context, c *ldap.Conn) error {
 		return fmt.Errorf("loading cursor %s: %w", s.key, err)
 	}
 	if raw != nil {
-		var cur dirSyncCursor
-		if err := json.Unmarshal(raw, &cur); err != nil || len(cur.Users) == 0 || len(cur.Deleted) == 0 {
-			s.w.log.Warn().Err(err).Str("cursor", s.key).Msg("unreadable DirSync cursor; running a full sync")
+		cur, ok := decodeDirSyncCursor(raw)
+		if !ok {
+			s.w.log.Warn().Str("cursor", s.key).Msg("unreadable DirSync cursor; running a full sync")
 			return s.fullSync(ctx, c)
 		}
 		s.cur, s.saved, s.savedAt = cur, raw, time.Now()

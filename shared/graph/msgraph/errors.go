@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -108,26 +107,8 @@ func retryAfterFromHeaders(h *abs.ResponseHeaders) time.Duration {
 	return 0
 }
 
-// retryAfter parses Retry-After: seconds (Graph sends integers, and has sent
-// fractions like "2.128") or an HTTP date. Unparseable or past means 0.
-func retryAfter(v string) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs <= 0 {
-			return 0
-		}
-		return time.Duration(secs * float64(time.Second))
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := time.Until(t); d > 0 {
-			return d
-		}
-	}
-	return 0
-}
+// retryAfter parses Retry-After (see graph.ParseRetryAfter).
+func retryAfter(v string) time.Duration { return graph.ParseRetryAfter(v, time.Now()) }
 
 func deref[T any](p *T) T {
 	var zero T
