@@ -37,6 +37,7 @@ Usage:
                                    the audit trail from pwsync's NATS
   pwsync admin token --name NAME --roles viewer,operator,approver [--expires 720h]
                                    a new admin API token (printed once) and its config entry
+  pwsync campaign <command> [flags] mass resets over the admin API (pwsync campaign -h)
   pwsync graphsim [flags]          the Graph simulator (pwsync graphsim -h)
   pwsync version
 `
@@ -74,6 +75,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return auditCommand(ctx, args[1:], stdout)
 	case "admin":
 		return adminCommand(args[1:], stdout)
+	case "campaign":
+		return campaignCommand(ctx, args[1:], stdout, stderr)
 	case "graphsim":
 		return graphsim.Main(args[1:], stdout)
 	case "version":

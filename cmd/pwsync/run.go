@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/actuator"
+	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/services/evaluator/scheduler"
@@ -162,6 +163,19 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		registerAdminRoutes(adm, conn, cfg, log)
 		services = append(services, adm)
 	}
+	var campaigns *campaign.Service
+	if cfg.Campaigns.Enabled && client != nil {
+		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, t.Actuator, log)
+		if err != nil {
+			return fmt.Errorf("starting campaigns: %w", err)
+		}
+		defer closeAD()
+		if runner != nil {
+			services = append(services, runner)
+		}
+		campaigns = svc
+	}
+	_ = campaigns // registered on the admin API (campaign.Register)
 
 	storage := &storageHealth{js: conn.JS, log: log}
 	if emb != nil {

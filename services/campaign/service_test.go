@@ -14,9 +14,9 @@ import (
 )
 
 // runInProcess runs the runner in this process until the campaign ends.
-func (w *world) runInProcess(id string, pacer *campaign.Pacer) {
+func (w *world) runInProcess(id string, pacer *campaign.Pacer, timeout time.Duration) {
 	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r := &campaign.Runner{Store: w.store, Batch: w.client, Pub: natsx.NewPublisher(w.conn.JS), Pacer: pacer,
 		Log: zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.InfoLevel),
@@ -55,7 +55,7 @@ func TestCloudCampaignInProcess(t *testing.T) {
 	if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	w.runInProcess(c.ID, campaign.NewPacer(100, time.Second, 1))
+	w.runInProcess(c.ID, campaign.NewPacer(100, time.Second, 1), time.Minute)
 	st, _ := w.svc.Status(ctxT(t), c.ID)
 	if st.Campaign.State != campaign.StateDone || st.Stats.Done != len(users) {
 		t.Fatalf("status %+v", st)

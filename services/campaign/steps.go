@@ -182,30 +182,38 @@ func (x *run) sendBatch(ctx context.Context, items []*item) {
 		x.dropIntent(ctx, seq)
 		return
 	}
+	// The pacer hears first: a slot's window starts at the answer, and
+	// recording below takes time that must not stretch it.
 	counted, pct := 0, 0.0
-	for j, resp := range resps {
-		it := items[j]
+	for _, resp := range resps {
 		pct = max(pct, resp.ThrottlePercentage())
 		switch {
+		case resp.Status == http.StatusTooManyRequests:
+			x.r.Pacer.Throttled(resp.RetryAfter)
+		default:
+			counted++ // applied, refused or unknown: it may have counted
+		}
+	}
+	x.r.Pacer.Done(len(items), counted)
+	x.r.Pacer.Usage(pct)
+	for j, resp := range resps {
+		it := items[j]
+		switch {
 		case resp.Status >= 200 && resp.Status < 300:
-			counted++
 			x.addStat(func(s *Stats) { s.Writes++ })
 			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: resp.Status})
 		case resp.Status == http.StatusTooManyRequests:
-			x.r.Pacer.Throttled(resp.RetryAfter)
 			x.addStat(func(s *Stats) { s.Throttled++ })
 			it.attempts-- // throttling is pacing, not failure
 			it.notBefore = x.r.now().Add(max(resp.RetryAfter, time.Second))
 			x.enqueue(it, false)
 		case resp.Status == 0 || resp.Status >= 500 || resp.Status == http.StatusRequestTimeout:
-			counted++
 			detail := "no answer for this item"
 			if resp.Err != nil {
 				detail = resp.Err.Error()
 			}
 			x.uncertain(ctx, it, StepResult{Status: StatusUncertain, At: at, HTTP: resp.Status, Detail: detail})
 		default:
-			counted++
 			res := StepResult{Status: StatusFailed, At: x.r.now().UTC(), HTTP: resp.Status}
 			if resp.Err != nil {
 				res.Code, res.Detail = resp.Err.Code, resp.Err.Message
@@ -213,8 +221,6 @@ func (x *run) sendBatch(ctx context.Context, items []*item) {
 			x.record(ctx, it, res)
 		}
 	}
-	x.r.Pacer.Done(len(items), counted)
-	x.r.Pacer.Usage(pct)
 	x.dropIntent(ctx, seq)
 }
 

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/services/campaign"
+	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/graph/msgraph"
+	"github.com/pwsync/pwsync/shared/lease"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// campaignLDAP hands out one LDAP pool per configured domain.
+type campaignLDAP struct {
+	mu    sync.Mutex
+	cfg   config.Config
+	pools map[string]*campaign.LDAP
+}
+
+func (c *campaignLDAP) domain(name string) (config.Domain, error) {
+	ds := c.cfg.AD.Domains
+	if len(ds) == 0 {
+		return config.Domain{}, errors.New("no AD domain configured (ad.domains)")
+	}
+	if name == "" {
+		return ds[0], nil
+	}
+	for _, d := range ds {
+		if strings.EqualFold(d.Name, name) {
+			return d, nil
+		}
+	}
+	return config.Domain{}, fmt.Errorf("unknown domain %q (ad.domains)", name)
+}
+
+func (c *campaignLDAP) pool(name string) (*campaign.LDAP, error) {
+	d, err := c.domain(name)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.pools[d.Name]; ok {
+		return p, nil
+	}
+	p, err := campaign.NewLDAP(campaign.LDAPConfig{URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile,
+		InsecureSkipVerify: d.InsecureSkipVerify, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(),
+		Conns: c.cfg.Campaigns.ADConcurrency})
+	if err != nil {
+		return nil, fmt.Errorf("domain %s: %w", d.Name, err)
+	}
+	c.pools[d.Name] = p
+	return p, nil
+}
+
+func (c *campaignLDAP) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.pools {
+		p.Close()
+	}
+}
+
+// campaignParts builds the campaign service (admin API routes) and, for the
+// actuator target, the runner, which runs under the campaign lease.
+func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, client *msgraph.Client, withRunner bool,
+	log zerolog.Logger) (*campaign.Service, service, func(), error) {
+	store, err := campaign.OpenStore(ctx, conn.JS)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ad := &campaignLDAP{cfg: cfg, pools: map[string]*campaign.LDAP{}}
+	cc := cfg.Campaigns
+	svc := &campaign.Service{Store: store, Limits: campaign.Limits{ApprovalThreshold: cc.ApprovalThreshold, HardCap: cc.HardCap},
+		Resolver: func(domain string) (*campaign.Resolver, error) {
+			s := cfg.Evaluator.Scope
+			r := &campaign.Resolver{Cloud: client, Batch: client, Scope: campaign.Scope{IncludeOUs: s.IncludeOUs,
+				BreakGlassUPNs: s.BreakGlassUPNs, BreakGlassGroups: s.BreakGlassGroups, IncludeDisabled: s.IncludeDisabled}}
+			if len(cfg.AD.Domains) == 0 {
+				return r, nil // cloud-only: AD selectors are refused
+			}
+			d, err := ad.domain(domain)
+			if err != nil {
+				return nil, err
+			}
+			p, err := ad.pool(d.Name)
+			if err != nil {
+				return nil, err
+			}
+			r.AD = p
+			r.Scope.Domain, r.Scope.BaseDN, r.Scope.UserFilter = d.Name, d.BaseDN, d.UserFilter
+			return r, nil
+		}}
+	if !withRunner {
+		return svc, nil, ad.close, nil
+	}
+	leases, err := natsx.Bucket(ctx, conn.JS, natsx.BucketLeases)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rlog := log.With().Str("service", "campaign").Logger()
+	runner := &campaign.Runner{Store: store, Batch: client, Pub: natsx.NewPublisher(conn.JS), Log: rlog,
+		Pacer: campaign.NewPacer(cc.WriteBudget, cc.WriteWindow, cc.WriteShare),
+		AD: func(domain string) (campaign.ADWriter, error) {
+			return ad.pool(domain)
+		},
+		Cfg: campaign.RunConfig{Concurrency: cc.Concurrency, ADConcurrency: cc.ADConcurrency, MaxAttempts: cc.MaxAttempts,
+			WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait}}
+	l := lease.New(leases, campaign.LeaseKey, holderName(), natsx.LeaseRenew, rlog)
+	return svc, leasedRunner{l: l, r: runner}, ad.close, nil
+}
+
+// leasedRunner runs the campaign runner on the one replica holding the lease.
+type leasedRunner struct {
+	l *lease.Lease
+	r *campaign.Runner
+}
+
+func (lr leasedRunner) Run(ctx context.Context) error { return lr.l.Run(ctx, lr.r.Run) }
