@@ -80,8 +80,16 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.BoolVar(&spec.Actions.Notify, "notify", false, "send the password-reset notice (cloud-managed users)")
 		fs.StringVar(&specFile, "spec", "", "JSON spec file (instead of the flags)")
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
+	// Flags may come after the ID too (pwsync campaign report ID --format json).
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
 	client, err := adminapi.NewClient(*adminURL, *token, *caFile)
 	if err != nil {
@@ -89,10 +97,10 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	id := ""
 	if cmd != "list" && cmd != "create" {
-		if fs.NArg() != 1 {
+		if len(positional) != 1 {
 			return fmt.Errorf("usage: pwsync campaign %s ID", cmd)
 		}
-		id = url.PathEscape(fs.Arg(0))
+		id = url.PathEscape(positional[0])
 	}
 	base := "/api/v1/campaigns"
 	switch cmd {

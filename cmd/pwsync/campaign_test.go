@@ -1,9 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/pwsync/pwsync/services/campaign"
+	"github.com/pwsync/pwsync/shared/adminapi"
+	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
+	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/graph/msgraph"
+	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/shared/natstest"
 )
 
 func TestProgressLine(t *testing.T) {
@@ -21,5 +34,72 @@ func TestProgressLine(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("got  %q\nwant %q", got, tc.want)
 		}
+	}
+}
+
+// The CLI over the real admin API: create from a CSV, preview, approve by a
+// second person, status, report.
+func TestCampaignCLI(t *testing.T) {
+	_, conn := natstest.Run(t)
+	sim, err := graphsim.Start(graphsim.Options{ClientSecret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := sim.WriteCAFile(ca); err != nil {
+		t.Fatal(err)
+	}
+	client, err := msgraph.New(msgraph.Config{TenantID: sim.TenantID(), ClientID: sim.ClientID(), ClientSecret: "s",
+		AuthorityHost: sim.AuthorityHost(), GraphBaseURL: sim.GraphBaseURL(), CAFile: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+	for _, u := range []string{"a@contoso.example", "b@contoso.example"} {
+		sim.PutUser(graphsim.User{UserPrincipalName: u, AccountEnabled: true})
+	}
+	cfg := config.Default()
+	cfg.Campaigns.ApprovalThreshold = 0
+	svc, _, closeAD, err := campaignParts(context.Background(), cfg, conn, client, false, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAD()
+	tokOp, op := adminapitest.NewToken(t, "olga", adminapi.RoleOperator)
+	tokAp, ap := adminapitest.NewToken(t, "pete", adminapi.RoleApprover)
+	env := adminapitest.Start(t, conn, func(s *adminapi.Server) { campaign.Register(s, svc) }, op, ap)
+	csvFile := filepath.Join(t.TempDir(), "upns.csv")
+	if err := os.WriteFile(csvFile, []byte("\xef\xbb\xbfName;UPN\nA;A@contoso.example\nB;b@contoso.example\nX;nobody@contoso.example\nbad;x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(tok string, args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		args = append([]string{"campaign", args[0], "--admin-url", env.URL, "--token", tok, "--ca-file", env.CAFile}, args[1:]...)
+		if err := dispatch(context.Background(), args, &out, &errOut); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String() + errOut.String()
+	}
+	out := run(tokOp, "create", "--name", "cli", "--csv", csvFile, "--revoke")
+	id := strings.Fields(strings.TrimPrefix(out, "created "))[0]
+	if !strings.Contains(out, `skipped "x"`) {
+		t.Fatalf("create did not report the bad CSV line: %s", out)
+	}
+	out = run(tokOp, "preview", id)
+	for _, want := range []string{"2 users (synced 0, cloud 2)", "revoke          2", "matched nobody (1):", "nobody@contoso.example", "approve " + id} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("preview lacks %q:\n%s", want, out)
+		}
+	}
+	if out = run(tokAp, "approve", id); !strings.Contains(out, "approved") {
+		t.Fatalf("approve: %s", out)
+	}
+	if out = run(tokOp, "status", id); !strings.Contains(out, "remaining 2") || !strings.Contains(out, "approved") {
+		t.Fatalf("status: %s", out)
+	}
+	if out = run(tokOp, "report", id, "--format", "json"); !strings.Contains(out, `"users"`) {
+		t.Fatalf("report: %s", out)
 	}
 }

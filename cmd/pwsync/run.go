@@ -155,14 +155,6 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 	}
 
-	if cfg.Admin.Enabled {
-		adm, err := newAdminServer(cfg.Admin, conn, log.With().Str("service", "admin").Logger())
-		if err != nil {
-			return err
-		}
-		registerAdminRoutes(adm, conn, cfg, log)
-		services = append(services, adm)
-	}
 	var campaigns *campaign.Service
 	if cfg.Campaigns.Enabled && client != nil {
 		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, t.Actuator, log)
@@ -175,7 +167,17 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 		campaigns = svc
 	}
-	_ = campaigns // registered on the admin API (campaign.Register)
+	if cfg.Admin.Enabled {
+		adm, err := newAdminServer(cfg.Admin, conn, log.With().Str("service", "admin").Logger())
+		if err != nil {
+			return err
+		}
+		registerAdminRoutes(adm, conn, cfg, log)
+		if campaigns != nil {
+			campaign.Register(adm, campaigns)
+		}
+		services = append(services, adm)
+	}
 
 	storage := &storageHealth{js: conn.JS, log: log}
 	if emb != nil {
