@@ -53,12 +53,34 @@ type Notice struct {
 }
 
 // LedgerKey is the notifier's exactly-once key for this notice of this user.
+//
+// Expiry notices also carry the password's lifetime in whole days (expiry
+// minus pwdLastSet, rounded): when a PSO or the domain's maxPwdAge moves the
+// expiry of the same password, the schedule restarts and the next due lead
+// day tells the NEW date, even if that lead day was already notified for the
+// old one. A user told "expires on the 20th" whose password now expires on
+// the 15th must hear it (or be locked out by surprise); one whose expiry
+// moved later hears the later date, which is news, not a repeat. Rounding
+// keeps a recomputation that shifts the instant by seconds or hours (not a
+// real policy change: maxPwdAge is set in days) from sending twice.
 func (n Notice) LedgerKey(u UserRef) string {
 	id := u.ObjectGUID
 	if id == "" {
 		id = u.UPN
 	}
-	return KeySafe(fmt.Sprintf("notice.%s.%d.%s.%d", id, n.PasswordSetAt.Unix(), n.Template, n.LeadDays))
+	key := fmt.Sprintf("notice.%s.%d.%s.%d", id, n.PasswordSetAt.Unix(), n.Template, n.LeadDays)
+	if d, ok := n.LifetimeDays(); ok && n.Template != NoticePasswordReset {
+		key += fmt.Sprintf(".life%d", d)
+	}
+	return KeySafe(key)
+}
+
+// LifetimeDays is the password's lifetime (expiry - set), rounded to days.
+func (n Notice) LifetimeDays() (int, bool) {
+	if n.Expiry.IsZero() || n.PasswordSetAt.IsZero() {
+		return 0, false
+	}
+	return int(n.Expiry.Sub(n.PasswordSetAt).Round(24*time.Hour) / (24 * time.Hour)), true
 }
 
 // UserRef identifies a user on both sides as far as known when the action was decided.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
@@ -169,6 +170,12 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 	if len(due) == 0 {
 		return res // handled already (a second scheduler's timer, a redelivery)
 	}
+	// The expiry of the same password moved (a PSO or maxPwdAge change)
+	// after the user was told the old date: the notice due now is the first
+	// chance to tell the new one, so it is not "stale" however long ago its
+	// lead day passed (the ledger key carries the lifetime, see
+	// events.Notice.LedgerKey).
+	moved := s.Expiry.Key != "" && s.Expiry.Key != sc.Key && len(s.Expiry.Fired) > 0 && samePassword(s.Expiry.Key, sc.Key)
 	next := s
 	if next.Expiry.Key != sc.Key {
 		next.Expiry = ExpiryState{Key: sc.Key}
@@ -208,7 +215,7 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 		case i != latest:
 			res.Decisions = append(res.Decisions, Decision{RuleExpiryNotice, "skip",
 				fmt.Sprintf("lead day %d passed while a later one is already due", pt.LeadDays)})
-		case p.Expiry.MaxLate > 0 && late > p.Expiry.MaxLate:
+		case p.Expiry.MaxLate > 0 && late > p.Expiry.MaxLate && !moved:
 			res.Decisions = append(res.Decisions, Decision{RuleExpiryNotice, "skip",
 				fmt.Sprintf("lead day %d is %s late (max_late %s): not sent stale", pt.LeadDays, late.Round(time.Minute), p.Expiry.MaxLate)})
 		default:
@@ -253,6 +260,14 @@ func language(s State) string {
 		return s.Cloud.PreferredLanguage
 	}
 	return ""
+}
+
+// samePassword reports whether two schedule keys (events.ExpiryKey:
+// "pwd<pwdLastSet>.exp<expiry>") belong to the same password.
+func samePassword(a, b string) bool {
+	pa, _, _ := strings.Cut(a, ".exp")
+	pb, _, _ := strings.Cut(b, ".exp")
+	return pa == pb
 }
 
 // expirySource says where the user's expiry comes from, for humans.

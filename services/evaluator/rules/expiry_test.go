@@ -305,3 +305,79 @@ func TestExpiryTimerRedeliveredDecidesNothing(t *testing.T) {
 		t.Fatalf("replay actions = %+v, want ID %s", replay.Actions, first.Actions[0].ID)
 	}
 }
+
+// TestExpiryMovedRenotifiesSameLeadDay: the user had the 7-day notice; then
+// a PSO moves the expiry of the same password. The schedule restarts and
+// the lead day due now is notified again with the new date, under a ledger
+// key of its own, unless the move is below a day (a recomputation, not a
+// policy change), when the notifier's ledger suppresses it as a repeat.
+func TestExpiryMovedRenotifiesSameLeadDay(t *testing.T) {
+	p := expiryPolicy()
+	p.Expiry.LeadDays = []int{7, 1}
+	for _, tc := range []struct {
+		name      string
+		move      time.Duration
+		wantLead  int
+		wantNewKy bool
+	}{
+		{"earlier_by_two_days", -2 * Day, 7, true},
+		{"later_by_five_days", 5 * Day, 7, true},
+		{"earlier_by_two_hours", -2 * time.Hour, 7, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s State
+			res := EvaluateAD(p, s, events.Envelope{ID: "ad1", Time: t0}, aged(10, t0, exp0))
+			s = res.State
+			first := fireDue(t, p, &s, exp0.Add(-7*Day))
+			if len(first) != 1 || first[0].Notice.LeadDays != 7 {
+				t.Fatalf("first notices = %+v, want the 7-day one", first)
+			}
+			// the PSO applies an hour later (still the 7-day window of both dates
+			// when the expiry moved later; past the new 7-day point when earlier)
+			at := exp0.Add(-7*Day + time.Hour)
+			moved := aged(10, t0, exp0.Add(tc.move), func(u *events.ADUser) { u.PolicyRev = 2 })
+			res = EvaluateAD(p, s, events.Envelope{ID: "ad2", Time: at}, moved)
+			if res.Changed {
+				s = res.State
+			}
+			if tc.move > 0 {
+				at = exp0.Add(tc.move - 7*Day) // the later date's 7-day point
+			}
+			second := fireDue(t, p, &s, at)
+			if len(second) != 1 || second[0].Notice.LeadDays != tc.wantLead {
+				t.Fatalf("notices after the move = %+v, want lead %d", second, tc.wantLead)
+			}
+			if !second[0].Notice.Expiry.Equal(exp0.Add(tc.move)) {
+				t.Errorf("notice tells expiry %s, want the new %s", second[0].Notice.Expiry, exp0.Add(tc.move))
+			}
+			k1, k2 := first[0].Notice.LedgerKey(first[0].User), second[0].Notice.LedgerKey(second[0].User)
+			if (k1 != k2) != tc.wantNewKy {
+				t.Errorf("ledger keys %q and %q: new key %v, want %v", k1, k2, k1 != k2, tc.wantNewKy)
+			}
+		})
+	}
+}
+
+// fireDue does what the scheduler does at now: fire every due point.
+func fireDue(t *testing.T, p Policy, s *State, now time.Time) []events.Action {
+	t.Helper()
+	var out []events.Action
+	for range 10 {
+		tm, ok := NextDue(p, *s)
+		if !ok || tm.Due.After(now) {
+			return out
+		}
+		res := EvaluateExpiry(p, *s, events.Envelope{ID: tm.EventID(), Source: events.SourceTimer, Type: events.TypeExpiry, Time: now}, tm, now)
+		if !res.Changed {
+			return out
+		}
+		*s = res.State
+		for _, a := range res.Actions {
+			if a.Notice != nil {
+				out = append(out, a)
+			}
+		}
+	}
+	t.Fatal("scheduler loop did not settle")
+	return nil
+}
