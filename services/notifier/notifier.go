@@ -28,6 +28,7 @@ import (
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/lease"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -209,6 +210,11 @@ func (x *delivery) notify(ctx context.Context) error {
 	if wait := s.clock.quietFor(now, loc); wait > 0 {
 		until := now.Add(wait).In(loc).Format(dateTimeLayout)
 		x.audit(ctx, "quiet_hours", OutcomeDeferred, 0, "deferred until "+until)
+		ch := channelEmail
+		if s.set.Teams.Enabled && user.ID != "" {
+			ch = channelTeams
+		}
+		metrics.Notification(ch, metrics.NotifyDeferred)
 		return &natsx.RetryLater{After: wait, Err: fmt.Errorf("quiet hours in %s until %s", loc, until)}
 	}
 	msg, err := s.tpl.Render(n.Template, []string{n.Language, user.PreferredLanguage}, x.data(n, user, loc))
@@ -270,9 +276,9 @@ func (x *delivery) data(n events.Notice, u graph.User, loc *time.Location) Data 
 // skipped by the ledger); false with a nil error: fall back to email.
 func (x *delivery) sendTeams(ctx context.Context, key, userID string, m Message) (done bool, err error) {
 	s := x.s
-	sl, err := s.teams.take(ctx, s.maxWait)
+	sl, err := s.take(ctx, s.teams, channelTeams)
 	if err != nil {
-		return true, paced(err)
+		return true, err
 	}
 	res, rev, entry, err := s.ledger.claim(ctx, key, x.a.ID, "teams", "")
 	if err != nil || res != claimed {
@@ -291,6 +297,7 @@ func (x *delivery) sendTeams(ctx context.Context, key, userID string, m Message)
 	}
 	err = s.msg.SendActivityNotification(ctx, userID, act)
 	sl.Done(err == nil || graph.StatusOf(err) == 0)
+	countSend(channelTeams, err)
 	if err == nil {
 		x.audit(ctx, "send_teams", events.OutcomeOK, 0, "activity feed, "+m.Language)
 		if err := s.ledger.sent(ctx, key, rev, entry); err != nil {
@@ -323,9 +330,9 @@ func (x *delivery) sendTeams(ctx context.Context, key, userID string, m Message)
 func (x *delivery) sendEmail(ctx context.Context, key, to string, m Message) error {
 	s := x.s
 	for attempt := 0; ; attempt++ {
-		sl, err := s.senders.take(ctx, s.maxWait)
+		sl, err := s.take(ctx, s.senders, channelEmail)
 		if err != nil {
-			return paced(err)
+			return err
 		}
 		res, rev, entry, err := s.ledger.claim(ctx, key, x.a.ID, "email", sl.Name)
 		if err != nil || res != claimed {
@@ -340,6 +347,7 @@ func (x *delivery) sendEmail(ctx context.Context, key, to string, m Message) err
 			Headers:         map[string]string{"x-pwsync-notice": key, "x-pwsync-action": x.a.ID}}
 		err = s.msg.SendMail(ctx, sl.Name, mail)
 		sl.Done(err == nil || graph.StatusOf(err) == 0)
+		countSend(channelEmail, err)
 		if err == nil {
 			x.audit(ctx, "send_email", events.OutcomeOK, 0, "from "+sl.Name+", "+m.Language)
 			if err := s.ledger.sent(ctx, key, rev, entry); err != nil {
@@ -405,9 +413,9 @@ func (x *delivery) alert(ctx context.Context) error {
 		return x.finish(ctx, events.OutcomeDryRun, "would post the alert card", nil)
 	}
 	key := events.KeySafe("alert." + a.ID)
-	sl, err := s.hooks.take(ctx, s.maxWait)
+	sl, err := s.take(ctx, s.hooks, channelWebhook)
 	if err != nil {
-		return paced(err)
+		return err
 	}
 	res, rev, entry, err := s.ledger.claim(ctx, key, a.ID, "webhook", "")
 	if err != nil || res != claimed {
@@ -419,6 +427,7 @@ func (x *delivery) alert(ctx context.Context) error {
 	}
 	err = postCard(ctx, s.hc, url, alertFromAction(a))
 	sl.Done(true)
+	countSend(channelWebhook, err)
 	if err == nil {
 		x.audit(ctx, "post_alert", events.OutcomeOK, 0, "workflows webhook")
 		if err := s.ledger.sent(ctx, key, rev, entry); err != nil {
@@ -487,13 +496,37 @@ func retryable(err error) error {
 	return err
 }
 
-// paced turns a pacing wait beyond the budget into a later redelivery.
-func paced(err error) error {
+// Channels, as metrics and the ledger name them.
+const (
+	channelEmail   = "email"
+	channelTeams   = "teams"
+	channelWebhook = "webhook"
+)
+
+// take waits for a send slot of the channel's pool (metrics: the wait); a
+// wait beyond the budget becomes a later redelivery (metrics: deferred).
+func (s *Service) take(ctx context.Context, p *pool, channel string) (slot, error) {
+	start := time.Now()
+	sl, err := p.take(ctx, s.maxWait)
 	var tl errTooLong
-	if errors.As(err, &tl) {
-		return &natsx.RetryLater{After: tl.wait, Err: err}
+	switch {
+	case err == nil:
+		metrics.PacingWait(channel, time.Since(start))
+		return sl, nil
+	case errors.As(err, &tl):
+		metrics.Notification(channel, metrics.NotifyDeferred)
+		return slot{}, &natsx.RetryLater{After: tl.wait, Err: err}
 	}
-	return err
+	return slot{}, err
+}
+
+// counted records a send's outcome on its channel.
+func countSend(channel string, err error) {
+	if err == nil {
+		metrics.Notification(channel, metrics.NotifySent)
+		return
+	}
+	metrics.Notification(channel, metrics.NotifyFailed)
 }
 
 // notSent reports whether a transport error happened before the request
