@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
 )
 
@@ -203,6 +204,10 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	if parent.Err() != nil || x.graphOut.Load() > 0 || x.adOut.Load() > 0 {
 		return nil // paused, cancelled or stopped: a later run continues
 	}
+	if x.stats.Failed > 0 {
+		x.alert(parent, "finished_with_failures", fmt.Sprintf("campaign %q finished: %d of %d users could not be reset "+
+			"(pwsync campaign report %s)", x.c.Spec.Name, x.stats.Failed, x.stats.Done+x.stats.Failed, id))
+	}
 	_, err = r.Store.Update(parent, id, func(c *Campaign) error {
 		if c.State != StateRunning {
 			return nil
@@ -218,6 +223,7 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 }
 
 func (x *run) fail(ctx context.Context, cause error) error {
+	x.alert(ctx, "failed", fmt.Sprintf("campaign %q failed: %v", x.c.Spec.Name, cause))
 	_, err := x.r.Store.Update(ctx, x.c.ID, func(c *Campaign) error {
 		if err := c.move(StateFailed, "runner", x.r.now().UTC(), cause.Error()); err != nil {
 			return err
@@ -226,6 +232,22 @@ func (x *run) fail(ctx context.Context, cause error) error {
 		return nil
 	})
 	return errors.Join(cause, err)
+}
+
+// alert tells the admins (the notifier posts alerts to the Teams Workflows
+// webhook). It is published before the state moves: a crash in between
+// publishes it again on the next run, and the message ID (JetStream's
+// duplicate window) and the notifier's ledger (keyed by the action ID) make
+// the admins see it once; published after, a crash could lose it.
+func (x *run) alert(ctx context.Context, what, reason string) {
+	if x.c.Spec.Reason != "" {
+		reason += "; reason: " + x.c.Spec.Reason
+	}
+	a := events.Action{ID: events.KeySafe("campaign." + x.c.ID + ".alert." + what), Kind: events.ActionAlert, Rule: "campaign",
+		Reason: reason, EventID: "campaign." + x.c.ID, EventTime: x.r.now().UTC(), Campaign: x.c.ID}
+	if _, err := x.r.Pub.PublishJSON(ctx, a.Subject(), a.ID, a); err != nil {
+		x.log.Error().Err(err).Str("alert", reason).Msg("publishing the campaign alert failed")
+	}
 }
 
 // load rebuilds the work from KV: what is recorded is not redone; a write
