@@ -2,50 +2,23 @@ package console
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pwsync/pwsync/shared/adminapi"
+	"github.com/pwsync/pwsync/shared/deadletter"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
 // DeadLetter is a message that exhausted its deliveries or was refused
-// (terminated) by its consumer. The DLQ stream holds JetStream's advisory;
-// the original stays in its own stream.
-type DeadLetter struct {
-	Seq        uint64          `json:"seq"` // in the DLQ stream; the retry handle
-	Time       time.Time       `json:"time"`
-	Why        string          `json:"why"` // max_deliveries | terminated
-	Reason     string          `json:"reason"`
-	Stream     string          `json:"stream"`
-	Consumer   string          `json:"consumer"`
-	StreamSeq  uint64          `json:"stream_seq"`
-	Deliveries uint64          `json:"deliveries"`
-	Subject    string          `json:"subject,omitempty"`
-	UPN        string          `json:"upn,omitempty"`
-	Available  bool            `json:"available"` // the original is still in its stream
-	Message    json.RawMessage `json:"message,omitempty"`
-}
-
-// advisory is the part of JetStream's MAX_DELIVERIES / MSG_TERMINATED
-// advisories used here.
-type advisory struct {
-	Type       string    `json:"type"`
-	Time       time.Time `json:"timestamp"`
-	Stream     string    `json:"stream"`
-	Consumer   string    `json:"consumer"`
-	StreamSeq  uint64    `json:"stream_seq"`
-	Deliveries uint64    `json:"deliveries"`
-	Reason     string    `json:"reason"`
-}
+// (terminated) by its consumer.
+type DeadLetter = deadletter.Letter
 
 const deadLetterPage = 200
 
@@ -84,55 +57,7 @@ func (a *api) deadLetters(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) deadLetter(ctx context.Context, dlq jetstream.Stream, seq uint64) (DeadLetter, error) {
-	m, err := dlq.GetMsg(ctx, seq)
-	if err != nil {
-		return DeadLetter{}, err
-	}
-	var adv advisory
-	if err := json.Unmarshal(m.Data, &adv); err != nil {
-		return DeadLetter{}, fmt.Errorf("decoding DLQ advisory %d: %w", seq, err)
-	}
-	d := DeadLetter{Seq: seq, Time: adv.Time, Stream: adv.Stream, Consumer: adv.Consumer, StreamSeq: adv.StreamSeq,
-		Deliveries: adv.Deliveries, Reason: adv.Reason, Why: "terminated"}
-	if strings.Contains(m.Subject, "MAX_DELIVERIES") {
-		d.Why = "max_deliveries"
-		d.Reason = fmt.Sprintf("not acknowledged after %d deliveries", adv.Deliveries)
-	}
-	if d.Time.IsZero() {
-		d.Time = m.Time
-	}
-	src, err := a.JS.Stream(ctx, adv.Stream)
-	if err != nil {
-		return d, nil // the stream is gone: listed, not retriable
-	}
-	orig, err := src.GetMsg(ctx, adv.StreamSeq)
-	if err != nil {
-		return d, nil // aged out
-	}
-	d.Available, d.Subject = true, orig.Subject
-	if json.Valid(orig.Data) {
-		d.Message = orig.Data
-	}
-	d.UPN = upnOf(orig.Data)
-	return d, nil
-}
-
-// upnOf finds the user in an action ({"user":{"upn"}}) or an AD event
-// envelope ({"data":{"upn"}}).
-func upnOf(data []byte) string {
-	var m struct {
-		User events.UserRef `json:"user"`
-		Data struct {
-			UPN string `json:"upn"`
-		} `json:"data"`
-	}
-	if json.Unmarshal(data, &m) != nil {
-		return ""
-	}
-	if m.User.UPN != "" {
-		return m.User.UPN
-	}
-	return m.Data.UPN
+	return deadletter.Get(ctx, a.JS, dlq, seq)
 }
 
 // retryDeadLetter republishes the original message to its subject under a

@@ -84,6 +84,8 @@ type Service struct {
 	now     func() time.Time
 	holder  string
 	maxWait time.Duration
+	// deadLetters: alert the admins about new dead letters (deadletters.go).
+	deadLetters bool
 }
 
 // New loads and checks the templates (an unknown field refuses the start),
@@ -113,6 +115,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("ensuring consumer %s: %w", Consumer, err)
 	}
+	deadLetters := set.DeadLetters.Enabled && set.WorkflowsWebhookURL.Value() != ""
 	leases, err := natsx.Bucket(ctx, d.JS, natsx.BucketLeases)
 	if err != nil {
 		return nil, err
@@ -139,9 +142,14 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		// Workflows publish no limit; the retired connectors' documented
 		// ones are a safe bet for a channel that humans read.
 		hooks: newPool([]string{"webhook"}, time.Now, Limit{4, time.Second}, Limit{60, 30 * time.Second}),
-		hc:    hc, log: d.Log, now: now, holder: holder, maxWait: d.MaxWait}
+		hc:    hc, log: d.Log, now: now, holder: holder, maxWait: d.MaxWait, deadLetters: deadLetters}
 	if s.maxWait <= 0 {
 		s.maxWait = 60 * time.Second
+	}
+	if deadLetters {
+		if err := s.ensureDeadLetterConsumer(ctx); err != nil {
+			return nil, err
+		}
 	}
 	s.log.Info().Strs("languages", tpl.Languages()).Int("senders", len(set.Senders)).Bool("teams", set.Teams.Enabled).
 		Bool("alerts_webhook", set.WorkflowsWebhookURL.IsSet()).Msg("notifier ready")
@@ -152,9 +160,16 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	l := lease.New(s.leases, LeaseName, s.holder, natsx.LeaseRenew, s.log)
 	return l.Run(ctx, func(ctx context.Context) error {
-		s.log.Info().Str("holder", s.holder).Msg("notifier delivering")
+		s.log.Info().Str("holder", s.holder).Bool("dead_letter_alerts", s.deadLetters).Msg("notifier delivering")
+		dlq := make(chan error, 1)
+		if s.deadLetters {
+			go func() { dlq <- s.runDeadLetters(ctx) }()
+		} else {
+			dlq <- nil
+		}
 		h := natsx.Process(context.WithoutCancel(ctx), s.log, s.maxWait+time.Minute, s.Handle)
-		return natsx.Consume(ctx, s.js, natsx.StreamActions, Consumer, s.set.Concurrency, h)
+		err := natsx.Consume(ctx, s.js, natsx.StreamActions, Consumer, s.set.Concurrency, h)
+		return errors.Join(err, <-dlq)
 	})
 }
 

@@ -25,7 +25,8 @@ type Notify struct {
 	// WorkflowsWebhookURL is the Teams Workflows "post to a channel when a
 	// webhook request is received" URL for admin alerts. It carries a sig=
 	// secret, hence a Secret.
-	WorkflowsWebhookURL Secret `yaml:"workflows_webhook_url"`
+	WorkflowsWebhookURL Secret           `yaml:"workflows_webhook_url"`
+	DeadLetters         DeadLetterAlerts `yaml:"dead_letters"`
 	// TemplatesDir overrides the built-in templates: DIR/<language>/<template>.txt
 	// and .html; new languages may be added the same way.
 	TemplatesDir    string `yaml:"templates_dir"`
@@ -82,6 +83,7 @@ func defaultNotify() Notify {
 		DefaultTimeZone:   "UTC",
 		ChangePasswordURL: "https://mysignins.microsoft.com/security-info/password/change",
 		Teams:             Teams{ActivityType: "systemDefault"},
+		DeadLetters:       defaultDeadLetterAlerts(),
 		Concurrency:       8,
 		MaxAttempts:       8,
 		Pacing: Pacing{MailPerWindow: 30, MailWindow: time.Minute, MailPerDay: 10000,
@@ -212,5 +214,6 @@ func (n Notify) validate() []error {
 	if p.TeamsPerWindow < 1 || p.TeamsWindow <= 0 {
 		add("pacing.teams_per_window", "must be at least 1, with a positive pacing.teams_window")
 	}
+	n.DeadLetters.validate(add)
 	return errs
 }

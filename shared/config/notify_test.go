@@ -60,6 +60,9 @@ func TestNotifyErrorsNameTheKey(t *testing.T) {
 		{"webhook_env_unset", "notify: {workflows_webhook_url: 'env:NOPE'}", "notify.workflows_webhook_url: environment variable NOPE"},
 		{"pacing_zero", "notify: {enabled: true, senders: [a@b.c], pacing: {mail_per_window: 0}}", "notify.pacing.mail_per_window"},
 		{"concurrency", "notify: {enabled: true, senders: [a@b.c], concurrency: 0}", "notify.concurrency"},
+		{"dead_letters_per_window", "notify: {workflows_webhook_url: 'env:WF_URL', dead_letters: {per_window: 0}}", "notify.dead_letters.per_window"},
+		{"dead_letters_window", "notify: {workflows_webhook_url: 'env:WF_URL', dead_letters: {window: 10ms}}", "notify.dead_letters.window"},
+		{"dead_letters_unknown_key", "notify: {dead_letters: {per_minute: 3}}", "notify.dead_letters.per_minute: unknown key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
