@@ -14,7 +14,7 @@ func TestClusterSurvivesANode(t *testing.T) {
 	c := RunCluster(t, 3)
 	conn := c.Connect(t)
 	EnsureTopology(t, conn.JS, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	kv, err := natsx.Bucket(ctx, conn.JS, natsx.BucketUsers)
 	if err != nil {
@@ -24,14 +24,18 @@ func TestClusterSurvivesANode(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Stop(0)
-	deadline := time.Now().Add(20 * time.Second)
+	// Each attempt has its own short timeout: one put stuck on the lost
+	// leader must not use up the whole wait while a new leader is elected.
+	deadline := time.Now().Add(45 * time.Second)
 	for {
-		_, err := kv.Put(ctx, "k", []byte("after"))
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := kv.Put(pctx, "k", []byte("after"))
+		pcancel()
 		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("KV unusable 20s after losing one node of three: %v", err)
+			t.Fatalf("KV unusable 45s after losing one node of three: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
