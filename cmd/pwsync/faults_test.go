@@ -267,6 +267,7 @@ func (s *stack) logCount(sub string) int {
 // natsOutage(): the webhook answers 503 with Retry-After, /readyz fails, AD
 // changes made meanwhile wait in AD (the watcher resumes from its cookie),
 // nothing reaches Graph; once NATS is back every change is written once.
+// Replayed notifications afterwards cause delta rounds, not writes.
 func TestFaultNATSOutage(t *testing.T) {
 	outage := natsOutage()
 	n := startExtNATS(t)
@@ -324,6 +325,36 @@ func TestFaultNATSOutage(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
 		t.Errorf("webhook after the outage: %d, want 202", resp.StatusCode)
+	}
+	// A replay that gets past deduplication (after JetStream's window, or
+	// with a new notification id) is accepted, but a notification only
+	// triggers a delta round, which finds nothing changed: no write.
+	replayed := time.Now()
+	for i := range 3 {
+		replay := strings.Replace(note, `{"changeType"`, fmt.Sprintf(`{"id":"replay-%d","changeType"`, i), 1)
+		resp, err = s.hook.Post("https://"+s.hookAddr+"/graph/notifications", "application/json", strings.NewReader(replay))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Errorf("replayed notification: %d, want 202", resp.StatusCode)
+		}
+	}
+	waitFor(t, 60*time.Second, "a delta round after the replays", func() bool {
+		for _, r := range s.sim.Requests() {
+			if strings.HasSuffix(r.Path, "/users/delta") && r.Time.After(replayed) {
+				return true
+			}
+		}
+		return false
+	})
+	// After an outage this takes up to the delta lease's TTL (15 s): the
+	// holder lost its lease while it could not renew it.
+	t.Logf("delta round %v after the replays", time.Since(replayed).Round(time.Second))
+	time.Sleep(2 * time.Second) // what a stray write would need
+	if w := s.writes(beforeID); fmt.Sprint(w) != fmt.Sprint([]string{"PATCH force=true 204"}) {
+		t.Errorf("writes after replayed notifications: %v", w)
 	}
 	// The watcher either waited in its publish (ingest retries it) or lost
 	// its session and resumed from the cookie in KV; never a full resync.

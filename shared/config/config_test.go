@@ -133,6 +133,32 @@ func TestLoadWarnsOnReadableSecrets(t *testing.T) {
 	}
 }
 
+func TestLoadWarnsOnReadableSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "graph-secret")
+	if err := os.WriteFile(secretFile, []byte("file-secret-value\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "pwsync.yaml")
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(valid, "SECRETFILE", secretFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, warnings, err := Load(p, AllTargets, env(map[string]string{"AD_PW": "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "graph.client_secret") || !strings.Contains(warnings[0], secretFile) ||
+		strings.Contains(warnings[0], "file-secret-value") {
+		t.Fatalf("warnings = %q", warnings)
+	}
+	if err := os.Chmod(secretFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, warnings, _ = Load(p, AllTargets, env(map[string]string{"AD_PW": "x"})); len(warnings) != 0 {
+		t.Fatalf("mode 600 still warns: %q", warnings)
+	}
+}
+
 func TestExampleConfigIsValid(t *testing.T) {
 	p := filepath.Join("..", "..", "deployments", "config", "pwsync.example.yaml")
 	if _, err := os.Stat(p); err != nil {

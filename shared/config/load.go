@@ -36,6 +36,7 @@ func Load(path string, t Targets, getenv func(string) string) (Config, []string,
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o044 != 0 && cfg.hasLiteralSecret() {
 		warnings = append(warnings, fmt.Sprintf("config %s holds secrets and is readable by group or others (mode %v): chmod 600 it, or use env:/file: secrets", path, st.Mode().Perm()))
 	}
+	warnings = append(warnings, cfg.secretFileWarnings()...)
 	if err := cfg.Validate(t); err != nil {
 		return Config{}, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
