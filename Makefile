@@ -20,7 +20,7 @@ docker:
 	docker build -f deployments/Dockerfile -t ghcr.io/pwsync/pwsync:$$(git describe --always --dirty) --build-arg VERSION=$$(git describe --always --dirty) .
 
 ## test: the whole suite, against a real Samba AD DC (installed and started when missing)
-test: samba-ad vet check-pure
+test: samba-ad chromium vet check-pure
 	PWSYNC_REQUIRE_AD=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
@@ -45,6 +45,14 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$spec >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$spec; exit 1; }; \
 		done; \
 	done
+
+## chromium: Debian's Chromium for the console's browser tests (chromedp)
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+## screenshots: refresh docs/console-*.png from the browser test
+screenshots: samba-ad chromium
+	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_SCREENSHOTS_DIR=$(CURDIR)/docs $(GO) test -count=1 -run TestConsoleInBrowser ./cmd/pwsync
 
 samba-ad:
 	scripts/samba-ad/start.sh >/dev/null

@@ -21,10 +21,10 @@ func registerStatic(s *adminapi.Server) {
 		setPageHeaders(w)
 		http.ServeFileFS(w, r, sub, "index.html")
 	}))
-	s.HandlePublic("GET /console/", http.StripPrefix("/console/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.HandlePublic("GET /console/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setPageHeaders(w)
-		files.ServeHTTP(w, r)
-	})))
+		files.ServeHTTP(w, r) // web/console/...
+	}))
 }
 
 // setPageHeaders: no inline script, no framing, nothing from elsewhere.

@@ -82,6 +82,12 @@ func Build(ctx context.Context, js jetstream.JetStream, upn string, p rules.Poli
 	if v.State.Cloud == nil {
 		if je, err := identity.Get(ctx, events.KeySafe(v.GUID)); err == nil {
 			v.JoinedCloudID = string(je.Value())
+			var j struct {
+				CloudID string `json:"cloud_id"`
+			}
+			if json.Unmarshal(je.Value(), &j) == nil && j.CloudID != "" {
+				v.JoinedCloudID = j.CloudID
+			}
 		}
 	}
 	v.derive(p, now)
