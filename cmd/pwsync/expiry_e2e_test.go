@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/logx"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
@@ -24,9 +27,11 @@ import (
 // "ages" by moving pwsync's clock instead). alice is under the domain's
 // maxPwdAge, bob in a group a PSO applies to. pwsync is stopped and
 // restarted between two lead days: each notice is decided once, and at
-// expiry the cloud account is made to require a change.
+// expiry the cloud account is made to require a change. Notices are
+// delivered through the simulator's sendMail: each once across the
+// restarts, in the user's preferredLanguage when set (bob: French).
 func TestExpiryEndToEnd(t *testing.T) {
-	s := newStack(t, stackOpts{NATSListen: freeAddr(t), Expiry: []int{14, 7, 0}})
+	s := newStack(t, stackOpts{NATSListen: freeAddr(t), Expiry: []int{14, 7, 0}, Notify: true})
 	group := s.dc.CreateGroup(t, s.ou, "pso-users")
 	alice := s.dc.CreateUser(t, s.ou, "exp-alice", adtest.UserOpts{})
 	bob := s.dc.CreateUser(t, s.ou, "exp-bob", adtest.UserOpts{})
@@ -34,6 +39,8 @@ func TestExpiryEndToEnd(t *testing.T) {
 	s.dc.CreatePSO(t, "pso-e2e", 2, 20*24*time.Hour, group)
 	aliceID := s.cloudUser(alice, false)
 	bobID := s.cloudUser(bob, false)
+	s.mailbox(aliceID, "")
+	s.mailbox(bobID, "fr-FR")
 
 	exp := func(u adtest.User) (time.Time, time.Time, string) {
 		e := s.dc.Read(t, u.DN, "pwdLastSet", "msDS-UserPasswordExpiryTimeComputed", "msDS-ResultantPSO")
@@ -57,6 +64,8 @@ func TestExpiryEndToEnd(t *testing.T) {
 	stop := s.startExpiry(t)
 	want := map[string]bool{notice(bob, 14): true}
 	got := s.waitActions(t, want)
+	mails := []string{bob.UPN + ": Votre mot de passe expire dans 14 jours"}
+	s.waitMails(t, mails)
 	stop()
 
 	// phase 2, after a restart: bob's 7-day point; the 14-day one is not repeated
@@ -64,6 +73,8 @@ func TestExpiryEndToEnd(t *testing.T) {
 	stop = s.startExpiry(t)
 	want[notice(bob, 7)] = true
 	got = s.waitActions(t, want)
+	mails = append(mails, bob.UPN+": Votre mot de passe expire dans 7 jours")
+	s.waitMails(t, mails)
 	stop()
 
 	// phase 3, after another restart: bob expired a week ago (the expired
@@ -79,6 +90,8 @@ func TestExpiryEndToEnd(t *testing.T) {
 	if w := s.writes(aliceID); len(w) != 0 {
 		t.Errorf("alice written before her expiry: %v", w)
 	}
+	mails = append(mails, bob.UPN+": Votre mot de passe a expiré", alice.UPN+": Your password expires in 14 days")
+	s.waitMails(t, mails)
 	stop()
 
 	seen := map[string]int{}
@@ -90,6 +103,47 @@ func TestExpiryEndToEnd(t *testing.T) {
 	}
 	if notice := find(got, notice(alice, 14)); notice == nil || notice.Notice.PasswordSetAt.Unix() != aliceSet.Unix() || !notice.Notice.Expiry.Equal(aliceExp) {
 		t.Errorf("alice's 14-day notice = %+v", notice)
+	}
+}
+
+// mailbox gives a cloud user a mail address (its UPN) and a preferredLanguage.
+func (s *stack) mailbox(cloudID, lang string) {
+	u, ok := s.sim.User(cloudID)
+	if !ok {
+		panic("no cloud user " + cloudID)
+	}
+	u.Mail, u.PreferredLanguage = u.UserPrincipalName, lang
+	s.sim.PutUser(u)
+}
+
+// waitMails waits until the simulator's sent mail is exactly want ("to:
+// subject", in any order, each once), from the notice sender, and stays so.
+func (s *stack) waitMails(t *testing.T, want []string) {
+	t.Helper()
+	key := func(m graphsim.Mail) string { return strings.Join(m.To, ",") + ": " + m.Subject }
+	var got []string
+	deadline, settled := time.Now().Add(30*time.Second), time.Time{}
+	for ; ; time.Sleep(100 * time.Millisecond) {
+		got = got[:0]
+		for _, m := range s.sim.SentMail() {
+			if m.From != noticeSender || m.Headers["x-pwsync-notice"] == "" {
+				t.Fatalf("mail from %s without the notice header: %+v", m.From, m)
+			}
+			got = append(got, key(m))
+		}
+		slices.Sort(got)
+		w := slices.Sorted(slices.Values(want))
+		switch {
+		case !slices.Equal(got, w):
+			settled = time.Time{}
+		case settled.IsZero():
+			settled = time.Now()
+		case time.Since(settled) > 300*time.Millisecond: // a redelivered duplicate would show by now; one after a restart shows in the next phase
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sent mail:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(w, "\n  "))
+		}
 	}
 }
 

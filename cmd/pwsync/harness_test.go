@@ -89,7 +89,17 @@ type stackOpts struct {
 	BindDN, BindPassword string
 	// Expiry turns on the expiry rules with these lead days.
 	Expiry []int
+	// Notify delivers notices (notify.enabled, one sender mailbox, the
+	// simulator's sendMail) and turns on forced-change's reset notice.
+	Notify bool
+	// EntraGroups brings users into scope by Entra group; with NoOUScope
+	// the test OU does not, so only they are in scope.
+	EntraGroups []string
+	NoOUScope   bool
 }
+
+// noticeSender is the mailbox notices come from in end-to-end tests.
+const noticeSender = "pwsync-noreply@contoso.test"
 
 var configTemplate = template.Must(template.New("cfg").Parse(`
 log: {level: info}
@@ -122,9 +132,15 @@ graph:
 {{- end}}
 evaluator:
   scope:
-    include_ous: ["{{.OU}}"]
+    include_ous: [{{if not .Opts.NoOUScope}}"{{.OU}}"{{end}}]
+{{- if .Opts.EntraGroups}}
+    include_entra_groups: [{{range $i, $g := .Opts.EntraGroups}}{{if $i}}, {{end}}"{{$g}}"{{end}}]
+{{- end}}
     break_glass_upns: [{{range $i, $u := .Opts.BreakGlassUPNs}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
   never_expires: {enabled: {{.Opts.Webhook}}}
+{{- if .Opts.Notify}}
+  forced_change: {notify: true}
+{{- end}}
 {{- if .Opts.Expiry}}
   expiry: {enabled: true, lead_days: [{{range $i, $l := .Opts.Expiry}}{{if $i}}, {{end}}{{$l}}{{end}}], max_late: 2000h}
 {{- end}}
@@ -133,6 +149,12 @@ actuator:
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
   retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 500ms, long_wait: 2s}
 ops: {listen: "{{.Ops}}"}
+{{- if .Opts.Notify}}
+notify:
+  enabled: true
+  senders: [{{.Sender}}]
+  pacing: {mail_per_window: 30, mail_window: 2s}
+{{- end}}
 {{- if .Opts.Webhook}}
 webhook:
   enabled: true
@@ -165,7 +187,9 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	if o.GraphSecret != "" {
 		secret = o.GraphSecret
 	}
-	simOpts := graphsim.Options{ClientSecret: secret}
+	// Mail limits on a 2 s window (notify.pacing.mail_window matches): the
+	// real limits' shape, faster.
+	simOpts := graphsim.Options{ClientSecret: secret, MailWindow: 2 * time.Second}
 	hookAddr := ""
 	var hook *http.Client
 	if o.Webhook {
@@ -179,6 +203,9 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	t.Cleanup(sim.Close)
 	sim.PutGroup(pendingGroup, "Password change pending")
+	if o.Notify {
+		sim.PutUser(graphsim.User{ID: "mailbox-noreply", UserPrincipalName: noticeSender, Mail: noticeSender, AccountEnabled: true})
+	}
 	s := &stack{opts: o, dc: dc, ou: dc.NewOU(t), sim: sim, dir: dir, opsAddr: freeAddr(t), hookAddr: hookAddr,
 		secret: secret, hook: hook, bindDN: dc.BindDN, bindPW: dc.BindPassword}
 	s.cfgPath = filepath.Join(s.dir, "pwsync.yaml")
@@ -201,7 +228,7 @@ func (s *stack) writeConfig(t testing.TB) {
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, map[string]any{"Dir": s.dir, "DC": s.dc, "Sim": s.sim, "OU": s.ou,
 		"Group": pendingGroup, "Opts": s.opts, "Ops": s.opsAddr, "Hook": s.hookAddr, "Secret": s.secret,
-		"BindDN": s.bindDN, "BindPW": s.bindPW, "Admin": s.admin})
+		"BindDN": s.bindDN, "BindPW": s.bindPW, "Admin": s.admin, "Sender": noticeSender})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,11 +107,23 @@ func policyExplain(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	p := policyOf(cfg.Evaluator)
-	policy.Explain(stdout, p, st, clock(), loc)
-	if len(p.IncludeEntraGroups) > 0 {
-		fmt.Fprintln(stdout, "Note: Entra group membership is resolved by the running evaluator; the scope above ignores it.")
+	var entra policy.EntraMembership
+	if len(p.IncludeEntraGroups) > 0 && st.Cloud != nil && !st.Cloud.Removed {
+		if entra, err = readEntraMembership(ctx, cfg.Graph, p.IncludeEntraGroups, st.Cloud.ID); err != nil {
+			fmt.Fprintf(stdout, "warning: %v\n", err)
+		}
 	}
+	policy.ExplainWithEntra(stdout, p, st, clock(), loc, entra)
 	return nil
+}
+
+func readEntraMembership(ctx context.Context, g config.Graph, groups []string, cloudID string) (policy.EntraMembership, error) {
+	client, err := newGraphClient(g)
+	if err != nil {
+		return nil, err
+	}
+	defer client.Close()
+	return entraMembership(ctx, client, groups, cloudID)
 }
 
 func policyReport(ctx context.Context, args []string, stdout io.Writer) error {

@@ -25,6 +25,7 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/services/notifier"
 	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/health"
 	"github.com/pwsync/pwsync/shared/metrics"
@@ -76,14 +77,10 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	}
 
 	var client *msgraph.Client
-	if t.Actuator || (t.Ingest && cfg.Webhook.Enabled) {
-		g := cfg.Graph
-		client, err = msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
-			ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
-			CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
-			GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+	if cfg.NeedsGraph(t) {
+		client, err = newGraphClient(cfg.Graph)
 		if err != nil {
-			return fmt.Errorf("graph client: %w", err)
+			return err
 		}
 		defer client.Close()
 	}
@@ -114,11 +111,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		evDeps := evaluator.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Now: clock,
 			Log: log.With().Str("service", "evaluator").Logger()}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
-			lister, ok := any(client).(evaluator.MemberLister)
-			if client == nil || !ok {
-				return errors.New("evaluator.scope.include_entra_groups needs the Graph client (run the actuator target in this process)")
-			}
-			evDeps.Groups = evaluator.NewEntraGroups(lister, groups, cfg.Evaluator.Scope.EntraRefresh, log)
+			var dir graph.Directory = client // NeedsGraph made it for the evaluator
+			evDeps.Groups = evaluator.NewEntraGroups(dir, groups, cfg.Evaluator.Scope.EntraRefresh, log)
 		}
 		ev, err := evaluator.New(setupCtx, evDeps)
 		if err != nil {

@@ -254,7 +254,7 @@ func (c *Config) Validate(t Targets) error {
 			add("webhook.delta_interval", "must be at least 1s")
 		}
 	}
-	if t.Actuator || (t.Ingest && c.Webhook.Enabled) {
+	if c.NeedsGraph(t) {
 		g := c.Graph
 		if g.TenantID == "" {
 			add("graph.tenant_id", "required")

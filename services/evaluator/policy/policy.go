@@ -82,8 +82,18 @@ func lateWord(d time.Duration) string {
 }
 
 // Explain prints how the policy applies to one user's stored state at now,
-// with times in loc.
+// with times in loc. Entra group membership is what p.EntraMembers says.
 func Explain(w io.Writer, p rules.Policy, st rules.State, now time.Time, loc *time.Location) {
+	ExplainWithEntra(w, p, st, now, loc, nil)
+}
+
+// EntraMembership is what the caller read of the included Entra groups for
+// one user: group object ID -> member (directly or through nested groups).
+type EntraMembership map[string]bool
+
+// ExplainWithEntra is Explain with the user's membership of the included
+// Entra groups read by the caller (nil: not read).
+func ExplainWithEntra(w io.Writer, p rules.Policy, st rules.State, now time.Time, loc *time.Location, entra EntraMembership) {
 	ad := st.AD
 	fmt.Fprintf(w, "User %s (%s)\n", orDash(ad.UPN), ad.DN)
 	cloudID := ""
@@ -93,10 +103,41 @@ func Explain(w io.Writer, p rules.Policy, st rules.State, now time.Time, loc *ti
 	} else {
 		fmt.Fprintln(w, "  Entra account: not joined yet")
 	}
+	if entra != nil && cloudID != "" {
+		p.EntraMembers = map[string]bool{}
+		for _, g := range p.IncludeEntraGroups {
+			if entra[g] {
+				p.EntraMembers[cloudID] = true
+			}
+		}
+	}
 	in, why := rules.InScope(p, ad, cloudID)
 	fmt.Fprintf(w, "Scope: %s (%s)\n", map[bool]string{true: "in scope", false: "OUT of scope"}[in], why)
 	if len(ad.Groups) > 0 {
 		fmt.Fprintf(w, "  groups of interest (nested): %s\n", strings.Join(ad.Groups, "; "))
+	}
+	if len(p.IncludeEntraGroups) > 0 {
+		switch {
+		case cloudID == "":
+			fmt.Fprintln(w, "  included Entra groups: not applicable until the Entra account is joined")
+		case entra == nil:
+			fmt.Fprintln(w, "  included Entra groups: membership not read")
+		default:
+			var member, not []string
+			for _, g := range p.IncludeEntraGroups {
+				if entra[g] {
+					member = append(member, g)
+				} else {
+					not = append(not, g)
+				}
+			}
+			if len(member) > 0 {
+				fmt.Fprintf(w, "  member of included Entra groups (transitive): %s\n", strings.Join(member, "; "))
+			}
+			if len(not) > 0 {
+				fmt.Fprintf(w, "  not a member of included Entra groups: %s\n", strings.Join(not, "; "))
+			}
+		}
 	}
 	fmt.Fprintf(w, "Password set: %s\n", fmtFT(ad.PwdLastSet, loc))
 	exp, ok := ad.PasswordExpiry()

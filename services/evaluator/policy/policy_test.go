@@ -61,6 +61,20 @@ func TestExplainGolden(t *testing.T) {
 	Explain(&b, p, state(p, func(u *events.ADUser) {
 		u.ResultantPSO, u.PolicyName, u.ExpiryComputed, u.ExpirySource = "", "domain", 0, events.ExpirySourceDomain
 	}), now, time.UTC)
+	b.WriteString("== in scope only through a nested Entra group\n")
+	pe := testPolicy()
+	pe.IncludeOUs, pe.IncludeGroups = nil, nil
+	pe.IncludeEntraGroups = []string{"aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-0000-4000-8000-000000000002"}
+	joined := func(u *events.ADUser) { u.DN = "CN=Alice,OU=Elsewhere,DC=example,DC=test"; u.Groups = nil }
+	// the stored state is the evaluator's, which knew the membership
+	withCloud := func(s rules.State, inScope bool) rules.State {
+		s.Cloud = &events.CloudUser{ID: "c-alice", UPN: "alice@example.com", SyncEnabled: true}
+		s.InScope = inScope
+		return s
+	}
+	ExplainWithEntra(&b, pe, withCloud(state(pe, joined), true), now, time.UTC, EntraMembership{"aaaaaaaa-0000-4000-8000-000000000002": true})
+	b.WriteString("== in no included Entra group\n")
+	ExplainWithEntra(&b, pe, withCloud(state(pe, joined), false), now, time.UTC, EntraMembership{})
 	b.WriteString("== rules in force\n")
 	Describe(&b, p)
 	golden(t, "explain.golden", b.String())
