@@ -7,7 +7,9 @@ import (
 )
 
 func TestExpiryDefaultsAndKeys(t *testing.T) {
+	// Entra groups: the evaluator reads their members, so it needs graph:.
 	cfg, err := Parse([]byte(`
+graph: {tenant_id: t, client_id: c, client_secret: s}
 evaluator:
   forced_change: {notify: true}
   scope:
@@ -23,6 +25,11 @@ evaluator:
 	}
 	if err := cfg.Validate(Targets{Evaluator: true}); err != nil {
 		t.Fatalf("Validate: %v", err)
+	}
+	noGraph := cfg
+	noGraph.Graph = Config{}.Graph
+	if err := noGraph.Validate(Targets{Evaluator: true}); err == nil || !strings.Contains(err.Error(), "graph.tenant_id: required") {
+		t.Fatalf("evaluator with Entra groups and no graph: %v", err)
 	}
 	x := cfg.Evaluator.Expiry
 	if !x.Enabled || len(x.LeadDays) != 3 || !x.Notify || !x.Enforce || x.MaxLate != 36*time.Hour || x.SweepInterval != time.Hour {
