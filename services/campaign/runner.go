@@ -144,6 +144,7 @@ type run struct {
 	graphOut atomic.Int64 // graph steps not yet terminal
 	adOut    atomic.Int64 // AD steps not yet terminal
 	adDone   chan struct{}
+	stopped  chan struct{} // closed when the run's workers have ended
 	adCh     chan *item
 	stripes  [64]sync.Mutex // serialise each user's record writes
 	stats    Stats
@@ -163,7 +164,7 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	}
 	log := r.Log.With().Str("campaign", id).Logger()
 	x := &run{r: r, c: c, log: log, prog: map[int]*Progress{}, changed: make(chan struct{}, 1),
-		adDone: make(chan struct{}), adCh: make(chan *item, 1024), nonce: fmt.Sprintf("%x", r.now().UnixNano())}
+		adDone: make(chan struct{}), stopped: make(chan struct{}), adCh: make(chan *item, 1024), nonce: fmt.Sprintf("%x", r.now().UnixNano())}
 	if x.targets, err = r.Store.Targets(parent, id, c.Targets); err != nil {
 		return x.fail(parent, err)
 	}
@@ -197,6 +198,7 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	}
 	x.dispatchGraph(ctx, parent, &work)
 	work.Wait()
+	close(x.stopped) // pending AD retries give up: a later run reloads them
 	cancel()
 	bg.Wait()
 	x.saveStats(parent)
@@ -361,6 +363,8 @@ func (x *run) feedAD(ctx context.Context, now time.Time) {
 		}
 		select {
 		case x.adCh <- it:
+		case <-x.stopped:
+			return
 		case <-ctx.Done():
 			return
 		}

@@ -91,3 +91,86 @@ func TestApprovalAndInjection(t *testing.T) {
 	}
 	w.svc.Limits.HardCap = 0
 }
+
+// Pause stops the writes (those in flight finish), resume continues from
+// the records, cancel leaves the rest alone; nothing is written twice.
+func TestPauseResumeCancel(t *testing.T) {
+	w := newWorld(t, false, graphsim.Options{WriteBudget: 200, WriteWindow: time.Second})
+	const gid = "dddddddd-0000-4000-8000-00000000000a"
+	w.sim.PutGroup(gid, "Ops")
+	users := w.putCloudUsers(gid, "pr", 400)
+	ctx := ctxT(t)
+	newCampaign := func() string {
+		c, err := w.svc.Create(ctx, campaign.Spec{Name: "p", Include: campaign.Selector{EntraGroups: []string{gid}},
+			Actions: campaign.Actions{RevokeSessions: true}}, "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = w.svc.Preview(ctx, c.ID, "alice"); err == nil {
+			_, err = w.svc.Approve(ctx, c.ID, "bob")
+		}
+		if err == nil {
+			_, err = w.svc.Start(ctx, c.ID, "alice")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.ID
+	}
+	writes := func() int { return w.sim.Stats().Writes }
+	runner := &campaign.Runner{Store: w.store, Batch: w.client, Pub: natsx.NewPublisher(w.conn.JS),
+		Pacer: campaign.NewPacer(200, time.Second, 1), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		Cfg: campaign.RunConfig{PollEvery: 20 * time.Millisecond}}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runner.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s (writes %d)", what, writes())
+			}
+		}
+	}
+
+	id := newCampaign()
+	waitFor("the first writes", func() bool { return writes() >= 100 })
+	if _, err := w.svc.Pause(ctx, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // in-flight batches finish
+	paused := writes()
+	time.Sleep(1200 * time.Millisecond)
+	if writes() != paused || paused >= len(users) {
+		t.Fatalf("writes went on while paused: %d -> %d", paused, writes())
+	}
+	if _, err := w.svc.Resume(ctx, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitState(id, campaign.StateDone, 20*time.Second)
+	if writes() != len(users) {
+		t.Fatalf("%d writes for %d users", writes(), len(users))
+	}
+
+	id = newCampaign()
+	waitFor("the second campaign's writes", func() bool { return writes() >= len(users)+50 })
+	if _, err := w.svc.Cancel(ctx, id, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	rep, err := w.svc.Report(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := 0
+	for _, u := range rep.Users {
+		if u.Outcome == "pending" {
+			pending++
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if rep.Campaign.State != campaign.StateCancelled || pending == 0 || writes() != 2*len(users)-pending {
+		t.Fatalf("cancelled: state %s, %d pending, %d writes", rep.Campaign.State, pending, writes())
+	}
+}

@@ -372,6 +372,7 @@ func (x *run) adStep(ctx context.Context, it *item) {
 			select {
 			case x.adCh <- it:
 			case <-x.adDone:
+			case <-x.stopped:
 			case <-ctx.Done():
 			}
 		}()
