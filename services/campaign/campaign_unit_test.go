@@ -80,3 +80,21 @@ func TestPacer(t *testing.T) {
 		t.Fatalf("throttles = %d", p.Throttles())
 	}
 }
+
+func TestPacerUnlimitedAndUsageBound(t *testing.T) {
+	ctx := context.Background()
+	u := NewPacer(0, time.Second, 1)
+	if n, err := u.Acquire(ctx, 20); n != 20 || err != nil {
+		t.Fatalf("unlimited: %d, %v", n, err)
+	}
+	u.Usage(0.9)
+	u.Throttled(time.Hour)
+	if n, _ := u.Acquire(ctx, 5); n != 5 {
+		t.Fatal("unlimited pacer paused")
+	}
+	p := NewPacer(10, time.Hour, 1)
+	p.Usage(1.8) // Graph over its limit: no more than full
+	if len(p.used) != 10 {
+		t.Fatalf("%d slots held for others, want 10", len(p.used))
+	}
+}

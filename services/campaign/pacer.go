@@ -37,14 +37,17 @@ type Pacer struct {
 }
 
 // NewPacer allows limit writes per window, using at most share (0 < share
-// <= 1) of it.
+// <= 1) of it. A limit <= 0 paces nothing (429s and Retry-After alone hold
+// writes back: the benchmark's baseline).
 func NewPacer(limit int, window time.Duration, share float64) *Pacer {
 	if share <= 0 || share > 1 {
 		share = 1
 	}
-	return &Pacer{limit: max(limit, 1), window: window, maxShare: share, share: share,
+	return &Pacer{limit: limit, window: window, maxShare: share, share: share,
 		wake: make(chan struct{}), now: time.Now}
 }
+
+func (p *Pacer) unlimited() bool { return p.limit <= 0 }
 
 func (p *Pacer) capacity() int { return max(int(float64(p.limit)*p.share), 1) }
 
@@ -65,6 +68,9 @@ func (p *Pacer) expire(now time.Time) {
 // Acquire waits until at least one slot is free and takes up to n of the
 // free ones; it returns how many it took (>= 1), or ctx's error.
 func (p *Pacer) Acquire(ctx context.Context, n int) (int, error) {
+	if p.unlimited() {
+		return n, ctx.Err()
+	}
 	for {
 		p.mu.Lock()
 		now := p.now()
@@ -101,6 +107,9 @@ func (p *Pacer) Acquire(ctx context.Context, n int) (int, error) {
 // Done returns n slots taken by Acquire: counted ones hold their slot for a
 // window from now; the others (429s, never sent) are freed at once.
 func (p *Pacer) Done(taken, counted int) {
+	if p.unlimited() {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
@@ -117,6 +126,9 @@ func (p *Pacer) Throttled(retryAfter time.Duration) {
 	defer p.mu.Unlock()
 	now := p.now()
 	p.throttled++
+	if p.unlimited() {
+		return
+	}
 	if retryAfter <= 0 {
 		retryAfter = time.Second
 	}
@@ -132,14 +144,16 @@ func (p *Pacer) Throttled(retryAfter time.Duration) {
 // Usage takes Graph's x-ms-throttle-limit-percentage (0 when absent): a
 // use above what we account for is someone else's, and holds slots.
 func (p *Pacer) Usage(pct float64) {
-	if pct <= 0 {
+	if pct <= 0 || p.unlimited() {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	p.expire(now)
-	theirs := int(pct*float64(p.limit)) - len(p.used) - p.inflight
+	// Bounded by the free slots: Graph's share above 1 (over the limit)
+	// says no more than "full".
+	theirs := min(int(min(pct, 1)*float64(p.limit)), p.limit) - len(p.used) - p.inflight
 	for range max(theirs, 0) {
 		p.used = append(p.used, now)
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
 )
@@ -150,6 +152,7 @@ type run struct {
 	stats    Stats
 	samples  []rateSample
 	logged   time.Time
+	auditW   *audit.Writer
 }
 
 type rateSample struct {
@@ -164,7 +167,7 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	}
 	log := r.Log.With().Str("campaign", id).Logger()
 	x := &run{r: r, c: c, log: log, prog: map[int]*Progress{}, changed: make(chan struct{}, 1),
-		adDone: make(chan struct{}), stopped: make(chan struct{}), adCh: make(chan *item, 1024), nonce: fmt.Sprintf("%x", r.now().UnixNano())}
+		adDone: make(chan struct{}), stopped: make(chan struct{}), adCh: make(chan *item, 1024), auditW: audit.NewWriter(r.Pub, r.Now), nonce: fmt.Sprintf("%x", r.now().UnixNano())}
 	if x.targets, err = r.Store.Targets(parent, id, c.Targets); err != nil {
 		return x.fail(parent, err)
 	}
@@ -462,6 +465,7 @@ func (x *run) record(ctx context.Context, it *item, res StepResult) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	if terminal {
+		x.audit(ctx, t, it.step, res)
 		switch {
 		case it.step == StepADMustChange:
 			if x.adOut.Add(-1) == 0 {
@@ -474,6 +478,26 @@ func (x *run) record(ctx context.Context, it *item, res StepResult) {
 				x.graphOut.Add(-1)
 			}
 		}
+	}
+}
+
+// audit writes a step's outcome to the AUDIT stream, next to the
+// pipeline's own records (best effort: the report in KV is the record).
+func (x *run) audit(ctx context.Context, t Target, step Step, res StepResult) {
+	outcome := events.OutcomeOK
+	if res.Status == StatusFailed {
+		outcome = events.OutcomeFailed
+	}
+	detail := res.Detail
+	if res.LDAP != "" {
+		detail = strings.TrimSpace("ldap: " + res.LDAP + " " + detail)
+	}
+	rec := events.AuditRecord{Time: res.At, Kind: "step", EventID: "campaign." + x.c.ID,
+		ActionID: fmt.Sprintf("campaign.%s.%d", x.c.ID, t.Idx), Rule: "campaign", Action: "campaign", Step: string(step),
+		User:    events.UserRef{Domain: x.c.Spec.Domain, ObjectGUID: t.ObjectGUID, UPN: t.UPN, DN: t.DN, CloudID: t.CloudID},
+		CloudID: t.CloudID, Outcome: outcome, HTTPStatus: res.HTTP, Detail: detail}
+	if err := x.auditW.Write(ctx, rec); err != nil {
+		x.log.Warn().Err(err).Int("user", t.Idx).Msg("writing campaign audit record")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/campaign"
@@ -59,6 +60,15 @@ func TestCloudCampaignInProcess(t *testing.T) {
 	st, _ := w.svc.Status(ctxT(t), c.ID)
 	if st.Campaign.State != campaign.StateDone || st.Stats.Done != len(users) {
 		t.Fatalf("status %+v", st)
+	}
+	// Every step's outcome is in the audit trail too.
+	stream, err := w.conn.JS.Stream(ctxT(t), natsx.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctxT(t), jetstream.WithSubjectFilter("audit.step"))
+	if err != nil || info.State.Subjects["audit.step"] != uint64(2*len(users)) {
+		t.Fatalf("audit.step records: %v, %v", info.State.Subjects, err)
 	}
 }
 
