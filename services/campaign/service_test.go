@@ -149,8 +149,17 @@ func TestPauseResumeCancel(t *testing.T) {
 	if _, err := w.svc.Pause(ctx, id, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // in-flight batches finish
-	paused := writes()
+	stable := func() int { // in-flight batches finish
+		for n := writes(); ; {
+			time.Sleep(300 * time.Millisecond)
+			if m := writes(); m == n {
+				return n
+			} else {
+				n = m
+			}
+		}
+	}
+	paused := stable()
 	time.Sleep(1200 * time.Millisecond)
 	if writes() != paused || paused >= len(users) {
 		t.Fatalf("writes went on while paused: %d -> %d", paused, writes())
@@ -168,7 +177,7 @@ func TestPauseResumeCancel(t *testing.T) {
 	if _, err := w.svc.Cancel(ctx, id, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	stable()
 	rep, err := w.svc.Report(ctx, id)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +188,6 @@ func TestPauseResumeCancel(t *testing.T) {
 			pending++
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
 	if rep.Campaign.State != campaign.StateCancelled || pending == 0 || writes() != 2*len(users)-pending {
 		t.Fatalf("cancelled: state %s, %d pending, %d writes", rep.Campaign.State, pending, writes())
 	}
