@@ -70,7 +70,7 @@ func (c *campaignLDAP) close() {
 // campaignParts builds the campaign service (admin API routes) and, for the
 // actuator target, the runner, which runs under the campaign lease.
 func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, client *msgraph.Client, withRunner bool,
-	log zerolog.Logger) (*campaign.Service, service, func(), error) {
+	holder string, log zerolog.Logger) (*campaign.Service, service, func(), error) {
 	store, err := campaign.OpenStore(ctx, conn.JS)
 	if err != nil {
 		return nil, nil, nil, err
@@ -112,7 +112,7 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 		},
 		Cfg: campaign.RunConfig{Concurrency: cc.Concurrency, ADConcurrency: cc.ADConcurrency, MaxAttempts: cc.MaxAttempts,
 			WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait}}
-	l := lease.New(leases, campaign.LeaseKey, holderName(), natsx.LeaseRenew, rlog)
+	l := lease.New(leases, campaign.LeaseKey, holder, natsx.LeaseRenew, rlog)
 	return svc, leasedRunner{l: l, r: runner}, ad.close, nil
 }
 

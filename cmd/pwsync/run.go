@@ -85,6 +85,9 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		defer client.Close()
 	}
 
+	// This replica's name in every lease: stable across restarts, so that a
+	// restarted replica takes its own leases back at once.
+	instance := cfg.InstanceName(t)
 	var services []service
 	var targets []health.Target
 	if t.Ingest {
@@ -95,7 +98,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			dc.Groups = append(slices.Clone(cfg.Evaluator.Scope.IncludeGroups), cfg.Evaluator.Scope.BreakGlassGroups...)
 			domains = append(domains, dc)
 		}
-		deps := ingest.Deps{JS: conn.JS, NC: conn.NC, Domains: domains, Log: log.With().Str("service", "ingest").Logger()}
+		deps := ingest.Deps{JS: conn.JS, NC: conn.NC, Domains: domains, Holder: instance,
+			Log: log.With().Str("service", "ingest").Logger()}
 		if w := cfg.Webhook; w.Enabled {
 			deps.Graph = &ingest.GraphDeps{Tracker: client, Listen: w.Listen, PublicURL: w.PublicURL,
 				TLSCert: w.TLSCert, TLSKey: w.TLSKey, MaxBody: w.MaxBody,
@@ -121,7 +125,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services = append(services, ev)
 		if cfg.Evaluator.Expiry.Enabled {
 			sc, err := scheduler.New(setupCtx, conn.JS, scheduler.Config{Policy: evDeps.Policy, Now: clock,
-				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: holderName()}, log.With().Str("service", "evaluator").Logger())
+				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance}, log.With().Str("service", "evaluator").Logger())
 			if err != nil {
 				return fmt.Errorf("starting expiry scheduler: %w", err)
 			}
@@ -140,7 +144,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		if cfg.Notify.Active() {
 			// Templates are checked here: a template naming an unknown field stops the start.
 			nt, err := notifier.New(setupCtx, notifier.Deps{JS: conn.JS, Graph: client, Messenger: client,
-				Settings: cfg.Notify, Replicas: cfg.NATS.Replicas, Holder: holderName(), Now: clock,
+				Settings: cfg.Notify, Replicas: cfg.NATS.Replicas, Holder: instance, Now: clock,
 				Log: log.With().Str("service", "notifier").Logger()})
 			if err != nil {
 				return fmt.Errorf("starting notifier: %w", err)
@@ -151,7 +155,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 
 	var campaigns *campaign.Service
 	if cfg.Campaigns.Enabled && client != nil {
-		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, t.Actuator, log)
+		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, t.Actuator, instance, log)
 		if err != nil {
 			return fmt.Errorf("starting campaigns: %w", err)
 		}
@@ -184,7 +188,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	}
 
 	log.Info().Bool("ingest", t.Ingest).Bool("evaluator", t.Evaluator).Bool("actuator", t.Actuator).
-		Bool("embedded_nats", emb != nil).Str("version", version).Msg("pwsync running")
+		Bool("embedded_nats", emb != nil).Str("instance", instance).Str("version", version).Msg("pwsync running")
 	errs := make(chan error, len(services))
 	var wg sync.WaitGroup
 	runCtx, cancelRun := context.WithCancel(ctx)
@@ -258,12 +262,6 @@ var clock = func() func() time.Time {
 	}
 	return func() time.Time { return time.Now().Add(off) }
 }()
-
-// holderName names this replica in leases.
-func holderName() string {
-	h, _ := os.Hostname()
-	return fmt.Sprintf("%s.%d", h, os.Getpid())
-}
 
 func domainConfig(d config.Domain) adwatch.Config {
 	return adwatch.Config{

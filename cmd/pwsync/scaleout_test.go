@@ -57,20 +57,17 @@ func envInt(name string, def int) int {
 
 // replica is one pwsync process.
 type replica struct {
-	target string
-	ops    string
-	cmd    *exec.Cmd
-	done   chan error
+	target   string
+	instance string // its name in the leases (config instance:)
+	ops      string
+	cmd      *exec.Cmd
+	done     chan error
 }
 
 func (r *replica) pid() int { return r.cmd.Process.Pid }
 
-// holds reports whether a lease holder name is this process's (hostname.pid
-// or hostname-pid, depending on the component).
-func (r *replica) holds(holder string) bool {
-	p := strconv.Itoa(r.pid())
-	return strings.HasSuffix(holder, "."+p) || strings.HasSuffix(holder, "-"+p)
-}
+// holds reports whether a lease holder name is this replica's.
+func (r *replica) holds(holder string) bool { return holder == r.instance }
 
 func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	if os.Getenv("PWSYNC_SCALEOUT") != "1" {
@@ -123,8 +120,9 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	var replicas []*replica
 	for _, target := range []string{"ingest", "evaluator", "actuator"} {
 		for i := range 2 {
-			r := &replica{target: target, ops: freeAddr(t)}
-			c := strings.Replace(cfg, s.opsAddr, r.ops, 1)
+			r := &replica{target: target, instance: fmt.Sprintf("%s-%d", target, i), ops: freeAddr(t)}
+			// Same host: each replica needs its own instance name.
+			c := strings.Replace(cfg, s.opsAddr, r.ops, 1) + "\ninstance: " + r.instance + "\n"
 			if target == "ingest" && i == 1 {
 				c = strings.ReplaceAll(c, s.hookAddr, freeAddr(t))
 			}
@@ -145,7 +143,8 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "the three singleton leases held", func() bool {
 		h := leaseHolders(t, leases)
-		return h["graph-subscription"] != "" && h["graph-delta"] != "" && h["scheduler.expiry"] != ""
+		return h["graph-subscription"] != "" && h["graph-delta"] != "" && h["scheduler.expiry"] != "" &&
+			h["adwatch.example.test"] != ""
 	})
 
 	// Count the force-change PATCHes that took effect, to kill mid-run.

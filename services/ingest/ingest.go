@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/services/ingest/webhook"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -30,6 +32,10 @@ type Deps struct {
 	NC      *nats.Conn
 	Domains []adwatch.Config
 	Log     zerolog.Logger
+	// Holder is this replica's stable name in the leases (config instance:).
+	Holder string
+	// Sink receives the AD watchers' events; nil publishes to EVENTS.
+	Sink adwatch.Sink
 	// Graph, when set, runs the webhook receiver, the subscription manager
 	// and the delta poller.
 	Graph *GraphDeps
@@ -46,14 +52,29 @@ type GraphDeps struct {
 	Watch     graphwatch.Config // URLs are derived from PublicURL
 }
 
+// LeasePrefix + the domain name is the lease of a domain's AD watcher.
+const LeasePrefix = "adwatch."
+
 // Service runs one AD watcher per domain and, when configured, the Graph
-// webhook receiver, subscription manager and delta poller.
+// webhook receiver, subscription manager and delta poller. Each domain's
+// watcher runs on the one replica holding the domain's lease (one DC load,
+// one writer of the cursor); the others stand by and take over when the
+// holder's lease expires. The receiver runs on every replica: it is
+// stateless.
 type Service struct {
-	watchers []*adwatch.Watcher
+	watchers []domainWatch
 	graph    *graphwatch.Watcher
 	server   *http.Server
 	listener net.Listener
 	log      zerolog.Logger
+}
+
+// domainWatch is one domain's watcher and the lease it runs under.
+type domainWatch struct {
+	domain string
+	w      *adwatch.Watcher
+	lease  *lease.Lease
+	log    zerolog.Logger
 }
 
 // New builds the watchers; a configuration error names the domain.
@@ -62,14 +83,29 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	sink := NewEventSink(d.JS)
+	var leasesKV jetstream.KeyValue
+	if len(d.Domains) > 0 {
+		if leasesKV, err = natsx.Bucket(ctx, d.JS, natsx.BucketLeases); err != nil {
+			return nil, err
+		}
+	}
+	if d.Holder == "" {
+		host, _ := os.Hostname()
+		d.Holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	var sink adwatch.Sink = NewEventSink(d.JS)
+	if d.Sink != nil {
+		sink = d.Sink
+	}
 	s := &Service{log: d.Log}
 	for _, dc := range d.Domains {
-		w, err := adwatch.New(dc, sink, adwatch.KVCursors(cursorsKV), d.Log.With().Str("domain", dc.Domain).Logger())
+		log := d.Log.With().Str("domain", dc.Domain).Logger()
+		w, err := adwatch.New(dc, sink, adwatch.KVCursors(cursorsKV), log)
 		if err != nil {
 			return nil, fmt.Errorf("domain %s: %w", dc.Domain, err)
 		}
-		s.watchers = append(s.watchers, w)
+		l := lease.New(leasesKV, LeasePrefix+dc.Domain, d.Holder, natsx.LeaseRenew, log)
+		s.watchers = append(s.watchers, domainWatch{domain: dc.Domain, w: w, lease: l, log: log})
 	}
 	if d.Graph != nil {
 		if err := s.newGraph(d); err != nil {
@@ -84,6 +120,9 @@ func (s *Service) newGraph(d Deps) error {
 	base := strings.TrimRight(g.PublicURL, "/")
 	wc := g.Watch
 	wc.NotificationURL, wc.LifecycleURL = base+webhook.PathNotifications, base+webhook.PathLifecycle
+	if wc.Holder == "" {
+		wc.Holder = d.Holder
+	}
 	gw, err := graphwatch.New(wc, g.Tracker, d.JS, d.Log.With().Str("component", "graphwatch").Logger())
 	if err != nil {
 		return fmt.Errorf("graph watcher: %w", err)
@@ -135,8 +174,8 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	for _, w := range s.watchers {
-		run(func() error { return w.Run(ctx) })
+	for _, dw := range s.watchers {
+		run(func() error { dw.run(ctx); return nil })
 	}
 	if s.graph != nil {
 		run(func() error { return s.graph.Run(ctx) })
@@ -159,15 +198,51 @@ func (s *Service) Run(ctx context.Context) error {
 	return <-errs
 }
 
-// Ready reports whether every watcher finished its first sync.
+// run watches the domain while this replica holds its lease, until ctx
+// ends. Losing the lease stops the watcher (its context ends); the loop then
+// waits for the lease again. A new holder's watcher resumes from the cursor
+// the previous one saved.
+func (dw domainWatch) run(ctx context.Context) {
+	for {
+		err := dw.lease.Run(ctx, dw.w.Run)
+		if ctx.Err() != nil {
+			return
+		}
+		dw.log.Error().Err(err).Msg("AD watcher lease loop ended; restarting")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(natsx.LeaseRenew):
+		}
+	}
+}
+
+// Ready reports whether this replica does its part: the Graph secrets are
+// loaded, and for each domain either this replica holds the lease and its
+// watcher finished its first sync, or another replica holds it (standby).
 func (s *Service) Ready() bool {
 	if s.graph != nil && !s.graph.Ready() {
 		return false
 	}
-	for _, w := range s.watchers {
-		if !w.Ready() {
-			return false
+	for _, dw := range s.watchers {
+		if dw.lease.Held() {
+			if !dw.w.Ready() {
+				return false
+			}
+		} else if !dw.lease.Standby() {
+			return false // not yet tried, or between a loss and the next attempt
 		}
 	}
 	return true
+}
+
+// Watching lists the domains whose AD watcher runs on this replica.
+func (s *Service) Watching() []string {
+	var out []string
+	for _, dw := range s.watchers {
+		if dw.lease.Held() {
+			out = append(out, dw.domain)
+		}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ type Config struct {
 	Campaigns Campaigns `yaml:"campaigns"`
 	Ops       Ops       `yaml:"ops"`
 	Admin     Admin     `yaml:"admin"`
+	Instance  string    `yaml:"instance"` // this replica's stable name in leases (instance.go)
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }

@@ -76,6 +76,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"graph_http_refused", strings.Replace(base, "tenant_id: t", "tenant_id: t\n  base_url: http://graph", 1), "graph.base_url: must be an https:// URL", nil},
 		{"ou_not_dn", strings.Replace(base, "OU=Corp,DC=example,DC=test", "Corp", 1), "evaluator.scope.include_ous[0]", nil},
 		{"duplicate_key", base + "\nlog: {level: info}\n", "log: duplicate key", nil},
+		{"bad_instance", base + "\ninstance: \"node 1\"\n", "instance: must be", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -206,6 +206,7 @@ func (c *Config) Validate(t Targets) error {
 		add("ops.sample_interval", "must be at least 1s (got %s)", c.Ops.SampleInterval)
 	}
 	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, validateInstance(c.Instance)...)
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
 			add("ad.domains", "at least one domain is required for the ingest target")

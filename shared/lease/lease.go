@@ -26,6 +26,8 @@ type Lease struct {
 	renew  time.Duration
 	log    zerolog.Logger
 	held   atomic.Bool
+	// standby: the last attempt found the lease held by another replica.
+	standby atomic.Bool
 }
 
 // New returns a lease on key for holder (e.g. hostname + pid). renew must be
@@ -37,6 +39,10 @@ func New(kv jetstream.KeyValue, key, holder string, renew time.Duration, log zer
 
 // Held reports whether this replica holds the lease now.
 func (l *Lease) Held() bool { return l.held.Load() }
+
+// Standby reports whether this replica is waiting while another one holds
+// the lease (false while holding it, and before the first attempt).
+func (l *Lease) Standby() bool { return l.standby.Load() }
 
 // Holder returns the current holder recorded in KV, or "".
 func (l *Lease) Holder(ctx context.Context) (string, error) {
@@ -95,14 +101,27 @@ func (l *Lease) Run(ctx context.Context, fn func(context.Context) error) error {
 	}
 }
 
-// acquire polls until Create succeeds (the key is absent or expired).
+// acquire polls until Create succeeds (the key is absent or expired), or
+// until it finds the lease recorded under its own holder name: a replica
+// restarted with the same stable name (config instance:) after a kill -9
+// takes its own lease back at once instead of waiting out the TTL. Holder
+// names must therefore be unique per replica.
 func (l *Lease) acquire(ctx context.Context) (uint64, error) {
 	for {
 		rev, err := l.kv.Create(ctx, l.key, []byte(l.holder))
 		if err == nil {
+			l.standby.Store(false)
 			return rev, nil
 		}
-		if !errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			if rev, ok := l.reclaim(ctx); ok {
+				l.standby.Store(false)
+				return rev, nil
+			}
+			if !l.standby.Swap(true) {
+				l.log.Info().Msg("lease held by another replica; standing by")
+			}
+		} else {
 			l.log.Warn().Err(err).Msg("acquiring lease failed; retrying")
 		}
 		select {
@@ -111,6 +130,22 @@ func (l *Lease) acquire(ctx context.Context) (uint64, error) {
 		case <-time.After(l.renew / 2):
 		}
 	}
+}
+
+// reclaim takes over the lease when KV names this holder: the previous
+// incarnation of this replica died holding it. The update is conditional on
+// the revision read, so a lease that changed hands meanwhile is left alone.
+func (l *Lease) reclaim(ctx context.Context) (uint64, bool) {
+	e, err := l.kv.Get(ctx, l.key)
+	if err != nil || string(e.Value()) != l.holder {
+		return 0, false
+	}
+	rev, err := l.kv.Update(ctx, l.key, []byte(l.holder), e.Revision())
+	if err != nil {
+		return 0, false
+	}
+	l.log.Info().Msg("lease still recorded under this replica's name (a restart); reclaimed at once")
+	return rev, true
 }
 
 // keep renews the lease until ctx ends (false), fn returns (false), or a
@@ -149,10 +184,23 @@ func (l *Lease) keep(ctx context.Context, rev uint64, fnErr chan error) (lost bo
 func (l *Lease) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if e, err := l.kv.Get(ctx, l.key); err == nil && string(e.Value()) == l.holder {
-		_ = l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision()))
+	e, err := l.kv.Get(ctx, l.key)
+	switch {
+	case natsNotFound(err):
+	case err != nil:
+		l.log.Warn().Err(err).Msg("could not release the lease; it expires after its TTL")
+	case string(e.Value()) != l.holder:
+	default:
+		if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(e.Revision())); err != nil {
+			l.log.Warn().Err(err).Msg("could not release the lease; it expires after its TTL")
+			return
+		}
+		l.log.Info().Msg("lease released")
 	}
-	l.log.Info().Msg("lease released")
+}
+
+func natsNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
 }
 
 func isWrongSequence(err error) bool {

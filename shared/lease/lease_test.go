@@ -120,3 +120,54 @@ func TestLeaseReleasedOnShutdownIsTakenAtOnce(t *testing.T) {
 		t.Fatalf("handover took %v, want about renew/2", d)
 	}
 }
+
+// A replica killed holding the lease and restarted under the same name takes
+// it back at once; a replica under another name still waits for the TTL.
+func TestRestartedHolderReclaimsItsLeaseAtOnce(t *testing.T) {
+	emb, conn := natstest.Run(t)
+	kv := bucket(t, conn.JS)
+	connA := natstest.Connect(t, emb)
+	kvA, err := connA.JS.KeyValue(context.Background(), "leases_test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := worker{running: &atomic.Int32{}, overlap: &atomic.Bool{}, started: make(chan string, 4)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = New(kvA, "campaign", "node1-actuator", renew, zerolog.Nop()).Run(ctx, w.fn("a")) })
+	<-w.started
+	connA.NC.Close() // kill -9: no release
+	// The other replica is waiting too; the restarted one must win well
+	// before the TTL runs out.
+	other := New(kv, "campaign", "node2-actuator", renew, zerolog.Nop())
+	wg.Go(func() { _ = other.Run(ctx, w.fn("other")) })
+	time.Sleep(renew)
+	restarted := New(kv, "campaign", "node1-actuator", renew, zerolog.Nop())
+	start := time.Now()
+	wg.Go(func() { _ = restarted.Run(ctx, w.fn("restarted")) })
+	select {
+	case got := <-w.started:
+		if got != "restarted" {
+			t.Fatalf("%s took the lease, want the restarted holder", got)
+		}
+	case <-time.After(ttl / 2):
+		t.Fatalf("the restarted holder did not reclaim its lease within %v (ttl %v)", ttl/2, ttl)
+	}
+	if d := time.Since(start); d > ttl/2 {
+		t.Fatalf("reclaim took %v", d)
+	}
+	if other.Held() || !other.Standby() || restarted.Standby() {
+		t.Fatalf("other: held=%v standby=%v; restarted standby=%v", other.Held(), other.Standby(), restarted.Standby())
+	}
+	// It keeps it: renewals work on the reclaimed revision.
+	time.Sleep(3 * renew)
+	if !restarted.Held() || other.Held() {
+		t.Fatalf("after renewals: restarted=%v other=%v", restarted.Held(), other.Held())
+	}
+	if h, _ := other.Holder(context.Background()); h != "node1-actuator" {
+		t.Fatalf("holder in KV = %q", h)
+	}
+}
