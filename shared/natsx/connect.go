@@ -130,6 +130,15 @@ func Connect(cfg ConnectConfig, log zerolog.Logger) (*Conn, error) {
 			log.Info().Str("nats_url", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		// Without a handler nats.go prints async errors (e.g. a KV watcher's
+		// consumer lost in an outage) to stderr, outside the structured log.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("nats async error")
+		}),
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
