@@ -189,7 +189,14 @@ func (s *Service) Run(ctx context.Context) error {
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			return s.server.Shutdown(sctx)
+			if err := s.server.Shutdown(sctx); err != nil {
+				// A connection still open (a slow client, a half-done TLS
+				// handshake) must not fail the stop: whatever it carried was
+				// not answered 202, so Graph delivers it again.
+				s.log.Warn().Err(err).Msg("webhook receiver: connections still open after 5s; closing them")
+				_ = s.server.Close()
+			}
+			return nil
 		})
 		s.log.Info().Str("addr", s.listener.Addr().String()).Msg("webhook receiver started")
 	}
