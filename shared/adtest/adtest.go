@@ -97,8 +97,27 @@ func probeDC() (*DC, error) {
 }
 
 // dial opens an LDAPS connection that verifies the DC against its CA and binds
-// as the administrator.
+// as the administrator. One DC serves every helper's tests and Samba's single
+// LDAP worker has a short accept backlog: a connection that times out is
+// tried again a few times before the test is failed for it.
 func (dc *DC) dial() (*ldap.Conn, error) {
+	var err error
+	for attempt, pause := 0, time.Second; attempt < 4; attempt, pause = attempt+1, pause*2 {
+		var c *ldap.Conn
+		if c, err = dc.dialOnce(); err == nil || !isNetworkError(err) {
+			return c, err
+		}
+		time.Sleep(pause)
+	}
+	return nil, err
+}
+
+func isNetworkError(err error) bool {
+	var le *ldap.Error
+	return errors.As(err, &le) && le.ResultCode == ldap.ErrorNetwork
+}
+
+func (dc *DC) dialOnce() (*ldap.Conn, error) {
 	c, err := ldap.DialURL(dc.LDAPSURL,
 		ldap.DialWithDialer(&net.Dialer{Timeout: dialTimeout}),
 		ldap.DialWithTLSConfig(dc.tlsConfig.Clone()))
