@@ -96,6 +96,10 @@ type stackOpts struct {
 	// the test OU does not, so only they are in scope.
 	EntraGroups []string
 	NoOUScope   bool
+	// SimWriteBudget and SimWriteWindow replace the simulator's write
+	// budget (Graph's 3,000 per 150 s), e.g. time-scaled.
+	SimWriteBudget int
+	SimWriteWindow time.Duration
 }
 
 // noticeSender is the mailbox notices come from in end-to-end tests.
@@ -189,7 +193,8 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	// Mail limits on a 2 s window (notify.pacing.mail_window matches): the
 	// real limits' shape, faster.
-	simOpts := graphsim.Options{ClientSecret: secret, MailWindow: 2 * time.Second}
+	simOpts := graphsim.Options{ClientSecret: secret, MailWindow: 2 * time.Second,
+		WriteBudget: o.SimWriteBudget, WriteWindow: o.SimWriteWindow}
 	hookAddr := ""
 	var hook *http.Client
 	if o.Webhook {

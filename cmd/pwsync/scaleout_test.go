@@ -1,22 +1,27 @@
 package main
 
 // Scale-out (issue 6, item 5): a 3-node NATS JetStream cluster on loopback
-// with R3 streams and KV, two pwsync processes per target, a burst of AD
-// resets on real Samba AD; mid-run one NATS node and one replica of each
-// target are killed (SIGKILL). Asserted: every reset reaches Graph, no Graph
-// write takes effect twice (simulator log), and every lease the killed
-// replicas held (graph-subscription, graph-delta, scheduler.expiry) is taken
-// by a surviving replica within leaseTakeoverBound.
+// with R3 streams and KV, two pwsync processes per target, a real 2,000-user
+// campaign (issue 5) run through the admin API (create, preview, approval by
+// a second principal, start) while live AD resets on real Samba AD flow
+// through ingest, the evaluator and the actuator. Mid-run one NATS node and
+// one replica of each target are killed (SIGKILL): the ingest replica
+// watching AD, the evaluator running the expiry scheduler and the actuator
+// running the campaign. Asserted: every campaign user got its must-change and
+// its session revoke exactly once and every AD reset reached Graph exactly
+// once (the simulator's request log), the campaign reaches done with a
+// complete report, and every lease the killed replicas held (adwatch, campaign
+// runner, scheduler, Graph subscription/delta) is taken by a survivor within
+// leaseTakeoverBound.
 //
-// The campaign engine (issue 8) was not on main when this was written: the
-// 2,000-user campaign is 2,000 require_password_change actions published on
-// ACTIONS as a campaign runner would (rule "campaign"), alongside live AD
-// resets through ingest and the evaluator. Sizes: PWSYNC_SCALEOUT_USERS
-// (campaign, default 2000), PWSYNC_SCALEOUT_AD_USERS (live resets, default
-// 100: Samba serves 2-6 resets/s here with two ingest replicas watching it).
+// Sizes: PWSYNC_SCALEOUT_USERS (campaign users, cloud-managed, default 2000),
+// PWSYNC_SCALEOUT_AD_USERS (live AD resets, default 100). The simulator's
+// write budget is Graph's 3,000 writes time-scaled to a 10 s window, and the
+// campaign paces itself under it.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -33,8 +38,11 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pwsync/pwsync/services/campaign"
+	"github.com/pwsync/pwsync/services/ingest"
+	"github.com/pwsync/pwsync/shared/adminapi"
+	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
 	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
@@ -44,8 +52,8 @@ import (
 // node's loss (stream leader elections) with margin.
 const leaseTakeoverBound = 25 * time.Second
 
-// scaleOutOU keeps its users between runs: 2,000 users created and deleted
-// by every run would leave 2,000 tombstones each time on the shared DC.
+// scaleOutOU keeps its users between runs: users created and deleted by
+// every run would leave tombstones each time on the shared DC.
 const scaleOutOU = "OU=pwsync-scaleout"
 
 func envInt(name string, def int) int {
@@ -60,8 +68,10 @@ type replica struct {
 	target   string
 	instance string // its name in the leases (config instance:)
 	ops      string
+	admin    string // its admin API address
 	cmd      *exec.Cmd
 	done     chan error
+	killed   bool
 }
 
 func (r *replica) pid() int { return r.cmd.Process.Pid }
@@ -74,25 +84,29 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 		t.Skip("set PWSYNC_SCALEOUT=1 (make test does) to run the scale-out test")
 	}
 	nCampaign, nAD := envInt("PWSYNC_SCALEOUT_USERS", 2000), envInt("PWSYNC_SCALEOUT_AD_USERS", 100)
-	n := nCampaign + nAD
 	cluster := natstest.RunCluster(t, 3)
-	s := newStack(t, stackOpts{Webhook: true, NATSURL: cluster.URL()})
-	users := scaleOutPopulation(t, s.dc, nAD)
-	for _, u := range users {
+	s := newStack(t, stackOpts{Webhook: true, NATSURL: cluster.URL(), GraphTimeout: 5 * time.Second,
+		SimWriteBudget: graphsim.DefaultWriteBudget, SimWriteWindow: 10 * time.Second})
+	adm := s.withAdmin(t)
+	approverTok, approver := adminapitest.NewToken(t, "e2e-approver", adminapi.RoleApprover)
+	adm.Tokens = append(adm.Tokens, approver)
+	adUsers := scaleOutPopulation(t, s.dc, nAD)
+	for _, u := range adUsers {
 		s.cloudUser(u, false)
 	}
-	campaign := make([]events.Action, nCampaign)
-	for i := range campaign {
+	// The campaign's users: cloud-managed accounts, selected by a UPN list.
+	campUsers := make([]adtest.User, nCampaign)
+	upns := make([]string, nCampaign)
+	for i := range campUsers {
 		sam := fmt.Sprintf("camp%05d", i)
-		u := adtest.User{SAM: sam, UPN: sam + "@example.test"}
-		ref := events.UserRef{Domain: "example.test", ObjectGUID: fmt.Sprintf("00000000-0000-4000-8000-%012d", i), UPN: u.UPN, CloudID: s.cloudUser(u, false)}
-		campaign[i] = events.Action{ID: events.ActionID("campaign", ref, "scaleout"), Kind: events.ActionRequireChange,
-			Rule: "campaign", Campaign: "scaleout", EventID: "scaleout", User: ref, Seq: 1}
-		users = append(users, u)
+		campUsers[i] = adtest.User{SAM: sam, UPN: sam + "@example.test"}
+		s.cloudUser(campUsers[i], false)
+		upns[i] = campUsers[i].UPN
 	}
 
-	// One config per replica: R3, expiry scheduler on (a singleton), no write
-	// pacing (the simulator's own budget still applies), its own addresses.
+	// One config per replica: R3, expiry scheduler on (a singleton), no
+	// actuator pacing (the simulator's budget applies, the campaign paces
+	// itself under it), its own addresses and instance name.
 	s.writeConfig(t)
 	base, err := os.ReadFile(s.cfgPath)
 	if err != nil {
@@ -113,6 +127,7 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 		}
 		cfg = strings.Replace(cfg, r[0], r[1], 1)
 	}
+	cfg += "campaigns: {approval_threshold: 100, write_budget: 3000, write_window: 10s, write_share: 0.9, uncertain_wait: 5s}\n"
 	// The topology first, once: six replicas creating R3 streams at the same
 	// moment is not what this test is about.
 	conn := cluster.Connect(t)
@@ -120,9 +135,10 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	var replicas []*replica
 	for _, target := range []string{"ingest", "evaluator", "actuator"} {
 		for i := range 2 {
-			r := &replica{target: target, instance: fmt.Sprintf("%s-%d", target, i), ops: freeAddr(t)}
-			// Same host: each replica needs its own instance name.
-			c := strings.Replace(cfg, s.opsAddr, r.ops, 1) + "\ninstance: " + r.instance + "\n"
+			r := &replica{target: target, instance: fmt.Sprintf("%s-%d", target, i), ops: freeAddr(t), admin: freeAddr(t)}
+			// Same host: each replica needs its own instance name and listeners.
+			c := strings.Replace(cfg, s.opsAddr, r.ops, 1)
+			c = strings.Replace(c, adm.Addr, r.admin, 1) + "instance: " + r.instance + "\n"
 			if target == "ingest" && i == 1 {
 				c = strings.ReplaceAll(c, s.hookAddr, freeAddr(t))
 			}
@@ -141,126 +157,212 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the three singleton leases held", func() bool {
+	adLease := ingest.LeasePrefix + "example.test"
+	singletons := []string{"graph-subscription", "graph-delta", "scheduler.expiry", campaign.LeaseKey, adLease}
+	waitFor(t, 30*time.Second, "the singleton leases held", func() bool {
 		h := leaseHolders(t, leases)
-		return h["graph-subscription"] != "" && h["graph-delta"] != "" && h["scheduler.expiry"] != "" &&
-			h["adwatch.example.test"] != ""
+		for _, name := range singletons {
+			if h[name] == "" {
+				return false
+			}
+		}
+		return true
 	})
 
-	// Count the force-change PATCHes that took effect, to kill mid-run.
-	var patched atomic.Int64
+	// Count the writes that took effect, to kill mid-run.
+	var written atomic.Int64
 	s.sim.OnRequest(func(r graphsim.Request) {
-		if r.Method == http.MethodPatch && r.Status/100 == 2 && describe(r) == "force=true" {
-			patched.Add(1)
+		if r.Status/100 == 2 && (r.Method == http.MethodPatch && describe(r) == "force=true" || describe(r) == "revoke") {
+			written.Add(1)
 		}
 	})
+	wantWrites := int64(2*nCampaign + nAD)
 
+	// The campaign, through the admin API of an actuator replica: created and
+	// previewed by the operator, approved by a second person, started.
+	ctx := context.Background()
+	api := func(tok string) *adminapi.Client {
+		for _, r := range replicas {
+			if r.target == "actuator" && !r.killed {
+				c, err := adminapi.NewClient("https://"+r.admin, tok, adm.CA)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return c
+			}
+		}
+		t.Fatal("no actuator replica left")
+		return nil
+	}
 	start := time.Now()
+	var c campaign.Campaign
+	spec := campaign.Spec{Name: "scale-out breach response", Reason: "INC-SCALEOUT",
+		Include: campaign.Selector{UPNs: upns}, Actions: campaign.Actions{RequireChange: true, RevokeSessions: true}}
+	if err := api(adm.Operator).Do(ctx, http.MethodPost, "/api/v1/campaigns", spec, &c); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := api(adm.Operator).Do(ctx, http.MethodPost, "/api/v1/campaigns/"+c.ID+"/preview", nil, &c); err != nil {
+		t.Fatalf("preview: %v", err)
+	}
+	if c.Targets != nCampaign || !c.NeedsApproval {
+		t.Fatalf("preview: %d targets (want %d), needs approval %v", c.Targets, nCampaign, c.NeedsApproval)
+	}
+	var apiErr *adminapi.APIError
+	if err := api(adm.Operator).Do(ctx, http.MethodPost, "/api/v1/campaigns/"+c.ID+"/approve", nil, nil); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+		t.Fatalf("the creator approving their own campaign: %v, want 403", err)
+	}
+	if err := api(approverTok).Do(ctx, http.MethodPost, "/api/v1/campaigns/"+c.ID+"/approve", nil, &c); err != nil {
+		t.Fatalf("approve: %v", err)
+	}
+	if err := api(adm.Operator).Do(ctx, http.MethodPost, "/api/v1/campaigns/"+c.ID+"/start", nil, &c); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Logf("campaign %s of %d users created, previewed, approved by %s and started in %.1fs", c.ID, c.Targets, c.ApprovedBy, time.Since(start).Seconds())
 	burstDone := make(chan struct{})
 	go func() {
 		defer close(burstDone)
-		modifyAll(t, s.dc, users[:nAD], "0")
-		t.Logf("%d live AD resets issued in %.1fs", nAD, time.Since(start).Seconds())
+		t0 := time.Now()
+		modifyAll(t, s.dc, adUsers, "0")
+		t.Logf("%d live AD resets issued in %.1fs", nAD, time.Since(t0).Seconds())
 	}()
-	pub := natsx.NewPublisher(conn.JS)
-	for _, a := range campaign {
-		a.EventTime = time.Now()
-		if _, err := pub.PublishJSON(context.Background(), a.Subject(), a.ID, a); err != nil {
-			t.Fatalf("publishing the campaign: %v", err)
-		}
-	}
-	t.Logf("campaign of %d actions published in %.1fs", nCampaign, time.Since(start).Seconds())
 
-	waitFor(t, 60*time.Second, "a quarter of the resets written", func() bool { return patched.Load() >= int64(n/4) })
+	waitFor(t, 60*time.Second, "a quarter of the writes done", func() bool { return written.Load() >= wantWrites/4 })
 	before := leaseHolders(t, leases)
 	killAt := time.Now()
 	cluster.Stop(0)
 	killed := map[string]*replica{}
-	for _, target := range []string{"ingest", "evaluator", "actuator"} {
-		victim := pickVictim(replicas, target, before)
+	for target, lease := range map[string]string{"ingest": adLease, "evaluator": "scheduler.expiry", "actuator": campaign.LeaseKey} {
+		victim := pickVictim(replicas, target, before[lease])
 		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
+		victim.killed = true
 		killed[target] = victim
 	}
-	t.Logf("killed nats node n1 and pids ingest=%d evaluator=%d actuator=%d after %d of %d resets written (%.1fs in)",
-		killed["ingest"].pid(), killed["evaluator"].pid(), killed["actuator"].pid(), patched.Load(), n, killAt.Sub(start).Seconds())
+	t.Logf("killed nats node n1 and ingest=%s evaluator=%s actuator=%s after %d of %d writes (%.1fs in)",
+		killed["ingest"].instance, killed["evaluator"].instance, killed["actuator"].instance, written.Load(), wantWrites, killAt.Sub(start).Seconds())
 
-	// Every lease a killed replica held moves to a survivor within the bound.
-	for name, holder := range before {
-		var victim *replica
+	// Every lease a killed replica held moves to a survivor within the bound;
+	// all are watched at once, so each move is timed on its own.
+	pending := map[string]*replica{}
+	for _, name := range singletons {
 		for _, r := range killed {
-			if r.holds(holder) {
-				victim = r
+			if r.holds(before[name]) {
+				pending[name] = r
 			}
 		}
-		if victim == nil {
-			continue
+	}
+	moves := map[string]time.Duration{}
+	for len(pending) > 0 {
+		h := leaseHolders(t, leases)
+		for name, victim := range pending {
+			if h[name] != "" && !victim.holds(h[name]) {
+				moves[name] = time.Since(killAt)
+				t.Logf("lease %s: %s -> %s in %.1fs", name, before[name], h[name], moves[name].Seconds())
+				delete(pending, name)
+			}
 		}
-		deadline := killAt.Add(leaseTakeoverBound)
-		for {
-			h := leaseHolders(t, leases)[name]
-			if h != "" && !victim.holds(h) {
-				t.Logf("lease %s: %s -> %s in %.1fs", name, holder, h, time.Since(killAt).Seconds())
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("lease %s still %q %s after the kill (bound %s)", name, h, time.Since(killAt).Round(time.Second), leaseTakeoverBound)
-			}
-			time.Sleep(200 * time.Millisecond)
+		if since := time.Since(killAt); since > leaseTakeoverBound && len(pending) > 0 {
+			t.Fatalf("leases %v still held by the killed replicas %s after the kill (bound %s)", pending, since.Round(time.Second), leaseTakeoverBound)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, name := range []string{adLease, campaign.LeaseKey, "scheduler.expiry"} {
+		if _, ok := moves[name]; !ok {
+			t.Fatalf("lease %s did not move: its holder %q was not killed", name, before[name])
 		}
 	}
 
 	<-burstDone
-	waitFor(t, 90*time.Second, "every reset written to Graph", func() bool { return patched.Load() >= int64(n) })
+	var st campaign.Status
+	waitFor(t, 90*time.Second, "the campaign done", func() bool {
+		err := api(adm.Operator).Do(ctx, http.MethodGet, "/api/v1/campaigns/"+c.ID, nil, &st)
+		return err == nil && st.Campaign.State.Terminal()
+	})
+	waitFor(t, 60*time.Second, "every write done", func() bool { return written.Load() >= wantWrites })
 	allDone := time.Since(start)
 	time.Sleep(3 * time.Second) // redeliveries of in-flight work would land now
+	if st.Campaign.State != campaign.StateDone {
+		t.Fatalf("campaign ended %s: %s", st.Campaign.State, st.Campaign.Error)
+	}
 
-	// Nothing lost, nothing doubled: exactly one effective write per user,
+	// The report is complete: every user, every step done.
+	var rep campaign.Report
+	if err := api(adm.Operator).Do(ctx, http.MethodGet, "/api/v1/campaigns/"+c.ID+"/report", nil, &rep); err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	if len(rep.Users) != nCampaign || rep.Stats.Done != nCampaign || rep.Stats.Failed != 0 || rep.Stats.Remaining != 0 {
+		t.Fatalf("report: %d rows, stats %+v; want %d done", len(rep.Users), rep.Stats, nCampaign)
+	}
+	for _, row := range rep.Users {
+		for _, step := range []campaign.Step{campaign.StepCloudMustChange, campaign.StepRevoke} {
+			if r := row.Steps[step]; row.Outcome != campaign.StatusDone || r == nil || r.Status != campaign.StatusDone {
+				t.Fatalf("report row %s: outcome %s, %s %+v", row.UPN, row.Outcome, step, r)
+			}
+		}
+	}
+
+	// Nothing lost, nothing doubled: per user exactly the writes it is due,
 	// and no other write.
-	perUser := map[string]int{}
+	type count struct{ force, revoke int }
+	perUser := map[string]*count{}
 	others := 0
 	for _, r := range s.sim.Requests() {
 		if r.Method == http.MethodGet || r.Status/100 != 2 || (r.ItemID == "" && r.BatchID != "") || !strings.Contains(r.Path, "/users/") {
 			continue
 		}
-		if r.Method == http.MethodPatch && describe(r) == "force=true" {
-			perUser[r.Path]++
-		} else {
+		id := strings.Split(strings.TrimPrefix(r.Path, "/v1.0/users/"), "/")[0]
+		if perUser[id] == nil {
+			perUser[id] = &count{}
+		}
+		switch d := describe(r); {
+		case r.Method == http.MethodPatch && d == "force=true":
+			perUser[id].force++
+		case d == "revoke":
+			perUser[id].revoke++
+		default:
 			others++
 		}
 	}
 	var lost, doubled []string
-	for _, u := range users {
-		switch c := perUser["/v1.0/users/cloud-"+u.SAM]; {
-		case c == 0:
-			lost = append(lost, u.SAM)
-		case c > 1:
-			doubled = append(doubled, fmt.Sprintf("%s x%d", u.SAM, c))
+	check := func(users []adtest.User, want count) {
+		for _, u := range users {
+			got := perUser["cloud-"+u.SAM]
+			if got == nil {
+				got = &count{}
+			}
+			switch {
+			case got.force < want.force || got.revoke < want.revoke:
+				lost = append(lost, fmt.Sprintf("%s %+v", u.SAM, *got))
+			case *got != want:
+				doubled = append(doubled, fmt.Sprintf("%s %+v", u.SAM, *got))
+			}
 		}
 	}
+	check(campUsers, count{force: 1, revoke: 1})
+	check(adUsers, count{force: 1})
 	if len(lost) > 0 || len(doubled) > 0 || others > 0 {
 		t.Fatalf("%d lost (%v), %d doubled (%v), %d other writes", len(lost), head(lost), len(doubled), head(doubled), others)
 	}
-	t.Logf("%d campaign actions + %d AD resets -> %d Graph writes, none lost or doubled, in %.1fs (%.0f/s) across a NATS node and 3 replica kills",
-		nCampaign, nAD, n, allDone.Seconds(), float64(n)/allDone.Seconds())
+	t.Logf("campaign of %d users (%d writes: must-change + revoke; %d read back after the kill) + %d AD resets -> %d Graph writes, 0 lost, 0 doubled, campaign done with %d report rows, in %.1fs (%.0f writes/s) across a NATS node and 3 replica kills; sim throttled %d",
+		nCampaign, 2*nCampaign, rep.Stats.Verified, nAD, wantWrites, len(rep.Users), allDone.Seconds(), float64(wantWrites)/allDone.Seconds(), s.sim.Stats().Throttled)
 }
 
 func head(s []string) []string { return s[:min(len(s), 5)] }
 
-func pickVictim(replicas []*replica, target string, holders map[string]string) *replica {
+// pickVictim returns the target's replica holding the named lease (its
+// singleton work must move), or the first one.
+func pickVictim(replicas []*replica, target, holder string) *replica {
 	var first *replica
 	for _, r := range replicas {
 		if r.target != target {
 			continue
 		}
+		if r.holds(holder) {
+			return r
+		}
 		if first == nil {
 			first = r
-		}
-		for _, h := range holders {
-			if r.holds(h) {
-				return r // the lease holder: its singleton work must move
-			}
 		}
 	}
 	return first
