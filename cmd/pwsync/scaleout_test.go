@@ -135,10 +135,17 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	var replicas []*replica
 	for _, target := range []string{"ingest", "evaluator", "actuator"} {
 		for i := range 2 {
-			r := &replica{target: target, instance: fmt.Sprintf("%s-%d", target, i), ops: freeAddr(t), admin: freeAddr(t)}
-			// Same host: each replica needs its own instance name and listeners.
-			c := strings.Replace(cfg, s.opsAddr, r.ops, 1)
-			c = strings.Replace(c, adm.Addr, r.admin, 1) + "instance: " + r.instance + "\n"
+			r := &replica{target: target, instance: fmt.Sprintf("%s-%d", target, i), ops: freeAddr(t)}
+			// Same host: each replica needs its own instance name and listeners;
+			// the admin API (campaign routes) only on the actuators, fewer
+			// ports picked ahead of use.
+			c := strings.Replace(cfg, s.opsAddr, r.ops, 1) + "instance: " + r.instance + "\n"
+			if target == "actuator" {
+				r.admin = freeAddr(t)
+				c = strings.Replace(c, adm.Addr, r.admin, 1)
+			} else {
+				c = strings.Replace(c, "admin:\n  enabled: true", "admin:\n  enabled: false", 1)
+			}
 			if target == "ingest" && i == 1 {
 				c = strings.ReplaceAll(c, s.hookAddr, freeAddr(t))
 			}
