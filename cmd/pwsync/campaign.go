@@ -210,10 +210,13 @@ func fillSelector(s *campaign.Selector, adGroups, ous, entra, upns, csvs multi, 
 func printPreview(w io.Writer, c campaign.Campaign, d campaign.Details) {
 	p := c.Preview
 	fmt.Fprintf(w, "campaign %s %q: %d users (synced %d, cloud %d)\n", c.ID, c.Spec.Name, p.Total, p.ByKind[campaign.KindSynced], p.ByKind[campaign.KindCloud])
-	for _, st := range []campaign.Step{campaign.StepADMustChange, campaign.StepCloudMustChange, campaign.StepRevoke, campaign.StepNotify} {
+	for _, st := range []campaign.Step{campaign.StepADMustChange, campaign.StepCloudMustChange, campaign.StepVerifyMustChange, campaign.StepRevoke, campaign.StepNotify} {
 		if n := p.ByStep[st]; n > 0 {
-			fmt.Fprintf(w, "  %-15s %d\n", st, n)
+			fmt.Fprintf(w, "  %-18s %d\n", st, n)
 		}
+	}
+	if v := c.Verify; v != nil && p.ByStep[campaign.StepVerifyMustChange] > 0 {
+		fmt.Fprintf(w, "  (must_change is read back; a flag Graph accepted but did not set gets the fallback: %s)\n", v.Fallback)
 	}
 	fmt.Fprintln(w, "sample:")
 	for _, t := range p.Sample {

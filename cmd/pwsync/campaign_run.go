@@ -13,6 +13,7 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/lease"
+	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -78,6 +79,7 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 	ad := &campaignLDAP{cfg: cfg, pools: map[string]*campaign.LDAP{}}
 	cc := cfg.Campaigns
 	svc := &campaign.Service{Store: store, Limits: campaign.Limits{ApprovalThreshold: cc.ApprovalThreshold, HardCap: cc.HardCap},
+		Verify: mustchange.FromConfig(cfg.Actuator), // the actuator's read-back and fallback (actuator.cloud_managed)
 		Resolver: func(domain string) (*campaign.Resolver, error) {
 			s := cfg.Evaluator.Scope
 			r := &campaign.Resolver{Cloud: client, Batch: client, Scope: campaign.Scope{IncludeOUs: s.IncludeOUs,

@@ -22,6 +22,7 @@ import (
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/metrics"
+	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -71,7 +72,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, graph: d.Graph, done: done, identity: identity,
 		audit: audit.NewWriter(natsx.NewPublisher(d.JS), now), set: d.Settings, log: d.Log, now: now,
-		limiter: d.WriteLimiter, newPass: temporaryPassword, notifier: d.Notifier}, nil
+		limiter: d.WriteLimiter, newPass: mustchange.TemporaryPassword, notifier: d.Notifier}, nil
 }
 
 // NewWriteLimiter sizes a limiter from a write budget (e.g. 3,000 per 150 s).
@@ -237,7 +238,7 @@ func (x *execution) verifyFlag(ctx context.Context) (bool, error) {
 		if err != nil {
 			return err
 		}
-		took = u.ForceChangeNextSignIn || u.ForceChangeWithMFA
+		took = mustchange.Took(*u)
 		return nil
 	})
 	if err != nil {
@@ -245,7 +246,7 @@ func (x *execution) verifyFlag(ctx context.Context) (bool, error) {
 	}
 	outcome, detail := events.OutcomeOK, "flag confirmed by read-back"
 	if !took {
-		outcome, detail = events.OutcomeFailed, "PATCH answered success but the flag is not set; fallback "+x.s.set.CloudManaged.Fallback
+		outcome, detail = events.OutcomeFailed, mustchange.MissingDetail(x.s.set.CloudManaged.Fallback)
 	}
 	x.audit(ctx, "verify_force_change", outcome, 0, detail)
 	return took, nil
@@ -253,17 +254,17 @@ func (x *execution) verifyFlag(ctx context.Context) (bool, error) {
 
 func (x *execution) fallback(ctx context.Context) error {
 	switch x.s.set.CloudManaged.Fallback {
-	case "temporary_password":
+	case mustchange.FallbackTemporaryPassword:
 		// The password itself is never logged or audited; the user gets a
 		// new one through the helpdesk or self-service reset.
-		return x.step(ctx, "set_temporary_password", func(ctx context.Context) error {
+		return x.step(ctx, string(mustchange.WriteTemporaryPassword), func(ctx context.Context) error {
 			pw, err := x.s.newPass()
 			if err != nil {
 				return natsx.Permanent(err)
 			}
 			return x.s.graph.SetPassword(ctx, x.user.ID, pw, true)
 		})
-	case "chain":
+	case mustchange.FallbackChain:
 		return x.syncedChain(ctx)
 	default:
 		return natsx.Permanent(errors.New("forceChangePasswordNextSignIn did not take and no fallback is configured"))

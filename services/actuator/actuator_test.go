@@ -372,21 +372,6 @@ func TestDryRunWritesNothing(t *testing.T) {
 	}
 }
 
-func TestTemporaryPasswordIsComplex(t *testing.T) {
-	seen := map[string]bool{}
-	for i := 0; i < 50; i++ {
-		pw, err := temporaryPassword()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(pw) != 20 || !strings.ContainsAny(pw, "ABCDEFGHJKLMNPQRSTUVWXYZ") || !strings.ContainsAny(pw, "abcdefghijkmnopqrstuvwxyz") ||
-			!strings.ContainsAny(pw, "23456789") || !strings.ContainsAny(pw, "!#%+-.=?@_") || seen[pw] {
-			t.Fatalf("weak or repeated password %q", pw)
-		}
-		seen[pw] = true
-	}
-}
-
 // TestRevokeWithLostAnswerIsNotSentAgain: a revoke whose answer is lost
 // (timeout, reset connection, crash right after Graph answered) took effect;
 // neither the in-process retry nor the redelivery sends a second one, which

@@ -2,10 +2,8 @@ package actuator
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -66,38 +64,4 @@ func (s *Service) retry(ctx context.Context, name string, op func(context.Contex
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
-}
-
-// temporaryPassword makes a random password that satisfies Entra's default
-// complexity (upper, lower, digit, symbol; 20 characters).
-func temporaryPassword() (string, error) {
-	const (
-		upper  = "ABCDEFGHJKLMNPQRSTUVWXYZ"
-		lower  = "abcdefghijkmnopqrstuvwxyz"
-		digits = "23456789"
-		symbol = "!#%+-.=?@_"
-	)
-	all := upper + lower + digits + symbol
-	sets := []string{upper, lower, digits, symbol}
-	out := make([]byte, 20)
-	for i := range out {
-		set := all
-		if i < len(sets) {
-			set = sets[i]
-		}
-		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(set))))
-		if err != nil {
-			return "", fmt.Errorf("generating temporary password: %w", err)
-		}
-		out[i] = set[n.Int64()]
-	}
-	// Shuffle so that the class of the first characters is not predictable.
-	for i := len(out) - 1; i > 0; i-- {
-		j, err := rand.Int(rand.Reader, big.NewInt(int64(i+1)))
-		if err != nil {
-			return "", fmt.Errorf("generating temporary password: %w", err)
-		}
-		out[i], out[j.Int64()] = out[j.Int64()], out[i]
-	}
-	return string(out), nil
 }

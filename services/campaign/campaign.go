@@ -18,7 +18,10 @@ package campaign
 
 import (
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/pwsync/pwsync/shared/mustchange"
 )
 
 // State is where a campaign is in its life.
@@ -108,6 +111,10 @@ type Campaign struct {
 	NeedsApproval bool `json:"needs_approval"`
 	// Preview is the last preview's summary.
 	Preview *Preview `json:"preview,omitempty"`
+	// Verify: cloud must-changes are read back, and the fallback taken when
+	// the flag is missing (the actuator's strategy, fixed at preview so the
+	// approver sees it and a restart does not change it); nil = not read back.
+	Verify *mustchange.Strategy `json:"verify,omitempty"`
 	// Error says why a campaign failed.
 	Error string   `json:"error,omitempty"`
 	Log   []Change `json:"log,omitempty"` // who moved it when
@@ -185,15 +192,35 @@ func (t Target) Steps(a Actions) []Step {
 	return out
 }
 
+// StepsFor are the steps a target gets in this campaign: its Steps, with
+// the read-back of the cloud must-change when the campaign verifies.
+func (c Campaign) StepsFor(t Target) []Step {
+	steps := t.Steps(c.Spec.Actions)
+	if c.Verify == nil {
+		return steps
+	}
+	for i, st := range steps {
+		if st == StepCloudMustChange {
+			return slices.Insert(steps, i+1, StepVerifyMustChange)
+		}
+	}
+	return steps
+}
+
 // Step is one write for one user.
 type Step string
 
 const (
 	StepADMustChange    Step = "ad_must_change" // LDAP modify pwdLastSet=0
 	StepCloudMustChange Step = "must_change"    // PATCH passwordProfile
-	StepRevoke          Step = "revoke"         // POST revokeSignInSessions
-	StepNotify          Step = "notify"         // publish actions.notify
+	// StepVerifyMustChange reads passwordProfile back after a must_change
+	// Graph accepted and, when the flag is missing, writes the fallback.
+	StepVerifyMustChange Step = "verify_must_change"
+	StepRevoke           Step = "revoke" // POST revokeSignInSessions
+	StepNotify           Step = "notify" // publish actions.notify
 )
 
 // Graph reports whether the step is a Graph write (paced, batched).
-func (s Step) Graph() bool { return s == StepCloudMustChange || s == StepRevoke }
+func (s Step) Graph() bool {
+	return s == StepCloudMustChange || s == StepRevoke || s == StepVerifyMustChange
+}

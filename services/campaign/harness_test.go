@@ -217,7 +217,8 @@ func childMain() int {
 	client := newSimClient(emb[0], emb[1], emb[2], emb[3], emb[4])
 	r := &campaign.Runner{Store: store, Batch: client, Pub: natsx.NewPublisher(conn.JS), Log: log,
 		Pacer: campaign.NewPacer(budget, window, 1),
-		Cfg:   campaign.RunConfig{UncertainWait: 2 * time.Second, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second, PollEvery: 100 * time.Millisecond}}
+		Cfg: campaign.RunConfig{UncertainWait: 2 * time.Second, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
+			PollEvery: 100 * time.Millisecond, VerifyDelay: 100 * time.Millisecond}}
 	if l := os.Getenv(envLDAP); l != "" {
 		p := strings.Split(l, "|")
 		ad, err := campaign.NewLDAP(campaign.LDAPConfig{URL: p[0], BindDN: p[1], BindPassword: p[2], CAFile: p[3]})

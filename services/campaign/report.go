@@ -58,7 +58,7 @@ func (s *Service) Report(ctx context.Context, id string) (Report, error) {
 		row := ReportRow{Idx: t.Idx, UPN: t.UPN, Kind: t.Kind, DN: t.DN, ObjectGUID: t.ObjectGUID, CloudID: t.CloudID,
 			Steps: map[Step]*StepResult{}, Outcome: StatusDone}
 		p := prog[t.Idx]
-		for _, step := range t.Steps(c.Spec.Actions) {
+		for _, step := range c.StepsFor(t) {
 			r := p.Steps[step]
 			row.Steps[step] = r
 			switch {
@@ -82,7 +82,7 @@ func (r Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-var reportSteps = []Step{StepADMustChange, StepCloudMustChange, StepRevoke, StepNotify}
+var reportSteps = []Step{StepADMustChange, StepCloudMustChange, StepVerifyMustChange, StepRevoke, StepNotify}
 
 // WriteCSV writes one line per user and step: what was done, Graph's or
 // LDAP's answer, when.

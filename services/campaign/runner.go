@@ -15,6 +15,7 @@ import (
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/mustchange"
 )
 
 // ADWriter writes the helpdesk's "must change at next logon" in one domain.
@@ -42,10 +43,14 @@ type RunConfig struct {
 	MaxAttempts   int           // per step, 429s not counted (default 8)
 	WithMFA       bool          // forceChangePasswordNextSignInWithMfa
 	UncertainWait time.Duration // before reading back a write a stopped run left unanswered (default 30s)
-	RetryBase     time.Duration // first retry delay after a 5xx (default 500ms)
-	RetryMax      time.Duration // default 30s
-	PollEvery     time.Duration // how often the runner looks for work and for pause/cancel (default 500ms)
-	StatsEvery    time.Duration // default 1s
+	// VerifyDelay: a must-change Graph accepted is read back this long
+	// after the answer (Graph's replicas converge; a stale read would
+	// trigger a needless fallback). Default 2s.
+	VerifyDelay time.Duration
+	RetryBase   time.Duration // first retry delay after a 5xx (default 500ms)
+	RetryMax    time.Duration // default 30s
+	PollEvery   time.Duration // how often the runner looks for work and for pause/cancel (default 500ms)
+	StatsEvery  time.Duration // default 1s
 }
 
 func (c RunConfig) withDefaults() RunConfig {
@@ -63,6 +68,7 @@ func (c RunConfig) withDefaults() RunConfig {
 	def(&c.ADConcurrency, 4)
 	def(&c.MaxAttempts, 8)
 	defd(&c.UncertainWait, 30*time.Second)
+	defd(&c.VerifyDelay, 2*time.Second)
 	defd(&c.RetryBase, 500*time.Millisecond)
 	defd(&c.RetryMax, 30*time.Second)
 	defd(&c.PollEvery, 500*time.Millisecond)
@@ -126,6 +132,10 @@ type item struct {
 	notBefore time.Time
 	verify    bool      // read back before writing
 	sentAt    time.Time // of the write being verified
+	// verify_must_change: the fallback write due or in flight ("" = the
+	// read-back itself) and those applied.
+	fallback mustchange.Write
+	fbDone   []mustchange.Write
 }
 
 // run is one campaign being executed.
@@ -282,7 +292,11 @@ func (x *run) load(ctx context.Context) error {
 			if r := p.Steps[ref.Step]; r.Terminal() || r != nil && r.Status == StatusUncertain {
 				continue
 			}
-			p.Steps[ref.Step] = &StepResult{Status: StatusUncertain, At: in.At, Detail: "sent by a run that stopped before the answer"}
+			res := &StepResult{Status: StatusUncertain, At: in.At, Detail: "sent by a run that stopped before the answer", Fallback: ref.Fallback}
+			if r := p.Steps[ref.Step]; r != nil {
+				res.Attempts, res.FallbackDone = r.Attempts, r.FallbackDone
+			}
+			p.Steps[ref.Step] = res
 			touched[ref.Idx] = true
 		}
 		for idx := range touched {
@@ -295,6 +309,7 @@ func (x *run) load(ctx context.Context) error {
 		}
 	}
 	now := x.r.now()
+	var settle []int // read-backs whose must_change ended without one due
 	x.stats = Stats{Total: len(x.targets), Started: x.c.StartedAt}
 	if old, err := x.r.Store.GetStats(ctx, x.c.ID); err == nil {
 		x.stats.Writes, x.stats.Throttled, x.stats.Retries, x.stats.Verified, x.stats.LDAP =
@@ -302,13 +317,23 @@ func (x *run) load(ctx context.Context) error {
 	}
 	for _, t := range x.targets {
 		p := x.progressOf(t.Idx)
-		steps := t.Steps(x.c.Spec.Actions)
+		if v := p.Steps[StepVerifyMustChange]; v != nil && (v.Fallback != "" || len(v.FallbackDone) > 0) {
+			x.stats.Fallbacks++ // from the records: the saved counter may lag a kill
+		}
+		steps := x.c.StepsFor(t)
 		for _, st := range steps {
 			res := p.Steps[st]
 			if res.Terminal() {
 				continue
 			}
 			it := &item{idx: t.Idx, step: st}
+			if st == StepVerifyMustChange {
+				x.graphOut.Add(1)
+				if x.loadVerify(it, p, res) {
+					settle = append(settle, t.Idx)
+				}
+				continue
+			}
 			if res != nil && res.Status == StatusUncertain {
 				// The stopped run's request may still be on its way: read back
 				// only once it must have been answered or abandoned.
@@ -342,7 +367,59 @@ func (x *run) load(ctx context.Context) error {
 			x.writeQ = append(x.writeQ, &item{idx: t.Idx, step: StepNotify})
 		}
 	}
+	// After the notices above: settling a read-back may make one due.
+	for _, idx := range settle {
+		x.afterMustChange(ctx, idx, *x.prog[idx].Steps[StepCloudMustChange])
+	}
 	return nil
+}
+
+// loadVerify queues a verify_must_change that has not ended, from its
+// record: a read-back, a fallback write due, or one sent without a recorded
+// answer (read back first). It reports true when the must_change ended
+// without a read-back queued (a crash in between): afterMustChange settles it.
+func (x *run) loadVerify(it *item, p *Progress, res *StepResult) bool {
+	mc := p.Steps[StepCloudMustChange]
+	if !mc.Terminal() {
+		return false // queued when the must_change ends
+	}
+	if res != nil {
+		it.fallback, it.fbDone, it.attempts = res.Fallback, res.FallbackDone, res.Attempts
+	}
+	switch {
+	case res == nil:
+		return true
+	case res.Status == StatusUncertain && res.Fallback != "":
+		it.verify, it.sentAt = true, res.At
+		it.notBefore = res.At.Add(x.r.Cfg.UncertainWait)
+		x.verifyQ = append(x.verifyQ, it)
+	case res.Status == StatusFallback && res.Fallback != "":
+		x.writeQ = append(x.writeQ, it)
+	default: // read back (again)
+		it.fallback = ""
+		x.verifyQ = append(x.verifyQ, it)
+	}
+	return false
+}
+
+// afterMustChange queues the read-back of a must_change that ended, or
+// settles it: nothing to read when the PATCH failed; already read when an
+// unanswered PATCH was confirmed by reading the flag back.
+func (x *run) afterMustChange(ctx context.Context, idx int, res StepResult) {
+	if x.c.Verify == nil {
+		return
+	}
+	it := &item{idx: idx, step: StepVerifyMustChange}
+	switch {
+	case res.Status != StatusDone:
+		x.record(ctx, it, StepResult{Status: StatusSkipped, At: x.r.now().UTC(), Detail: "must_change " + res.Status + ": nothing to read back"})
+	case res.Verified:
+		x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: res.HTTP,
+			Detail: "flag confirmed by the read-back of the unanswered PATCH"})
+	default:
+		it.notBefore = x.r.now().Add(x.r.Cfg.VerifyDelay)
+		x.enqueue(it, true)
+	}
 }
 
 // feedAD queues the AD steps at start (the channel is bounded).
@@ -408,7 +485,7 @@ func (x *run) notifyDue(t Target, p *Progress) bool {
 		return false
 	}
 	any, ok := false, false
-	for _, st := range t.Steps(x.c.Spec.Actions) {
+	for _, st := range x.c.StepsFor(t) {
 		if !st.Graph() {
 			continue
 		}
@@ -425,6 +502,14 @@ func (x *run) notifyDue(t Target, p *Progress) bool {
 // record stores one step's result. A terminal result ends the step's
 // accounting; the user's last Graph step may make the notice due.
 func (x *run) record(ctx context.Context, it *item, res StepResult) {
+	if x.put(ctx, it, res) && it.step == StepCloudMustChange {
+		x.afterMustChange(ctx, it.idx, res) // outside the user's lock: it records too
+	}
+}
+
+// put is record under the user's lock; it reports whether a terminal
+// result was stored.
+func (x *run) put(ctx context.Context, it *item, res StepResult) bool {
 	t := x.targets[it.idx]
 	lock := &x.stripes[it.idx%len(x.stripes)]
 	lock.Lock()
@@ -434,9 +519,12 @@ func (x *run) record(ctx context.Context, it *item, res StepResult) {
 	prev := p.Steps[it.step]
 	if prev.Terminal() {
 		x.mu.Unlock()
-		return // never twice
+		return false // never twice
 	}
 	res.Attempts = it.attempts
+	if it.step == StepVerifyMustChange {
+		res.Fallback, res.FallbackDone = it.fallback, slices.Clone(it.fbDone)
+	}
 	p.Steps[it.step] = &res
 	snap := Progress{Idx: p.Idx, Steps: make(map[Step]*StepResult, len(p.Steps))}
 	for k, v := range p.Steps {
@@ -446,7 +534,7 @@ func (x *run) record(ctx context.Context, it *item, res StepResult) {
 	terminal := res.Terminal()
 	due := false
 	if terminal {
-		x.countUser(t, t.Steps(x.c.Spec.Actions), p)
+		x.countUser(t, x.c.StepsFor(t), p)
 		due = it.step.Graph() && x.notifyDue(t, p)
 	}
 	x.mu.Unlock()
@@ -460,7 +548,7 @@ func (x *run) record(ctx context.Context, it *item, res StepResult) {
 		}
 		if ctx.Err() != nil || attempt == 20 {
 			x.log.Error().Err(err).Int("user", it.idx).Msg("recording progress failed")
-			return
+			return false
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -479,14 +567,18 @@ func (x *run) record(ctx context.Context, it *item, res StepResult) {
 			}
 		}
 	}
+	return terminal
 }
 
 // audit writes a step's outcome to the AUDIT stream, next to the
 // pipeline's own records (best effort: the report in KV is the record).
 func (x *run) audit(ctx context.Context, t Target, step Step, res StepResult) {
 	outcome := events.OutcomeOK
-	if res.Status == StatusFailed {
+	switch res.Status {
+	case StatusFailed:
 		outcome = events.OutcomeFailed
+	case StatusSkipped:
+		outcome = events.OutcomeSkipped
 	}
 	detail := res.Detail
 	if res.LDAP != "" {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/pwsync/pwsync/shared/mustchange"
 )
 
 // Limits are the approval rules.
@@ -52,7 +54,10 @@ type Service struct {
 	Store    *Store
 	Resolver func(domain string) (*Resolver, error)
 	Limits   Limits
-	Now      func() time.Time
+	// Verify is the must-change read-back and fallback a campaign previewed
+	// now will use (mustchange.FromConfig); nil = no read-back.
+	Verify *mustchange.Strategy
+	Now    func() time.Time
 }
 
 func (s *Service) now() time.Time {
@@ -125,7 +130,12 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 		return c, fmt.Errorf("%w: %d users selected, above the hard cap of %d (campaigns.hard_cap): narrow the selection or split it",
 			ErrTooLarge, len(res.Targets), s.Limits.HardCap)
 	}
-	p := summarize(res, c.Spec.Actions, s.now(), by)
+	var verify *mustchange.Strategy
+	if s.Verify != nil && c.Spec.Actions.RequireChange {
+		v := *s.Verify
+		verify = &v
+	}
+	p := summarize(res, Campaign{Spec: c.Spec, Verify: verify}, s.now(), by)
 	p.ApprovalThreshold, p.HardCap = s.Limits.ApprovalThreshold, s.Limits.HardCap
 	p.NeedsApproval = len(res.Targets) > s.Limits.ApprovalThreshold
 	d := Details{Excluded: res.Excluded, Unmatched: res.Unmatched}
@@ -142,7 +152,7 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 		if err := c.move(StatePreviewed, by, p.At, fmt.Sprintf("%d users", p.Total)); err != nil {
 			return err
 		}
-		c.Targets, c.NeedsApproval, c.Preview = p.Total, p.NeedsApproval, &p
+		c.Targets, c.NeedsApproval, c.Preview, c.Verify = p.Total, p.NeedsApproval, &p, verify
 		c.ApprovedBy, c.ApprovedAt = "", time.Time{} // approval was for the previous preview
 		return nil
 	})
@@ -151,12 +161,12 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 // ErrTooLarge: above the hard cap.
 var ErrTooLarge = fmt.Errorf("%w: campaign too large", ErrInvalid)
 
-func summarize(res Resolution, a Actions, at time.Time, by string) Preview {
+func summarize(res Resolution, c Campaign, at time.Time, by string) Preview {
 	p := Preview{At: at, By: by, Total: len(res.Targets), ByKind: map[Kind]int{}, ByStep: map[Step]int{},
 		Excluded: map[string]int{}, Unmatched: len(res.Unmatched)}
 	for _, t := range res.Targets {
 		p.ByKind[t.Kind]++
-		for _, st := range t.Steps(a) {
+		for _, st := range c.StepsFor(t) {
 			p.ByStep[st]++
 		}
 	}

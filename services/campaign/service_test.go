@@ -21,7 +21,7 @@ func (w *world) runInProcess(id string, pacer *campaign.Pacer, timeout time.Dura
 	defer cancel()
 	r := &campaign.Runner{Store: w.store, Batch: w.client, Pub: natsx.NewPublisher(w.conn.JS), Pacer: pacer,
 		Log: zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.InfoLevel),
-		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond}}
+		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond, VerifyDelay: 50 * time.Millisecond}}
 	if w.ldap != nil {
 		r.AD = func(string) (campaign.ADWriter, error) { return w.ldap, nil }
 	}

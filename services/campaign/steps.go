@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/mustchange"
 )
 
 // takeReady removes up to n items whose time has come; it returns them and
@@ -118,19 +121,145 @@ func (x *run) requeue(items []*item, verify bool) {
 	}
 }
 
-// writeRequest is the Graph request for a step.
-func (x *run) writeRequest(id string, it *item) graph.BatchRequest {
-	user := "/users/" + url.PathEscape(x.targets[it.idx].CloudID)
+// writeRequest is the Graph request for a step (for verify_must_change:
+// its fallback write).
+func (x *run) writeRequest(id string, it *item) (graph.BatchRequest, error) {
+	cloudID := x.targets[it.idx].CloudID
+	user := "/users/" + url.PathEscape(cloudID)
+	revoke := graph.BatchRequest{ID: id, Method: http.MethodPost, URL: user + "/revokeSignInSessions", Body: map[string]any{}} // a POST item needs a body
 	switch it.step {
 	case StepCloudMustChange:
 		return graph.BatchRequest{ID: id, Method: http.MethodPatch, URL: user, Body: map[string]any{
 			"passwordProfile": map[string]any{
 				"forceChangePasswordNextSignIn":        true,
 				"forceChangePasswordNextSignInWithMfa": x.r.Cfg.WithMFA,
-			}}}
-	default: // StepRevoke; a batch item with POST needs a body
-		return graph.BatchRequest{ID: id, Method: http.MethodPost, URL: user + "/revokeSignInSessions", Body: map[string]any{}}
+			}}}, nil
+	case StepVerifyMustChange:
+		switch it.fallback {
+		case mustchange.WriteTemporaryPassword:
+			// Never stored or logged: the user resets it (self-service or
+			// helpdesk); what matters is that the old one no longer works.
+			pw, err := mustchange.TemporaryPassword()
+			if err != nil {
+				return graph.BatchRequest{}, err
+			}
+			return graph.BatchRequest{ID: id, Method: http.MethodPatch, URL: user, Body: map[string]any{
+				"passwordProfile": map[string]any{
+					"password":                             pw,
+					"forceChangePasswordNextSignIn":        true,
+					"forceChangePasswordNextSignInWithMfa": x.c.Verify.WithMFA,
+				}}}, nil
+		case mustchange.WriteRevoke:
+			return revoke, nil
+		case mustchange.WritePendingGroup:
+			return graph.BatchRequest{ID: id, Method: http.MethodPost, URL: "/groups/" + url.PathEscape(x.c.Verify.PendingGroupID) + "/members/$ref",
+				Body: map[string]any{"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/" + cloudID}}, nil
+		}
+		return graph.BatchRequest{}, fmt.Errorf("unknown fallback write %q", it.fallback)
+	default: // StepRevoke
+		return revoke, nil
 	}
+}
+
+// fallbackWrites are the fallback's writes for a user: the strategy's,
+// without the chain's revoke when the campaign revokes the user's sessions
+// itself (a second revoke signs out again whoever signed in between).
+func (x *run) fallbackWrites(idx int) (writes []mustchange.Write, revokedByCampaign bool) {
+	campaignRevokes := slices.Contains(x.c.StepsFor(x.targets[idx]), StepRevoke)
+	for _, w := range x.c.Verify.Writes() {
+		if w == mustchange.WriteRevoke && campaignRevokes {
+			revokedByCampaign = true
+			continue
+		}
+		writes = append(writes, w)
+	}
+	return writes, revokedByCampaign
+}
+
+// checkFlag handles a verify_must_change's read-back: the flag is there
+// (done), or missing after a 2xx (audited; the fallback's first write is
+// queued, or the step fails when none is configured); for a fallback write
+// sent without a recorded answer, whether it took.
+func (x *run) checkFlag(ctx context.Context, it *item, u graph.User, status int) {
+	now := x.r.now().UTC()
+	if it.fallback != "" {
+		if it.verify && x.fallbackTook(it, u) {
+			x.addStat(func(s *Stats) { s.Verified++ })
+			x.fallbackApplied(ctx, it, status, true)
+			return
+		}
+		it.verify = false
+		if it.attempts >= x.r.Cfg.MaxAttempts {
+			x.record(ctx, it, StepResult{Status: StatusFailed, At: now, Detail: fmt.Sprintf("%s: fallback %s: no effect after %d attempts",
+				mustchange.MissingDetail(x.c.Verify.Fallback), it.fallback, it.attempts)})
+			return
+		}
+		x.enqueue(it, false) // not applied: write it (again)
+		return
+	}
+	if mustchange.Took(u) {
+		x.record(ctx, it, StepResult{Status: StatusDone, At: now, HTTP: status, Detail: "flag confirmed by read-back"})
+		return
+	}
+	missing := mustchange.MissingDetail(x.c.Verify.Fallback)
+	x.audit(ctx, x.targets[it.idx], StepVerifyMustChange, StepResult{Status: StatusFailed, At: now, HTTP: status, Detail: missing})
+	writes, revoked := x.fallbackWrites(it.idx)
+	switch {
+	case len(writes) > 0:
+		x.addStat(func(s *Stats) { s.Fallbacks++ })
+		it.fallback, it.attempts = writes[0], 0
+		x.record(ctx, it, StepResult{Status: StatusFallback, At: now, HTTP: status, Detail: missing + ": " + string(writes[0]) + " due"})
+		x.enqueue(it, false)
+	case revoked:
+		x.addStat(func(s *Stats) { s.Fallbacks++ })
+		x.record(ctx, it, StepResult{Status: StatusDone, At: now, HTTP: status, Detail: missing + ": sessions revoked by the campaign's revoke step"})
+	default:
+		x.record(ctx, it, StepResult{Status: StatusFailed, At: now, HTTP: status,
+			Detail: missing + ": no fallback write configured (actuator.cloud_managed.fallback, actuator.synced)"})
+	}
+}
+
+// fallbackTook: a fallback write whose answer is unknown took effect. A
+// group add cannot be told from a read of the user; it is sent again, and
+// Graph's "already exist" answer says it had.
+func (x *run) fallbackTook(it *item, u graph.User) bool {
+	since := it.sentAt.Truncate(time.Second).Add(-time.Second) // Graph keeps whole seconds
+	switch it.fallback {
+	case mustchange.WriteTemporaryPassword:
+		return mustchange.Took(u) || !u.LastPasswordChange.IsZero() && !u.LastPasswordChange.Before(since)
+	case mustchange.WriteRevoke:
+		return !u.SessionsValidFrom.IsZero() && !u.SessionsValidFrom.Before(since)
+	}
+	return false
+}
+
+// fallbackApplied records a fallback write that took and queues the next
+// one, or ends the step.
+func (x *run) fallbackApplied(ctx context.Context, it *item, status int, verified bool) {
+	it.fbDone = append(slices.Clone(it.fbDone), it.fallback)
+	writes, revoked := x.fallbackWrites(it.idx)
+	next := mustchange.Write("")
+	if i := slices.Index(writes, it.fallback); i >= 0 && i+1 < len(writes) {
+		next = writes[i+1]
+	}
+	applied := make([]string, len(it.fbDone))
+	for i, w := range it.fbDone {
+		applied[i] = string(w)
+	}
+	detail := mustchange.MissingDetail(x.c.Verify.Fallback) + ": " + strings.Join(applied, ", ") + " applied"
+	it.fallback, it.attempts, it.verify = next, 0, false
+	if next != "" {
+		x.record(ctx, it, StepResult{Status: StatusFallback, At: x.r.now().UTC(), HTTP: status, Verified: verified, Detail: detail + "; " + string(next) + " due"})
+		x.enqueue(it, false)
+		return
+	}
+	switch {
+	case slices.Contains(it.fbDone, mustchange.WriteTemporaryPassword):
+		detail += " (the password is not recorded: the user sets a new one through self-service or the helpdesk)"
+	case revoked:
+		detail += "; sessions revoked by the campaign's revoke step"
+	}
+	x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: status, Verified: verified, Detail: detail})
 }
 
 // sendBatch writes one $batch. Exactly once: the intent is stored before
@@ -143,12 +272,24 @@ func (x *run) sendBatch(ctx context.Context, items []*item) {
 	seq := x.nonce + "-" + strconv.FormatInt(x.seq.Add(1), 10)
 	at := x.r.now().UTC()
 	in := Intent{At: at}
-	reqs := make([]graph.BatchRequest, len(items))
-	for j, it := range items {
+	reqs := make([]graph.BatchRequest, 0, len(items))
+	for j := 0; j < len(items); j++ {
+		it := items[j]
+		req, err := x.writeRequest(strconv.Itoa(len(reqs)), it)
+		if err != nil { // not sent: cannot happen short of a broken random source
+			x.r.Pacer.Done(1, 0)
+			x.record(ctx, it, StepResult{Status: StatusFailed, At: at, Detail: err.Error()})
+			items = slices.Delete(items, j, j+1)
+			j--
+			continue
+		}
 		it.attempts++
 		it.sentAt = at
-		in.Items = append(in.Items, IntentRef{Idx: it.idx, Step: it.step})
-		reqs[j] = x.writeRequest(strconv.Itoa(j), it)
+		in.Items = append(in.Items, IntentRef{Idx: it.idx, Step: it.step, Fallback: it.fallback})
+		reqs = append(reqs, req)
+	}
+	if len(items) == 0 {
+		return
 	}
 	if err := x.r.Store.PutIntent(ctx, x.c.ID, seq, in); err != nil {
 		x.log.Warn().Err(err).Msg("recording batch intent failed; batch not sent")
@@ -201,7 +342,13 @@ func (x *run) sendBatch(ctx context.Context, items []*item) {
 		switch {
 		case resp.Status >= 200 && resp.Status < 300:
 			x.addStat(func(s *Stats) { s.Writes++ })
+			if it.step == StepVerifyMustChange {
+				x.fallbackApplied(ctx, it, resp.Status, false)
+				continue
+			}
 			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: resp.Status})
+		case it.fallback == mustchange.WritePendingGroup && resp.Err != nil && graph.IsAlreadyMember(resp.Err):
+			x.fallbackApplied(ctx, it, resp.Status, true) // an unanswered earlier add took
 		case resp.Status == http.StatusTooManyRequests:
 			x.addStat(func(s *Stats) { s.Throttled++ })
 			it.attempts-- // throttling is pacing, not failure
@@ -217,6 +364,9 @@ func (x *run) sendBatch(ctx context.Context, items []*item) {
 			res := StepResult{Status: StatusFailed, At: x.r.now().UTC(), HTTP: resp.Status}
 			if resp.Err != nil {
 				res.Code, res.Detail = resp.Err.Code, resp.Err.Message
+			}
+			if it.step == StepVerifyMustChange {
+				res.Detail = mustchange.MissingDetail(x.c.Verify.Fallback) + ": " + string(it.fallback) + " refused: " + res.Detail
 			}
 			x.record(ctx, it, res)
 		}
@@ -255,7 +405,7 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 		}
 		byUser[it.idx] = len(reqs)
 		reqs = append(reqs, graph.BatchRequest{ID: strconv.Itoa(len(reqs)), Method: http.MethodGet,
-			URL: "/users/" + url.PathEscape(x.targets[it.idx].CloudID) + "?$select=id,passwordProfile,signInSessionsValidFromDateTime"})
+			URL: "/users/" + url.PathEscape(x.targets[it.idx].CloudID) + "?$select=id,passwordProfile,signInSessionsValidFromDateTime,lastPasswordChangeDateTime"})
 	}
 	resps, err := x.r.Batch.Batch(ctx, reqs)
 	if err != nil {
@@ -287,6 +437,10 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 			continue
 		}
 		u := uj.User()
+		if it.step == StepVerifyMustChange {
+			x.checkFlag(ctx, it, u, resp.Status)
+			continue
+		}
 		took := false
 		switch it.step {
 		case StepCloudMustChange:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -226,6 +227,11 @@ const (
 	StatusUncertain = "uncertain"
 	StatusDone      = "done"
 	StatusFailed    = "failed"
+	// StatusSkipped: nothing to do (a read-back of a must-change that failed).
+	StatusSkipped = "skipped"
+	// StatusFallback: the must-change flag was missing on read-back; the
+	// fallback write named in Fallback is due (not sent yet).
+	StatusFallback = "fallback"
 )
 
 // StepResult is what happened to one step of one user.
@@ -238,11 +244,15 @@ type StepResult struct {
 	Detail   string    `json:"detail,omitempty"`
 	Attempts int       `json:"attempts,omitempty"`
 	Verified bool      `json:"verified,omitempty"` // learned by reading back after an uncertain write
+	// Fallback is the fallback write due or in flight (verify_must_change);
+	// FallbackDone the ones applied, in order.
+	Fallback     mustchange.Write   `json:"fallback,omitempty"`
+	FallbackDone []mustchange.Write `json:"fallback_done,omitempty"`
 }
 
 // Terminal reports whether the step needs nothing more.
 func (r *StepResult) Terminal() bool {
-	return r != nil && (r.Status == StatusDone || r.Status == StatusFailed)
+	return r != nil && (r.Status == StatusDone || r.Status == StatusFailed || r.Status == StatusSkipped)
 }
 
 // Progress is one user's record.
@@ -285,8 +295,9 @@ type Intent struct {
 
 // IntentRef is one item of an Intent.
 type IntentRef struct {
-	Idx  int  `json:"i"`
-	Step Step `json:"s"`
+	Idx      int              `json:"i"`
+	Step     Step             `json:"s"`
+	Fallback mustchange.Write `json:"f,omitempty"` // a fallback write of verify_must_change
 }
 
 // PutIntent records a batch before it is sent.
@@ -325,14 +336,17 @@ func (s *Store) Intents(ctx context.Context, id string) (map[string]Intent, erro
 
 // Stats are the run's counters.
 type Stats struct {
-	Total     int       `json:"total"`
-	Done      int       `json:"done"`   // every step done
-	Failed    int       `json:"failed"` // some step failed for good
-	Remaining int       `json:"remaining"`
-	Writes    int       `json:"writes"`    // Graph writes answered 2xx
-	Throttled int       `json:"throttled"` // 429s seen
-	Retries   int       `json:"retries"`
-	Verified  int       `json:"verified"` // uncertain writes resolved by reading back
+	Total     int `json:"total"`
+	Done      int `json:"done"`   // every step done
+	Failed    int `json:"failed"` // some step failed for good
+	Remaining int `json:"remaining"`
+	Writes    int `json:"writes"`    // Graph writes answered 2xx
+	Throttled int `json:"throttled"` // 429s seen
+	Retries   int `json:"retries"`
+	Verified  int `json:"verified"` // uncertain writes resolved by reading back
+	// Fallbacks: users whose must-change flag was missing on read-back
+	// (a 2xx that changed nothing) and who got the configured fallback.
+	Fallbacks int       `json:"fallbacks,omitempty"`
 	LDAP      int       `json:"ldap_writes"`
 	Started   time.Time `json:"started,omitzero"`
 	Updated   time.Time `json:"updated,omitzero"`

@@ -2,7 +2,6 @@ package msgraph
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -140,14 +139,8 @@ func (c *Client) AddGroupMember(ctx context.Context, groupID, userID string) err
 	return err
 }
 
-// alreadyMember recognises Graph's answer to adding an existing member. Its
-// code is the generic Request_BadRequest, so — against the rule of branching
-// on codes only — the message is the only distinguishing signal.
-func alreadyMember(err error) bool {
-	var ge *graph.Error
-	return errors.As(err, &ge) && ge.Status == http.StatusBadRequest &&
-		strings.Contains(strings.ToLower(ge.Message), "added object references already exist")
-}
+// alreadyMember: Graph's answer to adding an existing member.
+func alreadyMember(err error) bool { return graph.IsAlreadyMember(err) }
 
 // RemoveGroupMember implements graph.Client.
 func (c *Client) RemoveGroupMember(ctx context.Context, groupID, userID string) error {
