@@ -16,6 +16,9 @@ type adminStack struct {
 	Addr, Cert, Key, CA string
 	Tokens              []adminapi.Token
 	Operator, Viewer    string // tokens
+	Approver            string // a second person: approver role only
+	// ApproveAbove sets campaigns.approval_threshold when > 0.
+	ApproveAbove int
 }
 
 // withAdmin turns the admin API on in s's config (call before start).
@@ -26,7 +29,9 @@ func (s *stack) withAdmin(t testing.TB) *adminStack {
 	var op, vw adminapi.Token
 	a.Operator, op = adminapitest.NewToken(t, "e2e-operator", adminapi.RoleOperator, adminapi.RoleApprover)
 	a.Viewer, vw = adminapitest.NewToken(t, "e2e-viewer", adminapi.RoleViewer)
-	a.Tokens = []adminapi.Token{op, vw}
+	var ap adminapi.Token
+	a.Approver, ap = adminapitest.NewToken(t, "e2e-approver", adminapi.RoleApprover)
+	a.Tokens = []adminapi.Token{op, vw, ap}
 	s.admin = a
 	return a
 }

@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/pwsync/pwsync/shared/adminapi"
 	"github.com/pwsync/pwsync/shared/adtest"
 )
 
@@ -87,10 +90,13 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 func TestConsoleInBrowser(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	a := s.withAdmin(t)
+	a.ApproveAbove = 1 // the two-user campaign below needs a second person
 	alice := s.dc.CreateUser(t, s.ou, "con-alice", adtest.UserOpts{Password: "Start.Passw0rd-1"})
 	bob := s.dc.CreateUser(t, s.ou, "con-bob", adtest.UserOpts{Password: "Start.Passw0rd-1"})
+	carol := s.dc.CreateUser(t, s.ou, "con-carol", adtest.UserOpts{Password: "Start.Passw0rd-1"})
 	aliceID := s.cloudUser(alice, false)
 	s.cloudUser(bob, false)
+	s.cloudUser(carol, false)
 	s.startInProcess(t)
 	ctx := browser(t, a.Cert)
 	js := strconv.Quote
@@ -142,7 +148,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitJS(t, ctx, "the explanation", `document.getElementById('explain-text').textContent.includes('Scope:')`)
 		screenshot(t, ctx, "console-policy.png")
 	})
-	t.Run("campaign from preview to report", func(t *testing.T) {
+	t.Run("campaign from preview through a second person's approval to report", func(t *testing.T) {
 		var status int
 		if err := a.client(t, a.Viewer).Do(context.Background(), "GET", "/api/v1/campaigns", nil, nil); err != nil {
 			status = -1
@@ -152,16 +158,50 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		if err := do(ctx, chromedp.Navigate(a.URL()+"/#campaigns"), chromedp.WaitVisible(chromedp.ID("c-name")),
 			chromedp.SendKeys(chromedp.ID("c-name"), "browser test"), chromedp.SendKeys(chromedp.ID("c-reason"), "INC-1"),
-			chromedp.SendKeys(chromedp.ID("c-upns"), bob.UPN+"\nnobody@example.test"), chromedp.Click(chromedp.ID("c-create"))); err != nil {
+			chromedp.SendKeys(chromedp.ID("c-upns"), bob.UPN+"\n"+carol.UPN+"\nnobody@example.test"), chromedp.Click(chromedp.ID("c-create"))); err != nil {
 			t.Fatal(err)
 		}
 		waitJS(t, ctx, "the preview", `(document.getElementById('c-state')||{}).textContent === 'previewed' && document.getElementById('c-unmatched').textContent.includes('nobody@example.test')`)
+		// Plural-aware sentences, no dangling separators.
+		const wantPreview = "2 users selected: 2 synced. Steps: AD must-change (pwdLastSet=0) for 2 users. Nobody excluded. 1 UPN matched nobody."
+		waitJS(t, ctx, "the preview counts", fmt.Sprintf(`document.getElementById('c-preview-counts').textContent === %s`, js(wantPreview)))
+		// Above the threshold: the creator (who holds the approver role too)
+		// sees a disabled Approve and no Start; the server refuses as well.
+		waitJS(t, ctx, "the creator's approve refused", `document.getElementById('c-approve').disabled && !document.getElementById('c-start') && document.getElementById('c-approve-why').textContent.includes('another person')`)
 		screenshot(t, ctx, "console-campaign-preview.png")
+		id, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash.split('/')[1]`))
+		if err != nil || id == "" {
+			t.Fatalf("campaign id from %q: %v", id, err)
+		}
+		var apiErr *adminapi.APIError
+		if err := a.client(t, a.Operator).Do(context.Background(), "POST", "/api/v1/campaigns/"+id+"/approve", nil, nil); !errors.As(err, &apiErr) || apiErr.Status != http.StatusForbidden {
+			t.Fatalf("the creator approving through the API: %v", err)
+		}
+
+		// A second person signs in and approves in the browser.
+		signInAs := func(tok, name string) {
+			t.Helper()
+			if err := do(ctx, chromedp.Click(chromedp.CSS("#who button")), chromedp.WaitVisible(chromedp.ID("token")),
+				chromedp.SendKeys(chromedp.ID("token"), tok), chromedp.Click(chromedp.CSS("#login-form button"))); err != nil {
+				t.Fatal(err)
+			}
+			waitJS(t, ctx, "signed in as "+name, fmt.Sprintf(`document.getElementById('who').textContent.includes(%s)`, js(name)))
+		}
+		signInAs(a.Approver, "e2e-approver")
+		waitJS(t, ctx, "an enabled approve", `(document.getElementById('c-approve')||{}).disabled === false && !document.getElementById('c-start')`)
+		if err := do(ctx, chromedp.Click(chromedp.ID("c-approve"))); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, ctx, "the approval", `(document.getElementById('c-state')||{}).textContent === 'approved' && document.querySelector('#campaign').textContent.includes('approved by e2e-approver')`)
+
+		// The operator starts it.
+		signInAs(a.Operator, "e2e-operator")
+		waitJS(t, ctx, "the start button", `!!document.getElementById('c-start')`)
 		if err := do(ctx, chromedp.Click(chromedp.ID("c-start"))); err != nil {
 			t.Fatal(err)
 		}
 		waitJS(t, ctx, "the campaign to finish", `(document.getElementById('c-state')||{}).textContent === 'done'`)
-		waitJS(t, ctx, "one user done", `document.getElementById('c-counts').textContent.startsWith('1 done, 0 failed')`)
+		waitJS(t, ctx, "two users done", `document.getElementById('c-counts').textContent.startsWith('2 done, 0 failed, 0 remaining of 2. 0 Graph writes, 2 LDAP writes.')`)
 		if err := do(ctx, chromedp.Click(chromedp.ID("c-report-csv"))); err != nil {
 			t.Fatal(err)
 		}

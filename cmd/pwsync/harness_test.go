@@ -178,6 +178,9 @@ admin:
 {{- range .Tokens}}
     - {name: {{.Name}}, sha256: {{.SHA256}}, roles: [{{range $i, $r := .Roles}}{{if $i}}, {{end}}{{$r}}{{end}}]}
 {{- end}}
+{{- if .ApproveAbove}}
+campaigns: {approval_threshold: {{.ApproveAbove}}}
+{{- end}}
 {{- end}}
 `))
 

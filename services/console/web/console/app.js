@@ -35,6 +35,37 @@ const has = (role) => !!me && (role === 'viewer' ? me.roles.length > 0 : me.role
 const fmtTime = (t) => t ? new Date(t).toLocaleString(undefined, { hour12: false }) : '';
 const clock = (t) => t ? new Date(t).toLocaleTimeString(undefined, { hour12: false }) : '';
 
+// plural: "1 user", "2 users"; sentences joins the non-empty parts, each
+// ending with a full stop (no dangling separators).
+const plural = (n, one, many) => `${n} ${n === 1 ? one : (many || one + 's')}`;
+const sentences = (...parts) => parts.filter(Boolean).map((x) => /[.!?]$/.test(x) ? x : x + '.').join(' ');
+const stepLabels = { ad_must_change: 'AD must-change (pwdLastSet=0)', must_change: 'cloud must-change',
+  verify_must_change: 'read-back of the cloud flag', revoke: 'session revoke', notify: 'notice' };
+const kindLabels = { synced: 'synced', cloud: 'cloud-managed' };
+
+function previewText(p) {
+  const kinds = Object.entries(p.by_kind || {}).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${kindLabels[k] || k}`).join(', ');
+  const steps = Object.entries(p.by_step || {}).filter(([, n]) => n > 0)
+    .map(([k, n]) => `${stepLabels[k] || k} for ${plural(n, 'user')}`).join(', ');
+  const excl = Object.entries(p.excluded || {}).filter(([, n]) => n > 0);
+  const nExcl = excl.reduce((a, [, n]) => a + n, 0);
+  return sentences(
+    `${plural(p.total, 'user')} selected` + (kinds ? `: ${kinds}` : ''),
+    steps ? `Steps: ${steps}` : 'No steps',
+    nExcl ? `${nExcl} excluded: ` + excl.map(([r, n]) => `${n} ${r}`).join('; ') : 'Nobody excluded',
+    p.unmatched ? `${plural(p.unmatched, 'UPN')} matched nobody` : '');
+}
+
+function progressText(s, total, rate, eta) {
+  const writes = [plural(s.writes || 0, 'Graph write'), plural(s.ldap_writes || 0, 'LDAP write')];
+  if (s.throttled) writes.push(`${s.throttled} throttled`);
+  if (s.fallbacks) writes.push(`${plural(s.fallbacks, 'fallback')} after a flag Graph did not set`);
+  return sentences(
+    `${s.done || 0} done, ${s.failed || 0} failed, ${s.remaining ?? total} remaining of ${total}`,
+    writes.join(', '),
+    rate ? `${rate.toFixed(1)} users/s, ETA ${eta}` : '');
+}
+
 class APIError extends Error { constructor(status, msg) { super(msg); this.status = status; } }
 
 async function api(method, path, body) {
@@ -361,7 +392,12 @@ async function campaignDetail(view, id) {
     } }, label) : '';
     const buttons = [];
     if (['draft', 'previewed', 'approved'].includes(c.state)) buttons.push(act('preview', 'Preview again', 'operator', 'secondary'));
-    if (c.state === 'previewed' && c.needs_approval) buttons.push(act('approve', 'Approve', 'approver'));
+    const creator = !!me && me.name.toLowerCase() === (c.created_by || '').toLowerCase();
+    if (c.state === 'previewed' && c.needs_approval && has('approver')) {
+      // The server refuses the creator too; the button says so before a click.
+      buttons.push(creator ? h('button', { type: 'button', id: 'c-approve', disabled: true, 'aria-describedby': 'c-approve-why' }, 'Approve') : act('approve', 'Approve', 'approver'));
+      if (creator) buttons.push(h('span', { id: 'c-approve-why', class: 'muted' }, 'You created this campaign: another person with the approver role must approve it.'));
+    }
     if (c.state === 'approved' || (c.state === 'previewed' && !c.needs_approval)) buttons.push(act('start', 'Start', 'operator'));
     if (c.state === 'running') buttons.push(act('pause', 'Pause', 'operator', 'secondary'));
     if (c.state === 'paused') buttons.push(act('resume', 'Resume', 'operator'));
@@ -377,12 +413,9 @@ async function campaignDetail(view, id) {
       c.error ? h('p', { class: 'error' }, c.error) : '',
       h('section', { class: 'panel', 'aria-labelledby': 'prog-h' }, h('h3', { id: 'prog-h' }, 'Progress'),
         h('progress', { id: 'c-progress', max: total || 1, value: (s.done || 0) + (s.failed || 0), 'aria-label': 'Campaign progress' }),
-        h('p', { id: 'c-counts' }, `${s.done || 0} done, ${s.failed || 0} failed, ${s.remaining ?? total} remaining of ${total}; ` +
-          `${s.writes || 0} Graph writes, ${s.ldap_writes || 0} LDAP writes, ${s.throttled || 0} throttled; ` + (rate ? `${rate.toFixed(1)}/s, ETA ${eta}` : ''))),
+        h('p', { id: 'c-counts' }, progressText(s, total, rate, eta))),
       p ? h('section', { class: 'panel', 'aria-labelledby': 'pv-h' }, h('h3', { id: 'pv-h' }, 'Preview'),
-        h('p', { id: 'c-preview-counts' }, `${p.total} users: ` + Object.entries(p.by_kind || {}).map(([k, n]) => `${n} ${k}`).join(', ') +
-          '; steps: ' + Object.entries(p.by_step || {}).map(([k, n]) => `${k} ${n}`).join(', ') +
-          `; excluded: ${Object.values(p.excluded || {}).reduce((a, b) => a + b, 0)}; unmatched: ${p.unmatched}`),
+        h('p', { id: 'c-preview-counts' }, previewText(p)),
         h('table', { id: 'c-sample' }, h('caption', { class: 'muted' }, 'Sample'), h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'UPN'), h('th', { scope: 'col' }, 'Kind'), h('th', { scope: 'col' }, 'Name'))),
           h('tbody', {}, (p.sample || []).map((t) => h('tr', {}, h('td', {}, t.u), h('td', {}, t.k), h('td', {}, t.n || ''))))),
         h('h3', {}, 'Excluded'), h('ul', { id: 'c-excluded' }, (pv.details.excluded || []).map((x) => h('li', {}, `${x.upn}: ${x.reason}`))),
