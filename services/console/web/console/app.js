@@ -56,6 +56,9 @@ function previewText(p) {
     p.unmatched ? `${plural(p.unmatched, 'UPN')} matched nobody` : '');
 }
 
+// orNone: a list's items, or one muted "None." item.
+const orNone = (items) => items.length ? items : [h('li', { class: 'muted' }, 'None.')];
+
 function progressText(s, total, rate, eta) {
   const writes = [plural(s.writes || 0, 'Graph write'), plural(s.ldap_writes || 0, 'LDAP write')];
   if (s.throttled) writes.push(`${s.throttled} throttled`);
@@ -63,7 +66,7 @@ function progressText(s, total, rate, eta) {
   return sentences(
     `${s.done || 0} done, ${s.failed || 0} failed, ${s.remaining ?? total} remaining of ${total}`,
     writes.join(', '),
-    rate ? `${rate.toFixed(1)} users/s, ETA ${eta}` : '');
+    rate ? `${rate.toFixed(1)} users/s` + (s.remaining ? `, ETA ${eta}` : '') : '');
 }
 
 class APIError extends Error { constructor(status, msg) { super(msg); this.status = status; } }
@@ -418,8 +421,8 @@ async function campaignDetail(view, id) {
         h('p', { id: 'c-preview-counts' }, previewText(p)),
         h('table', { id: 'c-sample' }, h('caption', { class: 'muted' }, 'Sample'), h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'UPN'), h('th', { scope: 'col' }, 'Kind'), h('th', { scope: 'col' }, 'Name'))),
           h('tbody', {}, (p.sample || []).map((t) => h('tr', {}, h('td', {}, t.u), h('td', {}, t.k), h('td', {}, t.n || ''))))),
-        h('h3', {}, 'Excluded'), h('ul', { id: 'c-excluded' }, (pv.details.excluded || []).map((x) => h('li', {}, `${x.upn}: ${x.reason}`))),
-        h('h3', {}, 'Matched nobody'), h('ul', { id: 'c-unmatched' }, (pv.details.unmatched || []).map((u) => h('li', {}, u)))) : '',
+        h('h3', {}, 'Excluded'), h('ul', { id: 'c-excluded' }, orNone((pv.details.excluded || []).map((x) => h('li', {}, `${x.upn}: ${x.reason}`)))),
+        h('h3', {}, 'Matched nobody'), h('ul', { id: 'c-unmatched' }, orNone((pv.details.unmatched || []).map((u) => h('li', {}, u))))) : '',
       h('section', { 'aria-labelledby': 'rep-h' }, h('h3', { id: 'rep-h' }, 'Report'),
         h('div', { class: 'row' },
           h('button', { type: 'button', class: 'secondary', id: 'c-report-csv', onclick: () => download(`/api/v1/campaigns/${c.id}/report?format=csv`, `campaign-${c.id}.csv`) }, 'Download CSV'),
