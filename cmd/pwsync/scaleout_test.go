@@ -41,7 +41,6 @@ import (
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/services/ingest"
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
 	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natstest"
@@ -88,8 +87,7 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	s := newStack(t, stackOpts{Webhook: true, NATSURL: cluster.URL(), GraphTimeout: 5 * time.Second,
 		SimWriteBudget: graphsim.DefaultWriteBudget, SimWriteWindow: 10 * time.Second})
 	adm := s.withAdmin(t)
-	approverTok, approver := adminapitest.NewToken(t, "e2e-approver", adminapi.RoleApprover)
-	adm.Tokens = append(adm.Tokens, approver)
+	approverTok := adm.Approver // a second principal: approver role only
 	adUsers := scaleOutPopulation(t, s.dc, nAD)
 	for _, u := range adUsers {
 		s.cloudUser(u, false)
