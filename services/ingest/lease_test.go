@@ -51,6 +51,19 @@ func (s *recordingSink) mustChange(guid string) bool {
 	return false
 }
 
+// replayed reports whether the sink published guid's "must change" again
+// other than in a policy re-read: other packages' tests share the DC and may
+// change a PSO during the handover, and the re-read of every user that
+// follows is right (it carries the new policy revision, so a new event ID).
+func (s *recordingSink) replayed(guid string) bool {
+	for _, u := range s.users() {
+		if u.ObjectGUID == guid && u.PwdLastSet == 0 && u.PolicyRev == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // ingestReplica is one ingest replica on its own NATS connection.
 type ingestReplica struct {
 	name   string
@@ -181,7 +194,7 @@ func TestOneReplicaWatchesADAndTheOtherTakesOver(t *testing.T) {
 			t.Fatalf("replica-b ran a full sync (published %s as full sync): it did not resume from the saved cursor", u.DN)
 		}
 	}
-	if b.sink.mustChange(before.GUID) {
+	if b.sink.replayed(before.GUID) {
 		t.Error("replica-b re-published the reset replica-a had published: the cursor was not resumed")
 	}
 
