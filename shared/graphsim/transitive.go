@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -64,21 +63,9 @@ func (s *Server) listTransitiveMembers(c *call) reply {
 	if props == nil {
 		props = defaultUserProps
 	}
-	top := defaultPageSize
-	if raw := c.query.Get("$top"); raw != "" {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > maxPageSize {
-			return errorReply(http.StatusBadRequest, codeBadRequest, fmt.Sprintf("Invalid page size specified: '%s'. Must be between 1 and %d inclusive.", raw, maxPageSize))
-		}
-		top = n
-	}
-	skip := 0
-	if raw := c.query.Get("$skiptoken"); raw != "" {
-		n, ok := decodeSkipToken(raw)
-		if !ok {
-			return errorReply(http.StatusBadRequest, codeBadRequest, "Invalid $skiptoken.")
-		}
-		skip = n
+	top, skip, bad := pageOf(c)
+	if bad != nil {
+		return *bad
 	}
 	s.mu.Lock()
 	g := s.store.group(c.vars[0])

@@ -180,21 +180,9 @@ func (s *Server) listUsers(c *call) reply {
 		}
 		filter = f
 	}
-	top := defaultPageSize
-	if raw := c.query.Get("$top"); raw != "" {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > maxPageSize {
-			return errorReply(http.StatusBadRequest, codeBadRequest, fmt.Sprintf("Invalid page size specified: '%s'. Must be between 1 and %d inclusive.", raw, maxPageSize))
-		}
-		top = n
-	}
-	skip := 0
-	if raw := c.query.Get("$skiptoken"); raw != "" {
-		n, ok := decodeSkipToken(raw)
-		if !ok {
-			return errorReply(http.StatusBadRequest, codeBadRequest, "Invalid $skiptoken.")
-		}
-		skip = n
+	top, skip, bad := pageOf(c)
+	if bad != nil {
+		return *bad
 	}
 
 	props := sel
@@ -254,6 +242,29 @@ func simpleEquality(filter string) (prop, val string, ok bool) {
 
 func isAdvancedQuery(c *call) bool {
 	return strings.EqualFold(c.header.Get("ConsistencyLevel"), "eventual") && strings.EqualFold(c.query.Get("$count"), "true")
+}
+
+// pageOf reads a list request's $top and $skiptoken; bad is the 400 to
+// answer when either is invalid.
+func pageOf(c *call) (top, skip int, bad *reply) {
+	top = defaultPageSize
+	if raw := c.query.Get("$top"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > maxPageSize {
+			r := errorReply(http.StatusBadRequest, codeBadRequest, fmt.Sprintf("Invalid page size specified: '%s'. Must be between 1 and %d inclusive.", raw, maxPageSize))
+			return 0, 0, &r
+		}
+		top = n
+	}
+	if raw := c.query.Get("$skiptoken"); raw != "" {
+		n, ok := decodeSkipToken(raw)
+		if !ok {
+			r := errorReply(http.StatusBadRequest, codeBadRequest, "Invalid $skiptoken.")
+			return 0, 0, &r
+		}
+		skip = n
+	}
+	return top, skip, nil
 }
 
 // Skip tokens are opaque to clients; this one is the offset.
