@@ -129,3 +129,97 @@ func TestSamplerReadsLagAndLeaseHolders(t *testing.T) {
 func jetstreamMsgID(i int) jetstream.PublishOpt {
 	return jetstream.WithMsgID("m" + string(rune('a'+i)))
 }
+
+// TestSamplerSkipsShortLivedConsumersAndForgetsGoneOnes: ordered consumers
+// (the audit reader's, the console's) and the KV watches' consumers are not
+// sampled, and a durable consumer deleted since the last sample loses its
+// series, as does a stream deleted since.
+func TestSamplerSkipsShortLivedConsumersAndForgetsGoneOnes(t *testing.T) {
+	_, conn := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := conn.JS
+	if _, err := js.Publish(ctx, "events.ad.user", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// Open a KV watch (its ordered consumer lives on KV_*) and an ordered
+	// consumer on EVENTS, both alive while sampling.
+	kv, err := natsx.Bucket(ctx, js, natsx.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ordered, err := js.OrderedConsumer(ctx, natsx.StreamEvents, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ordered.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A durable consumer and a stream of their own, deleted after the first sample.
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SAMPLERTEST", Subjects: []string{"samplertest.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "short", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, natsx.StreamEvents, jetstream.ConsumerConfig{Durable: "retired", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+
+	s := metrics.Sampler{JS: js}
+	if err := s.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	series := func() map[string]bool {
+		out := map[string]bool{}
+		for _, line := range strings.Split(expose(t), "\n") {
+			if strings.HasPrefix(line, "pwsync_consumer_pending_messages{") {
+				out[line[:strings.Index(line, "}")+1]] = true
+			}
+		}
+		return out
+	}
+	first := series()
+	for _, want := range []string{
+		`pwsync_consumer_pending_messages{consumer="evaluator",stream="EVENTS"}`,
+		`pwsync_consumer_pending_messages{consumer="retired",stream="EVENTS"}`,
+		`pwsync_consumer_pending_messages{consumer="short",stream="SAMPLERTEST"}`,
+	} {
+		if !first[want] {
+			t.Errorf("first sample lacks %s: %v", want, first)
+		}
+	}
+	for s := range first {
+		if strings.Contains(s, `stream="KV_`) || strings.Contains(s, `consumer="`+ordered.CachedInfo().Name+`"`) {
+			t.Errorf("short-lived consumer sampled: %s", s)
+		}
+	}
+	if err := js.DeleteConsumer(ctx, natsx.StreamEvents, "retired"); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, "SAMPLERTEST"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := series()
+	for k := range first {
+		gone := strings.Contains(k, `consumer="retired"`) || strings.Contains(k, `stream="SAMPLERTEST"`)
+		if second[k] == gone {
+			t.Errorf("after deleting: %s present=%v", k, second[k])
+		}
+	}
+	if len(second) != len(first)-2 {
+		t.Errorf("second sample: %v, want the first %v less two", second, first)
+	}
+	if got := testutil.ToFloat64(metrics.ConsumerPending.WithLabelValues(natsx.StreamEvents, natsx.ConsumerEvaluator)); got != 1 {
+		t.Errorf("evaluator num_pending: got %v, want 1", got)
+	}
+}

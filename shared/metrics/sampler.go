@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,29 +41,48 @@ func (s Sampler) Run(ctx context.Context) {
 	}
 }
 
-// Sample takes one sample.
+// Sample takes one sample. Only durable consumers of pwsync's streams are
+// sampled: KV buckets' streams (KV_*) carry short-lived ordered consumers for
+// every watch and Get, and an ephemeral consumer's name is new each time, so
+// either would add a series per read that is never updated again. Series of
+// consumers (or streams) that are gone are deleted.
 func (s Sampler) Sample(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var errs []error
+	// seen holds the series set now; skipped the streams whose consumers
+	// could not be read, whose series are kept as they are.
+	seen := map[series]bool{}
+	skipped := map[string]bool{}
 	names := s.JS.StreamNames(ctx)
 	for name := range names.Name() {
+		if strings.HasPrefix(name, "KV_") {
+			continue
+		}
 		st, err := s.JS.Stream(ctx, name)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stream %s: %w", name, err))
+			skipped[name] = true
 			continue
 		}
 		infos := st.ListConsumers(ctx)
 		for ci := range infos.Info() {
+			if ci.Config.Durable == "" {
+				continue
+			}
+			seen[series{name, ci.Name}] = true
 			ConsumerPending.WithLabelValues(name, ci.Name).Set(float64(ci.NumPending))
 			ConsumerAckPending.WithLabelValues(name, ci.Name).Set(float64(ci.NumAckPending))
 		}
 		if err := infos.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("consumers of %s: %w", name, err))
+			skipped[name] = true
 		}
 	}
 	if err := names.Err(); err != nil {
 		errs = append(errs, fmt.Errorf("listing streams: %w", err))
+	} else {
+		forgetStale(seen, skipped)
 	}
 	if s.LeasesBucket != "" {
 		if err := s.sampleLeases(ctx); err != nil {
@@ -69,6 +90,33 @@ func (s Sampler) Sample(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// series is one (stream, consumer) pair of the consumer gauges.
+type series struct{ stream, consumer string }
+
+// sampled is every series the samplers of this process have set (the gauges
+// are process-wide, so is this).
+var sampled = struct {
+	sync.Mutex
+	set map[series]bool
+}{set: map[series]bool{}}
+
+// forgetStale records seen and deletes the series set before that are no
+// longer there, except those of a stream that could not be read.
+func forgetStale(seen map[series]bool, skipped map[string]bool) {
+	sampled.Lock()
+	defer sampled.Unlock()
+	for k := range sampled.set {
+		if !seen[k] && !skipped[k.stream] {
+			ConsumerPending.DeleteLabelValues(k.stream, k.consumer)
+			ConsumerAckPending.DeleteLabelValues(k.stream, k.consumer)
+			delete(sampled.set, k)
+		}
+	}
+	for k := range seen {
+		sampled.set[k] = true
+	}
 }
 
 func (s Sampler) sampleLeases(ctx context.Context) error {
