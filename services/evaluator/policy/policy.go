@@ -160,7 +160,7 @@ func ExplainWithEntra(w io.Writer, p rules.Policy, st rules.State, now time.Time
 		fmt.Fprintf(w, "Schedule: nothing (%s)\n", sc.Why)
 	} else {
 		fmt.Fprintln(w, "Schedule:")
-		pending := rules.Pending(sc, st.Expiry)
+		pending := rules.Pending(sc, rules.Handled(p, st, sc.Key))
 		nextShown := false
 		for _, pt := range sc.Points {
 			var what []string

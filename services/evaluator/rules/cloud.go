@@ -123,6 +123,9 @@ func syncExpiry(p Policy, next *State, res *Result, ev events.Envelope, rule str
 	a.Policies = want
 	res.Actions = append(res.Actions, a)
 	res.Decisions = append(res.Decisions, Decision{rule, "act", reason})
+	if p.DryRun {
+		return // nothing is written: no write of ours to wait for, no fix to count
+	}
 	next.PoliciesPending, next.PoliciesPendingAt = want, ev.Time
 	if rule == RuleDrift {
 		next.LastDriftFix = ev.Time

@@ -138,8 +138,13 @@ func Pending(sc Schedule, st ExpiryState) []Point {
 // evaluator, and for which point. Points already due come first: a user
 // whose points fell due while pwsync was down is due at once.
 func NextDue(p Policy, s State) (events.ExpiryTimer, bool) {
+	if !p.DryRun && s.DryRun.Active && s.Seen {
+		// live again after a dry run: the user's first live look comes
+		// first, even without a new event (endDryRun)
+		return events.ExpiryTimer{ObjectGUID: s.AD.ObjectGUID, Key: afterDryRunKey(s.DryRun), Due: s.DryRun.Since}, true
+	}
 	sc := UserSchedule(p, s)
-	pend := Pending(sc, s.Expiry)
+	pend := Pending(sc, Handled(p, s, sc.Key))
 	if len(pend) == 0 {
 		return events.ExpiryTimer{}, false
 	}
@@ -152,6 +157,23 @@ func NextDue(p Policy, s State) (events.ExpiryTimer, bool) {
 // enforcement happens whatever the delay.
 func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer, now time.Time) (res Result) {
 	res.State = s
+	if !p.DryRun && s.DryRun.Active {
+		next := s
+		endDryRun(p, &next, &res, ev)
+		res.State = next
+		if isAfterDryRun(t) {
+			return res
+		}
+		// a timer of the dry run's days, evaluated live: it decides now
+		more := EvaluateExpiry(p, next, ev, t, now)
+		more.Actions = append(res.Actions, more.Actions...)
+		more.Decisions = append(res.Decisions, more.Decisions...)
+		more.Changed = true
+		return more
+	}
+	if isAfterDryRun(t) {
+		return res // the dry run ended already (an AD event came first, a redelivery)
+	}
 	sc := UserSchedule(p, s)
 	if sc.Key == "" {
 		res.Decisions = append(res.Decisions, Decision{RuleExpiry, "skip", sc.Why})
@@ -161,8 +183,10 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 		res.Decisions = append(res.Decisions, Decision{RuleExpiry, "skip", "stale timer: the password or its expiry changed since it was scheduled"})
 		return res
 	}
+	cur := Handled(p, s, sc.Key)
+	req, _ := required(p, s)
 	var due []Point
-	for _, pt := range Pending(sc, s.Expiry) {
+	for _, pt := range Pending(sc, cur) {
 		if !pt.Due.After(now) {
 			due = append(due, pt)
 		}
@@ -175,15 +199,21 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 	// chance to tell the new one, so it is not "stale" however long ago its
 	// lead day passed (the ledger key carries the lifetime, see
 	// events.Notice.LedgerKey).
-	moved := s.Expiry.Key != "" && s.Expiry.Key != sc.Key && len(s.Expiry.Fired) > 0 && samePassword(s.Expiry.Key, sc.Key)
+	moved := cur.Key != "" && cur.Key != sc.Key && len(cur.Fired) > 0 && samePassword(cur.Key, sc.Key)
 	next := s
-	if next.Expiry.Key != sc.Key {
-		next.Expiry = ExpiryState{Key: sc.Key}
+	x := cur // the handled points, as they become
+	if x.Key != sc.Key {
+		x = ExpiryState{Key: sc.Key}
 	} else {
-		next.Expiry.Fired = slices.Clone(next.Expiry.Fired)
+		x.Fired = slices.Clone(x.Fired)
 	}
 	res.Changed = true
-	defer func() { res.State = next }()
+	defer func() {
+		slices.Sort(x.Fired)
+		x.Fired = slices.Compact(x.Fired)
+		setHandled(p, &next, x, now)
+		res.State = next
+	}()
 	ref := refOf(s)
 	seq := s.AD.USNChanged
 	latest := -1 // the last due point that carries a notice
@@ -193,16 +223,17 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 		}
 	}
 	for i, pt := range due {
-		if pt.Enforce && !next.Expiry.Enforced {
-			next.Expiry.Enforced = true
+		if pt.Enforce && !x.Enforced {
+			x.Enforced = true
 			switch {
-			case next.ChangeRequired:
+			case req:
 				res.Decisions = append(res.Decisions, Decision{RuleExpiry, "skip", "expired, but a password change is already required in the cloud"})
 			default:
 				reason := "password expired in AD at " + sc.Expiry.UTC().Format(time.RFC3339) + " (" + expirySource(s.AD) + ")"
-				a := events.Action{ID: events.ActionID(RuleExpiry, ref, sc.Key), Kind: events.ActionRequireChange,
+				a := events.Action{ID: actionID(p.DryRun, RuleExpiry, ref, sc.Key), Kind: events.ActionRequireChange,
 					Rule: RuleExpiry, Reason: reason, EventID: ev.ID, EventTime: ev.Time, User: ref, Seq: seq, DryRun: p.DryRun}
-				next.ChangeRequired, next.RequiredByAction = true, a.ID
+				setRequired(p, &next, true, a.ID, now)
+				req = true
 				res.Actions = append(res.Actions, a)
 				res.Decisions = append(res.Decisions, Decision{RuleExpiry, "act", reason})
 			}
@@ -210,7 +241,7 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 		if !pt.Notice {
 			continue
 		}
-		next.Expiry.Fired = append(next.Expiry.Fired, pt.LeadDays)
+		x.Fired = append(x.Fired, pt.LeadDays)
 		switch late := now.Sub(pt.Due); {
 		case i != latest:
 			res.Decisions = append(res.Decisions, Decision{RuleExpiryNotice, "skip",
@@ -224,8 +255,6 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 			res.Decisions = append(res.Decisions, Decision{RuleExpiryNotice, "act", a.Reason})
 		}
 	}
-	slices.Sort(next.Expiry.Fired)
-	next.Expiry.Fired = slices.Compact(next.Expiry.Fired)
 	return res
 }
 
@@ -237,7 +266,7 @@ func noticeAction(p Policy, s State, ev events.Envelope, ref events.UserRef, sc 
 		n.Template = events.NoticeExpired
 		reason = fmt.Sprintf("password expired %d day(s) ago, at %s", -lead, sc.Expiry.UTC().Format(time.RFC3339))
 	}
-	return events.Action{ID: events.ActionID(RuleExpiryNotice, ref, sc.Key+".lead"+strconv.Itoa(lead)), Kind: events.ActionNotify,
+	return events.Action{ID: actionID(p.DryRun, RuleExpiryNotice, ref, sc.Key+".lead"+strconv.Itoa(lead)), Kind: events.ActionNotify,
 		Rule: RuleExpiryNotice, Reason: reason, EventID: ev.ID, EventTime: ev.Time, User: ref, Seq: s.AD.USNChanged,
 		DryRun: p.DryRun, Notice: n}
 }
@@ -247,7 +276,7 @@ func noticeAction(p Policy, s State, ev events.Envelope, ref events.UserRef, sc 
 func resetNotice(p Policy, s State, ev events.Envelope, ref events.UserRef) events.Action {
 	n := &events.Notice{Template: events.NoticePasswordReset, PasswordSetAt: ev.Time.UTC(), Language: language(s),
 		DisplayName: s.AD.DisplayName}
-	return events.Action{ID: events.ActionID(RuleResetNotice, ref, ev.ID), Kind: events.ActionNotify, Rule: RuleResetNotice,
+	return events.Action{ID: actionID(p.DryRun, RuleResetNotice, ref, ev.ID), Kind: events.ActionNotify, Rule: RuleResetNotice,
 		Reason: "password reset in AD with must-change; telling the user", EventID: ev.ID, EventTime: ev.Time, User: ref,
 		Seq: s.AD.USNChanged, DryRun: p.DryRun, Notice: n}
 }

@@ -43,12 +43,14 @@ func aged(usn int64, set, exp time.Time, mods ...func(*events.ADUser)) events.AD
 // xstep is one thing that happens to the user: a new AD state, or time
 // passing to at (the scheduler fires whatever is due then).
 type xstep struct {
-	at time.Time
-	ad *events.ADUser
+	at  time.Time
+	ad  *events.ADUser
+	dry *bool // pwsync restarted with dry_run set to this
 }
 
 func xad(at time.Time, u events.ADUser) xstep { return xstep{at: at, ad: &u} }
 func tick(at time.Time) xstep                 { return xstep{at: at} }
+func dryRun(at time.Time, on bool) xstep      { return xstep{at: at, dry: &on} }
 
 // TestExpiryGolden runs user histories through the rules the way the
 // evaluator and scheduler do, with the clock passed in, and compares the
@@ -144,6 +146,44 @@ func TestExpiryGolden(t *testing.T) {
 			xad(t0, aged(10, t0, exp0)),
 			tick(exp0.Add(-7 * Day)), tick(exp0),
 		}},
+		// dry-run "enforced" the expiry and "sent" notices: none of it was
+		// done, so going live enforces at once and sends the notice due now;
+		// the password change then undoes the real enforcement
+		{"dry_run_then_live_enforces_what_dry_run_only_pretended", func(p *Policy) { p.DryRun = true }, []xstep{
+			xad(t0, aged(10, t0, exp0)),
+			tick(exp0.Add(-7 * Day)), tick(exp0.Add(time.Hour)),
+			xad(exp0.Add(2*time.Hour), aged(11, t0, exp0, func(u *events.ADUser) { u.Mail = "new@example.test" })),
+			dryRun(exp0.Add(3*time.Hour), false),
+			xad(exp0.Add(4*time.Hour), aged(12, exp0.Add(4*time.Hour), exp0.Add(4*time.Hour+42*Day))),
+		}},
+		// a helpdesk reset during dry-run: the dry "require" is not recorded
+		// as done, so going live requires the change (the scheduler's timer
+		// brings the user up without a new AD event) and the password change
+		// after it undoes exactly that
+		{"dry_run_forced_change_then_live", func(p *Policy) { p.DryRun = true }, []xstep{
+			xad(t0, aged(10, t0, exp0)),
+			xad(t0.Add(Day), aged(11, time.Time{}, time.Time{}, func(u *events.ADUser) { u.PwdLastSet, u.Expiry, u.ExpiryComputed = 0, 0, 0 })),
+			dryRun(t0.Add(2*Day), false),
+			xad(t0.Add(3*Day), aged(12, t0.Add(3*Day), t0.Add(45*Day))),
+		}},
+		// the user changed the password during dry-run: going live finds
+		// nothing to do, and nothing is undone that was never done
+		{"dry_run_reset_and_change_then_live_does_nothing", func(p *Policy) { p.DryRun = true }, []xstep{
+			xad(t0, aged(10, t0, exp0)),
+			xad(t0.Add(Day), aged(11, time.Time{}, time.Time{}, func(u *events.ADUser) { u.PwdLastSet, u.Expiry, u.ExpiryComputed = 0, 0, 0 })),
+			xad(t0.Add(Day+time.Hour), aged(12, t0.Add(Day+time.Hour), t0.Add(43*Day+time.Hour))),
+			dryRun(t0.Add(2*Day), false),
+			xad(t0.Add(3*Day), aged(13, t0.Add(3*Day), t0.Add(45*Day))),
+		}},
+		// live enforcement, then a dry run during which the user changes the
+		// password: going live undoes the real requirement
+		{"live_then_dry_run_password_change_then_live_undoes", nil, []xstep{
+			xad(t0, aged(10, t0, exp0)),
+			tick(exp0.Add(time.Hour)),
+			dryRun(exp0.Add(2*time.Hour), true),
+			xad(exp0.Add(3*time.Hour), aged(11, exp0.Add(3*time.Hour), exp0.Add(3*time.Hour+42*Day))),
+			dryRun(exp0.Add(4*time.Hour), false),
+		}},
 	}
 	var out strings.Builder
 	for _, sc := range scenarios {
@@ -154,7 +194,10 @@ func TestExpiryGolden(t *testing.T) {
 		fmt.Fprintf(&out, "== %s\n", sc.name)
 		var s State
 		for _, st := range sc.steps {
-			if st.ad != nil {
+			if st.dry != nil {
+				p.DryRun = *st.dry
+				fmt.Fprintf(&out, "%s restart with dry_run=%v\n", st.at.Format(time.RFC3339), p.DryRun)
+			} else if st.ad != nil {
 				ev := events.Envelope{ID: st.ad.EventID(), Time: st.at}
 				res := EvaluateAD(p, s, ev, *st.ad)
 				if res.Changed {

@@ -66,6 +66,8 @@ type State struct {
 	WritebackAwait time.Time `json:"writeback_await,omitzero"`
 	// Expiry: the due points of the current password's schedule already handled.
 	Expiry ExpiryState `json:"expiry,omitzero"`
+	// DryRun: what dry-run decided as though done, apart from what was done.
+	DryRun DryRunState `json:"dry_run,omitzero"`
 }
 
 // Decision explains one rule's verdict, for the audit trail.
@@ -96,7 +98,8 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", "stale event: older than the state already evaluated"})
 		return res
 	}
-	if s.Seen && u.USNChanged == s.AD.USNChanged && sameAD(s.AD, u) {
+	// (after a dry run, the same state is worth one live look: endDryRun)
+	if s.Seen && u.USNChanged == s.AD.USNChanged && sameAD(s.AD, u) && (p.DryRun || !s.DryRun.Active) {
 		return res
 	}
 
@@ -107,8 +110,14 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 	// Every return below hands back next, whatever it became.
 	defer func() { res.State = next }()
 
+	if !p.DryRun && s.DryRun.Active {
+		endDryRun(p, &next, &res, ev)
+		// the rules below reason from what is true now
+		s.ChangeRequired, s.RequiredByAction = next.ChangeRequired, next.RequiredByAction
+	}
 	if u.Deleted {
 		next.ChangeRequired, next.RequiredByAction = false, ""
+		next.DryRun.ChangeRequired, next.DryRun.RequiredByAction = false, ""
 		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", "deleted in AD"})
 		return res
 	}
@@ -125,15 +134,16 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 	}
 
 	ref := refOf(next)
+	req, reqBy := required(p, s)
 	switch {
-	case u.MustChange() && !s.ChangeRequired:
+	case u.MustChange() && !req:
 		reason, act := forcedChangeTrigger(p, s, u)
 		if !act {
 			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "skip", reason})
 			return res
 		}
 		a := newAction(events.ActionRequireChange, RuleForcedChange, reason, ev, ref, u.USNChanged, p.DryRun)
-		next.ChangeRequired, next.RequiredByAction = true, a.ID
+		setRequired(p, &next, true, a.ID, ev.Time)
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "act", reason})
 		// Only a reset seen happening is news to the user; an old flag found
@@ -143,17 +153,17 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 			res.Decisions = append(res.Decisions, Decision{RuleResetNotice, "act", "password reset in AD; telling the user"})
 		}
 
-	case !u.MustChange() && s.ChangeRequired && u.PwdLastSet != s.AD.PwdLastSet:
+	case !u.MustChange() && req && u.PwdLastSet != s.AD.PwdLastSet:
 		// A new non-zero pwdLastSet: the user (or a helpdesk without
 		// must-change) set a password. Undo what we did, once.
-		next.ChangeRequired, next.RequiredByAction = false, ""
+		setRequired(p, &next, false, "", ev.Time)
 		if !p.PasswordChanged {
 			res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "skip", "rule disabled; pending state cleared"})
 			return res
 		}
 		reason := "password set in AD after pwsync required a change"
 		a := newAction(events.ActionClearChange, RulePasswordChanged, reason, ev, ref, u.USNChanged, p.DryRun)
-		a.Undoes = s.RequiredByAction
+		a.Undoes = reqBy
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "act", reason})
 	}
@@ -249,9 +259,20 @@ func Ref(u events.ADUser) events.UserRef {
 
 func newAction(kind events.ActionKind, rule, reason string, ev events.Envelope, ref events.UserRef, seq int64, dry bool) events.Action {
 	return events.Action{
-		ID: events.ActionID(rule, ref, ev.ID), Kind: kind, Rule: rule, Reason: reason,
+		ID: actionID(dry, rule, ref, ev.ID), Kind: kind, Rule: rule, Reason: reason,
 		EventID: ev.ID, EventTime: ev.Time, User: ref, Seq: seq, DryRun: dry,
 	}
+}
+
+// actionID names an action. A dry-run action's ID differs from the live
+// one's: JetStream drops a repeated ID within its duplicate window, and the
+// live action decided after going live must not be taken for the dry one.
+func actionID(dry bool, rule string, ref events.UserRef, eventID string) string {
+	id := events.ActionID(rule, ref, eventID)
+	if dry {
+		return "dry-run." + id
+	}
+	return id
 }
 
 // sameAD reports whether two AD states agree on everything the rules read.

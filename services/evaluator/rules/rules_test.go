@@ -171,3 +171,51 @@ func TestClearNamesTheActionItUndoes(t *testing.T) {
 		t.Fatalf("clear %+v does not name require %+v", clr.Actions, req.Actions)
 	}
 }
+
+// TestDryRunRecordsNothingDone: what dry-run decides is kept apart from
+// what was done, so the state never claims a write or a notice that did
+// not happen; each dry decision is still taken once (no loop).
+func TestDryRunRecordsNothingDone(t *testing.T) {
+	p := expiryPolicy()
+	p.DryRun = true
+	s := EvaluateAD(p, State{}, events.Envelope{ID: "e1", Time: t0}, aged(10, t0, exp0)).State
+	var dry []string
+	for _, now := range []time.Time{exp0.Add(-7 * Day), exp0.Add(time.Hour)} {
+		for range 10 {
+			tm, ok := NextDue(p, s)
+			if !ok || tm.Due.After(now) {
+				break
+			}
+			res := EvaluateExpiry(p, s, events.Envelope{ID: tm.EventID(), Time: now}, tm, now)
+			if !res.Changed {
+				break
+			}
+			for _, a := range res.Actions {
+				dry = append(dry, string(a.Kind))
+			}
+			s = res.State
+		}
+	}
+	if fmt.Sprint(dry) != "[notify require_password_change notify]" {
+		t.Fatalf("dry-run decided %v", dry)
+	}
+	if s.ChangeRequired || s.RequiredByAction != "" || s.Expiry.Enforced || len(s.Expiry.Fired) > 0 {
+		t.Errorf("dry-run recorded as done: change_required=%v by %q, expiry %+v", s.ChangeRequired, s.RequiredByAction, s.Expiry)
+	}
+	if !s.DryRun.Active || !s.DryRun.ChangeRequired || !s.DryRun.Expiry.Enforced || len(s.DryRun.Expiry.Fired) == 0 {
+		t.Errorf("dry-run state = %+v, want the pretended enforcement and notices", s.DryRun)
+	}
+	// forced-change in dry-run: a reset, then the user's own change
+	p.Expiry.Enabled = false
+	s = EvaluateAD(p, State{}, events.Envelope{ID: "e1", Time: at}, user(10, setTime)).State
+	s = EvaluateAD(p, s, events.Envelope{ID: "e2", Time: at}, user(11, 0)).State
+	if s.ChangeRequired || s.RequiredByAction != "" || !s.DryRun.ChangeRequired {
+		t.Errorf("dry-run forced-change recorded as done: %+v", s)
+	}
+	live := p
+	live.DryRun = false
+	res := EvaluateAD(live, s, events.Envelope{ID: "e3", Time: at}, user(12, setTime2))
+	if len(res.Actions) != 0 {
+		t.Errorf("live password change after a dry-run reset undid %+v, which was never done", res.Actions)
+	}
+}
