@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -343,5 +344,101 @@ func TestConsoleIsServedWithoutData(t *testing.T) {
 		if resp.StatusCode != 401 {
 			t.Errorf("%s without token: %d", p, resp.StatusCode)
 		}
+	}
+}
+
+// readLive collects the stream's items until done says it has them all.
+func readLive(t *testing.T, ctx context.Context, f *fixture, query string, done func([]console.LiveItem) bool) []console.LiveItem {
+	t.Helper()
+	resp, err := f.viewer.Raw(ctx, "GET", "/api/v1/live"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []console.LiveItem
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var it console.LiveItem
+		if err := json.Unmarshal([]byte(line), &it); err != nil {
+			t.Fatal(err)
+		}
+		if got = append(got, it); done(got) {
+			return got
+		}
+	}
+	t.Fatalf("%s: stream ended early (%v); got %+v", query, sc.Err(), got)
+	return nil
+}
+
+// ?user= keeps the items whose UPN contains the text, in any case, from both
+// streams; other users and items without a UPN stay out.
+func TestLiveStreamUserFilter(t *testing.T) {
+	f := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	publish := func(id, typ string, data any) {
+		t.Helper()
+		env, err := events.NewEnvelope(id, events.SourceAD, typ, time.Now(), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(env)
+		if _, err := f.conn.JS.Publish(ctx, env.Subject(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each stream ends with an item of alice's (the "last" ones), so that
+	// every reader knows when it has seen everything it will get.
+	publish("ad.g1.1", events.TypeADUser, events.ADUser{ObjectGUID: "g1", UPN: "Alice.Liddell@Example.test", PwdLastSet: 0})
+	publish("ad.g2.2", events.TypeADUser, events.ADUser{ObjectGUID: "g2", UPN: "bob@example.test", PwdLastSet: 0})
+	publish("ad.policy.example.test.3", events.TypeADPolicy, events.ADPolicy{Domain: "example.test", Rev: 3})
+	publish("ad.g1.4", events.TypeADUser, events.ADUser{ObjectGUID: "g1", UPN: "alice.liddell@example.test", PwdLastSet: 1})
+	for _, r := range []events.AuditRecord{
+		{Kind: "action", Action: "require_password_change", Outcome: "ok", User: events.UserRef{UPN: "bob@example.test"}},
+		{Kind: "action", Action: "require_password_change", Outcome: "ok", User: events.UserRef{UPN: "alice.liddell@example.test"}, Detail: "last"},
+	} {
+		if err := f.audit.Write(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sawBothLast := func(items []console.LiveItem) bool {
+		var ev, au bool
+		for _, it := range items {
+			ev = ev || it.EventID == "ad.g1.4"
+			au = au || it.Record != nil && it.Record.Detail == "last"
+		}
+		return ev && au
+	}
+	alice := []string{"EVENTS Alice.Liddell@Example.test", "EVENTS alice.liddell@example.test", "AUDIT alice.liddell@example.test"}
+	cases := []struct {
+		query string
+		want  []string // "stream upn", in stream order
+	}{
+		{"?user=LIDDELL", alice},
+		{"?user=" + url.QueryEscape(" alice.liddell@EXAMPLE.test "), alice},
+		{"?user=alice&since=1h", alice},
+		{"", []string{"EVENTS Alice.Liddell@Example.test", "EVENTS bob@example.test", "EVENTS ", "EVENTS alice.liddell@example.test",
+			"AUDIT bob@example.test", "AUDIT alice.liddell@example.test"}},
+	}
+	for _, c := range cases {
+		// The streams interleave in any order; each keeps its own.
+		var evs, audits []string
+		for _, it := range readLive(t, ctx, f, c.query, sawBothLast) {
+			if it.Stream == natsx.StreamAudit {
+				audits = append(audits, it.Stream+" "+it.UPN)
+			} else {
+				evs = append(evs, it.Stream+" "+it.UPN)
+			}
+		}
+		if got := append(evs, audits...); strings.Join(got, ",") != strings.Join(c.want, ",") {
+			t.Errorf("%q: items\n%q\nwant\n%q", c.query, got, c.want)
+		}
+	}
+	if err := f.viewer.Do(ctx, "GET", "/api/v1/live?user="+strings.Repeat("a", 257), nil, nil); status(err) != http.StatusBadRequest {
+		t.Errorf("long user filter: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,10 +31,16 @@ type LiveItem struct {
 	Record *events.AuditRecord `json:"record,omitempty"`
 }
 
+// maxUserFilter bounds ?user= (a UPN is at most 113 characters in AD).
+const maxUserFilter = 256
+
 // live streams events arriving and audit records (decisions, actions and
 // their outcomes) as Server-Sent Events, from an ordered consumer on each
 // stream starting `since` ago (default 10m, at most 24h). Admin requests
-// are left out: the console's own calls would drown the rest.
+// are left out: the console's own calls would drown the rest. ?user= keeps
+// the items whose UPN contains the text (case-insensitive), so that one
+// user's story stays readable on a busy directory; items without a UPN
+// (timers, policy changes) are then left out too.
 func (a *api) live(w http.ResponseWriter, r *http.Request) {
 	since := 10 * time.Minute
 	if s := r.URL.Query().Get("since"); s != "" {
@@ -44,6 +51,12 @@ func (a *api) live(w http.ResponseWriter, r *http.Request) {
 		}
 		since = d
 	}
+	user := strings.ToLower(strings.TrimSpace(r.URL.Query().Get("user")))
+	if len(user) > maxUserFilter {
+		adminapi.Error(w, http.StatusBadRequest, "user: at most 256 characters")
+		return
+	}
+	keep := func(it LiveItem) bool { return user == "" || strings.Contains(strings.ToLower(it.UPN), user) }
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		adminapi.Error(w, http.StatusInternalServerError, "streaming unsupported")
@@ -60,7 +73,7 @@ func (a *api) live(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	for _, stream := range []string{natsx.StreamEvents, natsx.StreamAudit} {
-		stop, err := a.follow(ctx, stream, start, items)
+		stop, err := a.follow(ctx, stream, start, keep, items)
 		if err != nil {
 			a.fail(w, r, err)
 			return
@@ -101,8 +114,9 @@ func (a *api) live(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// follow feeds items from stream until ctx ends; the returned func stops it.
-func (a *api) follow(ctx context.Context, stream string, start time.Time, items chan<- LiveItem) (func(), error) {
+// follow feeds the items keep accepts from stream until ctx ends; the
+// returned func stops it.
+func (a *api) follow(ctx context.Context, stream string, start time.Time, keep func(LiveItem) bool, items chan<- LiveItem) (func(), error) {
 	cons, err := a.JS.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
 	if err != nil {
@@ -110,7 +124,7 @@ func (a *api) follow(ctx context.Context, stream string, start time.Time, items 
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		it, ok := liveItem(stream, m)
-		if !ok {
+		if !ok || !keep(it) {
 			return
 		}
 		select {
