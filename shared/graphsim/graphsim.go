@@ -109,6 +109,17 @@ type Options struct {
 	// (default a minute and a second): benchmarks run the real limits'
 	// shape faster, e.g. 30 messages per 2 s.
 	MailWindow, ActivityWindow time.Duration
+	// MailRecipientsPerDay is Exchange Online's rolling limit of recipients
+	// per sending mailbox: 0 means 10,000, negative means unlimited.
+	// MailDayWindow scales its 24 hours.
+	MailRecipientsPerDay int
+	MailDayWindow        time.Duration
+	// MailConcurrency is Outlook's limit of concurrent requests per app per
+	// mailbox: 0 means 4, negative means unlimited. A sendMail holds its
+	// mailbox's place for MailLatency (Exchange accepting the message; 0:
+	// answered at once, so nothing is ever concurrent).
+	MailConcurrency int
+	MailLatency     time.Duration
 }
 
 // Server is a running simulator. All methods are safe for concurrent use.
@@ -127,6 +138,7 @@ type Server struct {
 
 	budget        *windowLimit // identity writes; has its own lock
 	mailLimit     *windowLimit // per mailbox
+	mailDay       *windowLimit // recipients per mailbox and rolling day
 	activityLimit *windowLimit // Teams activity notifications
 	notifier      *notifier    // has its own lock
 
@@ -137,6 +149,7 @@ type Server struct {
 	subs         map[string]*subscription
 	mail         []Mail
 	activities   []ActivityNotification
+	mailInFlight map[string]int     // sendMail requests being accepted, per mailbox
 	noTeamsApp   map[string]bool    // user IDs without pwsync's Teams app
 	domains      map[string]*Domain // by lower-cased name
 	syncFeatures map[string]bool
@@ -161,6 +174,8 @@ func Start(opts Options) (*Server, error) {
 		subs:          map[string]*subscription{},
 		noTeamsApp:    map[string]bool{},
 		mailLimit:     newWindowLimit(limitOrDefault(opts.MailPerMinute, defaultMailPerMinute), durationOr(opts.MailWindow, time.Minute)),
+		mailDay:       newWindowLimit(limitOrDefault(opts.MailRecipientsPerDay, defaultMailRecipientsPerDay), durationOr(opts.MailDayWindow, 24*time.Hour)),
+		mailInFlight:  map[string]int{},
 		activityLimit: newWindowLimit(limitOrDefault(opts.ActivityPerSecond, defaultActivityPerSecond), durationOr(opts.ActivityWindow, time.Second)),
 		stats:         Stats{ByStatus: map[int]int{}},
 	}

@@ -30,8 +30,15 @@ type Stats struct {
 	Throttled int // writes refused with 429 by the write budget
 	Tokens    int // access tokens issued
 	// Refusals by the sendMail and Teams limits: "limit violations".
-	MailThrottled, ActivityThrottled int
-	ByStatus                         map[int]int // every logged request (batch items and outer $batch) by status
+	// MailThrottled counts every sendMail refusal: by messages per minute,
+	// by recipients per day (MailDayThrottled of them) and by the
+	// mailbox's concurrent requests (MailConcurrencyThrottled).
+	MailThrottled, ActivityThrottled           int
+	MailDayThrottled, MailConcurrencyThrottled int
+	// MaxMailInFlight is the most sendMail requests seen in flight on one
+	// mailbox at once.
+	MaxMailInFlight int
+	ByStatus        map[int]int // every logged request (batch items and outer $batch) by status
 }
 
 // maxLog bounds the request log of a long-running `pwsync graphsim`.

@@ -1,8 +1,13 @@
 package graphsim
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -155,5 +160,85 @@ func TestMessagingLimitsScaledWindow(t *testing.T) {
 	time.Sleep(350 * time.Millisecond) // the scaled window has passed
 	if got := send(); got != 202 {
 		t.Fatalf("after the scaled window: status %d, want 202", got)
+	}
+}
+
+// TestMailboxConcurrency: Outlook's 4 concurrent requests per mailbox. A
+// fifth sendMail while four are being accepted gets ApplicationThrottled
+// with Retry-After; other mailboxes are not affected; the places free when
+// the answers go.
+func TestMailboxConcurrency(t *testing.T) {
+	e := newEnv(t, Options{MailLatency: 300 * time.Millisecond})
+	cloud, _ := seedUsers(e.srv)
+	e.srv.PutUser(User{UserPrincipalName: "other@contoso.com", Mail: "other@contoso.com"})
+	body, _ := json.Marshal(mailBody("a@b.c"))
+	send := func(box string) (int, http.Header, string) {
+		req, _ := http.NewRequest("POST", e.srv.URL()+"/v1.0/users/"+box+"/sendMail", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		res, err := e.hc.Do(req)
+		if err != nil {
+			return 0, nil, err.Error()
+		}
+		defer res.Body.Close()
+		raw, _ := io.ReadAll(res.Body)
+		return res.StatusCode, res.Header, string(raw)
+	}
+	type answer struct {
+		status int
+		header http.Header
+		body   string
+	}
+	answers := make(chan answer, 4)
+	for range 4 {
+		go func() { s, h, b := send(cloud.ID); answers <- answer{s, h, b} }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Stats().MaxMailInFlight < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("4 sends never in flight together: %+v", e.srv.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	status, h, raw := send(cloud.UserPrincipalName) // the same mailbox by UPN
+	if status != http.StatusTooManyRequests || h.Get("Retry-After") == "" ||
+		!strings.Contains(raw, `"ApplicationThrottled"`) || !strings.Contains(raw, "MailboxConcurrency") {
+		t.Fatalf("5th concurrent send: %d %v %s", status, h, raw)
+	}
+	if status, _, raw := send("other@contoso.com"); status != http.StatusAccepted {
+		t.Fatalf("another mailbox: %d %s", status, raw)
+	}
+	for range 4 {
+		if a := <-answers; a.status != http.StatusAccepted {
+			t.Fatalf("one of the 4: %d %s", a.status, a.body)
+		}
+	}
+	if status, _, raw := send(cloud.ID); status != http.StatusAccepted {
+		t.Fatalf("after the 4 were answered: %d %s", status, raw)
+	}
+	st := e.srv.Stats()
+	if st.MailThrottled != 1 || st.MailConcurrencyThrottled != 1 || st.MaxMailInFlight != 4 || len(e.srv.SentMail()) != 6 {
+		t.Fatalf("stats %+v, %d mails", st, len(e.srv.SentMail()))
+	}
+}
+
+// TestMailRecipientsPerDay: the rolling day counts recipients, not
+// messages; a refused message spends neither limit.
+func TestMailRecipientsPerDay(t *testing.T) {
+	e := newEnv(t, Options{MailRecipientsPerDay: 3, MailDayWindow: 400 * time.Millisecond, MailPerMinute: -1})
+	cloud, _ := seedUsers(e.srv)
+	path := "/v1.0/users/" + cloud.ID + "/sendMail"
+	wantStatus(t, e.do("POST", path, mailBody("a@b.c", "b@b.c")), 202)
+	r := e.do("POST", path, mailBody("c@b.c", "d@b.c"))
+	wantStatus(t, r, 429)
+	if r.errorCode() != "ErrorSubmissionQuotaExceeded" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("over the day: %v %s", r.header, r.raw)
+	}
+	wantStatus(t, e.do("POST", path, mailBody("c@b.c")), 202) // the third recipient fits
+	wantStatus(t, e.do("POST", path, mailBody("d@b.c")), 429)
+	time.Sleep(450 * time.Millisecond)
+	wantStatus(t, e.do("POST", path, mailBody("d@b.c", "e@b.c", "f@b.c")), 202)
+	if st := e.srv.Stats(); st.MailThrottled != 2 || st.MailDayThrottled != 2 {
+		t.Fatalf("stats %+v", st)
 	}
 }

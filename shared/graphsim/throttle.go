@@ -35,6 +35,12 @@ func (b *windowLimit) set(limit int, window time.Duration) {
 // it is allowed, how long until one is (when not), and the window's use as
 // a fraction of the limit after it (0 when unlimited).
 func (b *windowLimit) take(scope string, now time.Time) (ok bool, retryAfter time.Duration, usage float64) {
+	return b.takeN(scope, now, 1, true)
+}
+
+// takeN tries to spend n operations at once (a message's recipients);
+// spend false only checks. An n above the limit never fits.
+func (b *windowLimit) takeN(scope string, now time.Time, n int, spend bool) (ok bool, retryAfter time.Duration, usage float64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.limit <= 0 {
@@ -47,14 +53,21 @@ func (b *windowLimit) take(scope string, now time.Time) (ok bool, retryAfter tim
 		drop++
 	}
 	times = times[drop:]
-	if len(times) >= b.limit {
-		b.used[scope] = times
-		// The oldest write that must leave the window before one more fits.
-		oldest := times[len(times)-b.limit]
+	b.used[scope] = times
+	if len(times)+n > b.limit {
+		if n > b.limit {
+			return false, b.window, float64(len(times)) / float64(b.limit)
+		}
+		// The oldest write that must leave the window before n more fit.
+		oldest := times[len(times)+n-1-b.limit]
 		return false, oldest.Add(b.window).Sub(now), float64(len(times)) / float64(b.limit)
 	}
-	times = append(times, now)
-	b.used[scope] = times
+	if spend {
+		for range n {
+			times = append(times, now)
+		}
+		b.used[scope] = times
+	}
 	return true, 0, float64(len(times)) / float64(b.limit)
 }
 
