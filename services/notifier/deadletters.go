@@ -207,7 +207,7 @@ func (a *deadLetterAlerts) post(ctx context.Context, hs []heldLetter) {
 		}
 	}
 	if len(cl) == 0 {
-		sl.Done(false)
+		sl.Done(ctx, false)
 		return
 	}
 	letters := make([]deadletter.Letter, len(cl))
@@ -216,7 +216,7 @@ func (a *deadLetterAlerts) post(ctx context.Context, hs []heldLetter) {
 	}
 	alert := deadLetterAlert(letters)
 	err := postCard(ctx, s.hc, s.set.WorkflowsWebhookURL.Value(), alert)
-	sl.Done(true)
+	sl.Done(ctx, true)
 	countSend(channelWebhook, err)
 	a.posted = append(a.posted, time.Now())
 	if err == nil {
@@ -237,7 +237,7 @@ func (a *deadLetterAlerts) post(ctx context.Context, hs []heldLetter) {
 	we := &webhookError{msg: err.Error()}
 	errors.As(err, &we)
 	if we.retryAfter > 0 {
-		sl.Block(we.retryAfter)
+		sl.Block(ctx, we.retryAfter)
 	}
 	for _, c := range cl {
 		attempts, lerr := s.ledger.failed(ctx, c.key, c.rev, c.entry, true)

@@ -5,9 +5,11 @@
 // that sends each notice once.
 //
 // It consumes actions.notify and actions.alert through its own durable
-// consumer, on one replica at a time (a lease): the pacing lives in this
-// process, so two replicas sending at once would each use the whole
-// per-mailbox budget. The actuator leaves these kinds to it.
+// consumer, on one replica at a time (a lease): two replicas sending at
+// once would each use the whole per-mailbox budget. The senders' pacing is
+// written through to KV, so the replica that takes the lease over goes on
+// from the windows and day count its predecessor left (pacestore.go). The
+// actuator leaves these kinds to it.
 package notifier
 
 import (
@@ -63,6 +65,16 @@ type Deps struct {
 	// MaxWait bounds a wait for a send slot inside one delivery; longer
 	// waits hand the message back to JetStream. 0 = 60 s.
 	MaxWait time.Duration
+	// SendTimeout bounds one Graph send; a successor counts a send its
+	// predecessor never saw answered as in flight that long. 0 = 30 s.
+	SendTimeout time.Duration
+	// AckWait of the notifier's consumer; 0 = 2 min. Tests shorten it to
+	// see a killed holder's unacknowledged messages come back sooner.
+	AckWait time.Duration
+	// MailboxConcurrency bounds sends in flight per sender mailbox; 0 =
+	// Outlook's 4 (MailboxConcurrency). Tests raise it to show the bound
+	// is what keeps the simulator's concurrency limit.
+	MailboxConcurrency int
 }
 
 // Service delivers notices and alerts.
@@ -84,6 +96,10 @@ type Service struct {
 	now     func() time.Time
 	holder  string
 	maxWait time.Duration
+	// pacing writes the senders' pacing through to KV while this replica
+	// holds the lease.
+	pacing      *paceStore
+	sendTimeout time.Duration
 	// deadLetters: alert the admins about new dead letters (deadletters.go).
 	deadLetters bool
 }
@@ -101,6 +117,10 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		return nil, err
 	}
 	replicas := max(d.Replicas, 1)
+	aw := d.AckWait
+	if aw <= 0 {
+		aw = ackWait
+	}
 	kv, err := d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketLedger, History: 1,
 		Storage: jetstream.FileStorage, Replicas: replicas, TTL: LedgerTTL})
 	if err != nil {
@@ -108,12 +128,17 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	if _, err := d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamActions, jetstream.ConsumerConfig{
 		Durable: Consumer, FilterSubjects: []string{"actions." + string(events.ActionNotify), "actions." + string(events.ActionAlert)},
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: aw,
 		// Deferrals (quiet hours, pacing) are redeliveries too: the ledger
 		// counts real failures and dead-letters after max_attempts.
 		MaxDeliver: -1, MaxAckPending: 256,
 	}); err != nil {
 		return nil, fmt.Errorf("ensuring consumer %s: %w", Consumer, err)
+	}
+	pkv, err := d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1,
+		Storage: jetstream.FileStorage, Replicas: replicas, TTL: pacingTTL})
+	if err != nil {
+		return nil, fmt.Errorf("ensuring bucket %s: %w", BucketPacing, err)
 	}
 	deadLetters := set.DeadLetters.Enabled && set.WorkflowsWebhookURL.Value() != ""
 	leases, err := natsx.Bucket(ctx, d.JS, natsx.BucketLeases)
@@ -134,15 +159,29 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
 	p := set.Pacing
+	conc := d.MailboxConcurrency
+	if conc <= 0 {
+		conc = MailboxConcurrency
+	}
+	day := p.MailDayWindow
+	if day <= 0 {
+		day = 24 * time.Hour
+	}
+	sendTimeout := d.SendTimeout
+	if sendTimeout <= 0 {
+		sendTimeout = 30 * time.Second
+	}
 	s := &Service{js: d.JS, graph: d.Graph, msg: d.Messenger, set: set, tpl: tpl, clock: clk,
 		ledger: &ledger{kv: kv, now: now}, leases: leases, audit: audit.NewWriter(natsx.NewPublisher(d.JS), now),
 		// Pacing is real time whatever the injected clock says.
-		senders: newPool(set.Senders, time.Now, Limit{p.MailPerWindow, p.MailWindow}, Limit{p.MailPerDay, 24 * time.Hour}),
-		teams:   newPool([]string{"teams"}, time.Now, Limit{p.TeamsPerWindow, p.TeamsWindow}),
+		senders: newPool(set.Senders, time.Now, conc, Limit{p.MailPerWindow, p.MailWindow}, Limit{p.MailPerDay, day}),
+		teams:   newPool([]string{"teams"}, time.Now, 0, Limit{p.TeamsPerWindow, p.TeamsWindow}),
 		// Workflows publish no limit; the retired connectors' documented
 		// ones are a safe bet for a channel that humans read.
-		hooks: newPool([]string{"webhook"}, time.Now, Limit{4, time.Second}, Limit{60, 30 * time.Second}),
-		hc:    hc, log: d.Log, now: now, holder: holder, maxWait: d.MaxWait, deadLetters: deadLetters}
+		hooks: newPool([]string{"webhook"}, time.Now, 0, Limit{4, time.Second}, Limit{60, 30 * time.Second}),
+		hc:    hc, log: d.Log, now: now, holder: holder, maxWait: d.MaxWait, deadLetters: deadLetters,
+		pacing:      &paceStore{kv: pkv, holder: holder, sendTimeout: sendTimeout, log: d.Log, revs: map[string]uint64{}},
+		sendTimeout: sendTimeout}
 	if s.maxWait <= 0 {
 		s.maxWait = 60 * time.Second
 	}
@@ -160,6 +199,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	l := lease.New(s.leases, LeaseName, s.holder, natsx.LeaseRenew, s.log)
 	return l.Run(ctx, func(ctx context.Context) error {
+		if err := s.takeOver(ctx); err != nil {
+			return err
+		}
 		s.log.Info().Str("holder", s.holder).Bool("dead_letter_alerts", s.deadLetters).Msg("notifier delivering")
 		dlq := make(chan error, 1)
 		if s.deadLetters {
@@ -171,6 +213,18 @@ func (s *Service) Run(ctx context.Context) error {
 		err := natsx.Consume(ctx, s.js, natsx.StreamActions, Consumer, s.set.Concurrency, h)
 		return errors.Join(err, <-dlq)
 	})
+}
+
+// takeOver starts this lease term from the pacing its predecessor left:
+// the senders' windows and day counts from KV (written through from now
+// on), and a pause of one Teams window, which is shorter than any handover
+// after a crash but not necessarily after a release.
+func (s *Service) takeOver(ctx context.Context) error {
+	if err := s.senders.attach(ctx, s.pacing); err != nil {
+		return fmt.Errorf("notifier pacing: %w", err)
+	}
+	s.teams.blockAll(s.set.Pacing.TeamsWindow)
+	return nil
 }
 
 // Handle delivers one action.
@@ -297,7 +351,7 @@ func (x *delivery) sendTeams(ctx context.Context, key, userID string, m Message)
 	}
 	res, rev, entry, err := s.ledger.claim(ctx, key, x.a.ID, "teams", "")
 	if err != nil || res != claimed {
-		sl.Done(false)
+		sl.Done(ctx, false)
 		if err != nil {
 			return true, err
 		}
@@ -310,8 +364,10 @@ func (x *delivery) sendTeams(ctx context.Context, key, userID string, m Message)
 	if s.set.Teams.ActivityType != "systemDefault" {
 		act.TemplateParameters = nil
 	}
-	err = s.msg.SendActivityNotification(ctx, userID, act)
-	sl.Done(err == nil || graph.StatusOf(err) == 0)
+	sctx, cancel := context.WithTimeout(ctx, s.sendTimeout)
+	err = s.msg.SendActivityNotification(sctx, userID, act)
+	cancel()
+	sl.Done(ctx, err == nil || graph.StatusOf(err) == 0)
 	countSend(channelTeams, err)
 	if err == nil {
 		x.audit(ctx, "send_teams", events.OutcomeOK, 0, "activity feed, "+m.Language)
@@ -333,7 +389,7 @@ func (x *delivery) sendTeams(ctx context.Context, key, userID string, m Message)
 		return false, nil
 	default:
 		if ge != nil && ge.Status == http.StatusTooManyRequests && ge.RetryAfter > 0 {
-			sl.Block(ge.RetryAfter)
+			sl.Block(ctx, ge.RetryAfter)
 		}
 		return true, x.sendFailed(ctx, "send_teams", key, rev, entry, err)
 	}
@@ -351,7 +407,7 @@ func (x *delivery) sendEmail(ctx context.Context, key, to string, m Message) err
 		}
 		res, rev, entry, err := s.ledger.claim(ctx, key, x.a.ID, "email", sl.Name)
 		if err != nil || res != claimed {
-			sl.Done(false)
+			sl.Done(ctx, false)
 			if err != nil {
 				return err
 			}
@@ -360,8 +416,12 @@ func (x *delivery) sendEmail(ctx context.Context, key, to string, m Message) err
 		mail := graph.Mail{To: []string{to}, Subject: m.Subject, Text: m.Text, HTML: m.HTML,
 			SaveToSentItems: s.set.SaveToSentItems,
 			Headers:         map[string]string{"x-pwsync-notice": key, "x-pwsync-action": x.a.ID}}
-		err = s.msg.SendMail(ctx, sl.Name, mail)
-		sl.Done(err == nil || graph.StatusOf(err) == 0)
+		// Bounded: a successor counts an unanswered send as in flight
+		// for sendTimeout (pacestore.go).
+		sctx, cancel := context.WithTimeout(ctx, s.sendTimeout)
+		err = s.msg.SendMail(sctx, sl.Name, mail)
+		cancel()
+		sl.Done(ctx, err == nil || graph.StatusOf(err) == 0)
 		countSend(channelEmail, err)
 		if err == nil {
 			x.audit(ctx, "send_email", events.OutcomeOK, 0, "from "+sl.Name+", "+m.Language)
@@ -372,7 +432,7 @@ func (x *delivery) sendEmail(ctx context.Context, key, to string, m Message) err
 		}
 		var ge *graph.Error
 		if errors.As(err, &ge) && ge.Status == http.StatusTooManyRequests && attempt < len(s.set.Senders) {
-			sl.Block(max(ge.RetryAfter, time.Second))
+			sl.Block(ctx, max(ge.RetryAfter, time.Second))
 			x.audit(ctx, "send_email", events.OutcomeFailed, ge.Status, "from "+sl.Name+": throttled; trying another sender")
 			if _, lerr := s.ledger.failed(ctx, key, rev, entry, false); lerr != nil {
 				return lerr
@@ -434,14 +494,14 @@ func (x *delivery) alert(ctx context.Context) error {
 	}
 	res, rev, entry, err := s.ledger.claim(ctx, key, a.ID, "webhook", "")
 	if err != nil || res != claimed {
-		sl.Done(false)
+		sl.Done(ctx, false)
 		if err != nil {
 			return err
 		}
 		return x.ledgerSkip(ctx, res, entry)
 	}
 	err = postCard(ctx, s.hc, url, alertFromAction(a))
-	sl.Done(true)
+	sl.Done(ctx, true)
 	countSend(channelWebhook, err)
 	if err == nil {
 		x.audit(ctx, "post_alert", events.OutcomeOK, 0, "workflows webhook")
@@ -461,7 +521,7 @@ func (x *delivery) alert(ctx context.Context) error {
 	case !we.retryable() || attempts >= s.set.MaxAttempts:
 		return x.deadLetter(ctx, err)
 	case we.retryAfter > 0:
-		sl.Block(we.retryAfter)
+		sl.Block(ctx, we.retryAfter)
 		return &natsx.RetryLater{After: we.retryAfter, Err: err}
 	}
 	return err

@@ -73,6 +73,7 @@ type Pacing struct {
 	MailPerWindow  int           `yaml:"mail_per_window"` // per sender mailbox; Exchange Online: 30 a minute
 	MailWindow     time.Duration `yaml:"mail_window"`
 	MailPerDay     int           `yaml:"mail_per_day"`     // per sender; Exchange Online: 10,000 recipients a day; 0 = unchecked
+	MailDayWindow  time.Duration `yaml:"mail_day_window"`  // the rolling day of mail_per_day; 0 = 24h
 	TeamsPerWindow int           `yaml:"teams_per_window"` // per app and tenant; Teams: 5 a second
 	TeamsWindow    time.Duration `yaml:"teams_window"`
 }
@@ -86,7 +87,7 @@ func defaultNotify() Notify {
 		DeadLetters:       defaultDeadLetterAlerts(),
 		Concurrency:       8,
 		MaxAttempts:       8,
-		Pacing: Pacing{MailPerWindow: 30, MailWindow: time.Minute, MailPerDay: 10000,
+		Pacing: Pacing{MailPerWindow: 30, MailWindow: time.Minute, MailPerDay: 10000, MailDayWindow: 24 * time.Hour,
 			TeamsPerWindow: 5, TeamsWindow: time.Second},
 	}
 }
@@ -210,6 +211,9 @@ func (n Notify) validate() []error {
 	}
 	if p.MailPerDay < 0 {
 		add("pacing.mail_per_day", "must not be negative")
+	}
+	if p.MailDayWindow < 0 {
+		add("pacing.mail_day_window", "must not be negative")
 	}
 	if p.TeamsPerWindow < 1 || p.TeamsWindow <= 0 {
 		add("pacing.teams_per_window", "must be at least 1, with a positive pacing.teams_window")
