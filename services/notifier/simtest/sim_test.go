@@ -24,16 +24,23 @@ import (
 const secret = "sim-secret"
 
 // limits are the simulator's (and the notifier's) limits, time-scaled.
+// mailPerDay 0: the simulator's 10,000, unchecked by the notifier.
+// mailLatency: how long the simulator takes to accept a message (the
+// mailbox's concurrency counts it).
 type limits struct {
 	mailPerWindow  int
 	mailWindow     time.Duration
 	teamsPerWindow int
 	teamsWindow    time.Duration
+	mailPerDay     int
+	dayWindow      time.Duration
+	mailLatency    time.Duration
 }
 
 type env struct {
 	sim     *graphsim.Server
 	client  *msgraph.Client
+	emb     *natsx.Embedded
 	conn    *natsx.Conn
 	senders []string
 }
@@ -42,6 +49,7 @@ func newEnv(t testing.TB, l limits, senders int) *env {
 	t.Helper()
 	sim, err := graphsim.Start(graphsim.Options{ClientSecret: secret, WriteBudget: -1,
 		MailPerMinute: l.mailPerWindow, MailWindow: l.mailWindow,
+		MailRecipientsPerDay: l.mailPerDay, MailDayWindow: l.dayWindow, MailLatency: l.mailLatency,
 		ActivityPerSecond: l.teamsPerWindow, ActivityWindow: l.teamsWindow})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +71,7 @@ func newEnv(t testing.TB, l limits, senders int) *env {
 		sim.PutUser(graphsim.User{ID: fmt.Sprintf("sender-%d", i+1), UserPrincipalName: upn, Mail: upn, AccountEnabled: true})
 		e.senders = append(e.senders, upn)
 	}
-	_, e.conn = natstest.Run(t)
+	e.emb, e.conn = natstest.Run(t)
 	return e
 }
 
@@ -88,16 +96,23 @@ func (e *env) settings(l limits, teams bool) config.Notify {
 	s.Enabled, s.Senders, s.Teams.Enabled = true, e.senders, teams
 	s.Concurrency = 16
 	s.Pacing = config.Pacing{MailPerWindow: l.mailPerWindow, MailWindow: l.mailWindow,
+		MailPerDay: l.mailPerDay, MailDayWindow: l.dayWindow,
 		TeamsPerWindow: l.teamsPerWindow, TeamsWindow: l.teamsWindow}
 	return s
 }
 
 func (e *env) notifier(t testing.TB, set config.Notify, holder string) *notifier.Service {
 	t.Helper()
+	return e.notifierWith(t, notifier.Deps{JS: e.conn.JS, Settings: set, Holder: holder, MaxWait: 30 * time.Second})
+}
+
+// notifierWith fills in the env's Graph client and a quiet log.
+func (e *env) notifierWith(t testing.TB, d notifier.Deps) *notifier.Service {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s, err := notifier.New(ctx, notifier.Deps{JS: e.conn.JS, Graph: e.client, Messenger: e.client, Settings: set,
-		Holder: holder, Log: zerolog.Nop(), MaxWait: 30 * time.Second})
+	d.Graph, d.Messenger, d.Log = e.client, e.client, zerolog.Nop()
+	s, err := notifier.New(ctx, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,5 +237,190 @@ func TestPacingUnderLimitsWithTwoReplicas(t *testing.T) {
 	}
 	if m := maxInWindow(teams, l.teamsWindow); m > l.teamsPerWindow {
 		t.Fatalf("%d activities in one window", m)
+	}
+}
+
+// replica is a notifier on its own NATS connection, as in its own process.
+type replica struct {
+	name   string
+	conn   *natsx.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (e *env) startReplica(t *testing.T, d notifier.Deps) *replica {
+	t.Helper()
+	r := &replica{name: d.Holder, conn: natstest.Connect(t, e.emb), done: make(chan error, 1)}
+	d.JS = r.conn.JS
+	s := e.notifierWith(t, d)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// leaseHolder reads who holds the notifier lease ("" for nobody).
+func (e *env) leaseHolder(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := natsx.Bucket(ctx, e.conn.JS, natsx.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := kv.Get(ctx, notifier.LeaseName)
+	if natsx.IsNotFound(err) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(v.Value())
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPacingAcrossFailover: the lease holder is killed (its NATS
+// connection closed, the lease not released) in the middle of a burst;
+// the standby takes over and goes on from the windows and day counts the
+// dead one left in KV. Limits per sender: 30 per 3 s and 45 per rolling
+// 12 s "day", so the first holder uses a whole day's worth before it dies
+// and the successor must wait for it to roll: the simulator refuses (and
+// counts) any send over either limit or over 4 in flight on a mailbox.
+func TestPacingAcrossFailover(t *testing.T) {
+	l := limits{mailPerWindow: 30, mailWindow: 3 * time.Second, mailPerDay: 45, dayWindow: 12 * time.Second,
+		teamsPerWindow: 5, teamsWindow: 100 * time.Millisecond, mailLatency: 20 * time.Millisecond}
+	e := newEnv(t, l, 2)
+	users := e.users(180, 0, "en-US") // 2 days' worth for 2 senders
+	e.publish(t, users, true)
+	set := e.settings(l, false)
+	deps := func(holder string) notifier.Deps {
+		// A killed holder's unacked messages come back after AckWait; a
+		// send it never saw answered counts for SendTimeout.
+		return notifier.Deps{Settings: set, Holder: holder, MaxWait: 5 * time.Second, AckWait: 8 * time.Second, SendTimeout: 3 * time.Second}
+	}
+	a := e.startReplica(t, deps("replica-a"))
+	waitFor(t, 10*time.Second, "replica-a to hold the lease", func() bool { return e.leaseHolder(t) == "replica-a" })
+	b := e.startReplica(t, deps("replica-b"))
+
+	// Kill a in its second burst (the first is 30 per sender at once, the
+	// second the day's remaining 15 when the 3 s window has passed).
+	waitFor(t, 20*time.Second, "replica-a's second burst", func() bool { return len(e.sim.SentMail()) >= 70 })
+	a.conn.NC.Close()
+	killed := time.Now()
+	sentByA := len(e.sim.SentMail())
+	// Stand-in for the lease TTL (15 s) running out: the test skips the
+	// wait, not the mechanism (the successor only reads KV).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	leases, err := natsx.Bucket(ctx, e.conn.JS, natsx.BucketLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := leases.Purge(ctx, notifier.LeaseName); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "replica-b to take the lease over", func() bool { return e.leaseHolder(t) == b.name })
+	tookOver := time.Now()
+
+	e.waitDelivered(t, len(users), 90*time.Second)
+	time.Sleep(500 * time.Millisecond) // anything extra would show now
+	b.cancel()
+	if err := <-b.done; err != nil {
+		t.Errorf("replica-b: %v", err)
+	}
+	b.done <- nil // for the cleanup
+
+	st := e.sim.Stats()
+	mails := e.sim.SentMail()
+	first := mails[0].Time
+	for _, m := range mails {
+		if m.Time.Before(first) {
+			first = m.Time
+		}
+	}
+	t.Logf("replica-a sent %d before it was killed %s after the first send; replica-b held the lease %s later; "+
+		"simulator: %d mails, refusals %d (day %d, concurrency %d), at most %d in flight on a mailbox",
+		sentByA, killed.Sub(first).Round(time.Millisecond), tookOver.Sub(killed).Round(time.Millisecond),
+		len(mails), st.MailThrottled, st.MailDayThrottled, st.MailConcurrencyThrottled, st.MaxMailInFlight)
+	if st.MailThrottled != 0 {
+		t.Fatalf("limit violations across the failover: %d (day %d, concurrency %d)", st.MailThrottled, st.MailDayThrottled, st.MailConcurrencyThrottled)
+	}
+	// The takeover must have happened while a's sends still filled the
+	// day, or the test proves nothing.
+	if tookOver.Sub(first) >= l.dayWindow {
+		t.Fatalf("replica-b took over %s after the first send: a's day had already rolled", tookOver.Sub(first))
+	}
+	got := map[string]int{}
+	perSender := map[string][]time.Time{}
+	for _, m := range mails {
+		got[strings.ToLower(m.To[0])]++
+		perSender[m.From] = append(perSender[m.From], m.Time)
+	}
+	for _, u := range users {
+		if got[u.UserPrincipalName] != 1 {
+			t.Fatalf("%s notified %d times", u.UserPrincipalName, got[u.UserPrincipalName])
+		}
+	}
+	if m := maxInWindow(perSender, l.mailWindow); m > l.mailPerWindow {
+		t.Fatalf("%d mails in one window from one sender", m)
+	}
+	if m := maxInWindow(perSender, l.dayWindow); m > l.mailPerDay {
+		t.Fatalf("%d mails in one day from one sender", m)
+	}
+}
+
+// TestMailboxConcurrencyBound: with a simulator that takes 40 ms to accept
+// a message and 16 deliveries at once, the notifier keeps at most 4 sends
+// in flight per mailbox (Outlook's limit, which the simulator enforces);
+// raised to 8, the simulator refuses some, which shows the bound is what
+// keeps it. Either way each notice goes once.
+func TestMailboxConcurrencyBound(t *testing.T) {
+	l := limits{mailPerWindow: 30, mailWindow: 500 * time.Millisecond, teamsPerWindow: 5, teamsWindow: 100 * time.Millisecond,
+		mailLatency: 40 * time.Millisecond}
+	for _, tc := range []struct {
+		bound, users int
+		refused      bool
+	}{{0, 120, false}, {8, 40, true}} {
+		t.Run(fmt.Sprintf("bound %d", max(tc.bound, notifier.MailboxConcurrency)), func(t *testing.T) {
+			e := newEnv(t, l, 2)
+			users := e.users(tc.users, 0, "en-US")
+			e.publish(t, users, false)
+			set := e.settings(l, false)
+			e.startReplica(t, notifier.Deps{Settings: set, Holder: "replica-a", MaxWait: 30 * time.Second, MailboxConcurrency: tc.bound})
+			e.waitDelivered(t, len(users), 60*time.Second)
+			time.Sleep(200 * time.Millisecond)
+			st := e.sim.Stats()
+			t.Logf("at most %d in flight on a mailbox; refused for concurrency %d, in all %d", st.MaxMailInFlight, st.MailConcurrencyThrottled, st.MailThrottled)
+			got := map[string]int{}
+			for _, m := range e.sim.SentMail() {
+				got[strings.ToLower(m.To[0])]++
+			}
+			for _, u := range users {
+				if got[u.UserPrincipalName] != 1 {
+					t.Fatalf("%s notified %d times", u.UserPrincipalName, got[u.UserPrincipalName])
+				}
+			}
+			if tc.refused {
+				if st.MailConcurrencyThrottled == 0 {
+					t.Fatalf("8 in flight per mailbox and no refusal: the simulator does not enforce its limit (%+v)", st)
+				}
+				return
+			}
+			if st.MailThrottled != 0 || st.MaxMailInFlight != notifier.MailboxConcurrency {
+				t.Fatalf("refusals %d (concurrency %d), at most %d in flight: want 0 and exactly %d (the bound reached, not exceeded)",
+					st.MailThrottled, st.MailConcurrencyThrottled, st.MaxMailInFlight, notifier.MailboxConcurrency)
+			}
+		})
 	}
 }
