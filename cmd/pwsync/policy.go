@@ -107,14 +107,46 @@ func policyExplain(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	}
 	p := policyOf(cfg.Evaluator)
-	var entra policy.EntraMembership
-	if len(p.IncludeEntraGroups) > 0 && st.Cloud != nil && !st.Cloud.Removed {
-		if entra, err = readEntraMembership(ctx, cfg.Graph, p.IncludeEntraGroups, st.Cloud.ID); err != nil {
+	f := policy.Facts{Now: clock(), Loc: loc, Notify: &cfg.Notify, Ledger: policy.KVLedger(ctx, js)}
+	cloudID := ""
+	if st.Cloud != nil && !st.Cloud.Removed {
+		cloudID = st.Cloud.ID
+	} else if f.JoinedCloudID, err = joinedCloudID(ctx, js, st.AD.ObjectGUID); err != nil {
+		fmt.Fprintf(stdout, "warning: %v\n", err)
+	} else {
+		cloudID = f.JoinedCloudID
+	}
+	if len(p.IncludeEntraGroups) > 0 && cloudID != "" {
+		if f.Entra, err = readEntraMembership(ctx, cfg.Graph, p.IncludeEntraGroups, cloudID); err != nil {
 			fmt.Fprintf(stdout, "warning: %v\n", err)
 		}
 	}
-	policy.ExplainWithEntra(stdout, p, st, clock(), loc, entra)
+	policy.Explain(stdout, p, st, f)
 	return nil
+}
+
+// joinedCloudID is the cloud account the actuator joined to the AD user
+// (identity bucket, key = objectGUID), as the user page shows it: explain
+// and the console agree before delta query brings the cloud side.
+func joinedCloudID(ctx context.Context, js jetstream.JetStream, guid string) (string, error) {
+	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
+	if err != nil {
+		return "", err
+	}
+	e, err := identity.Get(ctx, events.KeySafe(guid))
+	switch {
+	case natsx.IsNotFound(err):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("reading the join of %s: %w", guid, err)
+	}
+	var j struct {
+		CloudID string `json:"cloud_id"`
+	}
+	if json.Unmarshal(e.Value(), &j) == nil && j.CloudID != "" {
+		return j.CloudID, nil
+	}
+	return string(e.Value()), nil
 }
 
 func readEntraMembership(ctx context.Context, g config.Graph, groups []string, cloudID string) (policy.EntraMembership, error) {

@@ -171,7 +171,7 @@ func (a *api) explain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b bytes.Buffer
-	policy.Explain(&b, a.Policy, v.State, a.Now(), a.Location)
+	policy.Explain(&b, a.Policy, v.State, policy.Facts{Now: a.Now(), Loc: a.Location, JoinedCloudID: v.JoinedCloudID, Ledger: policy.KVLedger(ctx, a.JS)})
 	adminapi.WriteJSON(w, http.StatusOK, map[string]any{"upn": v.UPN, "text": b.String()})
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
 )
@@ -45,39 +46,101 @@ func state(p rules.Policy, mods ...func(*events.ADUser)) rules.State {
 	return s
 }
 
+// fakeLedger is the notifier's ledger as explain reads it.
+type fakeLedger map[string]LedgerEntry
+
+func (l fakeLedger) lookup(key string) (LedgerEntry, bool, error) {
+	e, ok := l[key]
+	return e, ok, nil
+}
+
+// sentKey is the ledger key of lead's notice of st's current password.
+func sentKey(st rules.State, lead int) string {
+	exp, _ := st.AD.PasswordExpiry()
+	tpl := events.NoticeExpiryWarning
+	if lead <= 0 {
+		tpl = events.NoticeExpired
+	}
+	n := events.Notice{Template: tpl, LeadDays: lead, Expiry: exp, PasswordSetAt: events.FileTime(st.AD.PwdLastSet)}
+	return n.LedgerKey(rules.Ref(st.AD))
+}
+
 func TestExplainGolden(t *testing.T) {
 	p := testPolicy()
 	berlin, err := time.LoadLocation("Europe/Berlin")
 	if err != nil {
 		t.Skipf("no tzdata: %v", err)
 	}
+	notify := &config.Notify{Enabled: true, Senders: []string{"noreply@example.com"}, DefaultTimeZone: "UTC",
+		TimeZones: map[string]string{"@Example.test": "Europe/Berlin"}, QuietHours: config.QuietHours{Start: "20:00", End: "07:00"}}
 	var b strings.Builder
-	b.WriteString("== nested pilot member with a PSO, Europe/Berlin\n")
-	Explain(&b, p, state(p), now, berlin)
+	b.WriteString("== nested pilot member with a PSO, Europe/Berlin; the 14-day notice sent by email\n")
+	st := state(p)
+	ledger := fakeLedger{sentKey(st, 14): {State: "sent", Channel: "email", Via: "noreply@example.com", At: setAt.Add(16*rules.Day + time.Minute)}}
+	Explain(&b, p, st, Facts{Now: now, Loc: berlin, Notify: notify, Ledger: ledger.lookup})
 	b.WriteString("== break-glass through a nested group\n")
-	Explain(&b, p, state(p, func(u *events.ADUser) { u.Groups = append(u.Groups, "CN=Break-Glass,OU=Groups,DC=example,DC=test") }), now, time.UTC)
+	Explain(&b, p, state(p, func(u *events.ADUser) { u.Groups = append(u.Groups, "CN=Break-Glass,OU=Groups,DC=example,DC=test") }), Facts{Now: now})
 	b.WriteString("== fallback: domain max age, dry run\n")
-	p.DryRun = true
-	Explain(&b, p, state(p, func(u *events.ADUser) {
+	dry := p
+	dry.DryRun = true
+	Explain(&b, dry, state(dry, func(u *events.ADUser) {
 		u.ResultantPSO, u.PolicyName, u.ExpiryComputed, u.ExpirySource = "", "domain", 0, events.ExpirySourceDomain
-	}), now, time.UTC)
+	}), Facts{Now: now})
+	b.WriteString("== the dry run's state explained live: what it only pretended fires now\n")
+	Explain(&b, p, state(dry), Facts{Now: now, Notify: notify, Ledger: fakeLedger{}.lookup})
+
+	b.WriteString("== pwsync was down: 14 superseded, 7 past max_late\n")
+	late := lateState(p)
+	Explain(&b, p, late, Facts{Now: now, Notify: notify, Ledger: fakeLedger{}.lookup})
+	b.WriteString("== a notice decided but in doubt (sending, never confirmed); Teams; the next point in quiet hours\n")
+	teams := *notify
+	teams.Teams.Enabled = true
+	teams.QuietHours = config.QuietHours{Start: "10:00", End: "11:00"}
+	withCloud := func(s rules.State, inScope bool) rules.State {
+		s.Cloud = &events.CloudUser{ID: "c-alice", UPN: "alice@example.com", Mail: "alice@example.com", SyncEnabled: true}
+		s.InScope = inScope
+		return s
+	}
+	st = withCloud(state(p), true)
+	soon := setAt.Add(23*rules.Day + time.Hour) // the 7-day point an hour late: sent, at 10:30 Berlin time
+	Explain(&b, p, st, Facts{Now: soon, Loc: berlin, Notify: &teams,
+		Ledger: fakeLedger{sentKey(st, 14): {State: "sending", Channel: "teams", At: setAt.Add(16 * rules.Day)}}.lookup})
+	b.WriteString("== notify.enabled off\n")
+	off := *notify
+	off.Enabled = false
+	Explain(&b, p, state(p), Facts{Now: now, Notify: &off, Ledger: fakeLedger{}.lookup})
+
 	b.WriteString("== in scope only through a nested Entra group\n")
 	pe := testPolicy()
 	pe.IncludeOUs, pe.IncludeGroups = nil, nil
 	pe.IncludeEntraGroups = []string{"aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-0000-4000-8000-000000000002"}
 	joined := func(u *events.ADUser) { u.DN = "CN=Alice,OU=Elsewhere,DC=example,DC=test"; u.Groups = nil }
 	// the stored state is the evaluator's, which knew the membership
-	withCloud := func(s rules.State, inScope bool) rules.State {
-		s.Cloud = &events.CloudUser{ID: "c-alice", UPN: "alice@example.com", SyncEnabled: true}
-		s.InScope = inScope
-		return s
-	}
-	ExplainWithEntra(&b, pe, withCloud(state(pe, joined), true), now, time.UTC, EntraMembership{"aaaaaaaa-0000-4000-8000-000000000002": true})
+	Explain(&b, pe, withCloud(state(pe, joined), true), Facts{Now: now, Entra: EntraMembership{"aaaaaaaa-0000-4000-8000-000000000002": true}})
+	b.WriteString("== the same, joined by the actuator before delta brought the cloud side (as the user page shows it)\n")
+	js := state(pe, joined)
+	js.InScope = true
+	Explain(&b, pe, js, Facts{Now: now, JoinedCloudID: "c-alice", Entra: EntraMembership{"aaaaaaaa-0000-4000-8000-000000000002": true}})
 	b.WriteString("== in no included Entra group\n")
-	ExplainWithEntra(&b, pe, withCloud(state(pe, joined), false), now, time.UTC, EntraMembership{})
+	Explain(&b, pe, withCloud(state(pe, joined), false), Facts{Now: now, Entra: EntraMembership{}})
 	b.WriteString("== rules in force\n")
-	Describe(&b, p)
+	Describe(&b, dry)
 	golden(t, "explain.golden", b.String())
+}
+
+// lateState: the user first seen (or pwsync back) only at now, when the
+// 14- and 7-day points are both past, the 7-day one by more than max_late.
+func lateState(p rules.Policy) rules.State {
+	s := state(p)
+	s.Expiry = rules.ExpiryState{}
+	for range 5 {
+		tm, ok := rules.NextDue(p, s)
+		if !ok || tm.Due.After(now) {
+			break
+		}
+		s = rules.EvaluateExpiry(p, s, events.Envelope{ID: tm.EventID(), Time: now}, tm, now).State
+	}
+	return s
 }
 
 func intp(i int) *int { return &i }

@@ -74,7 +74,8 @@ func Handled(p Policy, s State, key string) ExpiryState {
 	case d.Key == "":
 		return live
 	case d.Key == live.Key:
-		u := ExpiryState{Key: d.Key, Enforced: d.Enforced || live.Enforced, Fired: slices.Concat(live.Fired, d.Fired)}
+		u := ExpiryState{Key: d.Key, Enforced: d.Enforced || live.Enforced, Fired: slices.Concat(live.Fired, d.Fired),
+			Skipped: slices.Concat(live.Skipped, d.Skipped)}
 		slices.Sort(u.Fired)
 		u.Fired = slices.Compact(u.Fired)
 		return u
