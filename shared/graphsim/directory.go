@@ -20,6 +20,10 @@ type Domain struct {
 	IsDefault, IsInitial, IsVerified bool
 	PasswordValidityPeriodInDays     int // 2147483647: never expires
 	PasswordNotificationWindowInDays int
+	// ValidityUnset, WindowUnset: the property was never set (Graph
+	// returns null; the validity then counts as 90 days, the window as 14).
+	// A PATCH of the property sets it.
+	ValidityUnset, WindowUnset bool
 }
 
 // neverExpires is Graph's passwordValidityPeriodInDays for "never".
@@ -97,6 +101,12 @@ func (s *Server) SyncFeatures() map[string]bool {
 }
 
 func (d *Domain) json() map[string]any {
+	orNull := func(v int, unset bool) any {
+		if unset {
+			return nil
+		}
+		return v
+	}
 	return map[string]any{
 		"id":                               d.ID,
 		"authenticationType":               d.AuthenticationType,
@@ -105,8 +115,8 @@ func (d *Domain) json() map[string]any {
 		"isInitial":                        d.IsInitial,
 		"isRoot":                           true,
 		"isVerified":                       d.IsVerified,
-		"passwordValidityPeriodInDays":     d.PasswordValidityPeriodInDays,
-		"passwordNotificationWindowInDays": d.PasswordNotificationWindowInDays,
+		"passwordValidityPeriodInDays":     orNull(d.PasswordValidityPeriodInDays, d.ValidityUnset),
+		"passwordNotificationWindowInDays": orNull(d.PasswordNotificationWindowInDays, d.WindowUnset),
 		"supportedServices":                []string{"Email", "OfficeCommunicationsOnline"},
 	}
 }
@@ -163,10 +173,10 @@ func (s *Server) patchDomain(c *call) reply {
 		return badRequest("Unable to update the password policy of a federated domain: passwords are managed by the federation service.")
 	}
 	if req.Validity != nil {
-		d.PasswordValidityPeriodInDays = *req.Validity
+		d.PasswordValidityPeriodInDays, d.ValidityUnset = *req.Validity, false
 	}
 	if req.Window != nil {
-		d.PasswordNotificationWindowInDays = *req.Window
+		d.PasswordNotificationWindowInDays, d.WindowUnset = *req.Window, false
 	}
 	return emptyReply(http.StatusNoContent)
 }

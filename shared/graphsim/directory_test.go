@@ -44,6 +44,25 @@ func TestDomains(t *testing.T) {
 	}
 }
 
+// TestDomainUnsetValidity: a domain whose expiry settings were never set
+// answers null (pwsync then counts Graph's default 90 days); a PATCH sets it.
+func TestDomainUnsetValidity(t *testing.T) {
+	e := newEnv(t, Options{Roles: []string{"Domain.ReadWrite.All"}})
+	e.srv.PutDomain(Domain{ID: "old.contoso.com", IsVerified: true, ValidityUnset: true, WindowUnset: true})
+	r := e.do("GET", "/v1.0/domains/old.contoso.com", nil)
+	wantStatus(t, r, 200)
+	for _, k := range []string{"passwordValidityPeriodInDays", "passwordNotificationWindowInDays"} {
+		if v, ok := r.json[k]; !ok || v != nil {
+			t.Errorf("%s = %v (present %v), want null", k, v, ok)
+		}
+	}
+	wantStatus(t, e.do("PATCH", "/v1.0/domains/old.contoso.com", map[string]any{"passwordValidityPeriodInDays": 42}), 204)
+	r = e.do("GET", "/v1.0/domains/old.contoso.com", nil)
+	if r.json["passwordValidityPeriodInDays"] != float64(42) || r.json["passwordNotificationWindowInDays"] != nil {
+		t.Fatalf("after PATCH %s", r.raw)
+	}
+}
+
 func TestOnPremisesSynchronization(t *testing.T) {
 	t.Run("needs its own permission", func(t *testing.T) {
 		e := newEnv(t, Options{}) // the default roles do not include it
