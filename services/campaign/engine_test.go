@@ -230,7 +230,7 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows, err := csv.NewReader(&buf).ReadAll()
-	if err != nil || len(rows) != 1+wantSynced+3*wantCloud {
+	if err != nil || len(rows) != 1+wantSynced+4*wantCloud { // must_change, its read-back, revoke, notify
 		t.Fatalf("CSV: %d rows, %v", len(rows), err)
 	}
 	t.Logf("done in %s: stats %+v; simulator %+v", time.Since(start).Round(time.Millisecond), rep.Stats, w.sim.Stats())

@@ -22,9 +22,11 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/lease"
+	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
@@ -95,6 +97,8 @@ func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
 		w.scope.BaseDN = w.dc.BaseDN
 	}
 	w.svc = &campaign.Service{Store: w.store, Limits: campaign.Limits{ApprovalThreshold: 100, HardCap: 20000},
+		// as in production: the actuator's default read-back and fallback
+		Verify: mustchange.FromConfig(config.Default().Actuator),
 		Resolver: func(string) (*campaign.Resolver, error) {
 			r := &campaign.Resolver{Cloud: w.client, Batch: w.client, Scope: w.scope}
 			if w.ldap != nil {

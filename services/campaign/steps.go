@@ -201,6 +201,15 @@ func (x *run) checkFlag(ctx context.Context, it *item, u graph.User, status int)
 		x.record(ctx, it, StepResult{Status: StatusDone, At: now, HTTP: status, Detail: "flag confirmed by read-back"})
 		return
 	}
+	x.mu.Lock()
+	mc := x.prog[it.idx].Steps[StepCloudMustChange]
+	x.mu.Unlock()
+	if mc != nil && !u.LastPasswordChange.IsZero() && !u.LastPasswordChange.Before(mc.At.Truncate(time.Second).Add(-time.Second)) {
+		// The flag is gone because the user has already set a new password.
+		x.record(ctx, it, StepResult{Status: StatusDone, At: now, HTTP: status,
+			Detail: "no flag: password changed at " + u.LastPasswordChange.UTC().Format(time.RFC3339) + ", after the must_change"})
+		return
+	}
 	missing := mustchange.MissingDetail(x.c.Verify.Fallback)
 	x.audit(ctx, x.targets[it.idx], StepVerifyMustChange, StepResult{Status: StatusFailed, At: now, HTTP: status, Detail: missing})
 	writes, revoked := x.fallbackWrites(it.idx)
@@ -441,18 +450,26 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 			x.checkFlag(ctx, it, u, resp.Status)
 			continue
 		}
-		took := false
+		took, detail := false, "the write took effect (read back after an unanswered request)"
+		// Graph keeps whole seconds; allow a second of clock skew.
+		since := it.sentAt.Truncate(time.Second).Add(-time.Second)
 		switch it.step {
 		case StepCloudMustChange:
 			took = u.ForceChangeNextSignIn && (!x.r.Cfg.WithMFA || u.ForceChangeWithMFA)
+			if !took && !u.LastPasswordChange.IsZero() && !u.LastPasswordChange.Before(since) {
+				// No flag, but a password set since the write was sent: the
+				// write took and the user has changed the password already
+				// (or changed it anyway): writing again would force a second
+				// change.
+				took, detail = true, "password changed at "+u.LastPasswordChange.UTC().Format(time.RFC3339)+
+					", after the unanswered write: counted as done"
+			}
 		case StepRevoke:
-			// Graph keeps whole seconds; allow a second of clock skew.
-			took = !u.SessionsValidFrom.IsZero() && !u.SessionsValidFrom.Before(it.sentAt.Truncate(time.Second).Add(-time.Second))
+			took = !u.SessionsValidFrom.IsZero() && !u.SessionsValidFrom.Before(since)
 		}
 		if took {
 			x.addStat(func(s *Stats) { s.Verified++ })
-			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: resp.Status, Verified: true,
-				Detail: "the write took effect (read back after an unanswered request)"})
+			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), HTTP: resp.Status, Verified: true, Detail: detail})
 			continue
 		}
 		it.verify = false
@@ -542,15 +559,27 @@ func (x *run) adStep(ctx context.Context, it *item) {
 			retry()
 			return
 		}
-		if v == 0 {
+		switch {
+		case v == 0:
 			x.addStat(func(s *Stats) { s.Verified++ })
 			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), LDAP: "pwdLastSet=0 (read back)", Verified: true})
+			return
+		case v > 0 && !it.sentAt.IsZero() && !events.FileTime(v).Before(it.sentAt.Add(-time.Second)):
+			// A password set since the write was sent (a second of clock
+			// skew allowed): the write took and the user has changed the
+			// password since, or changed it anyway. Writing again would
+			// force a second change.
+			x.addStat(func(s *Stats) { s.Verified++ })
+			x.record(ctx, it, StepResult{Status: StatusDone, At: x.r.now().UTC(), Verified: true,
+				LDAP:   "pwdLastSet=" + events.FileTime(v).UTC().Format(time.RFC3339Nano) + " (read back)",
+				Detail: "password changed after the unanswered write: counted as done"})
 			return
 		}
 		it.verify = false
 	}
 	it.attempts++
 	at := x.r.now().UTC()
+	it.sentAt = at
 	x.record(ctx, it, StepResult{Status: StatusUncertain, At: at, Detail: "LDAP modify sent"})
 	ans, err := x.ad.ForceChange(ctx, dn)
 	switch {
