@@ -92,6 +92,25 @@ func (e Evaluator) validateExpiry() []error {
 	return errs
 }
 
+// notifyWarnings: settings that are valid but make the evaluator decide
+// notices nobody will send (the notifier skips each one as "notify.enabled
+// is false"): said at start rather than found out from the audit trail.
+func (c Config) notifyWarnings(t Targets) []string {
+	if !t.Evaluator || c.Notify.Enabled {
+		return nil
+	}
+	var out []string
+	if x := c.Evaluator.Expiry; x.Enabled && x.Notify {
+		out = append(out, "evaluator.expiry.notify is on but notify.enabled is off: every expiry notice is decided and audited, then skipped, never sent; "+
+			"set notify.enabled: true (with notify.senders), or evaluator.expiry.notify: false")
+	}
+	if f := c.Evaluator.ForcedChange; f.Enabled && f.Notify {
+		out = append(out, "evaluator.forced_change.notify is on but notify.enabled is off: no \"your password was reset\" notice is sent; "+
+			"set notify.enabled: true (with notify.senders), or evaluator.forced_change.notify: false")
+	}
+	return out
+}
+
 // isGUID reports whether s looks like 8-4-4-4-12 hex.
 func isGUID(s string) bool {
 	if len(s) != 36 {

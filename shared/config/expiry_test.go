@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,50 @@ func TestExpiryErrorsNameTheKey(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestNotifyOffWarns: expiry (or reset) notices on while notify.enabled is
+// off is valid, but every notice would be skipped: Load warns, naming both keys.
+func TestNotifyOffWarns(t *testing.T) {
+	base := strings.ReplaceAll(valid, "file:SECRETFILE", "env:G")
+	getenv := env(map[string]string{"AD_PW": "p", "G": "g"})
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"expiry_notify_without_notifier", "  expiry: {enabled: true}\n",
+			[]string{"evaluator.expiry.notify is on but notify.enabled is off"}},
+		{"reset_notice_without_notifier", "  forced_change: {notify: true}\n",
+			[]string{"evaluator.forced_change.notify is on but notify.enabled is off"}},
+		{"both", "  expiry: {enabled: true}\n  forced_change: {notify: true}\n",
+			[]string{"evaluator.expiry.notify is on", "evaluator.forced_change.notify is on"}},
+		{"expiry_enforce_only", "  expiry: {enabled: true, notify: false}\n", nil},
+		{"expiry_off", "  expiry: {enabled: false}\n", nil},
+		{"notifier_on", "  expiry: {enabled: true}\nnotify: {enabled: true, senders: [noreply@example.test]}\n", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "pwsync.yaml")
+			if err := os.WriteFile(path, []byte(base+tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, warnings, err := Load(path, Targets{Evaluator: true, Actuator: true}, getenv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(warnings) != len(tc.want) {
+				t.Fatalf("warnings %q, want %d", warnings, len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(warnings[i], w) {
+					t.Errorf("warning %q lacks %q", warnings[i], w)
+				}
+			}
+			// an ingest-only process decides no notices: nothing to warn about
+			if _, w, _ := Load(path, Targets{Ingest: true}, getenv); len(w) != 0 {
+				t.Errorf("ingest target warned %q", w)
 			}
 		})
 	}

@@ -37,6 +37,7 @@ func Load(path string, t Targets, getenv func(string) string) (Config, []string,
 		warnings = append(warnings, fmt.Sprintf("config %s holds secrets and is readable by group or others (mode %v): chmod 600 it, or use env:/file: secrets", path, st.Mode().Perm()))
 	}
 	warnings = append(warnings, cfg.secretFileWarnings()...)
+	warnings = append(warnings, cfg.notifyWarnings(t)...)
 	if err := cfg.Validate(t); err != nil {
 		return Config{}, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
