@@ -206,7 +206,7 @@ func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
 	} else {
 		fmt.Fprintf(stdout, "(users not read from pwsync's state: %v)\n", err)
 	}
-	policy.PrintFacts(stdout, ads, t)
+	policy.PrintFacts(stdout, ads, t, counts)
 	policy.Print(stdout, policy.Analyse(policyOf(cfg.Evaluator), ads, t, counts))
 	return nil
 }

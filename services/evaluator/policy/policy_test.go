@@ -148,29 +148,54 @@ func intp(i int) *int { return &i }
 func TestReportGolden(t *testing.T) {
 	ad := []events.ADPolicy{{Domain: "example.test", DomainMaxAge: 42 * rules.Day, PSOs: []events.PSO{
 		{Name: "PSO-Privileged", Precedence: 10, MaxAge: 30 * rules.Day, AppliesTo: []string{"CN=Privileged-Users,OU=Groups,OU=Corp,DC=example,DC=test"}}}}}
-	stamped := rules.State{Seen: true, InScope: true, AD: events.ADUser{UPN: "bob@example.test", PwdLastSet: 1, UserAccountControl: 512},
+	// synced users sign in with UPN suffix example.com (the Entra domain)
+	stamped := rules.State{Seen: true, InScope: true, AD: events.ADUser{Domain: "example.test", UPN: "bob@example.com", PwdLastSet: 1, UserAccountControl: 512},
 		Cloud: &events.CloudUser{ID: "c1", UPN: "bob@example.com", SyncEnabled: true, PasswordPolicies: "DisablePasswordExpiration"}}
-	svc := rules.State{Seen: true, InScope: true, AD: events.ADUser{UPN: "svc@example.test", PwdLastSet: 1, UserAccountControl: 512 | events.UACDontExpirePassword},
+	svc := rules.State{Seen: true, InScope: true, AD: events.ADUser{Domain: "example.test", UPN: "svc@example.com", PwdLastSet: 1, UserAccountControl: 512 | events.UACDontExpirePassword},
 		Cloud: &events.CloudUser{ID: "c2", SyncEnabled: true, PasswordPolicies: "DisablePasswordExpiration"}}
 	counts := CountUsers([]rules.State{stamped, svc})
+	// the same users before any webhook / delta data
+	noCloud := func(s rules.State) rules.State { s.Cloud = nil; return s }
+	adOnly := CountUsers([]rules.State{noCloud(stamped), noCloud(svc)})
+	allOn := &graph.OnPremisesSync{Features: map[string]bool{graph.FeaturePasswordSync: true,
+		graph.FeatureCloudPasswordPolicyForSynced: true, graph.FeatureForceChangeOnLogon: true, graph.FeaturePasswordWriteback: true}}
+	// two AD forests, each signing in to its own Entra domain
+	twoAD := []events.ADPolicy{{Domain: "corp.test", DomainMaxAge: 42 * rules.Day}, {Domain: "lab.test", DomainMaxAge: 30 * rules.Day}}
+	twoCounts := CountUsers([]rules.State{
+		{Seen: true, InScope: true, AD: events.ADUser{Domain: "corp.test", UPN: "ann@corp.com", PwdLastSet: 1, UserAccountControl: 512}, Cloud: &events.CloudUser{ID: "c3"}},
+		{Seen: true, InScope: true, AD: events.ADUser{Domain: "lab.test", UPN: "lee@lab.com", PwdLastSet: 1, UserAccountControl: 512}},
+	})
 	scenarios := []struct {
 		name   string
 		policy func(*rules.Policy)
+		ad     []events.ADPolicy
 		tenant Tenant
+		counts UserCounts
 	}{
-		{"defaults_of_a_phs_tenant_without_pwsync_expiry", func(p *rules.Policy) { p.Expiry.Enabled = false; p.ForcedChange = false },
+		{"defaults_of_a_phs_tenant_without_pwsync_expiry", func(p *rules.Policy) { p.Expiry.Enabled = false; p.ForcedChange = false }, ad,
 			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true,
 				PasswordValidityPeriodInDays: intp(graph.NeverExpiresDays), PasswordNotificationWindowInDays: intp(14)}},
-				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeaturePasswordSync: true}}}},
-		{"cloud_policy_enabled_but_never_expires_and_stamped_users", nil,
+				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeaturePasswordSync: true}}}, counts},
+		{"cloud_policy_enabled_but_never_expires_and_stamped_users", nil, ad,
 			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true,
 				PasswordValidityPeriodInDays: intp(graph.NeverExpiresDays), PasswordNotificationWindowInDays: intp(14)},
-				{ID: "fed.example.com", AuthenticationType: "Federated", IsVerified: true}},
-				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeaturePasswordSync: true,
-					graph.FeatureCloudPasswordPolicyForSynced: true, graph.FeatureForceChangeOnLogon: true, graph.FeaturePasswordWriteback: true}}}},
-		{"cloud_validity_differs", nil,
+				{ID: "fed.example.com", AuthenticationType: "Federated", IsVerified: true}}, Sync: allOn}, counts},
+		{"cloud_validity_differs", nil, ad,
 			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(90)}},
-				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeatureCloudPasswordPolicyForSynced: true, graph.FeatureForceChangeOnLogon: true}}}},
+				Sync: &graph.OnPremisesSync{Features: map[string]bool{graph.FeatureCloudPasswordPolicyForSynced: true, graph.FeatureForceChangeOnLogon: true}}}, counts},
+		{"validity_unset_counts_as_90_days", nil, ad,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true}}, Sync: allOn}, counts},
+		{"no_cloud_state_stamped_users_unknown", nil, ad,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, adOnly},
+		{"users_not_read", nil, ad,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, UserCounts{}},
+		{"never_expires_accounts_forced_change_off", func(p *rules.Policy) { p.ForcedChange = false; p.Expiry.Enabled = false }, ad,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, counts},
+		{"never_expires_accounts_skipped_by_forced_change", func(p *rules.Policy) { p.IncludeNeverExpires = false }, ad,
+			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, counts},
+		{"two_ad_domains_each_compared_with_its_upn_suffix", nil, twoAD,
+			Tenant{Domains: []graph.Domain{{ID: "corp.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)},
+				{ID: "lab.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(90)}}, Sync: allOn}, twoCounts},
 	}
 	var b strings.Builder
 	for _, sc := range scenarios {
@@ -179,12 +204,15 @@ func TestReportGolden(t *testing.T) {
 			sc.policy(&p)
 		}
 		b.WriteString("== " + sc.name + "\n")
-		PrintFacts(&b, ad, sc.tenant)
-		Print(&b, Analyse(p, ad, sc.tenant, counts))
+		PrintFacts(&b, sc.ad, sc.tenant, sc.counts)
+		Print(&b, Analyse(p, sc.ad, sc.tenant, sc.counts))
 	}
 	golden(t, "report.golden", b.String())
-	if len(counts.SyncedStamped) != 1 || counts.SyncedStamped[0] != "bob@example.com" || counts.NeverExpiresAD != 1 {
+	if len(counts.SyncedStamped) != 1 || counts.SyncedStamped[0] != "bob@example.com" || counts.NeverExpiresAD != 1 || !counts.CloudKnown {
 		t.Fatalf("counts = %+v", counts)
+	}
+	if adOnly.CloudKnown || adOnly.NeverExpiresAD != 1 {
+		t.Fatalf("counts without cloud state = %+v", adOnly)
 	}
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/pwsync/pwsync/services/evaluator/rules"
@@ -19,11 +20,17 @@ type Tenant struct {
 // UserCounts come from pwsync's users bucket (what delta query and AD showed).
 type UserCounts struct {
 	Known bool // the bucket was readable
+	// CloudKnown: some user has a cloud side (delta query / webhook data);
+	// without it nothing is known of anyone's passwordPolicies.
+	CloudKnown bool
 	// SyncedStamped: synced users whose cloud passwordPolicies holds
 	// DisablePasswordExpiration although their AD password expires.
 	SyncedStamped []string
 	// NeverExpiresAD: in-scope AD users with "password never expires".
 	NeverExpiresAD int
+	// UPNSuffixes: per AD domain (lower case), its users' UPN suffixes and
+	// how many users have each: which Entra domains its users sign in to.
+	UPNSuffixes map[string]map[string]int
 }
 
 // Finding is one discrepancy: what, what it causes, and how to fix it.
@@ -70,7 +77,7 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 				add("warn", what, cons, "enable evaluator.forced_change, or the feature (needs SSPR with password writeback)")
 			}
 		}
-		if p.ForcedChange && !p.IncludeNeverExpires {
+		if p.ForcedChange && !p.IncludeNeverExpires && !u.Known { // with counts: the accounts are reported below
 			add("warn", "forced-change skips \"password never expires\" accounts",
 				"as with Entra Connect, a must-change reset of such an account does not reach the cloud",
 				"set evaluator.forced_change.include_never_expires: true")
@@ -84,7 +91,13 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 
 	for _, ad := range ads {
 		adAge := ad.DomainMaxAge
-		for _, d := range t.Domains {
+		doms, how := EntraDomainsOf(ad.Domain, t.Domains, u)
+		if len(doms) == 0 && len(t.Domains) > 0 {
+			add("info", fmt.Sprintf("no Entra domain matches AD %s by %s", ad.Domain, how),
+				"the cloud password expiry of its users could not be compared with AD's",
+				"check the users' UPN suffixes: each must be a verified Entra domain for sign-in to work")
+		}
+		for _, d := range doms {
 			if !d.IsVerified || d.AuthenticationType == "Federated" {
 				continue
 			}
@@ -133,6 +146,19 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 		}
 	}
 
+	stampedWhat := "whether synced users are still stamped DisablePasswordExpiration is unknown"
+	stampedCons := "the cloud policy for synced users was enabled, but Entra Connect removes the stamp only at each user's next on-prem password change: until then their cloud password never expires"
+	switch {
+	case !cloudPolicy:
+		// stamped by design while the feature is off (reported above)
+	case !u.Known:
+		add("info", stampedWhat+": pwsync's users bucket was not read", stampedCons,
+			"run the report where pwsync's NATS is reachable (nats.url, or nats.embedded.listen)")
+	case !u.CloudKnown:
+		add("info", stampedWhat+": pwsync has no cloud state (no webhook or delta query data in the users bucket)", stampedCons,
+			"enable webhook: (change notifications and delta query) so pwsync reads each user's passwordPolicies, "+
+				"or list them: Get-MgUser -All -Property UserPrincipalName,PasswordPolicies,OnPremisesSyncEnabled")
+	}
 	if u.Known && cloudPolicy && len(u.SyncedStamped) > 0 {
 		sample := u.SyncedStamped
 		if len(sample) > 5 {
@@ -143,15 +169,41 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 			fix = "evaluator.never_expires is on: pwsync corrects them as delta query reports them"
 		}
 		add("warn", fmt.Sprintf("%d synced user(s) still stamped DisablePasswordExpiration although their AD password expires (e.g. %v)", len(u.SyncedStamped), sample),
-			"the cloud policy for synced users was enabled, but Entra Connect removes the stamp only at each user's next on-prem password change: until then their cloud password never expires",
-			fix)
+			stampedCons, fix)
 	}
-	if u.Known && u.NeverExpiresAD > 0 && enforce {
-		add("info", fmt.Sprintf("%d in-scope AD user(s) have \"password never expires\"", u.NeverExpiresAD),
-			"they get no expiry notices and no enforcement",
-			"nothing, if intended (service accounts); otherwise clear the flag in AD")
+	if u.Known && u.NeverExpiresAD > 0 {
+		what := fmt.Sprintf("%d in-scope AD user(s) have \"password never expires\"", u.NeverExpiresAD)
+		cons := "Entra Connect does not carry a must-change reset of such an account to the cloud (a documented caveat), whatever UserForcePasswordChangeOnLogonEnabled says; they get no expiry notices and no enforcement"
+		switch {
+		case !p.ForcedChange:
+			add("warn", what, cons+"; pwsync's forced-change rule is off, so helpdesk resets of these accounts do not reach the cloud",
+				"enable evaluator.forced_change with include_never_expires: true, or clear the flag in AD where it is not intended")
+		case !p.IncludeNeverExpires:
+			add("warn", what, cons+"; pwsync's forced-change skips them too (include_never_expires is off)",
+				"set evaluator.forced_change.include_never_expires: true")
+		default:
+			add("info", what, cons+"; pwsync's forced-change covers their resets (include_never_expires is on)",
+				"nothing, if intended (service accounts); otherwise clear the flag in AD")
+		}
 	}
 	return out
+}
+
+// EntraDomainsOf are the Entra domains AD domain ad's users sign in to:
+// those named by their UPN suffixes, or,
+// with no users read for ad, the domain of ad's own name.
+func EntraDomainsOf(ad string, domains []graph.Domain, u UserCounts) (out []graph.Domain, how string) {
+	suffixes := u.UPNSuffixes[strings.ToLower(ad)]
+	how = "its users' UPN suffixes"
+	if len(suffixes) == 0 {
+		suffixes, how = map[string]int{strings.ToLower(ad): 1}, "the AD domain's name, no users read"
+	}
+	for _, d := range domains {
+		if suffixes[strings.ToLower(d.ID)] > 0 {
+			out = append(out, d)
+		}
+	}
+	return out, how
 }
 
 // Print writes the findings, warnings first.
@@ -171,9 +223,18 @@ func Print(w io.Writer, fs []Finding) {
 }
 
 // PrintFacts writes what was read, before the findings.
-func PrintFacts(w io.Writer, ads []events.ADPolicy, t Tenant) {
+func PrintFacts(w io.Writer, ads []events.ADPolicy, t Tenant, u UserCounts) {
 	for _, ad := range ads {
 		fmt.Fprintf(w, "AD %s: maxPwdAge %s\n", ad.Domain, dayWord(ad.DomainMaxAge))
+		doms, how := EntraDomainsOf(ad.Domain, t.Domains, u)
+		var names []string
+		for _, d := range doms {
+			names = append(names, d.ID)
+		}
+		if len(names) == 0 {
+			names = []string{"none"}
+		}
+		fmt.Fprintf(w, "  Entra domains (matched by %s): %s\n", how, strings.Join(names, ", "))
 		for _, p := range ad.PSOs {
 			fmt.Fprintf(w, "  PSO %s: precedence %d, maximum age %s, applies to %v\n", p.Name, p.Precedence, dayWord(p.MaxAge), p.AppliesTo)
 		}
@@ -203,10 +264,20 @@ func PrintFacts(w io.Writer, ads []events.ADPolicy, t Tenant) {
 
 // CountUsers derives the report's user counts from stored states.
 func CountUsers(states []rules.State) UserCounts {
-	u := UserCounts{Known: true}
+	u := UserCounts{Known: true, UPNSuffixes: map[string]map[string]int{}}
 	for _, s := range states {
+		if s.Cloud != nil {
+			u.CloudKnown = true
+		}
 		if !s.Seen || s.AD.Deleted {
 			continue
+		}
+		if _, suffix, ok := strings.Cut(s.AD.UPN, "@"); ok && suffix != "" {
+			dom := strings.ToLower(s.AD.Domain)
+			if u.UPNSuffixes[dom] == nil {
+				u.UPNSuffixes[dom] = map[string]int{}
+			}
+			u.UPNSuffixes[dom][strings.ToLower(suffix)]++
 		}
 		if s.InScope && s.AD.NeverExpires() {
 			u.NeverExpiresAD++
