@@ -246,9 +246,11 @@ type replica struct {
 	conn   *natsx.Conn
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
+	err    error
 }
 
-func (e *env) startReplica(t *testing.T, d notifier.Deps) *replica {
+func (e *env) startReplica(t testing.TB, d notifier.Deps) *replica {
 	t.Helper()
 	r := &replica{name: d.Holder, conn: natstest.Connect(t, e.emb), done: make(chan error, 1)}
 	d.JS = r.conn.JS
@@ -256,8 +258,14 @@ func (e *env) startReplica(t *testing.T, d notifier.Deps) *replica {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { r.done <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-r.done })
+	t.Cleanup(func() { _ = r.stop() })
 	return r
+}
+
+// stop ends the replica (a graceful stop) and returns what Run returned.
+func (r *replica) stop() error {
+	r.once.Do(func() { r.cancel(); r.err = <-r.done })
+	return r.err
 }
 
 // leaseHolder reads who holds the notifier lease ("" for nobody).
@@ -335,11 +343,9 @@ func TestPacingAcrossFailover(t *testing.T) {
 
 	e.waitDelivered(t, len(users), 90*time.Second)
 	time.Sleep(500 * time.Millisecond) // anything extra would show now
-	b.cancel()
-	if err := <-b.done; err != nil {
+	if err := b.stop(); err != nil {
 		t.Errorf("replica-b: %v", err)
 	}
-	b.done <- nil // for the cleanup
 
 	st := e.sim.Stats()
 	mails := e.sim.SentMail()
