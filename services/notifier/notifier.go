@@ -136,7 +136,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		return nil, fmt.Errorf("ensuring consumer %s: %w", Consumer, err)
 	}
 	pkv, err := d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1,
-		Storage: jetstream.FileStorage, Replicas: replicas, TTL: pacingTTL})
+		Storage: jetstream.FileStorage, Replicas: replicas, TTL: max(pacingTTL, set.Pacing.MailDayWindow+time.Hour)})
 	if err != nil {
 		return nil, fmt.Errorf("ensuring bucket %s: %w", BucketPacing, err)
 	}

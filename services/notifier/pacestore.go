@@ -48,7 +48,8 @@ import (
 const BucketPacing = "pacing"
 
 // pacingTTL drops the state of a sender unused for longer than the longest
-// window (the rolling day): it is empty anyway.
+// window (the rolling day, or pacing.mail_day_window if longer): it is
+// empty anyway.
 const pacingTTL = 25 * time.Hour
 
 // exactTimes: windows holding up to this many sends are stored exactly;
