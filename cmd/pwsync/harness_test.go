@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -100,6 +101,17 @@ type stackOpts struct {
 	// budget (Graph's 3,000 per 150 s), e.g. time-scaled.
 	SimWriteBudget int
 	SimWriteWindow time.Duration
+	// WorkflowsWebhookURL is notify.workflows_webhook_url (admin alerts),
+	// written literally; needs Notify.
+	WorkflowsWebhookURL string
+	// Fallback is actuator.cloud_managed.fallback (default chain).
+	Fallback string
+	// ChildBinary and ChildCredential make startProcess run another copy
+	// of the test binary, as another user (e.g. an unprivileged one).
+	ChildBinary     string
+	ChildCredential *syscall.Credential
+	// SimTokenLifetime is the simulator's access token lifetime (default an hour).
+	SimTokenLifetime time.Duration
 }
 
 // noticeSender is the mailbox notices come from in end-to-end tests.
@@ -149,7 +161,7 @@ evaluator:
   expiry: {enabled: true, lead_days: [{{range $i, $l := .Opts.Expiry}}{{if $i}}, {{end}}{{$l}}{{end}}], max_late: 2000h}
 {{- end}}
 actuator:
-  cloud_managed: {verify: true, fallback: chain, revoke_sessions: false}
+  cloud_managed: {verify: true, fallback: {{with .Opts.Fallback}}{{.}}{{else}}chain{{end}}, revoke_sessions: false}
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
   retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 500ms, long_wait: 2s}
 ops: {listen: "{{.Ops}}"}
@@ -158,6 +170,9 @@ notify:
   enabled: true
   senders: [{{.Sender}}]
   pacing: {mail_per_window: 30, mail_window: 2s}
+{{- if .Opts.WorkflowsWebhookURL}}
+  workflows_webhook_url: "{{.Opts.WorkflowsWebhookURL}}"
+{{- end}}
 {{- end}}
 {{- if .Opts.Webhook}}
 webhook:
@@ -197,7 +212,7 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	// Mail limits on a 2 s window (notify.pacing.mail_window matches): the
 	// real limits' shape, faster.
 	simOpts := graphsim.Options{ClientSecret: secret, MailWindow: 2 * time.Second,
-		WriteBudget: o.SimWriteBudget, WriteWindow: o.SimWriteWindow}
+		WriteBudget: o.SimWriteBudget, WriteWindow: o.SimWriteWindow, TokenLifetime: o.SimTokenLifetime}
 	hookAddr := ""
 	var hook *http.Client
 	if o.Webhook {
@@ -309,13 +324,31 @@ type proc struct {
 // startProcess runs pwsync as a child process (the test binary re-executed).
 func (s *stack) startProcess(t testing.TB) *proc {
 	t.Helper()
+	p := s.spawnProcess(t)
+	s.waitReady(t, p.done)
+	return p
+}
+
+// spawnProcess starts the child without waiting for it to be ready.
+func (s *stack) spawnProcess(t testing.TB) *proc {
+	t.Helper()
 	s.writeConfig(t)
 	logFile, err := os.OpenFile(filepath.Join(s.dir, "pwsync.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "run", "--config", s.cfgPath)
+	bin := os.Args[0]
+	if s.opts.ChildBinary != "" {
+		bin = s.opts.ChildBinary
+	}
+	cmd := exec.Command(bin, "run", "--config", s.cfgPath)
 	cmd.Env = append(os.Environ(), "PWSYNC_E2E_CHILD=1")
+	if c := s.opts.ChildCredential; c != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c}
+		if err := os.Chown(s.cfgPath, int(c.Uid), int(c.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -330,7 +363,6 @@ func (s *stack) startProcess(t testing.TB) *proc {
 			s.dumpLog(t)
 		}
 	})
-	s.waitReady(t, p.done)
 	return p
 }
 
@@ -354,7 +386,8 @@ func (s *stack) waitReady(t testing.TB, done <-chan error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s.dumpLog(t)
-	t.Fatalf("pwsync not ready after 60s")
+	_, why := s.readyz()
+	t.Fatalf("pwsync not ready after 60s; /readyz:\n%s", why)
 }
 
 func (s *stack) dumpLog(t testing.TB) {

@@ -51,7 +51,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	if cfg.NATS.URL == "" {
 		var err error
 		emb, err = natsx.StartEmbedded(natsx.EmbeddedConfig{DataDir: cfg.NATS.Embedded.DataDir, Listen: cfg.NATS.Embedded.Listen,
-			MaxStore: int64(cfg.NATS.Embedded.MaxStore)})
+			MaxStore: int64(cfg.NATS.Embedded.MaxStore), Log: &log})
 		if err != nil {
 			return err
 		}
@@ -179,10 +179,10 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 
 	storage := &storageHealth{js: conn.JS, log: log}
 	if emb != nil {
-		storage.limit = emb.MaxStore()
+		storage.limit, storage.emb = emb.MaxStore(), emb
 	}
 	services = append(services, storage)
-	ops, err := startOps(cfg.Ops, conn, targets, storage.limit, log)
+	ops, err := startOps(cfg.Ops, conn, targets, storage, log)
 	if err != nil {
 		return err
 	}
@@ -230,9 +230,10 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 // startOps serves /healthz (the process is alive), /readyz (NATS connected,
 // JetStream answering with room to store, streams present, each target ready; lease holders
 // reported) and /metrics.
-func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, storeLimit int64, log zerolog.Logger) (*http.Server, error) {
+func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, storage *storageHealth, log zerolog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
-	checker := &health.Checker{NC: conn.NC, JS: conn.JS, LeasesBucket: natsx.BucketLeases, Targets: targets, StoreLimit: storeLimit,
+	checker := &health.Checker{NC: conn.NC, JS: conn.JS, LeasesBucket: natsx.BucketLeases, Targets: targets,
+		StoreLimit: storage.limit, StoreError: storage.storeError,
 		Streams: []string{natsx.StreamEvents, natsx.StreamActions, natsx.StreamAudit, natsx.StreamDLQ}}
 	checker.Register(mux)
 	if o.Metrics {

@@ -40,6 +40,9 @@ type Checker struct {
 	// StoreLimit is the embedded server's JetStream storage limit in bytes,
 	// used when the account has none (0 = unknown: not checked).
 	StoreLimit int64
+	// StoreError says why the store cannot be written (the embedded
+	// server's disk full or unwritable), nil while it can; nil = not checked.
+	StoreError func() error
 }
 
 // Result is one check's outcome.
@@ -81,6 +84,13 @@ func (c *Checker) Ready(ctx context.Context) []Result {
 		res = append(res, Result{Name: "jetstream", Detail: "skipped: nats not connected"})
 	} else {
 		res = append(res, c.jetstream(ctx)...)
+	}
+	if c.StoreError != nil {
+		r := Result{Name: "jetstream store", OK: true, Detail: "writable"}
+		if err := c.StoreError(); err != nil {
+			r.OK, r.Detail = false, err.Error()
+		}
+		res = append(res, r)
 	}
 	for _, t := range c.Targets {
 		r := Result{Name: t.Name, OK: t.Ready()}

@@ -2,6 +2,7 @@ package health_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -142,5 +143,30 @@ func TestReadyzMissingStream(t *testing.T) {
 	}
 	if len(failed) != 1 || !strings.Contains(failed[0], "stream AUDIT") || !strings.Contains(failed[0], jetstream.ErrStreamNotFound.Error()) {
 		t.Fatalf("want exactly the AUDIT stream failing, got %v", failed)
+	}
+}
+
+// TestReadyzStoreError: a store that cannot be written fails readiness
+// with its cause, even while JetStream still answers.
+func TestReadyzStoreError(t *testing.T) {
+	_, conn := natstest.Run(t)
+	var storeErr error
+	c := &health.Checker{NC: conn.NC, JS: conn.JS, StoreError: func() error { return storeErr }}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "ok   jetstream store: writable"},
+		{errors.New("write .../1.blk: no space left on device"), "FAIL jetstream store: write .../1.blk: no space left on device"},
+	} {
+		storeErr = tc.err
+		mux := http.NewServeMux()
+		c.Register(mux)
+		srv := httptest.NewServer(mux)
+		code, body := get(t, srv.URL+"/readyz")
+		srv.Close()
+		if want := map[bool]int{true: http.StatusOK, false: http.StatusServiceUnavailable}[tc.err == nil]; code != want || !strings.Contains(body, tc.want) {
+			t.Errorf("store error %v: %d\n%s\nwant %d with %q", tc.err, code, body, want, tc.want)
+		}
 	}
 }
