@@ -197,7 +197,10 @@ func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
 	var counts policy.UserCounts
 	if js, closeNATS, err := cliNATS(cfg); err == nil {
 		defer closeNATS()
-		states, err := allStates(ctx, js)
+		// the client retries a NATS that does not answer: do not wait the whole minute
+		sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
+		defer scancel()
+		states, err := allStates(sctx, js)
 		if err == nil {
 			counts = policy.CountUsers(states)
 		} else {
