@@ -16,8 +16,8 @@ import (
 	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natsx"
 	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/shared/natsx"
 )
 
 // policyCheckBase is a config the evaluator accepts; tests append to it.
