@@ -8,6 +8,7 @@ package main
 // Each test logs a FIGURES line with what it injected and found.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -421,11 +423,15 @@ func TestFaultNATSOutage(t *testing.T) {
 }
 
 // TestFaultGraphStorm runs resets through a Graph that throttles (429 with
-// short and long Retry-After), fails (503), resets connections and answers
-// too late (past graph.timeout, while still carrying the write out): every
-// action takes effect exactly once.
+// short and long Retry-After, on writes and on a GET), fails (503, 502),
+// resets connections and answers too late (past graph.timeout, while still
+// carrying the write out), and whose token endpoint fails (503, reset):
+// every action takes effect exactly once, every kind of fault was met, and
+// no retry after a 429 came sooner than its Retry-After.
 func TestFaultGraphStorm(t *testing.T) {
-	s := newStack(t, stackOpts{GraphTimeout: 2 * time.Second})
+	// Tokens that MSAL deems stale 2 s after issue (it renews within 5 min
+	// of expiry), so that pwsync asks the token endpoint during the storm.
+	s := newStack(t, stackOpts{GraphTimeout: 2 * time.Second, SimTokenLifetime: 5*time.Minute + 2*time.Second})
 	s.opts.NATSListen = freeAddr(t)
 	const pw = "Start.Passw0rd-1"
 	want := map[string][]string{}
@@ -451,6 +457,7 @@ func TestFaultGraphStorm(t *testing.T) {
 	}
 	storm := []fault{
 		{method: http.MethodGet, prefix: "/v1.0/users", status: http.StatusServiceUnavailable, count: 3},
+		{method: http.MethodGet, prefix: "/v1.0/users", status: http.StatusTooManyRequests, retryAfter: time.Second, count: 1},
 		{method: http.MethodPatch, status: http.StatusTooManyRequests, retryAfter: time.Second, count: 2},
 		{method: http.MethodPatch, reset: true, count: 2},
 		{method: http.MethodPatch, hang: 4 * time.Second, count: 1},                        // lost answer, write done
@@ -461,28 +468,115 @@ func TestFaultGraphStorm(t *testing.T) {
 		{method: http.MethodPost, prefix: "/v1.0/groups/", hang: 4 * time.Second, count: 1},
 		{method: http.MethodPost, prefix: "/v1.0/groups/", status: http.StatusBadGateway, count: 1},
 	}
-	injected := 0
-	for _, f := range storm {
+	// The token endpoint is not in the request log: that these were met is
+	// checked by asking for a token afterwards, which works only once both
+	// are spent.
+	tokenPath := "/" + s.sim.TenantID() + "/oauth2/v2.0/token"
+	tokenFaults := []fault{
+		{method: http.MethodPost, prefix: tokenPath, status: http.StatusServiceUnavailable, retryAfter: time.Second, count: 1},
+		{method: http.MethodPost, prefix: tokenPath, reset: true, count: 1},
+	}
+	kindOf := func(f fault) string {
+		switch {
+		case f.reset:
+			return "reset"
+		case f.hang > 0:
+			return "timeout"
+		}
+		return fmt.Sprint(f.status)
+	}
+	injected := map[string]int{}
+	for _, f := range append(storm, tokenFaults...) {
 		s.sim.InjectFault(graphsim.Fault{Method: f.method, PathPrefix: f.prefix, Status: f.status,
 			RetryAfter: f.retryAfter, Count: f.count, Hang: f.hang, Reset: f.reset})
-		injected += f.count
 	}
+	for _, f := range storm {
+		injected[kindOf(f)] += f.count
+	}
+	tokensBefore := s.sim.Stats().Tokens
 	for _, u := range users {
 		s.dc.ForceChange(t, u.DN)
 	}
 	conn := natsConn(t, "nats://"+s.opts.NATSListen)
 	l := s.expectOnce(t, conn.JS, want, 90*time.Second, 3*time.Second)
-	// Every injected fault was met: the storm really happened.
-	met := 0
-	for _, r := range s.sim.Requests() {
-		if r.Status == 0 || r.Status == http.StatusTooManyRequests || r.Status >= 500 || r.Duration >= 1500*time.Millisecond { // a hang ends when the client gives up (2 s after it started)
-			met++
+
+	// Every kind of fault was met as often as injected: the storm really
+	// happened. A hang ends when the client gives up (2 s after it started).
+	reqs := s.sim.Requests()
+	met := map[string]int{}
+	for _, r := range reqs {
+		switch {
+		case r.Status == 0:
+			met["reset"]++
+		case r.Duration >= 1500*time.Millisecond:
+			met["timeout"]++
+		case r.Status == http.StatusTooManyRequests || r.Status >= 500:
+			met[fmt.Sprint(r.Status)]++
 		}
 	}
-	if met < injected {
-		t.Errorf("only %d of %d injected faults were met", met, injected)
+	total := 0
+	for kind, n := range injected {
+		if met[kind] == 0 || met[kind] < n {
+			t.Errorf("fault %s: met %d times, injected %d", kind, met[kind], n)
+		}
+		total += met[kind]
 	}
-	l.report(t, fmt.Sprintf("%d Graph faults (429 short/long, 502, 503, resets, timeouts)", met))
+	// Each retry after a 429 came no sooner than its Retry-After, counted
+	// from when the answer left the simulator.
+	retryAfter := func(r graphsim.Request) time.Duration {
+		for _, f := range storm {
+			if f.status == http.StatusTooManyRequests && f.method == r.Method && strings.HasPrefix(r.Path, f.prefix) {
+				return f.retryAfter
+			}
+		}
+		return 0
+	}
+	throttled := 0
+	for i, r := range reqs {
+		if r.Status != http.StatusTooManyRequests {
+			continue
+		}
+		throttled++
+		answered, wait := r.Time.Add(r.Duration), retryAfter(r)
+		retried := false
+		for _, next := range reqs[i+1:] {
+			// The same request again (a group add's path is every user's; its body names the user).
+			if next.Method == r.Method && next.Path == r.Path && next.Query == r.Query && bytes.Equal(next.Body, r.Body) {
+				retried = true
+				if gap := next.Time.Sub(answered); gap < wait {
+					t.Errorf("%s %s retried %v after a 429 with Retry-After %v", r.Method, r.Path, gap.Round(time.Millisecond), wait)
+				} else {
+					t.Logf("%s %s retried %v after a 429 with Retry-After %v", r.Method, r.Path, gap.Round(time.Millisecond), wait)
+				}
+				break
+			}
+		}
+		if !retried {
+			t.Errorf("%s %s was never retried after its 429", r.Method, r.Path)
+		}
+	}
+	if throttled != injected["429"] {
+		t.Errorf("%d requests answered 429, want the %d injected", throttled, injected["429"])
+	}
+	// The token endpoint's faults were spent by pwsync: a token request
+	// now gets a token.
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {s.sim.ClientID()},
+		"client_secret": {s.secret}, "scope": {"https://graph.microsoft.com/.default"}}
+	resp, err := s.sim.HTTPClient().PostForm(s.sim.URL()+tokenPath, form)
+	if err != nil {
+		t.Errorf("the token endpoint's faults were not all met by pwsync: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the token endpoint's faults were not all met by pwsync: a token request got %d", resp.StatusCode)
+		} else {
+			met["token 503"], met["token reset"] = 1, 1
+			total += 2
+		}
+	}
+	tokens := s.sim.Stats().Tokens - tokensBefore - 1 // less the probe's
+	t.Logf("faults met by kind: %v; %d tokens issued during the storm", met, tokens)
+	l.report(t, fmt.Sprintf("%d Graph faults met (%v)", total, met))
 }
 
 // tcpProxy forwards connections to target until cut; while cut it closes
