@@ -781,16 +781,26 @@ func TestFaultDCOutageAndRejectedCookie(t *testing.T) {
 	l.report(t, "DC cut twice; 1 rejected DirSync cookie (full resync of 4 users)")
 }
 
-// TestFaultKilledRepeatedly kills pwsync (SIGKILL) at random points while AD
-// resets stream in, restarting it each time: every reset is written once.
+// TestFaultKilledRepeatedly kills pwsync (SIGKILL) again and again while AD
+// resets stream in, restarting it each time: at a random point of a
+// round's resets, while Graph holds one of its writes, while it redelivers
+// what a killed process held, and during its start (before it is ready).
+// Every reset is written once; at least one kill cut a Graph write (the
+// request reached Graph, its ok outcome had not been recorded).
 func TestFaultKilledRepeatedly(t *testing.T) {
-	const kills = 5
+	kinds := []string{"random", "mid-write", "redelivery", "startup", "random", "mid-write"}
+	resetRounds := 0
+	for _, k := range kinds {
+		if k != "redelivery" {
+			resetRounds++
+		}
+	}
 	s := newStack(t, stackOpts{})
 	s.opts.NATSListen = freeAddr(t)
 	const pw = "Start.Passw0rd-1"
 	var users []adtest.User
 	want := map[string][]string{}
-	for i := range 10 {
+	for i := range 2 * resetRounds {
 		u := s.dc.CreateUser(t, s.ou, fmt.Sprintf("kill%d", i), adtest.UserOpts{Password: pw})
 		users = append(users, u)
 		synced := i%3 == 2
@@ -805,33 +815,118 @@ func TestFaultKilledRepeatedly(t *testing.T) {
 	// and its idempotency record.
 	s.sim.InjectFault(graphsim.Fault{Method: http.MethodPatch, Hang: 300 * time.Millisecond, Count: -1})
 	s.sim.InjectFault(graphsim.Fault{Method: http.MethodPost, Hang: 300 * time.Millisecond, Count: -1})
+	held := make(chan struct{}, 1)
+	s.sim.OnRequest(func(r graphsim.Request) {
+		if r.Status == 0 && r.Method != http.MethodGet {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+		}
+	})
+	t.Cleanup(func() { s.sim.OnRequest(nil) })
+	drain := func() {
+		select {
+		case <-held:
+		default:
+		}
+	}
 	p := s.startProcess(t)
-	var delays []time.Duration
-	next := 0
-	for k := range kills {
-		// Resets for this round, then a kill at a random point of their way
-		// through ingest, evaluator and actuator (or before they are seen).
-		for ; next < len(users)*(k+1)/kills; next++ {
-			s.dc.ForceChange(t, users[next].DN)
+	type kill struct {
+		kind string
+		at   time.Time
+		note string
+	}
+	var killed []kill
+	next, round := 0, 0
+	for k, kind := range kinds {
+		drain()
+		if kind != "redelivery" {
+			round++
+			for ; next < len(users)*round/resetRounds; next++ {
+				s.dc.ForceChange(t, users[next].DN)
+			}
 		}
-		d := randomDuration(1500 * time.Millisecond)
-		delays = append(delays, d)
-		time.Sleep(d) // where the kill lands: the fault's timing, not an assertion
+		note := ""
+		switch kind {
+		case "random": // a random point of the resets' way through ingest, evaluator and actuator
+			d := randomDuration(1500 * time.Millisecond)
+			time.Sleep(d) // where the kill lands: the fault's timing, not an assertion
+			note = d.Round(time.Millisecond).String()
+		case "mid-write":
+			select {
+			case <-held:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("round %d: no Graph write to kill pwsync in", k)
+			}
+		case "redelivery":
+			// No new resets: what the last kill left undone comes back (the
+			// watcher's cookie, pending messages, those held unacknowledged
+			// after AckWait, 30 s); kill while Graph holds one of its writes.
+			select {
+			case <-held:
+				note = "in a write left by the last kill"
+			case <-time.After(45 * time.Second):
+				note = "nothing came back"
+			}
+		case "startup": // the process was started without waiting for it to be ready
+			d := randomDuration(2 * time.Second)
+			time.Sleep(d)
+			note = d.Round(time.Millisecond).String() + " after start"
+		}
 		_ = p.cmd.Process.Signal(os.Kill)
+		killed = append(killed, kill{kind: kind, at: time.Now(), note: note})
 		<-p.done
-		p = s.startProcess(t)
-	}
-	t.Logf("killed at %v after each round's resets", delays)
-	// Messages a killed consumer held come back after AckWait (30 s).
-	l := s.expectOnce(t, natsConn(t, "nats://"+s.opts.NATSListen).JS, want, 120*time.Second, 3*time.Second)
-	cut := 0 // writes whose client was killed mid-request
-	for _, r := range s.sim.Requests() {
-		if r.Method != http.MethodGet && r.Duration < 250*time.Millisecond {
-			cut++
+		if k+1 < len(kinds) && kinds[k+1] == "startup" {
+			p = s.spawnProcess(t)
+		} else {
+			p = s.startProcess(t)
 		}
 	}
-	t.Logf("%d Graph writes were cut short by a kill", cut)
-	l.report(t, fmt.Sprintf("%d kill -9", kills))
+	for i, k := range killed {
+		t.Logf("kill %d (%s) %s %s", i+1, k.kind, k.at.Format("15:04:05.000"), k.note)
+	}
+	// Messages a killed consumer held come back after AckWait (30 s).
+	js := natsConn(t, "nats://"+s.opts.NATSListen).JS
+	l := s.expectOnce(t, js, want, 120*time.Second, 3*time.Second)
+
+	// Cut writes: in flight at a kill (arrived before it, answered after),
+	// for a user whose ok outcome was not recorded before it.
+	okAt := map[string]time.Time{} // cloud id -> when its ok outcome was stored
+	for _, m := range streamMsgs(t, js, natsx.StreamAudit) {
+		var r events.AuditRecord
+		if json.Unmarshal(m.Data, &r) == nil && r.Kind == "action" && r.Outcome == events.OutcomeOK {
+			if at, ok := okAt[r.CloudID]; !ok || m.Time.Before(at) {
+				okAt[r.CloudID] = m.Time
+			}
+		}
+	}
+	cut := map[string]int{}
+	for _, r := range s.sim.Requests() {
+		if r.Method == http.MethodGet {
+			continue
+		}
+		owner := ""
+		for id := range want {
+			if strings.Contains(r.Path, "/"+id) || bytes.Contains(r.Body, []byte(id)) {
+				owner = id
+			}
+		}
+		for _, k := range killed {
+			if owner != "" && r.Time.Before(k.at) && !r.Time.Add(r.Duration).Before(k.at) && !okAt[owner].Before(k.at) {
+				cut[k.kind]++
+			}
+		}
+	}
+	total := 0
+	for _, n := range cut {
+		total += n
+	}
+	if total == 0 {
+		t.Errorf("no kill cut a Graph write: the test did not exercise a write without its record")
+	}
+	t.Logf("Graph writes cut by a kill, by kind of kill: %v", cut)
+	l.report(t, fmt.Sprintf("%d kill -9 (%v), %d Graph writes cut", len(killed), kinds, total))
 }
 
 func randomDuration(limit time.Duration) time.Duration {
