@@ -176,13 +176,20 @@ type policyWatch struct {
 	cur     policy
 	saved   policyCursor
 	members map[string]map[string]bool // tracked group -> member DNs, filled when first needed
+	// unreadable: resultant PSOs users carry that the policy read did not
+	// return (the bind account cannot read them), warned about once each,
+	// across sessions.
+	unreadable map[string]bool
 }
 
 // startPolicy reads the policy at session start. A policy that changed
 // while pwsync was down re-reads every user: who was affected is unknown.
 func (w *Watcher) startPolicy(ctx context.Context, c *ldap.Conn) error {
 	key := "policy." + strings.TrimPrefix(w.cfg.cursorKey(""), ".")
-	pw := &policyWatch{key: key, members: map[string]map[string]bool{}}
+	pw := &policyWatch{key: key, members: map[string]map[string]bool{}, unreadable: map[string]bool{}}
+	if w.pol != nil {
+		pw.unreadable = w.pol.unreadable
+	}
 	raw, err := w.cursors.Load(ctx, key)
 	if err != nil {
 		return fmt.Errorf("loading cursor %s: %w", key, err)
@@ -380,13 +387,18 @@ func (w *Watcher) publishPolicy(ctx context.Context, p policy) error {
 // policy's name: the resultant PSO when the DC told it, else the PSO of
 // lowest precedence applying to the user or one of its groups, else the
 // domain's.
-func (p policy) effectiveAge(u events.ADUser) (time.Duration, string, bool) {
+//
+// known is false when the DC names a resultant PSO that the policy read did
+// not return (not readable by the bind account): its maximum age is then
+// unknown, and the domain's would be wrong.
+func (p policy) effectiveAge(u events.ADUser) (age time.Duration, name string, fromPSO, known bool) {
 	if u.ResultantPSO != "" {
 		for _, x := range p.PSOs {
 			if strings.EqualFold(x.DN, u.ResultantPSO) {
-				return x.MaxAge, x.Name, true
+				return x.MaxAge, x.Name, true, true
 			}
 		}
+		return 0, psoCN(u.ResultantPSO), true, false
 	}
 	var best *pso
 	for i, x := range p.PSOs {
@@ -400,9 +412,18 @@ func (p policy) effectiveAge(u events.ADUser) (time.Duration, string, bool) {
 		}
 	}
 	if best != nil {
-		return best.MaxAge, best.Name, true
+		return best.MaxAge, best.Name, true, true
 	}
-	return p.DomainMaxAge, "domain", false
+	return p.DomainMaxAge, "domain", false, true
+}
+
+// psoCN is the cn of a PSO's DN.
+func psoCN(dn string) string {
+	first, _, _ := strings.Cut(dn, ",")
+	if _, v, ok := strings.Cut(first, "="); ok {
+		return v
+	}
+	return dn
 }
 
 // setExpiry fills Expiry, ExpirySource and PolicyName: the DC's computed
@@ -411,8 +432,9 @@ func setExpiry(u *events.ADUser, p *policy) {
 	var name string
 	var fromPSO bool
 	var age time.Duration
+	known := true
 	if p != nil {
-		age, name, fromPSO = p.effectiveAge(*u)
+		age, name, fromPSO, known = p.effectiveAge(*u)
 	}
 	u.PolicyName = name
 	switch {
@@ -424,8 +446,8 @@ func setExpiry(u *events.ADUser, p *policy) {
 		u.Expiry, u.ExpirySource = events.FileTimeNeverExpires, events.ExpirySourceNever
 	case u.ExpiryComputed > 0:
 		u.Expiry, u.ExpirySource = u.ExpiryComputed, events.ExpirySourceComputed
-	case p == nil:
-		// no computed value and no policy read: unknown, nothing scheduled
+	case p == nil, !known:
+		// no computed value and no (readable) policy: unknown, nothing scheduled
 	case age == 0:
 		u.Expiry, u.ExpirySource = events.FileTimeNeverExpires, events.ExpirySourceNever
 	default:
@@ -485,8 +507,28 @@ func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) (
 	for i := range users {
 		setExpiry(&users[i], p)
 		users[i].PolicyRev = w.policyRev
+		w.checkReadablePSO(users[i])
 	}
 	return users, nil
+}
+
+// checkReadablePSO warns, once per PSO, when a user carries
+// msDS-ResultantPSO but the policy read returned no such PSO: the bind
+// account cannot read the Password Settings Container (AD's default for
+// non-admins). The DC's computed expiry still applies; only the fallback
+// and the change watch of that PSO are blind. `pwsync doctor` checks it.
+func (w *Watcher) checkReadablePSO(u events.ADUser) {
+	if w.pol == nil || u.ResultantPSO == "" || w.pol.unreadable[strings.ToLower(u.ResultantPSO)] {
+		return
+	}
+	if slices.ContainsFunc(w.pol.cur.PSOs, func(x pso) bool { return strings.EqualFold(x.DN, u.ResultantPSO) }) {
+		return
+	}
+	w.pol.unreadable[strings.ToLower(u.ResultantPSO)] = true
+	w.log.Warn().Str("pso", u.ResultantPSO).Str("example_user", u.DN).Int("psos_read", len(w.pol.cur.PSOs)).
+		Msg("users carry msDS-ResultantPSO but the bind account cannot read that PSO: its changes are not watched and expiry " +
+			"falls back to nothing when msDS-UserPasswordExpiryTimeComputed is missing; grant the bind account read on " +
+			"CN=Password Settings Container,CN=System (pwsync doctor checks it)")
 }
 
 func compareFold(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) }

@@ -1,10 +1,17 @@
 package adwatch
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/events"
@@ -57,6 +64,12 @@ func TestFallbackExpiry(t *testing.T) {
 		{"computed_wins", events.ADUser{PwdLastSet: set, UserAccountControl: 512, ExpiryComputed: set + int64(10*day/100)}, 10 * day, events.ExpirySourceComputed, "domain"},
 		{"must_change", events.ADUser{PwdLastSet: 0, UserAccountControl: 512}, 0, events.ExpirySourceMustChange, "domain"},
 		{"never_flag", events.ADUser{PwdLastSet: set, UserAccountControl: 512 | events.UACDontExpirePassword}, -1, events.ExpirySourceNever, "domain"},
+		// the DC names a PSO the bind account could not read: its age is
+		// unknown, and the domain's would be a wrong date
+		{"resultant_pso_unreadable", events.ADUser{PwdLastSet: set, UserAccountControl: 512, MemberOf: []string{"CN=Staff,DC=x"},
+			ResultantPSO: "CN=Hidden,CN=Password Settings Container,CN=System,DC=x"}, 0, "", "Hidden"},
+		{"resultant_pso_unreadable_computed_still_wins", events.ADUser{PwdLastSet: set, UserAccountControl: 512, ExpiryComputed: set + int64(15*day/100),
+			ResultantPSO: "CN=Hidden,CN=Password Settings Container,CN=System,DC=x"}, 15 * day, events.ExpirySourceComputed, "Hidden"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,5 +173,73 @@ func TestPolicyChangesReevaluateUsers(t *testing.T) {
 	got, _ = sink.waitFor(t, from, 10*time.Second, "u1 re-read after leaving", is(u1))
 	if age := time.Duration(got.user.Expiry-got.user.PwdLastSet) * 100; age != domainAge || len(got.user.Groups) != 0 {
 		t.Fatalf("u1 after leaving: age %s (want %s), groups %v", age, domainAge, got.user.Groups)
+	}
+}
+
+// TestUnreadablePSOWarnsOnce: a bind account without read on the Password
+// Settings Container (AD's default for non-admins, and Samba's) reads no
+// PSOs, yet sees users' msDS-ResultantPSO. The watcher says so once per
+// PSO, in a structured warning, however often such users are read.
+func TestUnreadablePSOWarnsOnce(t *testing.T) {
+	dc := adtest.Require(t)
+	ou := dc.NewOU(t)
+	group := dc.CreateGroup(t, ou, "hidden-pso")
+	reader := dc.CreateUser(t, ou, "pso-reader", adtest.UserOpts{})
+	member := dc.CreateUser(t, ou, "pso-member", adtest.UserOpts{})
+	dc.AddMember(t, group, member.DN)
+	psoDN := dc.CreatePSO(t, "pso-hidden", 4, 20*day, group)
+	ctx := context.Background()
+	hasPSO := func(ap events.ADPolicy) bool {
+		return slices.ContainsFunc(ap.PSOs, func(p events.PSO) bool { return strings.EqualFold(p.DN, psoDN) })
+	}
+	admin := dcConfig(dc)
+	if ap, err := ReadPolicy(ctx, admin); err != nil || !hasPSO(ap) {
+		t.Fatalf("the administrator reads PSOs %+v (%v), want %s among them", ap.PSOs, err, psoDN)
+	}
+	low := admin
+	low.BindDN, low.BindPassword = reader.UPN, adtest.DefaultPassword
+	if ap, err := ReadPolicy(ctx, low); err != nil || hasPSO(ap) {
+		t.Fatalf("a plain user reads PSOs %+v (%v): the test needs one that cannot", ap.PSOs, err)
+	}
+
+	var logs bytes.Buffer
+	w, err := New(low, nopSink{}, nopCursors{}, zerolog.New(&logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := w.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := w.startPolicy(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		res, err := c.Search(ldap.NewSearchRequest(member.DN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+			"(objectClass=*)", userAttrs, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		users, err := w.complete(c, res.Entries, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := users[0]
+		if !strings.EqualFold(u.ResultantPSO, psoDN) || u.ExpirySource != events.ExpirySourceComputed ||
+			time.Duration(u.Expiry-u.PwdLastSet)*100 != 20*day {
+			t.Fatalf("member as the plain user sees it: resultant PSO %q, expiry source %s, age %s; want the DC's computed 20 days",
+				u.ResultantPSO, u.ExpirySource, time.Duration(u.Expiry-u.PwdLastSet)*100)
+		}
+	}
+	var warned []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["level"] == "warn" && strings.EqualFold(fmt.Sprint(rec["pso"]), psoDN) {
+			warned = append(warned, rec)
+		}
+	}
+	if len(warned) != 1 || !strings.Contains(fmt.Sprint(warned[0]["message"]), "CN=Password Settings Container,CN=System") {
+		t.Fatalf("warnings about %s: %v, want one naming the container to grant read on\n%s", psoDN, warned, logs.String())
 	}
 }
