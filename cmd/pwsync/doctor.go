@@ -136,7 +136,11 @@ func (d *doctor) checkConfig(path string) bool {
 	d.cfg = cfg
 	d.add(checkResult{Status: statusPass, Name: "config", Detail: path + " loads and validates"})
 	for _, w := range warnings {
-		d.add(checkResult{statusWarn, "config", w, "see the warning; secrets belong in env:NAME or file:PATH"})
+		fix := "see the warning; secrets belong in env:NAME or file:PATH"
+		if strings.Contains(w, "notify.enabled is off") {
+			fix = "turn notify on (notify.enabled, notify.senders) or those notices off, as the warning says"
+		}
+		d.add(checkResult{statusWarn, "config", w, fix})
 	}
 	return true
 }
@@ -209,6 +213,7 @@ func (d *doctor) checkDomain(ctx context.Context, key string, dom config.Domain)
 		return
 	}
 	d.add(checkResult{Status: statusPass, Name: name + " bind", Detail: "bound as " + dom.BindDN})
+	d.checkPSOs(c, name, dom)
 
 	if dom.Mode == "usn" {
 		d.add(checkResult{Status: statusSkip, Name: name + " dirsync", Detail: "mode usn: DirSync not used"})
@@ -255,6 +260,73 @@ func (d *doctor) checkDirSync(c *ldap.Conn, key, name string, dom config.Domain)
 	default:
 		d.add(checkResult{statusWarn, name + " replicating changes", "could not tell: " + err.Error(), grant})
 	}
+}
+
+// checkPSOs compares the PSOs the bind account can read (the Password
+// Settings Container, as the watcher reads it) with those that apply to
+// someone (the msDS-PSOApplied back links of groups and users). By default
+// AD lets only administrators read PSOs: pwsync then still has the DC's
+// computed expiry, but cannot watch those PSOs' changes or compute expiry
+// from them when the computed value is missing.
+func (d *doctor) checkPSOs(c *ldap.Conn, name string, dom config.Domain) {
+	nc := dom.BaseDN // the domain's naming context: a base_dn below it is reported by the dirsync check
+	if root, err := c.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"defaultNamingContext"}, nil)); err == nil && len(root.Entries) == 1 {
+		if v := root.Entries[0].GetAttributeValue("defaultNamingContext"); v != "" && strings.HasSuffix(strings.ToLower(dom.BaseDN), strings.ToLower(v)) {
+			nc = v
+		}
+	}
+	psc := "CN=Password Settings Container,CN=System," + nc
+	readable := map[string]bool{}
+	res, err := c.Search(ldap.NewSearchRequest(psc, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=msDS-PasswordSettings)", []string{"cn"}, nil))
+	if err != nil && ldapResult(err) != ldapNoSuchObject {
+		d.add(checkResult{statusWarn, name + " psos", "reading " + psc + ": " + err.Error(), psoGrant(dom, psc)})
+		return
+	}
+	if res != nil {
+		for _, e := range res.Entries {
+			readable[strings.ToLower(e.DN)] = true
+		}
+	}
+	applied, err := c.Search(ldap.NewSearchRequest(nc, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 1000, int(d.timeout.Seconds()), false,
+		"(msDS-PSOApplied=*)", []string{"msDS-PSOApplied"}, nil))
+	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded) {
+		if len(readable) > 0 {
+			d.add(checkResult{Status: statusPass, Name: name + " psos", Detail: fmt.Sprintf("%d PSO(s) readable (which apply to whom not checked: %v)", len(readable), err)})
+		} else {
+			d.add(checkResult{statusWarn, name + " psos", "no PSO readable, and whether any applies could not be told: " + err.Error(), psoGrant(dom, psc)})
+		}
+		return
+	}
+	var missing []string
+	seen := map[string]bool{}
+	if applied != nil {
+		for _, e := range applied.Entries {
+			for _, p := range e.GetAttributeValues("msDS-PSOApplied") {
+				if k := strings.ToLower(p); !readable[k] && !seen[k] {
+					seen[k] = true
+					missing = append(missing, p)
+				}
+			}
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		slices.Sort(missing)
+		d.add(checkResult{statusWarn, name + " psos", fmt.Sprintf("%d PSO(s) apply to users or groups but %s cannot read them (e.g. %s): "+
+			"pwsync uses the DC's computed expiry, but does not see those PSOs change and has no fallback expiry for their users",
+			len(missing), dom.BindDN, missing[0]), psoGrant(dom, psc)})
+	case len(readable) > 0:
+		d.add(checkResult{Status: statusPass, Name: name + " psos", Detail: fmt.Sprintf("%d PSO(s) readable in %s", len(readable), psc)})
+	default:
+		d.add(checkResult{Status: statusPass, Name: name + " psos", Detail: "no fine-grained password policy applies to anyone: the domain's maxPwdAge rules"})
+	}
+}
+
+func psoGrant(dom config.Domain, psc string) string {
+	return fmt.Sprintf("grant %s read on %s, inherited by its PSOs (AD Users and Computers > System > Password Settings Container > Properties > Security, or: dsacls \"%s\" /I:T /G \"<domain>\\<account>:GR\")",
+		dom.BindDN, psc, psc)
 }
 
 func ldapResult(err error) int {

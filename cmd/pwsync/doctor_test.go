@@ -155,7 +155,7 @@ func TestDoctorAllPass(t *testing.T) {
 		t.Fatalf("doctor failed: %v", err)
 	}
 	for _, name := range []string{"config", "ad example.test tls", "ad example.test bind", "ad example.test dirsync",
-		"ad example.test replicating changes", "graph token", "graph role User-PasswordProfile.ReadWrite.All",
+		"ad example.test replicating changes", "ad example.test psos", "graph token", "graph role User-PasswordProfile.ReadWrite.All",
 		"graph role GroupMember.ReadWrite.All", "graph role User.RevokeSessions.All", "nats connect", "nats jetstream",
 		"nats streams", "webhook public_url"} {
 		line(t, out, "PASS", name)
@@ -179,10 +179,13 @@ func TestDoctorEachCheckFails(t *testing.T) {
 	if err := sim.WriteCAFile(filepath.Join(dir, "graph-ca.pem")); err != nil {
 		t.Fatal(err)
 	}
-	// An account without Replicating Directory Changes.
+	// An account without Replicating Directory Changes, which cannot read
+	// PSOs either (a PSO of this test applies to a group).
 	ou := dc.NewOU(t)
 	const pw = "Doctor.Passw0rd-1"
 	plain := dc.CreateUser(t, ou, "doctor-plain", adtest.UserOpts{Password: pw})
+	psoGroup := dc.CreateGroup(t, ou, "doctor-pso")
+	dc.CreatePSO(t, "pso-doctor", 5, 20*24*time.Hour, psoGroup)
 	// NATS without JetStream.
 	noJS, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
@@ -209,6 +212,10 @@ func TestDoctorEachCheckFails(t *testing.T) {
 	wantFix(t, out, "FAIL", "ad no-ca tls", "ad.domains[0].ca_file")
 	wantFix(t, out, "FAIL", "ad bad-password bind", "ad.domains[1].bind_dn", "bind_password")
 	wantFix(t, out, "PASS", "ad no-rights dirsync")
+	wantFix(t, out, "WARN", "ad no-rights psos", plain.DN, "CN=Password Settings Container,CN=System,"+dc.BaseDN, "dsacls")
+	if d, _ := line(t, out, "WARN", "ad no-rights psos"); !strings.Contains(d, "cannot read them") {
+		t.Errorf("psos line does not say the PSOs are unreadable: %q", d)
+	}
 	wantFix(t, out, "WARN", "ad no-rights replicating changes", "Replicating Directory Changes", plain.DN)
 	if d, _ := line(t, out, "WARN", "ad no-rights replicating changes"); !strings.Contains(d, "LDAP 50") {
 		t.Errorf("the DC's answer is not named: %q", d)
