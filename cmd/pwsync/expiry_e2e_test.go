@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graphsim"
@@ -23,8 +25,8 @@ import (
 )
 
 // TestExpiryEndToEnd: real Samba AD, the simulator, pwsync in process with
-// its clock moved forward (AD refuses a past pwdLastSet, so the password
-// "ages" by moving pwsync's clock instead). alice is under the domain's
+// its clock moved forward, so that one password goes through every lead day
+// (TestExpiryAgedEndToEnd ages passwords on the DC instead, real clock). alice is under the domain's
 // maxPwdAge, bob in a group a PSO applies to. pwsync is stopped and
 // restarted between two lead days: each notice is decided once, and at
 // expiry the cloud account is made to require a change. Notices are
@@ -103,6 +105,180 @@ func TestExpiryEndToEnd(t *testing.T) {
 	}
 	if notice := find(got, notice(alice, 14)); notice == nil || notice.Notice.PasswordSetAt.Unix() != aliceSet.Unix() || !notice.Notice.Expiry.Equal(aliceExp) {
 		t.Errorf("alice's 14-day notice = %+v", notice)
+	}
+}
+
+// TestExpiryAgedEndToEnd: the real clock, real Samba AD, passwords aged on
+// the DC itself (faketime + a local samba-tool, adtest.AgePassword) while
+// pwsync runs. dom is under the domain's 42-day maxPwdAge and aged 50 days
+// (cloud-managed: the cloud flag); pso is in a group a 20-day PSO applies to
+// and aged 25 days (synced: the chain); soon is aged into its 3-day window.
+// Samba itself says dom's and pso's passwords expired; pwsync enforces each
+// at once, exactly once, and decides each "expired" notice once; soon gets
+// exactly the 3-day notice (the 14- and 7-day points, also past, are skipped
+// as superseded, not sent).
+func TestExpiryAgedEndToEnd(t *testing.T) {
+	const day = 24 * time.Hour
+	s := newStack(t, stackOpts{NATSListen: freeAddr(t), Expiry: []int{14, 7, 3, 1, 0}, Notify: true})
+	group := s.dc.CreateGroup(t, s.ou, "aged-pso")
+	dom := s.dc.CreateUser(t, s.ou, "aged-dom", adtest.UserOpts{})
+	pso := s.dc.CreateUser(t, s.ou, "aged-pso", adtest.UserOpts{})
+	soon := s.dc.CreateUser(t, s.ou, "aged-soon", adtest.UserOpts{})
+	s.dc.AddMember(t, group, pso.DN)
+	psoDN := s.dc.CreatePSO(t, "pso-aged", 2, 20*day, group)
+	domID, psoID, soonID := s.cloudUser(dom, false), s.cloudUser(pso, true), s.cloudUser(soon, false)
+	for _, id := range []string{domID, psoID, soonID} {
+		s.mailbox(id, "")
+	}
+	stop := s.startExpiry(t)
+	defer stop()
+
+	// pwsync knows the fresh passwords first: the aging is a change it watches
+	conn, err := natsx.Connect(natsx.ConnectConfig{URL: "nats://" + s.opts.NATSListen, Name: t.Name()}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.NC.Close()
+	ctx := context.Background()
+	users, err := conn.JS.KeyValue(ctx, natsx.BucketUsers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pwdLastSet := func(u adtest.User) int64 {
+		e, err := users.Get(ctx, events.KeySafe(u.GUID))
+		if err != nil {
+			return -1
+		}
+		var st struct {
+			AD events.ADUser `json:"ad"`
+		}
+		if json.Unmarshal(e.Value(), &st) != nil {
+			return -1
+		}
+		return st.AD.PwdLastSet
+	}
+	waitFor(t, 30*time.Second, "pwsync to see the three users", func() bool {
+		return pwdLastSet(dom) > 0 && pwdLastSet(pso) > 0 && pwdLastSet(soon) > 0
+	})
+	if n := len(readActions(t, conn.JS)); n != 0 {
+		t.Fatalf("%d actions for fresh passwords, want none", n)
+	}
+
+	aged := time.Now()
+	domSet := s.dc.AgePassword(t, dom, 50*day, "")
+	psoSet := s.dc.AgePassword(t, pso, 25*day, "")
+	soonSet := s.dc.AgePassword(t, soon, 39*day+time.Hour, "")
+
+	// Samba's own verdict, before pwsync's
+	expiry := func(u adtest.User) (time.Time, string) {
+		e := s.dc.Read(t, u.DN, "msDS-UserPasswordExpiryTimeComputed", "msDS-ResultantPSO")
+		var ft int64
+		fmt.Sscan(e.GetAttributeValue("msDS-UserPasswordExpiryTimeComputed"), &ft)
+		return events.FileTime(ft), e.GetAttributeValue("msDS-ResultantPSO")
+	}
+	now := time.Now()
+	for _, c := range []struct {
+		u      adtest.User
+		set    time.Time
+		maxAge time.Duration
+		pso    string
+	}{{dom, domSet, 42 * day, ""}, {pso, psoSet, 20 * day, psoDN}, {soon, soonSet, 42 * day, ""}} {
+		exp, resultant := expiry(c.u)
+		if !exp.Equal(c.set.Add(c.maxAge)) || !strings.EqualFold(resultant, c.pso) {
+			t.Fatalf("%s: Samba's expiry %s (PSO %q), want pwdLastSet %s + %s (PSO %q)", c.u.SAM, exp, resultant, c.set, c.maxAge, c.pso)
+		}
+		if c.u == soon {
+			if left := exp.Sub(now); left < 3*day-2*time.Hour || left > 3*day {
+				t.Fatalf("%s expires in %s, want just under 3 days", c.u.SAM, left)
+			}
+		} else if !exp.Before(now) {
+			t.Fatalf("%s: msDS-UserPasswordExpiryTimeComputed %s is not in the past", c.u.SAM, exp)
+		}
+	}
+
+	want := map[string]bool{
+		"require_password_change/" + dom.UPN: true, notice(dom, 0): true,
+		"require_password_change/" + pso.UPN: true, notice(pso, 0): true,
+		notice(soon, 3): true,
+	}
+	got := s.waitActions(t, want)
+	seen := map[string]int{}
+	for _, a := range got {
+		if seen[a.ID]++; seen[a.ID] > 1 {
+			t.Errorf("action %s decided twice", a.ID)
+		}
+		if a.DryRun {
+			t.Errorf("action %s is a dry run", a.ID)
+		}
+	}
+	s.waitWrites(t, domID, []string{"PATCH force=true 204"}, 0)
+	s.waitWrites(t, psoID, []string{"POST revoke 200", "POST members 204"}, 0)
+	t.Logf("aged at %s; both enforced %s later", aged.Format(time.RFC3339), time.Since(aged).Round(time.Millisecond))
+	s.waitMails(t, []string{dom.UPN + ": Your password has expired", pso.UPN + ": Your password has expired",
+		soon.UPN + ": Your password expires in 3 days"})
+	time.Sleep(2 * time.Second) // a second enforcement would show by now
+	s.waitWrites(t, domID, []string{"PATCH force=true 204"}, 0)
+	s.waitWrites(t, psoID, []string{"POST revoke 200", "POST members 204"}, 0)
+	if w := s.writes(soonID); len(w) != 0 {
+		t.Errorf("soon written before expiry: %v", w)
+	}
+
+	// the audit trail: each notice decision once, the superseded lead days skipped
+	for _, c := range []struct {
+		u          adtest.User
+		act, skips []string
+	}{
+		{dom, []string{"password expired 0 day(s) ago"}, []string{"lead day 14", "lead day 7", "lead day 3", "lead day 1"}},
+		{pso, []string{"password expired 0 day(s) ago"}, []string{"lead day 14", "lead day 7", "lead day 3", "lead day 1"}},
+		{soon, []string{"password expires in 3 day(s)"}, []string{"lead day 14", "lead day 7"}},
+	} {
+		recs, err := audit.Last(ctx, conn.JS, audit.Query{User: c.u.GUID, Kinds: []string{"decision"}}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var acts, skips []string
+		for _, r := range recs {
+			if r.Rule != "expiry-notice" {
+				continue
+			}
+			detail, _, _ := strings.Cut(r.Detail, ",")
+			if r.Outcome == "act" {
+				acts = append(acts, detail)
+			} else {
+				skips = append(skips, strings.TrimSuffix(detail, " passed while a later one is already due"))
+			}
+		}
+		if fmt.Sprint(acts) != fmt.Sprint(c.act) || fmt.Sprint(skips) != fmt.Sprint(c.skips) {
+			t.Errorf("%s: notice decisions act %q skip %q, want act %q skip %q", c.u.SAM, acts, skips, c.act, c.skips)
+		}
+	}
+
+	// policy explain tells the same story, from the state and the notifier's ledger
+	explain := func(u adtest.User) string {
+		var b bytes.Buffer
+		if err := dispatch(ctx, []string{"policy", "explain", "--config", s.cfgPath, u.UPN}, &b, &b); err != nil {
+			t.Fatalf("policy explain %s: %v\n%s", u.UPN, err, b.String())
+		}
+		return b.String()
+	}
+	for _, c := range []struct {
+		u    adtest.User
+		want []string
+	}{
+		{dom, []string{"Entra account " + domID, "14d before", "[skipped: a later lead day was due at the same time",
+			"notice expired + require a password change in the cloud  [sent by email at", "from " + noticeSender + "; enforced]",
+			"Next: nothing more for this password", "Delivery: email to ", "notify time zone UTC (notify.default_time_zone); quiet hours none",
+			"Cloud: a password change is required (by expiry."}},
+		{pso, []string{"(PSO " + strings.TrimPrefix(strings.SplitN(psoDN, ",", 2)[0], "CN=") + ")", "[sent by email at"}},
+		{soon, []string{"7d before", "[skipped: a later lead day was due at the same time", "3d before", "[sent by email at",
+			"Next: 1d before at", "minus 1 x 24h, in 4", "Cloud: nothing pending"}},
+	} {
+		out := explain(c.u)
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("policy explain %s lacks %q:\n%s", c.u.SAM, w, out)
+			}
+		}
 	}
 }
 
