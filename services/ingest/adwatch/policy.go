@@ -180,13 +180,16 @@ type policyWatch struct {
 	// return (the bind account cannot read them), warned about once each,
 	// across sessions.
 	unreadable map[string]bool
+	// stale: resultant PSOs missing from the policy but readable when
+	// looked up (created since the last policy read); cleared at each read.
+	stale map[string]bool
 }
 
 // startPolicy reads the policy at session start. A policy that changed
 // while pwsync was down re-reads every user: who was affected is unknown.
 func (w *Watcher) startPolicy(ctx context.Context, c *ldap.Conn) error {
 	key := "policy." + strings.TrimPrefix(w.cfg.cursorKey(""), ".")
-	pw := &policyWatch{key: key, members: map[string]map[string]bool{}, unreadable: map[string]bool{}}
+	pw := &policyWatch{key: key, members: map[string]map[string]bool{}, unreadable: map[string]bool{}, stale: map[string]bool{}}
 	if w.pol != nil {
 		pw.unreadable = w.pol.unreadable
 	}
@@ -238,6 +241,7 @@ func (w *Watcher) checkPolicy(ctx context.Context, c *ldap.Conn) error {
 		return err
 	}
 	fp := next.fingerprint()
+	clear(w.pol.stale)
 	if fp == w.pol.saved.Fingerprint {
 		return nil
 	}
@@ -507,7 +511,7 @@ func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) (
 	for i := range users {
 		setExpiry(&users[i], p)
 		users[i].PolicyRev = w.policyRev
-		w.checkReadablePSO(users[i])
+		w.checkReadablePSO(c, users[i])
 	}
 	return users, nil
 }
@@ -517,14 +521,23 @@ func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) (
 // account cannot read the Password Settings Container (AD's default for
 // non-admins). The DC's computed expiry still applies; only the fallback
 // and the change watch of that PSO are blind. `pwsync doctor` checks it.
-func (w *Watcher) checkReadablePSO(u events.ADUser) {
-	if w.pol == nil || u.ResultantPSO == "" || w.pol.unreadable[strings.ToLower(u.ResultantPSO)] {
+func (w *Watcher) checkReadablePSO(c *ldap.Conn, u events.ADUser) {
+	key := strings.ToLower(u.ResultantPSO)
+	if w.pol == nil || key == "" || w.pol.unreadable[key] || w.pol.stale[key] {
 		return
 	}
 	if slices.ContainsFunc(w.pol.cur.PSOs, func(x pso) bool { return strings.EqualFold(x.DN, u.ResultantPSO) }) {
 		return
 	}
-	w.pol.unreadable[strings.ToLower(u.ResultantPSO)] = true
+	// A PSO created since the last policy read is readable, just not read
+	// yet: the next policy poll brings it (and re-reads its users).
+	res, err := c.Search(ldap.NewSearchRequest(u.ResultantPSO, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=msDS-PasswordSettings)", []string{"cn"}, nil))
+	if err == nil && len(res.Entries) == 1 {
+		w.pol.stale[key] = true
+		return
+	}
+	w.pol.unreadable[key] = true
 	w.log.Warn().Str("pso", u.ResultantPSO).Str("example_user", u.DN).Int("psos_read", len(w.pol.cur.PSOs)).
 		Msg("users carry msDS-ResultantPSO but the bind account cannot read that PSO: its changes are not watched and expiry " +
 			"falls back to nothing when msDS-UserPasswordExpiryTimeComputed is missing; grant the bind account read on " +
