@@ -112,6 +112,14 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 		AD: func(domain string) (campaign.ADWriter, error) {
 			return ad.pool(domain)
 		},
+		// evaluator.scope's break-glass accounts, read again while a campaign runs
+		BreakGlass: func(ctx context.Context, domain string) (*campaign.BreakGlass, error) {
+			r, err := svc.Resolver(domain)
+			if err != nil {
+				return nil, err
+			}
+			return r.BreakGlass(ctx)
+		},
 		Cfg: campaign.RunConfig{Concurrency: cc.Concurrency, ADConcurrency: cc.ADConcurrency, MaxAttempts: cc.MaxAttempts,
 			WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait}}
 	l := lease.New(leases, campaign.LeaseKey, holder, natsx.LeaseRenew, rlog)

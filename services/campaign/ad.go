@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -142,17 +143,124 @@ func (l *LDAP) Search(ctx context.Context, base, filter string) ([]ADUser, error
 			return fmt.Errorf("searching %s: %w", base, err)
 		}
 		for _, e := range res.Entries {
-			guid, err := events.GUIDString(e.GetRawAttributeValue("objectGUID"))
-			if err != nil {
-				continue // not a user object we can identify
+			if u, ok := adUser(e); ok { // else not a user object we can identify
+				out = append(out, u)
 			}
-			uac, _ := strconv.ParseInt(e.GetAttributeValue("userAccountControl"), 10, 64)
-			out = append(out, ADUser{DN: e.DN, GUID: guid, UPN: strings.ToLower(e.GetAttributeValue("userPrincipalName")),
-				Name: e.GetAttributeValue("displayName"), Disabled: uac&events.UACAccountDisable != 0})
 		}
 		return nil
 	})
 	return out, err
+}
+
+// GroupMembers implements ADDirectory: breadth first through the member
+// links (ranged retrieval for big groups), each member read with a base
+// search; groups nested in groups are followed once each. A group that does
+// not exist has no members (as the in-chain search of the preview would say).
+func (l *LDAP) GroupMembers(ctx context.Context, groupDN, userFilter string) ([]ADUser, error) {
+	var out []ADUser
+	seen := map[string]bool{strings.ToLower(groupDN): true}
+	queue := []string{groupDN}
+	memberFilter := "(|(objectClass=group)" + userFilter + ")"
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		members, err := l.members(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range members {
+			if seen[strings.ToLower(m)] {
+				continue
+			}
+			seen[strings.ToLower(m)] = true
+			var e *ldap.Entry
+			err := l.with(ctx, func(c *ldap.Conn) error {
+				res, err := c.Search(ldap.NewSearchRequest(m, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+					memberFilter, append([]string{"objectClass"}, adAttrs...), nil))
+				if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+					return nil
+				}
+				if err != nil {
+					return fmt.Errorf("reading %s, a member of %s: %w", m, g, err)
+				}
+				if len(res.Entries) == 1 {
+					e = res.Entries[0]
+				}
+				return nil
+			})
+			switch {
+			case err != nil:
+				return nil, err
+			case e == nil: // gone, or neither a group nor a user of the filter
+			case slices.ContainsFunc(e.GetAttributeValues("objectClass"), func(v string) bool { return strings.EqualFold(v, "group") }):
+				queue = append(queue, e.DN)
+			default:
+				if u, ok := adUser(e); ok {
+					out = append(out, u)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// members reads a group's member attribute, range by range (AD returns at
+// most MaxValRange values per read).
+func (l *LDAP) members(ctx context.Context, groupDN string) ([]string, error) {
+	var out []string
+	for lo := 0; ; {
+		attr := "member"
+		if lo > 0 {
+			attr = fmt.Sprintf("member;range=%d-*", lo)
+		}
+		next := -1
+		err := l.with(ctx, func(c *ldap.Conn) error {
+			res, err := c.Search(ldap.NewSearchRequest(groupDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+				"(objectClass=group)", []string{attr}, nil))
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading the members of %s: %w", groupDN, err)
+			}
+			if len(res.Entries) != 1 {
+				return nil
+			}
+			for _, a := range res.Entries[0].Attributes {
+				name := strings.ToLower(a.Name)
+				switch {
+				case name == "member":
+					out = append(out, a.Values...)
+				case strings.HasPrefix(name, "member;range="):
+					out = append(out, a.Values...)
+					if _, hi, ok := strings.Cut(strings.TrimPrefix(name, "member;range="), "-"); ok && hi != "*" {
+						if n, err := strconv.Atoi(hi); err == nil {
+							next = n + 1
+						}
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if next < 0 {
+			return out, nil
+		}
+		lo = next
+	}
+}
+
+// adUser reads a user entry (adAttrs); false when it has no usable objectGUID.
+func adUser(e *ldap.Entry) (ADUser, bool) {
+	guid, err := events.GUIDString(e.GetRawAttributeValue("objectGUID"))
+	if err != nil {
+		return ADUser{}, false
+	}
+	uac, _ := strconv.ParseInt(e.GetAttributeValue("userAccountControl"), 10, 64)
+	return ADUser{DN: e.DN, GUID: guid, UPN: strings.ToLower(e.GetAttributeValue("userPrincipalName")),
+		Name: e.GetAttributeValue("displayName"), Disabled: uac&events.UACAccountDisable != 0}, true
 }
 
 // ForceChange implements ADWriter: the helpdesk's "User must change

@@ -64,6 +64,7 @@ type world struct {
 	ou     string
 	scope  campaign.Scope
 	svc    *campaign.Service
+	runCfg func(*campaign.RunConfig) // adjusts runInProcess's runner
 }
 
 func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
@@ -107,6 +108,15 @@ func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
 			return r, nil
 		}}
 	return w
+}
+
+// breakGlass is the Runner's BreakGlass: the world's scope as it is now.
+func (w *world) breakGlass(ctx context.Context, domain string) (*campaign.BreakGlass, error) {
+	r, err := w.svc.Resolver(domain)
+	if err != nil {
+		return nil, err
+	}
+	return r.BreakGlass(ctx)
 }
 
 func newSimClient(authority, base, tenant, clientID, caFile string) *simClient {

@@ -18,7 +18,7 @@ type ReportRow struct {
 	DN         string               `json:"dn,omitempty"`
 	ObjectGUID string               `json:"object_guid,omitempty"`
 	CloudID    string               `json:"cloud_id,omitempty"`
-	Outcome    string               `json:"outcome"` // done | failed | pending
+	Outcome    string               `json:"outcome"` // done | failed | excluded | pending
 	Steps      map[Step]*StepResult `json:"steps"`
 }
 
@@ -68,6 +68,8 @@ func (s *Service) Report(ctx context.Context, id string) (Report, error) {
 				}
 			case r.Status == StatusFailed:
 				row.Outcome = StatusFailed
+			case r.Status == StatusExcluded && row.Outcome == StatusDone:
+				row.Outcome = StatusExcluded // became break-glass after the preview
 			}
 		}
 		rep.Users[i] = row

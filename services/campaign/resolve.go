@@ -28,6 +28,11 @@ type ADUser struct {
 // ADDirectory searches one AD domain (below base, with a complete filter).
 type ADDirectory interface {
 	Search(ctx context.Context, base, filter string) ([]ADUser, error)
+	// GroupMembers are the users (matching userFilter) of a group, nested
+	// membership included, found by following its member links: a few reads
+	// for a small group whatever the domain's size (break-glass groups are
+	// read again while a campaign runs).
+	GroupMembers(ctx context.Context, groupDN, userFilter string) ([]ADUser, error)
 }
 
 // Scope is what limits every campaign: the domain, evaluator.scope and the
@@ -94,24 +99,17 @@ func (r *Resolver) Resolve(ctx context.Context, spec Spec) (Resolution, error) {
 			return Resolution{}, fmt.Errorf("resolving exclude: %w", err)
 		}
 	}
-	breakGlass, err := r.breakGlassMembers(ctx)
+	bg, err := r.BreakGlass(ctx)
 	if err != nil {
 		return Resolution{}, err
-	}
-	bgUPN := map[string]bool{}
-	for _, u := range r.Scope.BreakGlassUPNs {
-		bgUPN[strings.ToLower(strings.TrimSpace(u))] = true
 	}
 
 	var res Resolution
 	res.Unmatched = unmatched
 	for key, c := range inc {
-		reason := ""
+		reason := bg.Reason(c.t) // always first: never written, whatever else says
 		switch {
-		case bgUPN[c.t.UPN]:
-			reason = ReasonBreakGlassUPN // always first: never written, whatever else says
-		case c.t.Kind == KindSynced && breakGlass[c.t.ObjectGUID]:
-			reason = ReasonBreakGlassGroup
+		case reason != "":
 		case exc[key] != nil:
 			reason = ReasonExcluded
 		case c.sources["disabled"] && !r.Scope.IncludeDisabled:
@@ -154,23 +152,48 @@ func (r *Resolver) inScope(dn string) bool {
 	return false
 }
 
-// breakGlassMembers are the objectGUIDs of the break-glass groups' members,
-// nested membership included (stricter than the evaluator's direct memberOf).
-func (r *Resolver) breakGlassMembers(ctx context.Context) (map[string]bool, error) {
-	out := map[string]bool{}
+// BreakGlass is who no campaign writes: evaluator.scope's break-glass UPNs
+// and the members of its break-glass groups, as they were when read.
+type BreakGlass struct {
+	UPNs  map[string]bool // lower case
+	GUIDs map[string]bool // objectGUIDs of the groups' members, nested membership included
+}
+
+// Reason says why t is a break-glass account, or "" when it is not.
+func (b *BreakGlass) Reason(t Target) string {
+	switch {
+	case b == nil:
+		return ""
+	case b.UPNs[t.UPN]:
+		return ReasonBreakGlassUPN
+	case t.Kind == KindSynced && b.GUIDs[t.ObjectGUID]:
+		return ReasonBreakGlassGroup
+	}
+	return ""
+}
+
+// BreakGlass reads the break-glass accounts now: the groups' members with
+// nested membership (stricter than the evaluator's direct memberOf). The
+// preview, the start and the runner each read it, so that an account made
+// break-glass after the preview is still never written.
+func (r *Resolver) BreakGlass(ctx context.Context) (*BreakGlass, error) {
+	b := &BreakGlass{UPNs: map[string]bool{}, GUIDs: map[string]bool{}}
+	for _, u := range r.Scope.BreakGlassUPNs {
+		b.UPNs[strings.ToLower(strings.TrimSpace(u))] = true
+	}
 	if r.AD == nil {
-		return out, nil
+		return b, nil
 	}
 	for _, g := range r.Scope.BreakGlassGroups {
-		users, err := r.AD.Search(ctx, r.Scope.BaseDN, andFilter(r.Scope.UserFilter, inChain(g)))
+		users, err := r.AD.GroupMembers(ctx, g, r.Scope.UserFilter)
 		if err != nil {
 			return nil, fmt.Errorf("reading break-glass group %s: %w", g, err)
 		}
 		for _, u := range users {
-			out[u.GUID] = true
+			b.GUIDs[u.GUID] = true
 		}
 	}
-	return out, nil
+	return b, nil
 }
 
 // collect resolves one selector to candidates by key; UPNs of its list that

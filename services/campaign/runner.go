@@ -51,6 +51,9 @@ type RunConfig struct {
 	RetryMax    time.Duration // default 30s
 	PollEvery   time.Duration // how often the runner looks for work and for pause/cancel (default 500ms)
 	StatsEvery  time.Duration // default 1s
+	// BreakGlassEvery: how often a run reads the break-glass accounts again
+	// (default 30s); every write is checked against the last read.
+	BreakGlassEvery time.Duration
 }
 
 func (c RunConfig) withDefaults() RunConfig {
@@ -73,6 +76,7 @@ func (c RunConfig) withDefaults() RunConfig {
 	defd(&c.RetryMax, 30*time.Second)
 	defd(&c.PollEvery, 500*time.Millisecond)
 	defd(&c.StatsEvery, time.Second)
+	defd(&c.BreakGlassEvery, 30*time.Second)
 	return c
 }
 
@@ -87,9 +91,14 @@ type Runner struct {
 	AD    func(domain string) (ADWriter, error) // nil: no AD
 	Pub   Publisher
 	Pacer *Pacer
-	Cfg   RunConfig
-	Log   zerolog.Logger
-	Now   func() time.Time
+	// BreakGlass reads the domain's break-glass accounts (Resolver.BreakGlass)
+	// when a run starts and every Cfg.BreakGlassEvery: an account that
+	// became break-glass after the preview is not written. A run does not
+	// start while it fails. nil: no check beyond the preview's (tests).
+	BreakGlass func(ctx context.Context, domain string) (*BreakGlass, error)
+	Cfg        RunConfig
+	Log        zerolog.Logger
+	Now        func() time.Time
 }
 
 func (r *Runner) now() time.Time {
@@ -163,6 +172,7 @@ type run struct {
 	samples  []rateSample
 	logged   time.Time
 	auditW   *audit.Writer
+	bg       atomic.Pointer[BreakGlass]
 }
 
 type rateSample struct {
@@ -189,6 +199,13 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 			return x.fail(parent, err)
 		}
 	}
+	if r.BreakGlass != nil {
+		bg, err := r.BreakGlass(parent, c.Spec.Domain)
+		if err != nil {
+			return fmt.Errorf("reading the break-glass accounts (nothing is written until it works): %w", err)
+		}
+		x.bg.Store(bg)
+	}
 	if err := x.load(parent); err != nil {
 		return err
 	}
@@ -200,9 +217,10 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var bg sync.WaitGroup
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); x.watchState(ctx, cancel) }()
 	go func() { defer bg.Done(); x.flushStats(ctx) }()
+	go func() { defer bg.Done(); x.watchBreakGlass(ctx) }()
 
 	var work sync.WaitGroup
 	for range r.Cfg.ADConcurrency {
@@ -219,6 +237,9 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	if parent.Err() != nil || x.graphOut.Load() > 0 || x.adOut.Load() > 0 {
 		return nil // paused, cancelled or stopped: a later run continues
 	}
+	if x.stats.Excluded > 0 {
+		log.Warn().Int("excluded", x.stats.Excluded).Msg("users became break-glass after the preview and were not written")
+	}
 	if x.stats.Failed > 0 {
 		x.alert(parent, "finished_with_failures", fmt.Sprintf("campaign %q finished: %d of %d users could not be reset "+
 			"(pwsync campaign report %s)", x.c.Spec.Name, x.stats.Failed, x.stats.Done+x.stats.Failed, id))
@@ -227,7 +248,11 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 		if c.State != StateRunning {
 			return nil
 		}
-		if err := c.move(StateDone, "runner", r.now().UTC(), fmt.Sprintf("%d done, %d failed", x.stats.Done, x.stats.Failed)); err != nil {
+		note := fmt.Sprintf("%d done, %d failed", x.stats.Done, x.stats.Failed)
+		if x.stats.Excluded > 0 {
+			note += fmt.Sprintf(", %d excluded (break-glass since the preview)", x.stats.Excluded)
+		}
+		if err := c.move(StateDone, "runner", r.now().UTC(), note); err != nil {
 			return err
 		}
 		c.FinishedAt = c.UpdatedAt
@@ -411,6 +436,8 @@ func (x *run) afterMustChange(ctx context.Context, idx int, res StepResult) {
 	}
 	it := &item{idx: idx, step: StepVerifyMustChange}
 	switch {
+	case res.Status == StatusExcluded:
+		x.record(ctx, it, StepResult{Status: StatusExcluded, At: x.r.now().UTC(), Detail: res.Detail})
 	case res.Status != StatusDone:
 		x.record(ctx, it, StepResult{Status: StatusSkipped, At: x.r.now().UTC(), Detail: "must_change " + res.Status + ": nothing to read back"})
 	case res.Verified:
@@ -463,17 +490,21 @@ func (x *run) progressOf(idx int) *Progress {
 // countUser adds a user whose steps are all terminal to the counters; x.mu
 // held or single-threaded.
 func (x *run) countUser(t Target, steps []Step, p *Progress) {
-	failed := false
+	failed, excluded := false, false
 	for _, st := range steps {
 		r := p.Steps[st]
 		if !r.Terminal() {
 			return
 		}
 		failed = failed || r.Status == StatusFailed
+		excluded = excluded || r.Status == StatusExcluded
 	}
-	if failed {
+	switch {
+	case failed:
 		x.stats.Failed++
-	} else {
+	case excluded:
+		x.stats.Excluded++
+	default:
 		x.stats.Done++
 	}
 }
@@ -481,8 +512,15 @@ func (x *run) countUser(t Target, steps []Step, p *Progress) {
 // notifyDue: the user gets a notice, its Graph steps have all ended, at
 // least one of them (if any) succeeded, and the notice is not recorded.
 func (x *run) notifyDue(t Target, p *Progress) bool {
+	due, _ := x.noticeState(t, p)
+	return due
+}
+
+// noticeState says whether the user's notice is due now, or will never be
+// (its Graph steps all ended and none succeeded: nothing to tell).
+func (x *run) noticeState(t Target, p *Progress) (due, never bool) {
 	if t.Kind != KindCloud || !x.c.Spec.Actions.Notify || p.Steps[StepNotify].Terminal() {
-		return false
+		return false, false
 	}
 	any, ok := false, false
 	for _, st := range x.c.StepsFor(t) {
@@ -492,11 +530,14 @@ func (x *run) notifyDue(t Target, p *Progress) bool {
 		any = true
 		r := p.Steps[st]
 		if !r.Terminal() {
-			return false
+			return false, false
 		}
 		ok = ok || r.Status == StatusDone
 	}
-	return !any || ok
+	if !any || ok {
+		return true, false
+	}
+	return false, true
 }
 
 // record stores one step's result. A terminal result ends the step's
@@ -526,16 +567,27 @@ func (x *run) put(ctx context.Context, it *item, res StepResult) bool {
 		res.Fallback, res.FallbackDone = it.fallback, slices.Clone(it.fbDone)
 	}
 	p.Steps[it.step] = &res
+	terminal := res.Terminal()
+	due := false
+	if terminal {
+		if it.step.Graph() {
+			var never bool
+			if due, never = x.noticeState(t, p); never {
+				// Nothing was done to tell the user of: the notice ends in
+				// the same record, so that the user is counted.
+				n := &StepResult{Status: StatusSkipped, At: res.At, Detail: "no write for this user succeeded: no notice"}
+				if res.Status == StatusExcluded {
+					n.Status, n.Detail = StatusExcluded, res.Detail
+				}
+				p.Steps[StepNotify] = n
+			}
+		}
+		x.countUser(t, x.c.StepsFor(t), p)
+	}
 	snap := Progress{Idx: p.Idx, Steps: make(map[Step]*StepResult, len(p.Steps))}
 	for k, v := range p.Steps {
 		c := *v
 		snap.Steps[k] = &c
-	}
-	terminal := res.Terminal()
-	due := false
-	if terminal {
-		x.countUser(t, x.c.StepsFor(t), p)
-		due = it.step.Graph() && x.notifyDue(t, p)
 	}
 	x.mu.Unlock()
 
@@ -614,6 +666,42 @@ func (x *run) backoff(attempts int) time.Duration {
 	return min(d, x.r.Cfg.RetryMax)
 }
 
+// watchBreakGlass reads the break-glass accounts again every
+// Cfg.BreakGlassEvery; a failed read keeps the last one (logged).
+func (x *run) watchBreakGlass(ctx context.Context) {
+	if x.r.BreakGlass == nil {
+		return
+	}
+	t := time.NewTicker(x.r.Cfg.BreakGlassEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			bg, err := x.r.BreakGlass(ctx, x.c.Spec.Domain)
+			if err != nil {
+				if ctx.Err() == nil {
+					x.log.Warn().Err(err).Msg("reading the break-glass accounts again failed; the last read still applies")
+				}
+				continue
+			}
+			x.bg.Store(bg)
+		}
+	}
+}
+
+// excluded records, instead of sending it, a step of a user who became
+// break-glass after the preview; it reports whether it did.
+func (x *run) excluded(ctx context.Context, it *item) bool {
+	reason := x.bg.Load().Reason(x.targets[it.idx])
+	if reason == "" {
+		return false
+	}
+	x.record(ctx, it, StepResult{Status: StatusExcluded, At: x.r.now().UTC(), Detail: reason + ", since the preview: not written"})
+	return true
+}
+
 // watchState cancels dispatching when the campaign leaves running.
 func (x *run) watchState(ctx context.Context, cancel func()) {
 	t := time.NewTicker(x.r.Cfg.PollEvery)
@@ -651,7 +739,7 @@ func (x *run) saveStats(ctx context.Context) {
 	now := x.r.now()
 	st := x.stats
 	st.Throttled = x.stats.Throttled
-	st.Remaining = st.Total - st.Done - st.Failed
+	st.Remaining = st.Total - st.Done - st.Failed - st.Excluded
 	st.Updated = now.UTC()
 	finished := st.Done + st.Failed
 	x.samples = append(x.samples, rateSample{at: now, finished: finished})

@@ -200,8 +200,15 @@ func (s *Service) Approve(ctx context.Context, id, by string) (Campaign, error) 
 }
 
 // Start moves a previewed (and, when needed, approved) campaign to running;
-// the runner picks it up.
+// the runner picks it up. The break-glass accounts are read again first: a
+// start is refused when that fails, and the users who became break-glass
+// since the preview are counted in the change log (the runner records them
+// as excluded and writes nothing for them).
 func (s *Service) Start(ctx context.Context, id, by string) (Campaign, error) {
+	note, err := s.breakGlassNote(ctx, id)
+	if err != nil {
+		return Campaign{}, err
+	}
 	return s.Store.Update(ctx, id, func(c *Campaign) error {
 		if c.State == StatePreviewed && c.NeedsApproval {
 			return fmt.Errorf("%w: %d users is above the approval threshold: a second person with the approver role must approve first",
@@ -210,12 +217,47 @@ func (s *Service) Start(ctx context.Context, id, by string) (Campaign, error) {
 		if c.State == StateApproved && strings.EqualFold(c.ApprovedBy, c.CreatedBy) {
 			return fmt.Errorf("%w: approved by its creator", ErrForbidden) // cannot happen through Approve; belt and braces
 		}
-		if err := c.move(StateRunning, by, s.now(), ""); err != nil {
+		if err := c.move(StateRunning, by, s.now(), note); err != nil {
 			return err
 		}
 		c.StartedBy, c.StartedAt = by, c.UpdatedAt
 		return nil
 	})
+}
+
+// breakGlassNote reads the break-glass accounts and says how many of a
+// campaign's targets are among them now ("" when none, or when the campaign
+// is not about to start).
+func (s *Service) breakGlassNote(ctx context.Context, id string) (string, error) {
+	c, _, err := s.Store.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if c.State != StatePreviewed && c.State != StateApproved {
+		return "", nil // the move below refuses it
+	}
+	r, err := s.Resolver(c.Spec.Domain)
+	if err != nil {
+		return "", err
+	}
+	bg, err := r.BreakGlass(ctx)
+	if err != nil {
+		return "", fmt.Errorf("start refused: %w", err)
+	}
+	targets, err := s.Store.Targets(ctx, id, c.Targets)
+	if err != nil {
+		return "", err
+	}
+	n := 0
+	for _, t := range targets {
+		if bg.Reason(t) != "" {
+			n++
+		}
+	}
+	if n == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("%d users became break-glass since the preview: not written (excluded in the report)", n), nil
 }
 
 // Pause stops dispatching new writes; in-flight ones finish and are recorded.

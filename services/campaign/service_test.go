@@ -33,10 +33,15 @@ func (w *world) runInProcessWith(id string, batch graph.Batcher, ad campaign.ADW
 	defer cancel()
 	r := &campaign.Runner{Store: w.store, Batch: batch, Pub: natsx.NewPublisher(w.conn.JS), Pacer: pacer,
 		Log: zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.InfoLevel),
-		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond, VerifyDelay: 50 * time.Millisecond}}
+		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond, VerifyDelay: 50 * time.Millisecond,
+			BreakGlassEvery: 100 * time.Millisecond}}
+	if w.runCfg != nil {
+		w.runCfg(&r.Cfg)
+	}
 	if ad != nil {
 		r.AD = func(string) (campaign.ADWriter, error) { return ad, nil }
 	}
+	r.BreakGlass = w.breakGlass
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	for ctx.Err() == nil {

@@ -61,6 +61,8 @@ func (x *run) dispatchGraph(ctx, parent context.Context, work *sync.WaitGroup) {
 			}
 		}
 		x.mu.Unlock()
+		// The last read of the break-glass accounts decides, before a slot is taken.
+		writes = slices.DeleteFunc(writes, func(it *item) bool { return x.excluded(parent, it) })
 
 		switch {
 		case len(notices) > 0:
@@ -485,6 +487,9 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 // republish after a restart a duplicate JetStream drops, and the
 // notifier's ledger (keyed by the campaign's start) sends it once.
 func (x *run) sendNotice(ctx context.Context, it *item) {
+	if x.excluded(ctx, it) {
+		return
+	}
 	t := x.targets[it.idx]
 	a := events.Action{
 		ID:        events.KeySafe(fmt.Sprintf("campaign.%s.%d.notify", x.c.ID, t.Idx)),
@@ -576,6 +581,9 @@ func (x *run) adStep(ctx context.Context, it *item) {
 			return
 		}
 		it.verify = false
+	}
+	if x.excluded(ctx, it) {
+		return
 	}
 	it.attempts++
 	at := x.r.now().UTC()

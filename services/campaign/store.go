@@ -232,6 +232,9 @@ const (
 	// StatusFallback: the must-change flag was missing on read-back; the
 	// fallback write named in Fallback is due (not sent yet).
 	StatusFallback = "fallback"
+	// StatusExcluded: not sent because the account became break-glass after
+	// the preview (Detail says which list); the user's outcome is "excluded".
+	StatusExcluded = "excluded"
 )
 
 // StepResult is what happened to one step of one user.
@@ -252,7 +255,7 @@ type StepResult struct {
 
 // Terminal reports whether the step needs nothing more.
 func (r *StepResult) Terminal() bool {
-	return r != nil && (r.Status == StatusDone || r.Status == StatusFailed || r.Status == StatusSkipped)
+	return r != nil && (r.Status == StatusDone || r.Status == StatusFailed || r.Status == StatusSkipped || r.Status == StatusExcluded)
 }
 
 // Progress is one user's record.
@@ -339,6 +342,9 @@ type Stats struct {
 	Total     int `json:"total"`
 	Done      int `json:"done"`   // every step done
 	Failed    int `json:"failed"` // some step failed for good
+	// Excluded: users not (fully) written because they became break-glass
+	// after the preview.
+	Excluded  int `json:"excluded,omitempty"`
 	Remaining int `json:"remaining"`
 	Writes    int `json:"writes"`    // Graph writes answered 2xx
 	Throttled int `json:"throttled"` // 429s seen
