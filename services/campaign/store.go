@@ -339,9 +339,9 @@ func (s *Store) Intents(ctx context.Context, id string) (map[string]Intent, erro
 
 // Stats are the run's counters.
 type Stats struct {
-	Total     int `json:"total"`
-	Done      int `json:"done"`   // every step done
-	Failed    int `json:"failed"` // some step failed for good
+	Total  int `json:"total"`
+	Done   int `json:"done"`   // every step done
+	Failed int `json:"failed"` // some step failed for good
 	// Excluded: users not (fully) written because they became break-glass
 	// after the preview.
 	Excluded  int `json:"excluded,omitempty"`
