@@ -21,7 +21,7 @@ docker:
 
 ## test: the whole suite, against a real Samba AD DC (installed and started when missing)
 test: samba-ad chromium vet check-pure
-	PWSYNC_REQUIRE_AD=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 20m ./...
+	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
 ## test-unit: everything that needs no AD (AD tests skip)
@@ -37,14 +37,19 @@ check-pure:
 	@! $(GO) list -deps ./services/evaluator/rules | grep -qE 'nats-io|rs/zerolog|net/http|go-ldap|msgraph' \
 		|| { echo "services/evaluator/rules must stay pure"; exit 1; }
 
-## fuzz: each fuzz target for a bounded time
+## fuzz: each fuzz target for a bounded time; prints each one's last progress line (elapsed, execs) and the total
 fuzz:
-	@set -e; for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	@set -e; out=$$(mktemp); trap 'rm -f $$out' EXIT; targets=0; execs=0; \
+	for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$spec/*_test.go | sed 's/func //'); do \
-			echo "fuzz $$spec $$f ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$spec >/dev/null || { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$spec; exit 1; }; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$spec >$$out 2>&1 || { cat $$out; echo "fuzz $$spec $$f: FAILED"; exit 1; }; \
+			last=$$(grep -o 'elapsed: .*, execs: [0-9]*' $$out | tail -1); \
+			test -n "$$last" || { cat $$out; echo "fuzz $$spec $$f: no progress line"; exit 1; }; \
+			echo "fuzz $$spec $$f: $$last"; \
+			targets=$$((targets + 1)); execs=$$((execs + $${last##*execs: })); \
 		done; \
-	done
+	done; \
+	echo "fuzz: $$targets targets, $$execs inputs in total, $(FUZZTIME) each"
 
 ## chromium: Debian's Chromium for the console's browser tests (chromedp)
 chromium:

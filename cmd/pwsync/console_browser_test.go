@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/csv"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -12,9 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 
 	"github.com/pwsync/pwsync/shared/adminapi"
@@ -51,11 +55,15 @@ func browser(t *testing.T, certFile string) context.Context {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelCtx(); cancelAlloc() })
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
+	if err := chromedp.Do(ctx, laptop()); err != nil { // starts the browser
 		t.Fatalf("starting chromium: %v", err)
 	}
 	return ctx
 }
+
+// laptop is the page area of a 1366x768 laptop screen under the browser's
+// own bars.
+func laptop() chromedp.Action[chromedp.Void] { return chromedp.EmulateViewport(1366, 680) }
 
 // waitJS waits until the JavaScript expression is truthy.
 func waitJS(t *testing.T, ctx context.Context, what, expr string) {
@@ -66,13 +74,42 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string) {
 	}
 }
 
-// screenshot saves the viewport (1366x768) to $PWSYNC_SCREENSHOTS_DIR
-// (docs/ when refreshing them) or a temp dir.
-func screenshot(t *testing.T, ctx context.Context, name string) {
+// clickJS clicks the first element of the CSS selector whose text is
+// text, as soon as there is one, in one step of the page's own thread (a
+// live table may replace its rows between a separate find and click).
+func clickJS(t *testing.T, ctx context.Context, what, selector, text string) {
+	t.Helper()
+	waitJS(t, ctx, what, fmt.Sprintf(`(() => { const a = [...document.querySelectorAll(%s)].find(a => a.textContent === %s); if (a) a.click(); return !!a })()`,
+		strconv.Quote(selector), strconv.Quote(text)))
+}
+
+// screenshot saves the page to $PWSYNC_SCREENSHOTS_DIR (docs/ when
+// refreshing them) or a temp dir, scrolled to the top with nothing focused:
+// the laptop-sized viewport or, with full, the whole page.
+func screenshot(t *testing.T, ctx context.Context, name string, full bool) {
 	t.Helper()
 	dir := os.Getenv("PWSYNC_SCREENSHOTS_DIR")
 	if dir == "" {
 		dir = t.TempDir()
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); return true })()`)); err != nil {
+		t.Fatal(err)
+	}
+	if full {
+		// A viewport as tall as the page, so that fixed elements (the status
+		// line) sit at its bottom, not in the middle of the picture.
+		height, err := chromedp.Run(ctx, chromedp.Evaluate[int64](`document.documentElement.scrollHeight`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(1366, height)); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := chromedp.Do(ctx, laptop()); err != nil {
+				t.Fatal(err)
+			}
+		}()
 	}
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
@@ -116,28 +153,58 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitJS(t, ctx, "signed in", `document.getElementById('who').textContent.includes('e2e-operator')`)
 		waitJS(t, ctx, "the live view", `!!document.getElementById('live-table')`)
 	})
+	liveRows := `[...document.querySelectorAll('#live-table tbody tr:not(.placeholder)')]`
 	t.Run("helpdesk reset appears in the live view", func(t *testing.T) {
+		// The DC is shared by concurrent tests: their users' events fill the
+		// feed. The filter (server-side) keeps alice's story on screen.
+		if err := do(ctx, chromedp.WaitVisible(chromedp.ID("live-user")), chromedp.SendKeys(chromedp.ID("live-user"), alice.UPN),
+			chromedp.Click(chromedp.CSS(`#live-filter button[type=submit]`))); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, ctx, "the filter applied", fmt.Sprintf(`document.getElementById('live-filter-state').textContent.includes(%s) && decodeURIComponent(location.hash) === %s`,
+			js(alice.UPN), js("#live/"+alice.UPN)))
 		s.dc.ForceChange(t, alice.DN)
 		s.waitWrites(t, aliceID, []string{"PATCH force=true 204"}, 0)
-		waitJS(t, ctx, "the AD event", fmt.Sprintf(`[...document.querySelectorAll('#live-table tbody tr')].some(r => r.textContent.includes(%s) && r.textContent.includes('must change'))`, js(alice.UPN)))
-		waitJS(t, ctx, "the action outcome", fmt.Sprintf(`[...document.querySelectorAll('#live-table tbody tr')].some(r => r.textContent.includes(%s) && r.textContent.includes('require_password_change') && r.textContent.includes('ok'))`, js(alice.UPN)))
-		waitJS(t, ctx, "the latency point", `/[1-9]\d* Graph write/.test(document.getElementById('latency-summary').textContent)`)
-		screenshot(t, ctx, "console-live.png")
+		waitJS(t, ctx, "the AD event", fmt.Sprintf(liveRows+`.some(r => r.textContent.includes(%s) && r.textContent.includes('AD user changed: must change at next logon'))`, js(alice.UPN)))
+		waitJS(t, ctx, "the action outcome", fmt.Sprintf(liveRows+`.some(r => r.textContent.includes(%s) && r.textContent.includes('require_password_change') && r.textContent.includes('ok'))`, js(alice.UPN)))
+		waitJS(t, ctx, "the latency point", `/^[1-9]\d* Graph writes?;/.test(document.getElementById('latency-summary').textContent)`)
+		// Only alice's rows: bob's and carol's creation (and other tests'
+		// users) are filtered out.
+		waitJS(t, ctx, "only alice's rows", fmt.Sprintf(liveRows+`.every(r => r.querySelector('a') && r.querySelector('a').textContent === %s)`, js(alice.UPN)))
+		screenshot(t, ctx, "console-live.png", false)
 	})
 	t.Run("user timeline", func(t *testing.T) {
-		// The DC is shared: other tests' users pass by too; open alice's link.
-		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`(() => { [...document.querySelectorAll('#live-table a')].find(a => a.textContent === %s).click(); return true })()`, js(alice.UPN)))); err != nil {
-			t.Fatal(err)
-		}
+		clickJS(t, ctx, "alice's link in the live view", "#live-table a", alice.UPN)
 		waitJS(t, ctx, "the timeline", `!!document.getElementById('timeline') && document.getElementById('timeline').textContent.includes('require_password_change')`)
 		waitJS(t, ctx, "the joined cloud account", fmt.Sprintf(`document.getElementById('user-detail').textContent.includes(%s)`, js(aliceID)))
-		screenshot(t, ctx, "console-user.png")
-		// Search by name.
-		if err := do(ctx, chromedp.Navigate(a.URL()+"/#user"), chromedp.WaitVisible(chromedp.ID("user-q")),
-			chromedp.SendKeys(chromedp.ID("user-q"), "con-bob"), chromedp.Click(chromedp.CSS(`form[role=search] button`))); err != nil {
-			t.Fatal(err)
+		// event -> rule -> action -> Graph answer reads in one row each.
+		waitJS(t, ctx, "the event column", `[...document.querySelectorAll('#timeline tbody tr')].some(r => r.cells[1].textContent.startsWith('AD change, USN ') && r.cells[3].textContent.includes('forced-change'))`)
+		// Pending in words, not an action ID.
+		waitJS(t, ctx, "the pending change in words", fmt.Sprintf(`(t => t.includes('forced-change rule') && !t.includes(%s))(document.getElementById('user-pending').textContent)`, js(alice.GUID)))
+		screenshot(t, ctx, "console-user.png", true)
+
+		search := func(q string) {
+			t.Helper()
+			// From #user to #user is no navigation: the field keeps its text.
+			if err := do(ctx, chromedp.Navigate(a.URL()+"/#user"), chromedp.WaitVisible(chromedp.ID("user-q"))); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { document.getElementById('user-q').value = ''; document.getElementById('user-results').replaceChildren(); return true })()`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := do(ctx, chromedp.SendKeys(chromedp.ID("user-q"), q), chromedp.Click(chromedp.CSS(`form[role=search] button`))); err != nil {
+				t.Fatal(err)
+			}
 		}
+		// By name.
+		search("con-bob")
 		waitJS(t, ctx, "the search result", fmt.Sprintf(`document.getElementById('user-results').textContent.includes(%s)`, js(bob.UPN)))
+		// A part of a UPN with "@" is a search too, not a user page that 404s.
+		search(strings.TrimSuffix(bob.UPN, ".test"))
+		waitJS(t, ctx, "the partial UPN's result", fmt.Sprintf(`location.hash === '#user' && document.getElementById('user-results').textContent.includes(%s)`, js(bob.UPN)))
+		// The whole UPN (in any case) opens the user.
+		search(strings.ToUpper(bob.UPN))
+		waitJS(t, ctx, "bob's page", fmt.Sprintf(`decodeURIComponent(location.hash) === %s && (document.getElementById('user-name')||{textContent: ''}).textContent.includes(%s)`, js("#user/"+bob.UPN), js(bob.UPN)))
 	})
 	t.Run("policy and explain", func(t *testing.T) {
 		if err := do(ctx, chromedp.Navigate(a.URL()+"/#policy"), chromedp.WaitVisible(chromedp.ID("explain-upn")),
@@ -146,29 +213,38 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		waitJS(t, ctx, "the rules", `!document.getElementById('policy-text').textContent.includes('Loading')`)
 		waitJS(t, ctx, "the explanation", `document.getElementById('explain-text').textContent.includes('Scope:')`)
-		screenshot(t, ctx, "console-policy.png")
+		// A usable input; long explanation lines wrap instead of running off.
+		waitJS(t, ctx, "a wide input", `document.getElementById('explain-upn').offsetWidth >= 320`)
+		waitJS(t, ctx, "wrapped text", `(p => p.scrollWidth <= p.clientWidth)(document.getElementById('explain-text'))`)
+		screenshot(t, ctx, "console-policy.png", false)
 	})
 	t.Run("campaign from preview through a second person's approval to report", func(t *testing.T) {
-		var status int
+		// Campaigns are on by default: the API must be there.
 		if err := a.client(t, a.Viewer).Do(context.Background(), "GET", "/api/v1/campaigns", nil, nil); err != nil {
-			status = -1
+			t.Fatalf("the campaign API: %v", err)
 		}
-		if status != 0 {
-			t.Skip("the campaign API is not served by this build")
-		}
-		if err := do(ctx, chromedp.Navigate(a.URL()+"/#campaigns"), chromedp.WaitVisible(chromedp.ID("c-name")),
-			chromedp.SendKeys(chromedp.ID("c-name"), "browser test"), chromedp.SendKeys(chromedp.ID("c-reason"), "INC-1"),
-			chromedp.SendKeys(chromedp.ID("c-upns"), bob.UPN+"\n"+carol.UPN+"\nnobody@example.test"), chromedp.Click(chromedp.ID("c-create"))); err != nil {
+		downloads := t.TempDir()
+		if _, err := chromedp.Call(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+			Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads}); err != nil {
 			t.Fatal(err)
 		}
-		waitJS(t, ctx, "the preview", `(document.getElementById('c-state')||{}).textContent === 'previewed' && document.getElementById('c-unmatched').textContent.includes('nobody@example.test')`)
+		// The OU's DN holds commas: one line is one DN. Alice is in the OU
+		// and excluded by UPN.
+		if err := do(ctx, chromedp.Navigate(a.URL()+"/#campaigns"), chromedp.WaitVisible(chromedp.ID("c-name")),
+			chromedp.SendKeys(chromedp.ID("c-name"), "browser test"), chromedp.SendKeys(chromedp.ID("c-reason"), "INC-1"),
+			chromedp.SendKeys(chromedp.ID("c-ous"), s.ou), chromedp.SendKeys(chromedp.ID("c-upns"), "nobody@example.test"),
+			chromedp.SendKeys(chromedp.ID("c-x_upns"), alice.UPN), chromedp.Click(chromedp.ID("c-create"))); err != nil {
+			t.Fatal(err)
+		}
+		waitJS(t, ctx, "the preview", `(document.getElementById('c-state')||{}).textContent === 'previewed' && (document.getElementById('c-unmatched')||{textContent: ''}).textContent.includes('nobody@example.test')`)
 		// Plural-aware sentences, no dangling separators.
-		const wantPreview = "2 users selected: 2 synced. Steps: AD must-change (pwdLastSet=0) for 2 users. Nobody excluded. 1 UPN matched nobody."
+		const wantPreview = "2 users selected: 2 synced. Steps: AD must-change (pwdLastSet=0) for 2 users. 1 left out: 1 excluded by the campaign's exclude selector. 1 UPN matched nobody."
 		waitJS(t, ctx, "the preview counts", fmt.Sprintf(`document.getElementById('c-preview-counts').textContent === %s`, js(wantPreview)))
+		waitJS(t, ctx, "alice excluded", fmt.Sprintf(`document.getElementById('c-excluded').textContent.includes(%s)`, js(alice.UPN)))
 		// Above the threshold: the creator (who holds the approver role too)
 		// sees a disabled Approve and no Start; the server refuses as well.
 		waitJS(t, ctx, "the creator's approve refused", `document.getElementById('c-approve').disabled && !document.getElementById('c-start') && document.getElementById('c-approve-why').textContent.includes('another person')`)
-		screenshot(t, ctx, "console-campaign-preview.png")
+		screenshot(t, ctx, "console-campaign-preview.png", true)
 		id, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash.split('/')[1]`))
 		if err != nil || id == "" {
 			t.Fatalf("campaign id from %q: %v", id, err)
@@ -197,16 +273,53 @@ func TestConsoleInBrowser(t *testing.T) {
 		// The operator starts it.
 		signInAs(a.Operator, "e2e-operator")
 		waitJS(t, ctx, "the start button", `!!document.getElementById('c-start')`)
+		// Polls rebuild nothing while the state holds: the same node stays,
+		// so keyboard focus on it survives them.
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => { window.__start = document.getElementById('c-start'); window.__start.focus(); return true })()`)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3500 * time.Millisecond) // more than one poll (3 s before the start)
+		waitJS(t, ctx, "focus kept across polls", `document.activeElement === window.__start && document.getElementById('c-start') === window.__start`)
 		if err := do(ctx, chromedp.Click(chromedp.ID("c-start"))); err != nil {
 			t.Fatal(err)
 		}
 		waitJS(t, ctx, "the campaign to finish", `(document.getElementById('c-state')||{}).textContent === 'done'`)
-		waitJS(t, ctx, "two users done", `document.getElementById('c-counts').textContent.startsWith('2 done, 0 failed, 0 remaining of 2. 0 Graph writes, 2 LDAP writes.')`)
+		waitJS(t, ctx, "two users done", `document.getElementById('c-counts').textContent === '2 done, 0 failed, 0 remaining of 2. 0 Graph writes, 2 LDAP writes.'`)
 		if err := do(ctx, chromedp.Click(chromedp.ID("c-report-csv"))); err != nil {
 			t.Fatal(err)
 		}
 		waitJS(t, ctx, "the report download", `document.getElementById('status').textContent.includes('.csv')`)
-		screenshot(t, ctx, "console-campaign.png")
+		screenshot(t, ctx, "console-campaign.png", true)
+
+		// The file the browser saved: one done AD must-change row for bob
+		// and one for carol, none for alice.
+		file := filepath.Join(downloads, "campaign-"+id+".csv")
+		var data []byte
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if data, err = os.ReadFile(file); err == nil && len(data) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				ents, _ := os.ReadDir(downloads)
+				t.Fatalf("no %s downloaded (dir: %v): %v", file, ents, err)
+			}
+		}
+		rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+		if err != nil || len(rows) < 1 {
+			t.Fatalf("report CSV: %v\n%s", err, data)
+		}
+		col := map[string]int{}
+		for i, h := range rows[0] {
+			col[h] = i
+		}
+		got := map[string]string{}
+		for _, r := range rows[1:] {
+			got[r[col["upn"]]] += fmt.Sprintf("%s %s %s;", r[col["step"]], r[col["status"]], r[col["outcome"]])
+		}
+		want := map[string]string{bob.UPN: "ad_must_change done done;", carol.UPN: "ad_must_change done done;"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("report rows by UPN: %v, want %v\n%s", got, want, data)
+		}
 	})
 }
 
