@@ -1,8 +1,11 @@
 package main
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,4 +82,99 @@ func TestRenderAndUpdateKeepTheRest(t *testing.T) {
 	if strings.Count(twice, beginMarker) != 1 || !strings.Contains(twice, "19.0 ms") || strings.Contains(twice, "20.9 ms") || !strings.HasSuffix(twice, "kept\n") {
 		t.Fatalf("replace:\n%s", twice)
 	}
+}
+
+// TestEveryBenchmarkReports: `make bench` writes down every benchmark of
+// the repository. A Benchmark function is covered when a //benchreport:
+// directive of its package selects it with -bench, when the package's
+// tests call it (a report test runs it against its baseline), or when its
+// doc comment says "Reported by TestX" and a directive of the package runs
+// TestX (a report built from the same operations).
+func TestEveryBenchmarkReports(t *testing.T) {
+	root := filepath.Join("..", "..")
+	jobs, err := discover(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	benchRE := map[string][]*regexp.Regexp{} // package dir -> its -bench patterns
+	runRE := map[string][]*regexp.Regexp{}   // package dir -> its -run patterns
+	for _, j := range jobs {
+		for i, a := range j.Args {
+			if i+1 < len(j.Args) && (a == "-bench" || a == "-run") {
+				m := map[string]map[string][]*regexp.Regexp{"-bench": benchRE, "-run": runRE}[a]
+				m[j.Dir] = append(m[j.Dir], regexp.MustCompile(j.Args[i+1]))
+			}
+		}
+	}
+	reportedBy := regexp.MustCompile(`(?m)^// Reported by (Test\w+)`)
+	funcRE := regexp.MustCompile(`(?m)^func (Benchmark\w+)\(`)
+	found := 0
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, "_test.go") {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		dir, _ := filepath.Rel(root, filepath.Dir(p))
+		for _, m := range funcRE.FindAllStringSubmatchIndex(string(data), -1) {
+			name := string(data[m[2]:m[3]])
+			found++
+			matches := func(res []*regexp.Regexp, s string) bool {
+				return slices.ContainsFunc(res, func(re *regexp.Regexp) bool { return re.MatchString(s) })
+			}
+			if matches(benchRE[dir], name) || calledIn(t, filepath.Dir(p), name) {
+				continue
+			}
+			if r := reportedBy.FindStringSubmatch(docComment(string(data[:m[0]]))); r != nil && matches(runRE[dir], r[1]) {
+				continue
+			}
+			t.Errorf("%s: %s is in no //benchreport: directive (-bench) and no report test of %s calls it: `make bench` would not write it down", p, name, dir)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found == 0 {
+		t.Fatal("no Benchmark functions found: the walk is broken")
+	}
+}
+
+// calledIn says whether a _test.go file of dir uses name other than in its
+// definition and comments.
+func calledIn(t *testing.T, dir, name string) bool {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	use := regexp.MustCompile(`\b` + name + `\b`)
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			l := strings.TrimSpace(line)
+			if strings.HasPrefix(l, "//") || strings.HasPrefix(l, "func "+name+"(") {
+				continue
+			}
+			if use.MatchString(l) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// docComment is the comment block that ends src (the lines just above a func).
+func docComment(src string) string {
+	lines := strings.Split(strings.TrimRight(src, "\n"), "\n")
+	i := len(lines)
+	for i > 0 && strings.HasPrefix(lines[i-1], "//") {
+		i--
+	}
+	return strings.Join(lines[i:], "\n")
 }

@@ -15,7 +15,7 @@ const testSecret = "s3cret-value"
 
 // env is a running simulator with a client and a token.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *Server
 	hc    *http.Client
 	token string

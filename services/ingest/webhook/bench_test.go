@@ -37,6 +37,7 @@ func shapeName(senders, batch int) string { return fmt.Sprintf("batch=%d/senders
 // the real handler: net/http on loopback, HTTP/1.1 keep-alive clients, the
 // embedded JetStream with file storage. One op is one POST. publisher=async
 // is the production path, publisher=natsx a plain Publisher for comparison.
+// Reported by TestThroughputReport (the same operations, alternating rounds).
 func BenchmarkWebhookIngest(b *testing.B) {
 	for _, pub := range []string{"async", "natsx"} {
 		for _, s := range benchShapes {
@@ -51,6 +52,7 @@ func BenchmarkWebhookIngest(b *testing.B) {
 
 // BenchmarkHTTPFloor is net/http alone with the same clients and bodies: a
 // handler that reads the body and answers 202. The webhook cannot be faster.
+// Reported by TestThroughputReport (the same operations, alternating rounds).
 func BenchmarkHTTPFloor(b *testing.B) {
 	for _, s := range benchShapes {
 		b.Run(shapeName(s.senders, s.batch), func(b *testing.B) {
@@ -61,6 +63,7 @@ func BenchmarkHTTPFloor(b *testing.B) {
 
 // BenchmarkBareJetStreamPublish is the ceiling: the same envelopes published
 // straight to JetStream with a Nats-Msg-Id; one op is one batch (see bareOp).
+// Reported by TestThroughputReport (the same operations, alternating rounds).
 func BenchmarkBareJetStreamPublish(b *testing.B) {
 	for _, s := range benchShapes {
 		b.Run(shapeName(s.senders, s.batch), func(b *testing.B) {

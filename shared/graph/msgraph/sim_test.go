@@ -6,10 +6,14 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/graphsim"
@@ -375,7 +380,11 @@ func TestBatch(t *testing.T) {
 }
 
 // TestPatchLatency measures one SetForceChange round trip through the SDK.
-// Set MSGRAPH_LATENCY=N to run it with N calls.
+// Set MSGRAPH_LATENCY=N to run it with N calls. Its baseline for `make
+// bench`: the same PATCH sent N times with net/http alone (same simulator,
+// same TLS, a token fetched once), what the SDK's client stack adds to.
+//
+// benchreport: MSGRAPH_LATENCY=200 -run ^TestPatchLatency$
 func TestPatchLatency(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("MSGRAPH_LATENCY"))
 	if n <= 0 {
@@ -407,6 +416,66 @@ func TestPatchLatency(t *testing.T) {
 	}
 	slices.Sort(srv)
 	t.Logf("simulator-side handling of the same PATCHes: p50 %v", srv[len(srv)/2])
+
+	raw := rawPatchLatency(t, s, n)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	for _, p := range []struct {
+		name string
+		i    int
+	}{{"p50", n / 2}, {"p99", n * 99 / 100}} {
+		benchreport.Emit(benchreport.Figure{Name: "msgraph_patch_" + p.name, Unit: "ms", Better: "lower",
+			Desc:  fmt.Sprintf("SetForceChange through msgraph-sdk-go against the simulator, %s of %d", p.name, n),
+			Value: ms(d[p.i]), Baseline: ms(raw[p.i]), BaselineName: "the same PATCH with bare net/http"})
+	}
+}
+
+// rawPatchLatency sends the SDK's PATCH n times with net/http alone and
+// returns the sorted round trips.
+func rawPatchLatency(t *testing.T, s *graphsim.Server, n int) []time.Duration {
+	t.Helper()
+	hc := s.HTTPClient()
+	resp, err := hc.PostForm(s.AuthorityHost()+s.TenantID()+"/oauth2/v2.0/token", url.Values{
+		"grant_type": {"client_credentials"}, "client_id": {s.ClientID()}, "client_secret": {secret},
+		"scope": {"https://graph.microsoft.com/.default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if err != nil || tok.AccessToken == "" {
+		t.Fatalf("token: %v", err)
+	}
+	patch := func(force bool) time.Duration {
+		body := fmt.Sprintf(`{"passwordProfile":{"forceChangePasswordNextSignIn":%t,"forceChangePasswordNextSignInWithMfa":false}}`, force)
+		req, err := http.NewRequestWithContext(ctx(t), http.MethodPatch, s.GraphBaseURL()+"/users/"+cloudID, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		req.Header.Set("Content-Type", "application/json")
+		start := time.Now()
+		r, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		took := time.Since(start)
+		if r.StatusCode != http.StatusNoContent {
+			t.Fatalf("raw PATCH: %d", r.StatusCode)
+		}
+		return took
+	}
+	patch(false) // warm the connection
+	d := make([]time.Duration, n)
+	for i := range d {
+		d[i] = patch(i%2 == 0)
+	}
+	slices.Sort(d)
+	return d
 }
 
 // selfSigned returns a certificate PEM (for the simulator) and a PEM bundle
