@@ -1082,13 +1082,14 @@ func TestFaultJetStreamStoreFails(t *testing.T) {
 			waitFor(t, 30*time.Second, "the log to say why", func() bool {
 				return s.logCount("jetstream store cannot be written") > 0 && s.logCount(tc.cause) > 0
 			})
+			// Made while the store is failing. An unwritable directory fails
+			// each stream when it next opens a block file, not all at once:
+			// this change may still pass through a stream whose file is open
+			// (and be written now), or wait in AD until the restart. Either
+			// way it is written exactly once, asserted after the restart.
 			s.dc.ForceChange(t, u.DN)
 			time.Sleep(5 * time.Second) // what a write would need; the fault's window, not an assertion
 			during := s.writes(id)
-			if tc.name == "unwritable" && len(during) != 0 {
-				// JetStream is down: nothing can pass.
-				t.Errorf("written while JetStream was down: %v", during)
-			}
 
 			tc.remove(t, natsDir)
 			_ = p.cmd.Process.Signal(syscall.SIGTERM)

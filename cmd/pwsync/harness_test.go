@@ -368,7 +368,11 @@ func (s *stack) spawnProcess(t testing.TB) *proc {
 
 func (s *stack) waitReady(t testing.TB, done <-chan error) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	// The first full sync reads the whole shared DC (adtest's 5,000-user
+	// bulk OU too) while other packages use it: seconds alone, a minute or
+	// more on a busy 2-core box.
+	const readyWait = 3 * time.Minute
+	deadline := time.Now().Add(readyWait)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
@@ -387,7 +391,7 @@ func (s *stack) waitReady(t testing.TB, done <-chan error) {
 	}
 	s.dumpLog(t)
 	_, why := s.readyz()
-	t.Fatalf("pwsync not ready after 60s; /readyz:\n%s", why)
+	t.Fatalf("pwsync not ready after %s; /readyz:\n%s", readyWait, why)
 }
 
 func (s *stack) dumpLog(t testing.TB) {

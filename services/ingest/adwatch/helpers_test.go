@@ -176,6 +176,11 @@ func start(t testing.TB, cfg Config, sink Sink, cursors Cursors, log zerolog.Log
 	return &running{w: w, stop: stop}
 }
 
+// fullSyncWait bounds a full sync of the test DC: the shared DC holds
+// adtest's 5,000-user bulk OU and other tests' users, and 2-core CI boxes
+// run other packages against it at the same time.
+const fullSyncWait = 3 * time.Minute
+
 // waitReady waits until the watcher's first sync is done.
 func (r *running) waitReady(t testing.TB, timeout time.Duration) {
 	t.Helper()

@@ -127,7 +127,7 @@ func TestPolicyChangesReevaluateUsers(t *testing.T) {
 	cfg.PollInterval, cfg.PolicyInterval = 200*time.Millisecond, 100*time.Millisecond
 	sink := &recSink{}
 	r := start(t, cfg, sink, newMemCursors(), testLogger(t))
-	r.waitReady(t, 60*time.Second)
+	r.waitReady(t, fullSyncWait)
 
 	is := func(u adtest.User) func(events.ADUser) bool {
 		return func(x events.ADUser) bool { return x.ObjectGUID == u.GUID }

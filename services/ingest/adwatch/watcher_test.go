@@ -31,7 +31,7 @@ func TestFullSyncPublishesEveryUser(t *testing.T) {
 	cfg := dcConfig(dc)
 	cfg.PageSize = 7 // several pages even in a small domain
 	r := start(t, cfg, sink, cursors, testLogger(t))
-	r.waitReady(t, 60*time.Second)
+	r.waitReady(t, fullSyncWait)
 
 	got := map[string]events.ADUser{}
 	for _, u := range sink.under(ou, nil) {
@@ -83,7 +83,7 @@ func TestSeededMembershipAndPSO(t *testing.T) {
 	}
 	sink := &recSink{}
 	r := start(t, dcConfig(dc), sink, newMemCursors(), testLogger(t))
-	r.waitReady(t, 60*time.Second)
+	r.waitReady(t, fullSyncWait)
 	p, _ := sink.waitFor(t, 0, time.Second, "alice", func(u events.ADUser) bool { return u.DN == alice })
 	if !strings.HasPrefix(p.user.ResultantPSO, "CN=PSO-Privileged,") || len(p.user.MemberOf) == 0 ||
 		!strings.HasPrefix(p.user.MemberOf[0], "CN=Privileged-Users,") {
@@ -111,7 +111,7 @@ func TestChangesArePublished(t *testing.T) {
 			cfg := dcConfig(dc)
 			cfg.Notifications, cfg.PollInterval = tt.notifications, tt.poll
 			r := start(t, cfg, sink, newMemCursors(), testLogger(t))
-			r.waitReady(t, 60*time.Second)
+			r.waitReady(t, fullSyncWait)
 			sink.waitFor(t, 0, 5*time.Second, "full state", func(x events.ADUser) bool { return x.ObjectGUID == u.GUID })
 			if tt.notifications {
 				r.waitNotifying(t, 10*time.Second)
@@ -146,7 +146,7 @@ func TestMustChangeResetEndsOnFinalState(t *testing.T) {
 	cfg := dcConfig(dc)
 	cfg.PollInterval = 200 * time.Millisecond
 	r := start(t, cfg, sink, newMemCursors(), testLogger(t))
-	r.waitReady(t, 60*time.Second)
+	r.waitReady(t, fullSyncWait)
 	time.Sleep(300 * time.Millisecond)
 	from := sink.len()
 
@@ -178,7 +178,7 @@ func TestDeletedUserIsPublished(t *testing.T) {
 			cfg := dcConfig(dc)
 			cfg.Mode, cfg.PollInterval = mode, 200*time.Millisecond
 			r := start(t, cfg, sink, newMemCursors(), testLogger(t))
-			r.waitReady(t, 60*time.Second)
+			r.waitReady(t, fullSyncWait)
 			from := sink.len()
 
 			dc.Delete(t, u.DN)
@@ -206,7 +206,7 @@ func TestRestartResumesFromSavedCursor(t *testing.T) {
 
 			first := &recSink{}
 			r1 := start(t, cfg, first, cursors, testLogger(t))
-			r1.waitReady(t, 60*time.Second)
+			r1.waitReady(t, fullSyncWait)
 			dc.ForceChange(t, a.DN) // a change seen by the first run only
 			first.waitFor(t, 0, 5*time.Second, "first run's change", func(x events.ADUser) bool {
 				return x.ObjectGUID == a.GUID && x.PwdLastSet == 0
@@ -249,7 +249,7 @@ func TestUSNModeBelowAnOU(t *testing.T) {
 			cfg := dcConfig(dc)
 			cfg.Mode, cfg.BaseDN, cfg.PollInterval = mode, ou, 200*time.Millisecond
 			r := start(t, cfg, sink, cursors, testLogger(t))
-			r.waitReady(t, 30*time.Second)
+			r.waitReady(t, fullSyncWait)
 			got, _ := sink.snapshot()
 			if len(got) != len(users) {
 				t.Fatalf("full sync below %s published %d users, want %d", ou, len(got), len(users))
@@ -305,7 +305,7 @@ func TestTransportSecurity(t *testing.T) {
 			cfg.Mode, cfg.BaseDN = ModeUSN, ou
 			tt.edit(&cfg)
 			r := start(t, cfg, sink, newMemCursors(), testLogger(t))
-			r.waitReady(t, 30*time.Second)
+			r.waitReady(t, fullSyncWait)
 			sink.waitFor(t, 0, time.Second, "user", func(x events.ADUser) bool { return x.ObjectGUID == u.GUID })
 			// Samba also takes simple binds in clear: check the connection itself
 			c, err := r.w.dial()
@@ -387,10 +387,14 @@ func TestUnusableCursorMeansFullSync(t *testing.T) {
 			}
 			sink := &recSink{}
 			start(t, dcConfig(dc), sink, cursors, testLogger(t))
-			sink.waitFor(t, 0, 30*time.Second, "full state", func(x events.ADUser) bool {
+			sink.waitFor(t, 0, fullSyncWait, "full state", func(x events.ADUser) bool {
 				return x.ObjectGUID == u.GUID && x.FullSync
 			})
-			deadline := time.Now().Add(5 * time.Second)
+			// The cursor is saved when the whole domain is read, which on
+			// the shared DC (adtest's 5,000-user bulk OU) is well after
+			// this user's event (and, for a rejected cookie, after ready:
+			// the resume was ready before the DC refused the cookie).
+			deadline := time.Now().Add(fullSyncWait)
 			for {
 				c, _ := cursors.Load(context.Background(), "dirsync.example.test")
 				var cur dirSyncCursor
@@ -432,7 +436,7 @@ func TestConsistencyGuidAnchor(t *testing.T) {
 			cfg := dcConfig(dc)
 			cfg.Anchor = tt.anchor
 			r := start(t, cfg, sink, newMemCursors(), testLogger(t))
-			r.waitReady(t, 60*time.Second)
+			r.waitReady(t, fullSyncWait)
 			got := map[string]string{}
 			for _, u := range sink.under(ou, nil) {
 				got[u.ObjectGUID] = u.ImmutableID
