@@ -128,7 +128,9 @@ func (v *View) derive(p rules.Policy, now time.Time) {
 	}
 	sc := rules.UserSchedule(p, st)
 	v.ScheduleWhy = sc.Why
-	pending := rules.Pending(sc, st.Expiry)
+	// what the scheduler counts as handled: under dry-run, what dry-run
+	// pretended too (kept apart from the live record)
+	pending := rules.Pending(sc, rules.Handled(p, st, sc.Key))
 	sort.Slice(pending, func(i, j int) bool { return pending[i].Due.Before(pending[j].Due) })
 	for _, pt := range pending {
 		n := &NextNotice{Due: pt.Due, LeadDays: pt.LeadDays, Enforce: pt.Enforce}
