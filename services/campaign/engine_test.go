@@ -129,14 +129,19 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	killed := make(chan struct{})
 	w.sim.OnRequest(func(r graphsim.Request) {
 		if r.ItemID != "" && r.Method != http.MethodGet && r.Status/100 == 2 && answered.Add(1) == 4000 {
+			close(killed) // before the kill: the child's exit must not race it
 			_ = first.cmd.Process.Kill() // SIGKILL
-			close(killed)
 		}
 	})
 	select {
 	case <-killed:
 	case err := <-first.done:
-		t.Fatalf("child exited before the kill: %v", err)
+		select {
+		case <-killed: // our kill; both were ready
+		default:
+			t.Fatalf("child exited before the kill: %v", err)
+		}
+		first.done <- err
 	case <-time.After(60 * time.Second):
 		t.Fatal("no kill after 60s")
 	}

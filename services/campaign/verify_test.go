@@ -247,14 +247,19 @@ func TestMustChangeFallbackExactlyOnceThroughKill(t *testing.T) {
 	w.sim.OnRequest(func(r graphsim.Request) {
 		if r.ItemID != "" && r.Method == http.MethodPatch && r.Status/100 == 2 && bytes.Contains(r.Body, []byte(`"password"`)) &&
 			passwords.Add(1) == n/3 {
+			close(killed) // before the kill: the child's exit must not race it
 			_ = first.cmd.Process.Kill() // SIGKILL
-			close(killed)
 		}
 	})
 	select {
 	case <-killed:
 	case err := <-first.done:
-		t.Fatalf("child exited before the kill: %v", err)
+		select {
+		case <-killed: // our kill; both were ready
+		default:
+			t.Fatalf("child exited before the kill: %v", err)
+		}
+		first.done <- err
 	case <-time.After(60 * time.Second):
 		t.Fatal("no kill after 60s")
 	}

@@ -36,7 +36,10 @@ func (q Query) Match(r events.AuditRecord) bool {
 // Read calls fn for each selected record in stream order, from q.Since to
 // the last record stored when Read started. fn's error stops the scan.
 func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(events.AuditRecord) error) error {
-	cfg := jetstream.OrderedConsumerConfig{}
+	// Deleted when done (below); the threshold is the fallback if that
+	// fails: pollers (the console, pwsync user) must not pile consumers up
+	// to the account's limit.
+	cfg := jetstream.OrderedConsumerConfig{InactiveThreshold: 30 * time.Second}
 	if len(q.Kinds) > 0 {
 		for _, k := range q.Kinds {
 			cfg.FilterSubjects = append(cfg.FilterSubjects, "audit."+k)
@@ -54,6 +57,11 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(events.A
 	if err != nil {
 		return fmt.Errorf("reading audit: %w", err)
 	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = js.DeleteConsumer(dctx, natsx.StreamAudit, info.Name)
+	}()
 	for pending := info.NumPending; pending > 0; {
 		batch, err := cons.Fetch(int(min(pending, 500)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
