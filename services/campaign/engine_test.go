@@ -129,7 +129,7 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	killed := make(chan struct{})
 	w.sim.OnRequest(func(r graphsim.Request) {
 		if r.ItemID != "" && r.Method != http.MethodGet && r.Status/100 == 2 && answered.Add(1) == 4000 {
-			close(killed) // before the kill: the child's exit must not race it
+			close(killed)                // before the kill: the child's exit must not race it
 			_ = first.cmd.Process.Kill() // SIGKILL
 		}
 	})

@@ -247,7 +247,7 @@ func TestMustChangeFallbackExactlyOnceThroughKill(t *testing.T) {
 	w.sim.OnRequest(func(r graphsim.Request) {
 		if r.ItemID != "" && r.Method == http.MethodPatch && r.Status/100 == 2 && bytes.Contains(r.Body, []byte(`"password"`)) &&
 			passwords.Add(1) == n/3 {
-			close(killed) // before the kill: the child's exit must not race it
+			close(killed)                // before the kill: the child's exit must not race it
 			_ = first.cmd.Process.Kill() // SIGKILL
 		}
 	})
