@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/services/campaign"
+	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/graphsim"
 )
 
@@ -35,21 +36,24 @@ func (w *world) putCloudUsers(gid, prefix string, n int) []graphsim.User {
 	return out
 }
 
-// TestCampaignExactlyOnceThroughKillAndFaults: ~5,000 users (100 synced in
-// Samba AD, the rest cloud-managed in the simulator: 5,000 Samba users
-// would take 30-80 s to create alone, and a loaded shared DC makes even 200
-// take up to a minute), faults on the way (item 503s, item
-// 429s, whole-batch 500s), and the engine killed with SIGKILL in the middle
-// of a run, then started again: every user's writes happen exactly once
-// (the simulator's request log), break-glass and excluded users are never
-// written, and the report is complete.
+// TestCampaignExactlyOnceThroughKillAndFaults: 9,900 users, 5,000 synced
+// in Samba AD (a persistent bulk OU, created once per DC) and 4,900
+// cloud-managed in the simulator; faults on the way (item 503s, item 429s,
+// whole-batch 500s), and the engine killed with SIGKILL in the middle of a
+// run, then started again. Every user's writes happen exactly once: in
+// Graph by the simulator's request log, in AD by the DC's own count of
+// pwdLastSet writes (its version in replPropertyMetaData went up by exactly
+// one); break-glass and excluded users are never written, and the report
+// is complete.
 func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	const budget, window = 3000, 3 * time.Second
 	w := newWorld(t, true, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget, WriteWindow: window})
-	const nSynced, nCloud = 100, 4900
+	const nSynced, nCloud = 5000, 4900
 	start := time.Now()
-	adUsers := w.adUsers(nSynced)
-	t.Logf("created %d AD users in %s", nSynced, time.Since(start).Round(time.Millisecond))
+	bulkOU, adUsers := w.dc.BulkUsers(t, "campaign", nSynced, 10*time.Minute)
+	w.dc.StampPwdLastSet(t, adUsers) // so that pwdLastSet=0 is a change the DC counts
+	versions := w.dc.AttrVersions(t, bulkOU, adtest.AttidPwdLastSet)
+	t.Logf("%d AD users ready in %s", nSynced, time.Since(start).Round(time.Millisecond))
 
 	// Break-glass by nested AD group: bgOuter > bgInner > two users.
 	bgOuter := w.dc.CreateGroup(t, w.ou, "bgout")
@@ -58,7 +62,6 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	w.dc.AddMember(t, bgInner, adUsers[0].DN)
 	w.dc.AddMember(t, bgInner, adUsers[1].DN)
 	w.scope.BreakGlassGroups = []string{bgOuter}
-	w.scope.IncludeDisabled = true // adtest's fast users are disabled
 
 	// Cloud: 4,800 members of an Entra group (nested), plus synced mirrors
 	// of 50 AD users in it (they resolve to their AD objects: no double).
@@ -82,7 +85,7 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	ghosts := []string{"ghost1" + tenantSuffix, "ghost2" + tenantSuffix}
 
 	c, err := w.svc.Create(ctxT(t), campaign.Spec{Name: "breach 42", Reason: "INC-42",
-		Include: campaign.Selector{OUs: []string{w.ou}, EntraGroups: []string{gid}, UPNs: append([]string{cloud[10].UserPrincipalName}, ghosts...)},
+		Include: campaign.Selector{OUs: []string{bulkOU}, EntraGroups: []string{gid}, UPNs: append([]string{cloud[10].UserPrincipalName}, ghosts...)},
 		Exclude: campaign.Selector{UPNs: excluded},
 		Actions: campaign.Actions{RequireChange: true, RevokeSessions: true, Notify: true}}, "alice")
 	if err != nil {
@@ -150,7 +153,7 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	t.Logf("killed after %d answered writes (recorded: %d users done)", answered.Load(), stats.Done)
 	w.purgeLease()
 	second := w.startChild(c.ID, budget, window, 2)
-	c = w.waitState(c.ID, campaign.StateDone, 60*time.Second)
+	c = w.waitState(c.ID, campaign.StateDone, 5*time.Minute)
 	if err := <-second.done; err != nil {
 		t.Fatalf("second child: %v", err)
 	}
@@ -193,11 +196,18 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 		}
 	}
 
-	// AD: every synced target has pwdLastSet=0; break-glass ones kept theirs.
+	// AD, by the DC's own record: every synced target's pwdLastSet was
+	// written once (version +1) and is 0; break-glass ones were not written.
+	after := w.dc.AttrVersions(t, bulkOU, adtest.AttidPwdLastSet)
+	values := w.pwdLastSets(bulkOU)
 	for i, u := range adUsers {
-		v := w.pwdLastSet(u.DN)
-		if (i < 2) != (v != 0) {
-			t.Fatalf("%s (break-glass=%v): pwdLastSet=%d", u.SAM, i < 2, v)
+		dn := strings.ToLower(u.DN)
+		want := versions[dn] + 1
+		if i < 2 {
+			want = versions[dn]
+		}
+		if after[dn] != want || (i < 2) != (values[dn] != 0) {
+			t.Fatalf("%s (break-glass=%v): pwdLastSet version %d -> %d, value %d", u.SAM, i < 2, versions[dn], after[dn], values[dn])
 		}
 	}
 

@@ -160,6 +160,25 @@ func (w *world) adUsers(n int) []adtest.User {
 	return users
 }
 
+// pwdLastSets reads pwdLastSet of every user below base, by lower-cased DN.
+func (w *world) pwdLastSets(base string) map[string]int64 {
+	w.t.Helper()
+	res, err := w.dc.Conn(w.t).SearchWithPaging(ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		0, 0, false, "(objectClass=user)", []string{"pwdLastSet"}, nil), 1000)
+	if err != nil {
+		w.t.Fatalf("reading pwdLastSet below %s: %v", base, err)
+	}
+	out := make(map[string]int64, len(res.Entries))
+	for _, e := range res.Entries {
+		v, err := strconv.ParseInt(e.GetAttributeValue("pwdLastSet"), 10, 64)
+		if err != nil {
+			w.t.Fatalf("%s: pwdLastSet %q", e.DN, e.GetAttributeValue("pwdLastSet"))
+		}
+		out[strings.ToLower(e.DN)] = v
+	}
+	return out
+}
+
 func (w *world) pwdLastSet(dn string) int64 {
 	w.t.Helper()
 	v, err := w.ldap.PwdLastSet(ctxT(w.t), dn)
