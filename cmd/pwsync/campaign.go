@@ -23,7 +23,8 @@ const campaignUsage = `Usage: pwsync campaign <command> [flags]
   create   --name NAME [--reason TEXT] [--domain NAME] selectors... actions...
            selectors (a union): --ad-group DN, --ou DN, --ldap-filter FILTER, --entra-group ID,
              --upn UPN, --csv FILE (UPN column, header optional), --all
-           exclusions: --exclude-ad-group, --exclude-ou, --exclude-entra-group, --exclude-upn, --exclude-csv
+           exclusions: --exclude-ad-group, --exclude-ou, --exclude-ldap-filter, --exclude-entra-group,
+             --exclude-upn, --exclude-csv
            actions: --require-change --revoke --notify   (or --spec FILE with a JSON spec)
   preview  ID        resolve the selection; nothing is written
   approve  ID        approver role; not the creator
@@ -72,6 +73,7 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.BoolVar(&spec.Include.AllInScope, "all", false, "every user in scope")
 		fs.Var(&exc.adGroups, "exclude-ad-group", "exclude members of this AD group")
 		fs.Var(&exc.ous, "exclude-ou", "exclude users below this OU")
+		fs.StringVar(&spec.Exclude.LDAPFilter, "exclude-ldap-filter", "", "exclude the users this LDAP filter matches (validated like --ldap-filter)")
 		fs.Var(&exc.entra, "exclude-entra-group", "exclude members of this Entra group")
 		fs.Var(&exc.upns, "exclude-upn", "exclude this UPN")
 		fs.Var(&exc.csvs, "exclude-csv", "exclude the UPNs of this file")

@@ -3,6 +3,7 @@ package campaign_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,7 +118,28 @@ func TestApprovalAndInjection(t *testing.T) {
 	if _, err := w.svc.Approve(ctx, c.ID, "ALICE"); !errors.Is(err, campaign.ErrForbidden) {
 		t.Fatalf("creator approving: %v", err)
 	}
-	w.svc.Limits.HardCap = 0
+
+	// The hard cap refuses a larger selection at preview, naming the key;
+	// nothing is recorded as previewed.
+	big, err := w.svc.Create(ctx, campaign.Spec{Name: "too many", Include: campaign.Selector{UPNs: []string{
+		"ap00000" + tenantSuffix, "ap00001" + tenantSuffix, "ap00002" + tenantSuffix}}, Actions: campaign.Actions{RevokeSessions: true}}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.svc.Limits.HardCap = 2
+	if _, err := w.svc.Preview(ctx, big.ID, "alice"); !errors.Is(err, campaign.ErrTooLarge) || !strings.Contains(err.Error(), "campaigns.hard_cap") {
+		t.Fatalf("3 users under a hard cap of 2: %v", err)
+	}
+	if got, err := w.svc.Status(ctx, big.ID); err != nil || got.Campaign.Preview != nil || got.Campaign.State != campaign.StateDraft {
+		t.Fatalf("after a refused preview: %+v, %v", got.Campaign, err)
+	}
+	if _, err := w.svc.Approve(ctx, big.ID, "bob"); !errors.Is(err, campaign.ErrConflict) {
+		t.Fatalf("approving a campaign refused at preview: %v", err)
+	}
+	w.svc.Limits.HardCap = 3 // at the cap is allowed
+	if _, err := w.svc.Preview(ctx, big.ID, "alice"); err != nil {
+		t.Fatalf("3 users under a hard cap of 3: %v", err)
+	}
 }
 
 // Pause stops the writes (those in flight finish), resume continues from

@@ -90,3 +90,47 @@ func TestExampleAdminSection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestListenersDiffer: the admin API never shares the webhook's (internet
+// facing) listener nor the ops one; a wildcard host overlaps every host.
+func TestListenersDiffer(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	for _, f := range []string{cert, key} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf := func(admin, webhook, ops string) string {
+		return "admin:\n  enabled: true\n  listen: \"" + admin + "\"\n  tls_cert: " + cert + "\n  tls_key: " + key +
+			"\n  tokens:\n    - {name: a, sha256: " + strings.Repeat("ab", 32) + ", roles: [operator]}\n" +
+			"webhook:\n  enabled: true\n  public_url: https://pwsync.example.com/graph\n  listen: \"" + webhook + "\"\n" +
+			"ops:\n  listen: \"" + ops + "\"\n"
+	}
+	const webhookErr, opsErr = "admin.listen: must differ from webhook.listen", "admin.listen: must differ from ops.listen"
+	for _, c := range []struct {
+		name, admin, webhook, ops, want string
+	}{
+		{"distinct", "127.0.0.1:8444", ":8443", "127.0.0.1:9090", ""},
+		{"same as webhook", ":8443", ":8443", "127.0.0.1:9090", webhookErr},
+		{"webhook on all addresses", "127.0.0.1:8443", "0.0.0.0:8443", "127.0.0.1:9090", webhookErr},
+		{"same port, other hosts", "127.0.0.1:8443", "10.0.0.5:8443", "127.0.0.1:9090", ""},
+		{"same as ops", "127.0.0.1:9090", ":8443", "127.0.0.1:9090", opsErr},
+		{"ops on all addresses", "127.0.0.1:9090", ":8443", "[::]:9090", opsErr},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(conf(c.admin, c.webhook, c.ops)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The ingest target's other requirements fail too (no AD, no
+			// Graph): only the listener errors matter here.
+			err = cfg.Validate(Targets{Ingest: true})
+			for _, e := range []string{webhookErr, opsErr} {
+				if got := err != nil && strings.Contains(err.Error(), e); got != (e == c.want) {
+					t.Fatalf("error %v: want %q, not the other", err, c.want)
+				}
+			}
+		})
+	}
+}

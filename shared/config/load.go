@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"reflect"
@@ -207,6 +208,14 @@ func (c *Config) Validate(t Targets) error {
 		add("ops.sample_interval", "must be at least 1s (got %s)", c.Ops.SampleInterval)
 	}
 	errs = append(errs, c.Admin.validate()...)
+	if c.Admin.Enabled && t.Ingest && c.Webhook.Enabled && sameListener(c.Admin.Listen, c.Webhook.Listen) {
+		// The webhook faces the internet (Graph calls it); the admin API
+		// must never be reachable the same way.
+		add("admin.listen", "must differ from webhook.listen (%s): the admin API never shares the webhook's listener", c.Webhook.Listen)
+	}
+	if c.Admin.Enabled && sameListener(c.Admin.Listen, c.Ops.Listen) {
+		add("admin.listen", "must differ from ops.listen (%s)", c.Ops.Listen)
+	}
 	errs = append(errs, validateInstance(c.Instance)...)
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
@@ -360,4 +369,16 @@ func httpsURL(s string) error {
 		return fmt.Errorf("must be an https:// URL (got %q)", s)
 	}
 	return nil
+}
+
+// sameListener reports whether two host:port listen addresses would bind
+// the same port on a shared address (the same host, or either a wildcard).
+func sameListener(a, b string) bool {
+	ha, pa, errA := net.SplitHostPort(a)
+	hb, pb, errB := net.SplitHostPort(b)
+	if errA != nil || errB != nil || pa != pb {
+		return false
+	}
+	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return strings.EqualFold(ha, hb) || wild(ha) || wild(hb)
 }
