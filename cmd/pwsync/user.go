@@ -105,6 +105,30 @@ func showUser(ctx context.Context, js jetstream.JetStream, upn string, p rules.P
 	} else {
 		fmt.Fprintln(w, strings.Join(v.Pending, "; "))
 	}
+	fmt.Fprintf(w, "Queued actions\t")
+	if len(v.Queued) == 0 {
+		fmt.Fprintln(w, "none")
+	}
+	for i, q := range v.Queued {
+		if i > 0 {
+			fmt.Fprint(w, "\t")
+		}
+		last := "not started"
+		if q.LastStep != "" {
+			last = "last: " + q.LastStep
+		}
+		fmt.Fprintf(w, "%s (%s, decided %s; %s)\n", q.Action, q.Rule, q.Since.Format(time.RFC3339), last)
+	}
+	fmt.Fprintf(w, "Dead letters\t")
+	if len(v.DeadLetters) == 0 {
+		fmt.Fprintln(w, "none")
+	}
+	for i, d := range v.DeadLetters {
+		if i > 0 {
+			fmt.Fprint(w, "\t")
+		}
+		fmt.Fprintf(w, "%s at %s: %s (retry: the console's live view)\n", d.Action, d.At.Format(time.RFC3339), d.Reason)
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}

@@ -42,7 +42,71 @@ type View struct {
 	NeverExpires bool        `json:"never_expires"`
 	Disabled     bool        `json:"disabled"`
 
+	// Queued: actions decided for the user without a final outcome yet
+	// (queued, in progress or waiting for a retry); DeadLetters: actions
+	// that ended as dead letters. Both from the timeline.
+	Queued      []QueuedAction `json:"queued_actions"`
+	DeadLetters []DeadLetter   `json:"dead_letters"`
+
 	Timeline []events.AuditRecord `json:"timeline"`
+}
+
+// QueuedAction is an action decided but not finished.
+type QueuedAction struct {
+	ActionID string    `json:"action_id"`
+	Action   string    `json:"action"`
+	Rule     string    `json:"rule"`
+	Since    time.Time `json:"since"`
+	// LastStep is the latest step record, e.g. "must_change failed (429)".
+	LastStep string `json:"last_step,omitempty"`
+}
+
+// DeadLetter is an action that ended as a dead letter.
+type DeadLetter struct {
+	ActionID string    `json:"action_id"`
+	Action   string    `json:"action"`
+	At       time.Time `json:"at"`
+	Reason   string    `json:"reason"`
+}
+
+// queuedAndDead reads the timeline (oldest first): a decision to act names
+// its action; the action's own record ("action" kind) ends it. A decision
+// inside the timeline has its end inside it too (records come after).
+func queuedAndDead(timeline []events.AuditRecord) ([]QueuedAction, []DeadLetter) {
+	queued := map[string]*QueuedAction{}
+	var order []string
+	dead := []DeadLetter{}
+	for _, r := range timeline {
+		if r.ActionID == "" {
+			continue
+		}
+		switch r.Kind {
+		case "decision":
+			if _, ok := queued[r.ActionID]; !ok {
+				queued[r.ActionID] = &QueuedAction{ActionID: r.ActionID, Action: r.Action, Rule: r.Rule, Since: r.Time}
+				order = append(order, r.ActionID)
+			}
+		case "step":
+			if q := queued[r.ActionID]; q != nil {
+				q.LastStep = r.Step + " " + r.Outcome
+				if r.HTTPStatus != 0 {
+					q.LastStep += fmt.Sprintf(" (%d)", r.HTTPStatus)
+				}
+			}
+		case "action":
+			delete(queued, r.ActionID)
+			if r.Outcome == events.OutcomeDeadLetter {
+				dead = append(dead, DeadLetter{ActionID: r.ActionID, Action: r.Action, At: r.Time, Reason: r.Detail})
+			}
+		}
+	}
+	out := []QueuedAction{}
+	for _, id := range order {
+		if q := queued[id]; q != nil {
+			out = append(out, *q)
+		}
+	}
+	return out, dead
 }
 
 // NextNotice is the next scheduled expiry step.
@@ -55,7 +119,7 @@ type NextNotice struct {
 
 // Build reads the user by UPN. A UPN pwsync never saw gives Found false.
 func Build(ctx context.Context, js jetstream.JetStream, upn string, p rules.Policy, now time.Time, history int) (View, error) {
-	v := View{UPN: upn, Pending: []string{}, Timeline: []events.AuditRecord{}}
+	v := View{UPN: upn, Pending: []string{}, Queued: []QueuedAction{}, DeadLetters: []DeadLetter{}, Timeline: []events.AuditRecord{}}
 	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
 	if err != nil {
 		return v, err
@@ -97,6 +161,7 @@ func Build(ctx context.Context, js jetstream.JetStream, upn string, p rules.Poli
 	if v.Timeline == nil {
 		v.Timeline = []events.AuditRecord{}
 	}
+	v.Queued, v.DeadLetters = queuedAndDead(v.Timeline)
 	return v, nil
 }
 

@@ -52,3 +52,49 @@ func TestNextNoticeCountsWhatDryRunPretended(t *testing.T) {
 		})
 	}
 }
+
+// TestQueuedAndDeadLetters: from the timeline, an action decided and not
+// finished is queued (with its latest step), a finished one is not, and a
+// dead-lettered one is listed with its reason.
+func TestQueuedAndDeadLetters(t *testing.T) {
+	at := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	rec := func(sec int, kind, id, step, outcome string, status int, detail string) events.AuditRecord {
+		return events.AuditRecord{Time: at.Add(time.Duration(sec) * time.Second), Kind: kind, ActionID: id, Action: "force_change",
+			Rule: "forced-change", Step: step, Outcome: outcome, HTTPStatus: status, Detail: detail}
+	}
+	for _, tc := range []struct {
+		name      string
+		timeline  []events.AuditRecord
+		queued    []QueuedAction
+		deadCount int
+	}{
+		{"nothing", nil, []QueuedAction{}, 0},
+		{"decided, not started", []events.AuditRecord{rec(0, "decision", "a1", "", "act", 0, "")},
+			[]QueuedAction{{ActionID: "a1", Action: "force_change", Rule: "forced-change", Since: at}}, 0},
+		{"retrying after a 429", []events.AuditRecord{
+			rec(0, "decision", "a1", "", "act", 0, ""), rec(1, "step", "a1", "must_change", "failed", 429, "throttled")},
+			[]QueuedAction{{ActionID: "a1", Action: "force_change", Rule: "forced-change", Since: at, LastStep: "must_change failed (429)"}}, 0},
+		{"done", []events.AuditRecord{
+			rec(0, "decision", "a1", "", "act", 0, ""), rec(1, "step", "a1", "must_change", "ok", 204, ""), rec(2, "action", "a1", "", "ok", 0, "")},
+			[]QueuedAction{}, 0},
+		{"dead letter, and a decision without an action", []events.AuditRecord{
+			rec(0, "decision", "", "", "skip", 0, "out of scope"),
+			rec(1, "decision", "a1", "", "act", 0, ""), rec(2, "action", "a1", "", events.OutcomeDeadLetter, 403, "Authorization_RequestDenied")},
+			[]QueuedAction{}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, d := queuedAndDead(tc.timeline)
+			if len(q) != len(tc.queued) || len(d) != tc.deadCount {
+				t.Fatalf("queued %+v, dead %+v", q, d)
+			}
+			for i := range q {
+				if q[i] != tc.queued[i] {
+					t.Fatalf("queued[%d] = %+v, want %+v", i, q[i], tc.queued[i])
+				}
+			}
+			if tc.deadCount > 0 && (d[0].ActionID != "a1" || d[0].Reason != "Authorization_RequestDenied") {
+				t.Fatalf("dead letter %+v", d[0])
+			}
+		})
+	}
+}

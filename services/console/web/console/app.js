@@ -465,7 +465,13 @@ async function showUser(box, upn) {
       h('section', { class: 'panel', 'aria-label': 'Entra ID' }, h('h3', {}, 'Entra ID'), c ? kv([
         ['UPN', c.upn], ['Object id', c.id], ['Synced', c.sync_enabled ? 'yes' : 'no'], ['passwordPolicies', c.password_policies || '\u2014'],
         ['Last password change', fmtTime(c.last_password_change) || '\u2014']]) : h('p', {}, v.joined_cloud_id ? 'Joined by the actuator: ' + v.joined_cloud_id : 'Not joined yet.'),
-        h('h3', {}, 'Pending'), h('p', { id: 'user-pending', title: v.pending.join('; ') || null }, pendingText(v)))),
+        h('h3', {}, 'Pending'), h('p', { id: 'user-pending', title: v.pending.join('; ') || null }, pendingText(v)),
+        h('h3', {}, 'Queued actions'), (v.queued_actions || []).length ? h('ul', { id: 'user-queued' }, v.queued_actions.map((q) =>
+          h('li', {}, `${q.action} (${ruleLabels[q.rule] || q.rule}), decided ${fmtTime(q.since)}; ${q.last_step ? 'last step: ' + q.last_step : 'not started'}`)))
+          : h('p', { id: 'user-queued', class: 'muted' }, 'None.'),
+        h('h3', {}, 'Dead letters'), (v.dead_letters || []).length ? h('ul', { id: 'user-dead' }, v.dead_letters.map((d) =>
+          h('li', {}, `${d.action} at ${fmtTime(d.at)}: ${d.reason} (retry it from the live view)`)))
+          : h('p', { id: 'user-dead', class: 'muted' }, 'None.'))),
     h('h3', { id: 'timeline-h' }, 'Timeline (event \u2192 rule \u2192 action \u2192 Graph answer), newest first'),
     h('div', { class: 'scroll', tabindex: '0', 'aria-labelledby': 'timeline-h' }, h('table', { id: 'timeline' },
       h('thead', {}, h('tr', {}, ...['Time', 'Event', 'Kind', 'Rule / action / step', 'Outcome', 'HTTP', 'Latency', 'Detail'].map((x) => h('th', { scope: 'col' }, x)))),
