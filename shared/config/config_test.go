@@ -234,3 +234,34 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// TestTLSKeysReadableWarn: the webhook's and the admin API's TLS private
+// keys warn when group or others may read them, like any secret file.
+func TestTLSKeysReadableWarn(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		key string
+		set func(c *Config, p string)
+	}{
+		{"webhook.tls_key", func(c *Config, p string) { c.Webhook.TLSKey = p }},
+		{"admin.tls_key", func(c *Config, p string) { c.Admin.TLSKey = p }},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			p := filepath.Join(dir, tc.key+".pem")
+			if err := os.WriteFile(p, []byte("-----BEGIN PRIVATE KEY-----\n"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			c := Default()
+			tc.set(&c, p)
+			if w := c.secretFileWarnings(); len(w) != 1 || !strings.HasPrefix(w[0], tc.key+": "+p+" is readable") {
+				t.Fatalf("mode 640: warnings %q", w)
+			}
+			if err := os.Chmod(p, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if w := c.secretFileWarnings(); len(w) != 0 {
+				t.Fatalf("mode 600: warnings %q", w)
+			}
+		})
+	}
+}

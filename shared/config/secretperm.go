@@ -7,7 +7,8 @@ import (
 )
 
 // secretFileWarnings names every file that holds a secret (file: secrets,
-// the Graph certificate with its private key, NATS credentials) and that
+// the Graph certificate with its private key, NATS credentials, the
+// webhook's and admin API's TLS private keys) and that
 // group or others may read: anyone with a shell on the host could act as
 // pwsync.
 func (c *Config) secretFileWarnings() []string {
@@ -24,7 +25,9 @@ func (c *Config) secretFileWarnings() []string {
 		}
 	}
 	for key, p := range map[string]string{"graph.certificate_file": c.Graph.CertificateFile,
-		"nats.creds_file": c.NATS.CredsFile, "nats.nkey_file": c.NATS.NKeyFile} {
+		"nats.creds_file": c.NATS.CredsFile, "nats.nkey_file": c.NATS.NKeyFile,
+		// TLS private keys: whoever reads one can impersonate the listener.
+		"webhook.tls_key": c.Webhook.TLSKey, "admin.tls_key": c.Admin.TLSKey} {
 		if p != "" {
 			files[key] = p
 		}
