@@ -33,7 +33,8 @@ func distinctive(prefix string) string {
 // account, written literally in the config file; the webhook clientState
 // pwsync generates; admin API tokens, right and wrong): resets written to
 // Graph, Graph answering 500 then success, 401 (dead letter), notifications
-// with the right and a wrong clientState, admin calls, a config with errors
+// with the right and a wrong clientState, admin calls, a dead-letter alert
+// to a Workflows webhook that cannot be reached, a config with errors
 // and one readable by others. Then it scans every output for the secrets:
 // pwsync's log, every stream (AUDIT included), every KV value, the admin
 // API's answers, the config loader's errors and warnings. The clientState
@@ -42,7 +43,12 @@ func TestSecretsNeverLeak(t *testing.T) {
 	graphSecret := distinctive("Graph-Client-S3cret-")
 	bindPW := distinctive("Ldap-Bind-S3cret-")
 	dc := adtest.Require(t)
-	s := newStack(t, stackOpts{Webhook: true, GraphSecret: graphSecret, LiteralSecrets: true})
+	// The Workflows webhook URL carries its signature; the alert for the
+	// dead letter below is posted to a port nobody listens on, so the
+	// error (which names the URL) must be redacted everywhere.
+	wfSig := distinctive("Workflows-Sig-")
+	wfURL := "https://" + freeAddr(t) + "/workflows/abc/triggers/manual/paths/invoke?api-version=1&sig=" + wfSig
+	s := newStack(t, stackOpts{Webhook: true, GraphSecret: graphSecret, LiteralSecrets: true, Notify: true, WorkflowsWebhookURL: wfURL})
 	svc := dc.CreateUser(t, s.ou, "svc-bind", adtest.UserOpts{Password: bindPW})
 	s.opts.BindDN, s.opts.BindPassword = svc.DN, bindPW
 	s.opts.NATSListen = freeAddr(t)
@@ -137,7 +143,17 @@ func TestSecretsNeverLeak(t *testing.T) {
 		return false
 	})
 
+	waitFor(t, 60*time.Second, "the dead letter's alert attempted (and failed)", func() bool {
+		for _, r := range auditRecords(t, conn.JS) {
+			if r.Action == "dead_letter_alert" && r.Outcome == "failed" {
+				return true
+			}
+		}
+		return false
+	})
+
 	secrets := map[string]string{"graph client secret": graphSecret, "LDAP bind password": bindPW,
+		"workflows webhook signature": wfSig,
 		"webhook clientState": sub.ClientState, "wrong clientState": wrongState,
 		"admin token": a.Operator, "near-miss admin token": nearMiss, "viewer token": a.Viewer,
 		"admin token hash": adminapi.HashToken(a.Operator)}
@@ -191,6 +207,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 		if !strings.Contains(outputs[name], want) {
 			t.Errorf("%s does not mention %q: the scan would be vacuous", name, want)
 		}
+	}
+	if !strings.Contains(outputs["stream AUDIT"], "[webhook url]") {
+		t.Error("the AUDIT stream lacks the alert's redacted failure: the webhook URL check would be vacuous")
 	}
 	scanned, leaks := 0, 0
 	for oname, out := range outputs {
