@@ -154,7 +154,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 
 	secrets := map[string]string{"graph client secret": graphSecret, "LDAP bind password": bindPW,
 		"workflows webhook signature": wfSig,
-		"webhook clientState": sub.ClientState, "wrong clientState": wrongState,
+		"webhook clientState":         sub.ClientState, "wrong clientState": wrongState,
 		"admin token": a.Operator, "near-miss admin token": nearMiss, "viewer token": a.Viewer,
 		"admin token hash": adminapi.HashToken(a.Operator)}
 	outputs := map[string]string{"admin API answers": answers.String(), "config loader": loaderOut.String()}

@@ -256,7 +256,7 @@ function liveView(view, arg) {
 
   let feed = new AbortController();
   let timer = 0, stopped = false;
-  stopView = () => { stopped = true; feed.abort(); clearInterval(timer); };
+  stopView = () => { stopped = true; feed.abort(); clearTimeout(timer); };
   const placeholder = () => h('tr', { class: 'placeholder' }, h('td', { colspan: 5, class: 'muted' },
     filter ? `Nothing yet for UPNs containing \u201c${filter}\u201d in the last 15 minutes.` : 'Nothing in the last 15 minutes yet.'));
   const follow = () => {
@@ -281,9 +281,13 @@ function liveView(view, arg) {
     follow();
   };
   follow();
-  const refresh = () => { drawLatency(chart, summary); loadDeadLetters(dlBody, () => !stopped); };
+  // The next refresh is scheduled when this one is over: a slow answer
+  // never stacks requests up.
+  const refresh = async () => {
+    await Promise.allSettled([drawLatency(chart, summary), loadDeadLetters(dlBody, () => !stopped)]);
+    if (!stopped) timer = setTimeout(refresh, 10000);
+  };
   refresh();
-  timer = setInterval(refresh, 10000);
 }
 
 function liveRow(kind, it) {
