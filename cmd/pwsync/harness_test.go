@@ -29,11 +29,13 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/logx"
+	"github.com/pwsync/pwsync/shared/natstest"
 )
 
 // The test binary doubles as the pwsync binary, so that end-to-end tests can
 // kill -9 a real process without a second slow link of the Graph SDK.
 func TestMain(m *testing.M) {
+	natstest.ServeNodeIfChild() // a node of RunClusterProcesses (scale-out test)
 	if os.Getenv("PWSYNC_E2E_CHILD") == "1" {
 		if err := dispatch(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "pwsync:", err)

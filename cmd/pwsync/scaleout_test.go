@@ -83,7 +83,7 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 		t.Skip("set PWSYNC_SCALEOUT=1 (make test does) to run the scale-out test")
 	}
 	nCampaign, nAD := envInt("PWSYNC_SCALEOUT_USERS", 2000), envInt("PWSYNC_SCALEOUT_AD_USERS", 100)
-	cluster := natstest.RunCluster(t, 3)
+	cluster := natstest.RunClusterProcesses(t, 3)
 	s := newStack(t, stackOpts{Webhook: true, NATSURL: cluster.URL(), GraphTimeout: 5 * time.Second,
 		SimWriteBudget: graphsim.DefaultWriteBudget, SimWriteWindow: 10 * time.Second})
 	adm := s.withAdmin(t)
@@ -234,7 +234,7 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	waitFor(t, 60*time.Second, "a quarter of the writes done", func() bool { return written.Load() >= wantWrites/4 })
 	before := leaseHolders(t, leases)
 	killAt := time.Now()
-	cluster.Stop(0)
+	cluster.Kill(t, 0) // SIGKILL: no shutdown, no leadership handover
 	killed := map[string]*replica{}
 	for target, lease := range map[string]string{"ingest": adLease, "evaluator": "scheduler.expiry", "actuator": campaign.LeaseKey} {
 		victim := pickVictim(replicas, target, before[lease])

@@ -105,30 +105,19 @@ func showUser(ctx context.Context, js jetstream.JetStream, upn string, p rules.P
 	} else {
 		fmt.Fprintln(w, strings.Join(v.Pending, "; "))
 	}
-	fmt.Fprintf(w, "Queued actions\t")
-	if len(v.Queued) == 0 {
-		fmt.Fprintln(w, "none")
-	}
-	for i, q := range v.Queued {
-		if i > 0 {
-			fmt.Fprint(w, "\t")
-		}
+	var queued, dead []string
+	for _, q := range v.Queued {
 		last := "not started"
 		if q.LastStep != "" {
 			last = "last: " + q.LastStep
 		}
-		fmt.Fprintf(w, "%s (%s, decided %s; %s)\n", q.Action, q.Rule, q.Since.Format(time.RFC3339), last)
+		queued = append(queued, fmt.Sprintf("%s (%s, decided %s; %s)", q.Action, q.Rule, q.Since.Format(time.RFC3339), last))
 	}
-	fmt.Fprintf(w, "Dead letters\t")
-	if len(v.DeadLetters) == 0 {
-		fmt.Fprintln(w, "none")
+	for _, d := range v.DeadLetters {
+		dead = append(dead, fmt.Sprintf("%s at %s: %s (retry: the console's live view)", d.Action, d.At.Format(time.RFC3339), d.Reason))
 	}
-	for i, d := range v.DeadLetters {
-		if i > 0 {
-			fmt.Fprint(w, "\t")
-		}
-		fmt.Fprintf(w, "%s at %s: %s (retry: the console's live view)\n", d.Action, d.At.Format(time.RFC3339), d.Reason)
-	}
+	listRows(w, "Queued actions", queued)
+	listRows(w, "Dead letters", dead)
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -155,4 +144,18 @@ func describePwdLastSet(v int64) string {
 		return "0 (must change at next logon)"
 	}
 	return events.FileTime(v).Format(time.RFC3339)
+}
+
+// listRows prints one labelled row per item, or "none".
+func listRows(w io.Writer, label string, items []string) {
+	if len(items) == 0 {
+		items = []string{"none"}
+	}
+	for i, it := range items {
+		if i == 0 {
+			fmt.Fprintf(w, "%s\t%s\n", label, it)
+		} else {
+			fmt.Fprintf(w, "\t%s\n", it)
+		}
+	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,31 +19,24 @@ import (
 // Cluster is a JetStream cluster of real nats-servers in this process, on
 // loopback, each with its own store: tests stop nodes to see the rest carry on.
 type Cluster struct {
-	Servers []*server.Server // nil once stopped
+	Servers []*server.Server // nil once stopped (in-process nodes)
 	urls    []string
+	procs   []*exec.Cmd // nodes in their own processes (RunClusterProcesses)
+	status  []string    // their readiness files
+	exited  []chan struct{}
 }
 
 // RunCluster starts n clustered servers and waits until JetStream has a
 // meta leader (streams can be created); cleanup stops them.
 func RunCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
-	clientPorts, routePorts := freePorts(t, n), freePorts(t, n)
-	var routes []*url.URL
-	for _, p := range routePorts {
-		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
-	}
+	clientPorts, routePorts, routes := clusterPorts(t, n)
 	c := &Cluster{}
 	for i := range n {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       clientPorts[i],
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "pwsync-test", Host: "127.0.0.1", Port: routePorts[i]},
-			Routes:     routes,
+		opts, err := nodeSpec{Name: fmt.Sprintf("n%d", i+1), Port: clientPorts[i], RoutePort: routePorts[i],
+			Routes: routes, StoreDir: t.TempDir()}.options()
+		if err != nil {
+			t.Fatal(err)
 		}
 		srv, err := server.NewServer(opts)
 		if err != nil {
@@ -63,29 +56,38 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			t.Fatalf("nats node %d not ready", i+1)
 		}
 	}
+	c.waitMetaLeader(t)
+	return c
+}
+
+// waitMetaLeader waits until JetStream answers (a meta leader is elected).
+func (c *Cluster) waitMetaLeader(t testing.TB) {
+	t.Helper()
 	conn := c.Connect(t)
+	defer conn.NC.Close()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := conn.JS.AccountInfo(ctx)
 		cancel()
 		if err == nil {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("jetstream cluster has no meta leader after 20s: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	conn.NC.Close()
-	return c
 }
 
 // URL is every node's client URL, comma separated (nats.url).
 func (c *Cluster) URL() string { return strings.Join(c.urls, ",") }
 
-// Stop shuts node i down (idempotent).
+// Stop shuts in-process node i down (idempotent).
 func (c *Cluster) Stop(i int) {
+	if i >= len(c.Servers) {
+		return
+	}
 	if s := c.Servers[i]; s != nil {
 		s.Shutdown()
 		s.WaitForShutdown()
@@ -114,6 +116,15 @@ func EnsureTopology(t testing.TB, js jetstream.JetStream, replicas int) {
 	if err := natsx.NewTopology(o).Ensure(ctx, js); err != nil {
 		t.Fatalf("ensuring topology R%d: %v", replicas, err)
 	}
+}
+
+// clusterPorts picks n client and n route ports, and the route URLs.
+func clusterPorts(t testing.TB, n int) (client, route []int, routes []string) {
+	client, route = freePorts(t, n), freePorts(t, n)
+	for _, p := range route {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	return client, route, routes
 }
 
 func freePorts(t testing.TB, n int) []int {

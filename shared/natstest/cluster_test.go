@@ -2,16 +2,34 @@ package natstest
 
 import (
 	"context"
+	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
+func TestMain(m *testing.M) {
+	ServeNodeIfChild()
+	os.Exit(m.Run())
+}
+
 // TestClusterSurvivesANode: R3 streams and KV keep working with one node of
-// three stopped.
+// three gone: shut down in process, or killed with SIGKILL in its own.
 func TestClusterSurvivesANode(t *testing.T) {
-	c := RunCluster(t, 3)
+	t.Run("stopped", func(t *testing.T) {
+		c := RunCluster(t, 3)
+		survives(t, c, func() { c.Stop(0) })
+	})
+	t.Run("killed", func(t *testing.T) {
+		c := RunClusterProcesses(t, 3)
+		survives(t, c, func() { c.Kill(t, 0) })
+	})
+}
+
+func survives(t *testing.T, c *Cluster, lose func()) {
 	conn := c.Connect(t)
 	EnsureTopology(t, conn.JS, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -23,7 +41,11 @@ func TestClusterSurvivesANode(t *testing.T) {
 	if _, err := kv.Put(ctx, "k", []byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	c.Stop(0)
+	lose()
+	if conn, err := net.DialTimeout("tcp", strings.TrimPrefix(c.urls[0], "nats://"), time.Second); err == nil {
+		conn.Close()
+		t.Fatalf("node 1 still accepts connections at %s", c.urls[0])
+	}
 	// Each attempt has its own short timeout: one put stuck on the lost
 	// leader must not use up the whole wait while a new leader is elected.
 	deadline := time.Now().Add(45 * time.Second)
