@@ -76,14 +76,20 @@ func TestBreakGlassAfterPreview(t *testing.T) {
 		t.Fatalf("start's log entry: %q", note)
 	}
 
-	// During the run: ad[1]'s write is held while ad[2] joins the group and
-	// the runner has read the groups again (every 100ms here).
+	// During the run: ad[1]'s write is held while ad[2] joins the group,
+	// until the runner has read the groups again (every 100ms here).
 	gated := &gatedAD{inner: w.ldap, gate: ad[1].DN, reached: make(chan struct{}), release: make(chan struct{}), calls: map[string]int{}}
 	w.runCfg = func(c *campaign.RunConfig) { c.ADConcurrency = 1 } // AD users in order
 	go func() {
 		<-gated.reached
 		w.dc.AddMember(t, bgInner, ad[2].DN)
-		time.Sleep(500 * time.Millisecond)
+		// Held until the runner has read the groups since (not a fixed
+		// sleep: a loaded DC makes the read slow).
+		added := time.Now()
+		for deadline := added.Add(30 * time.Second); !w.readBreakGlassSince(added) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // the runner stores what it read
 		close(gated.release)
 	}()
 	w.runInProcessWith(c.ID, w.client, gated, campaign.NewPacer(100, time.Second, 1), time.Minute)

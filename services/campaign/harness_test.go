@@ -65,6 +65,9 @@ type world struct {
 	scope  campaign.Scope
 	svc    *campaign.Service
 	runCfg func(*campaign.RunConfig) // adjusts runInProcess's runner
+
+	bgMu    sync.Mutex
+	bgReads []time.Time // start times of the break-glass reads that returned
 }
 
 func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
@@ -111,12 +114,28 @@ func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
 }
 
 // breakGlass is the Runner's BreakGlass: the world's scope as it is now.
+// Each read that succeeds records when it started (readBreakGlassSince).
 func (w *world) breakGlass(ctx context.Context, domain string) (*campaign.BreakGlass, error) {
+	start := time.Now()
 	r, err := w.svc.Resolver(domain)
 	if err != nil {
 		return nil, err
 	}
-	return r.BreakGlass(ctx)
+	bg, err := r.BreakGlass(ctx)
+	if err == nil {
+		w.bgMu.Lock()
+		w.bgReads = append(w.bgReads, start)
+		w.bgMu.Unlock()
+	}
+	return bg, err
+}
+
+// readBreakGlassSince reports whether a break-glass read that started after
+// t has returned.
+func (w *world) readBreakGlassSince(t time.Time) bool {
+	w.bgMu.Lock()
+	defer w.bgMu.Unlock()
+	return len(w.bgReads) > 0 && w.bgReads[len(w.bgReads)-1].After(t)
 }
 
 func newSimClient(authority, base, tenant, clientID, caFile string) *simClient {

@@ -47,6 +47,15 @@ import (
 // BucketPacing holds the senders' pacing state (see above).
 const BucketPacing = "pacing"
 
+// clockSkew is added to every time a successor restores. The times are
+// wall-clock instants of another replica (another host, or the same host
+// whose wall clock was adjusted meanwhile: measured 20-40 ms on a busy VM
+// within a 12 s window), while Exchange counts on its own clock; counted
+// this much later, the successor never sends early into a window the
+// previous holder filled. It costs at most one second of a window, once,
+// at takeover.
+const clockSkew = time.Second
+
 // pacingTTL drops the state of a sender unused for longer than the longest
 // window (the rolling day, or pacing.mail_day_window if longer): it is
 // empty anyway.
@@ -127,13 +136,15 @@ func (g *gate) snapshot(now time.Time) gateState {
 }
 
 // restore replaces the gate's windows by a saved state (the previous
-// holder's, which includes anything this replica wrote before). A pending
-// send counts as answered at its take time + sendTimeout, and in flight
-// until then. Sends of this replica still in flight stay counted as such.
+// holder's, which includes anything this replica wrote before), every time
+// moved clockSkew later. A pending send counts as answered at its take
+// time + sendTimeout, and in flight until then. Sends of this replica
+// still in flight stay counted as such.
 func (g *gate) restore(st gateState, now time.Time, sendTimeout time.Duration) {
+	at := func(ms int64) time.Time { return time.UnixMilli(ms).Add(clockSkew) }
 	var pend []time.Time
 	for _, ms := range st.Pending {
-		pend = append(pend, time.UnixMilli(ms).Add(sendTimeout))
+		pend = append(pend, at(ms).Add(sendTimeout))
 	}
 	for _, w := range g.windows {
 		w.times = nil
@@ -142,11 +153,11 @@ func (g *gate) restore(st gateState, now time.Time, sendTimeout time.Duration) {
 				continue
 			}
 			for _, ms := range ws.Times {
-				w.times = append(w.times, time.UnixMilli(ms))
+				w.times = append(w.times, at(ms))
 			}
 			for _, b := range ws.Buckets {
 				for range b[1] {
-					w.times = append(w.times, time.UnixMilli(b[0]))
+					w.times = append(w.times, at(b[0]))
 				}
 			}
 		}
@@ -161,11 +172,11 @@ func (g *gate) restore(st gateState, now time.Time, sendTimeout time.Duration) {
 		}
 	}
 	for _, ms := range st.Ghosts {
-		if t := time.UnixMilli(ms); t.After(now) {
+		if t := at(ms); t.After(now) {
 			g.ghosts = append(g.ghosts, t)
 		}
 	}
-	if b := time.UnixMilli(st.Blocked); st.Blocked > 0 && b.After(g.blocked) {
+	if b := at(st.Blocked); st.Blocked > 0 && b.After(g.blocked) {
 		g.blocked = b
 	}
 }

@@ -13,8 +13,9 @@ import (
 
 // TestGateSnapshotRestore: exact times for short windows, buckets for the
 // day; restored times are never earlier than the real ones (a successor
-// may wait longer, never shorter), and unanswered sends count at their
-// take time + the send timeout, in flight until then.
+// may wait longer, never shorter): later by the clock-skew margin plus at
+// most the rounding; unanswered sends count at their take time + the send
+// timeout (+ the margin), in flight until then.
 func TestGateSnapshotRestore(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	limits := []Limit{{N: 30, Window: time.Minute}, {N: 10000, Window: 24 * time.Hour}}
@@ -55,21 +56,21 @@ func TestGateSnapshotRestore(t *testing.T) {
 			q = time.Millisecond
 		}
 		for i, at := range real {
-			if r := w.times[i]; r.Before(at) || r.Sub(at) > q {
+			if r := w.times[i]; r.Before(at.Add(clockSkew)) || r.Sub(at.Add(clockSkew)) > q {
 				t.Fatalf("window %s: send at %s restored at %s", w.Window, at, r)
 			}
 		}
-		if last := w.times[len(w.times)-1]; !last.Equal(t0.Add(-time.Second).Add(sendTimeout)) {
+		if last := w.times[len(w.times)-1]; !last.Equal(t0.Add(-time.Second).Add(sendTimeout + clockSkew)) {
 			t.Fatalf("window %s: unanswered send counted at %s", w.Window, last)
 		}
 	}
-	if len(h.ghosts) != 1 || !h.blocked.Equal(g.blocked) {
+	if len(h.ghosts) != 1 || !h.blocked.Equal(g.blocked.Add(clockSkew)) {
 		t.Fatalf("ghosts %v, blocked %s", h.ghosts, h.blocked)
 	}
 	// After the block: the inherited send is in flight, so 3 more fit at
 	// once; answered, they fill the minute to 24 of 30 with the ghost's
 	// stamp, and 3 more in flight to 27 + 3.
-	at := t0.Add(5 * time.Second)
+	at := t0.Add(5*time.Second + clockSkew) // the block, restored with the margin
 	for i := range 4 {
 		if _, ok := h.try(at, uint64(i)); ok != (i < 3) {
 			t.Fatalf("slot %d with the ghost in flight: ok=%v", i, ok)
@@ -153,5 +154,53 @@ func TestPacingStateFollowsTheLease(t *testing.T) {
 	}
 	if _, err := c.take(ctx, 0); !errors.As(err, &tl) || tl.wait < 23*time.Hour {
 		t.Fatalf("the day's 5 are used (a: 2, b: 1, c: 2): got %v", err)
+	}
+}
+
+// TestSuccessorClockAhead: a successor whose wall clock runs ahead of the
+// previous holder's (another host; or this one, adjusted) still waits for
+// the window the previous holder filled: restored sends count clockSkew
+// later. With the skew just under the margin, the window is still full
+// where the successor's clock says it has rolled.
+func TestSuccessorClockAhead(t *testing.T) {
+	_, conn := natstest.Run(t)
+	ctx := ctxT(t)
+	kv, err := conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1, TTL: pacingTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const window = 10 * time.Second
+	limits := []Limit{{N: 3, Window: window}}
+	t0 := time.Now()
+	var aNow, bNow time.Time
+	holder := func(name string, now *time.Time) *pool {
+		p := newPool([]string{"noreply1@contoso.com"}, func() time.Time { return *now }, MailboxConcurrency, limits...)
+		if err := p.attach(ctx, &paceStore{kv: kv, holder: name, sendTimeout: time.Second, log: zerolog.Nop(), revs: map[string]uint64{}}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	aNow = t0
+	a := holder("a", &aNow)
+	for range 3 {
+		sl, err := a.take(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sl.Done(ctx, true) // answered at t0 by a's clock
+	}
+	// b's clock runs 900 ms ahead; b looks 200 ms before the
+	// window rolls (real time), when its own clock says it rolled 700 ms ago.
+	skew := 900 * time.Millisecond // under the margin (clockSkew, 1 s)
+	bNow = t0.Add(window - 200*time.Millisecond + skew)
+	b := holder("b", &bNow)
+	var tl errTooLong
+	if _, err := b.take(ctx, 0); !errors.As(err, &tl) {
+		t.Fatalf("a successor %s ahead sent into the window a filled: %v", skew, err)
+	}
+	// Once the window has rolled by b's clock plus the margin, b sends.
+	bNow = t0.Add(window + clockSkew + 10*time.Millisecond)
+	if _, err := b.take(ctx, 0); err != nil {
+		t.Fatalf("after the window and the margin: %v", err)
 	}
 }
