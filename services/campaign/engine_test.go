@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,8 +38,8 @@ func (w *world) putCloudUsers(gid, prefix string, n int) []graphsim.User {
 	return out
 }
 
-// TestCampaignExactlyOnceThroughKillAndFaults: 9,900 users, 5,000 synced
-// in Samba AD (a persistent bulk OU, created once per DC) and 4,900
+// TestCampaignExactlyOnceThroughKillAndFaults: 5,000 users, 1,000 synced
+// in Samba AD (a persistent bulk OU, created once per DC) and 4,000
 // cloud-managed in the simulator; faults on the way (item 503s, item 429s,
 // whole-batch 500s), and the engine killed with SIGKILL in the middle of a
 // run, then started again. Every user's writes happen exactly once: in
@@ -48,9 +50,16 @@ func (w *world) putCloudUsers(gid, prefix string, n int) []graphsim.User {
 func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	const budget, window = 3000, 3 * time.Second
 	w := newWorld(t, true, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget, WriteWindow: window})
-	const nSynced, nCloud = 5000, 4900
+	// 5,000 users: 1,000 synced in Samba AD, 4,000 cloud-managed. The
+	// suite shares one DC with the other packages' AD tests, so the AD part
+	// is sized for that; PWSYNC_CAMPAIGN_AD_USERS=5000 runs 5,000 Samba
+	// users (98 s alone, 43 s of it creating them once per DC).
+	nSynced, nCloud := 1000, 4000
+	if v, err := strconv.Atoi(os.Getenv("PWSYNC_CAMPAIGN_AD_USERS")); err == nil && v >= 100 {
+		nSynced = v
+	}
 	start := time.Now()
-	bulkOU, adUsers := w.dc.BulkUsers(t, "campaign", nSynced, 10*time.Minute)
+	bulkOU, adUsers := w.dc.BulkUsers(t, fmt.Sprintf("cmp%d", nSynced), nSynced, 10*time.Minute)
 	w.dc.StampPwdLastSet(t, adUsers) // so that pwdLastSet=0 is a change the DC counts
 	versions := w.dc.AttrVersions(t, bulkOU, adtest.AttidPwdLastSet)
 	t.Logf("%d AD users ready in %s", nSynced, time.Since(start).Round(time.Millisecond))
