@@ -89,12 +89,8 @@ func TestGateSnapshotRestore(t *testing.T) {
 // TestPacingStateFollowsTheLease: a holder's sends are in KV; the next
 // holder starts from them; the old holder is fenced off.
 func TestPacingStateFollowsTheLease(t *testing.T) {
-	_, conn := natstest.Run(t)
 	ctx := ctxT(t)
-	kv, err := conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1, TTL: pacingTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := pacingKV(t)
 	limits := []Limit{{N: 3, Window: time.Minute}, {N: 5, Window: 24 * time.Hour}}
 	const sendTimeout = 2 * time.Second
 	newHolder := func(name string) *pool {
@@ -163,12 +159,8 @@ func TestPacingStateFollowsTheLease(t *testing.T) {
 // later. With the skew just under the margin, the window is still full
 // where the successor's clock says it has rolled.
 func TestSuccessorClockAhead(t *testing.T) {
-	_, conn := natstest.Run(t)
 	ctx := ctxT(t)
-	kv, err := conn.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1, TTL: pacingTTL})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := pacingKV(t)
 	const window = 10 * time.Second
 	limits := []Limit{{N: 3, Window: window}}
 	t0 := time.Now()
@@ -203,4 +195,15 @@ func TestSuccessorClockAhead(t *testing.T) {
 	if _, err := b.take(ctx, 0); err != nil {
 		t.Fatalf("after the window and the margin: %v", err)
 	}
+}
+
+// pacingKV is the pacing bucket on a fresh embedded server.
+func pacingKV(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	_, conn := natstest.Run(t)
+	kv, err := conn.JS.CreateOrUpdateKeyValue(ctxT(t), jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1, TTL: pacingTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }

@@ -9,13 +9,7 @@ import (
 )
 
 func TestAdminValidation(t *testing.T) {
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	for _, f := range []string{cert, key} {
-		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cert, key := tlsFiles(t)
 	hash := strings.Repeat("ab", 32)
 	base := "admin:\n  enabled: true\n  listen: LISTEN\n  TLS\n  tokens:\n    - {name: a, sha256: " + hash + ", roles: [operator]EXP}\n"
 	tls := "tls_cert: " + cert + "\n  tls_key: " + key
@@ -94,13 +88,7 @@ func TestExampleAdminSection(t *testing.T) {
 // TestListenersDiffer: the admin API never shares the webhook's (internet
 // facing) listener nor the ops one; a wildcard host overlaps every host.
 func TestListenersDiffer(t *testing.T) {
-	dir := t.TempDir()
-	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	for _, f := range []string{cert, key} {
-		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cert, key := tlsFiles(t)
 	conf := func(admin, webhook, ops string) string {
 		return "admin:\n  enabled: true\n  listen: \"" + admin + "\"\n  tls_cert: " + cert + "\n  tls_key: " + key +
 			"\n  tokens:\n    - {name: a, sha256: " + strings.Repeat("ab", 32) + ", roles: [operator]}\n" +
@@ -133,4 +121,17 @@ func TestListenersDiffer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tlsFiles writes a stand-in certificate and key (mode 600).
+func tlsFiles(t *testing.T) (cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key = filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
+	for _, f := range []string{cert, key} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cert, key
 }
