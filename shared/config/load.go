@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("parsing YAML: %w", err)
+		return Config{}, fmt.Errorf("parsing YAML: %s", redactYAMLError(err))
 	}
 	if root.Kind == 0 { // empty file: defaults only
 		return cfg, cfg.resolveSecrets(getenv)
@@ -381,4 +382,15 @@ func sameListener(a, b string) bool {
 	}
 	wild := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	return strings.EqualFold(ha, hb) || wild(ha) || wild(hb)
+}
+
+// yamlQuoted is what YAML's syntax errors quote from the file, e.g.
+// "unknown anchor 'x' referenced": an unquoted secret starting with * or &
+// would be echoed into logs.
+var yamlQuoted = regexp.MustCompile("'[^']*'|`[^`]*`|\"[^\"]*\"")
+
+// redactYAMLError keeps a syntax error's line and kind, not the text it
+// quotes from the file (which may be a secret).
+func redactYAMLError(err error) string {
+	return yamlQuoted.ReplaceAllString(err.Error(), "'…'")
 }
