@@ -61,8 +61,19 @@ func survives(t *testing.T, c *Cluster, lose func()) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if _, err := conn.JS.Publish(ctx, "events.ad.user", []byte("{}")); err != nil {
-		t.Fatalf("publishing with a node down: %v", err)
+	// The stream elects its own leader, apart from the KV's: the same
+	// bounded wait (a SIGKILLed node's leadership is not handed over).
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := conn.JS.Publish(pctx, "events.ad.user", []byte("{}"))
+		pcancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publishing 45s after losing one node of three: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	e, err := kv.Get(ctx, "k")
 	if err != nil || string(e.Value()) != "after" {
