@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 const valid = `
@@ -200,7 +202,11 @@ func FuzzParse(f *testing.F) {
 
 // FuzzLoad runs the whole loader (file, strict YAML, secrets, validation,
 // the permission warning) on any file content: no panic; what loads also
-// validates; a literal secret never shows in a warning or an error.
+// validates; a literal secret never shows in a warning or an error. The
+// literal counts as a secret only where it is one: under a secret key, or
+// anywhere in a file that is not YAML (syntax errors quote nothing). Written
+// as a key, an anchor, a tag or an ordinary value it is just text, and
+// errors name it so the user can find the mistake.
 func FuzzLoad(f *testing.F) {
 	const lit = "Fuzz-Literal-Secret-7781"
 	f.Add([]byte(valid), uint16(0o600))
@@ -229,10 +235,43 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			out += err.Error()
 		}
-		if strings.Contains(out, lit) {
+		if strings.Contains(out, lit) && onlyAsSecret(data, lit) {
 			t.Fatalf("a literal secret leaked: %s", out)
 		}
 	})
+}
+
+// secretKeys are the config keys whose values are Secrets.
+var secretKeys = map[string]bool{"bind_password": true, "client_secret": true,
+	"certificate_password": true, "workflows_webhook_url": true}
+
+// onlyAsSecret reports whether lit occurs in data's first YAML document only
+// inside the values of secret keys (or data is not YAML at all).
+func onlyAsSecret(data []byte, lit string) bool {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return true
+	}
+	var clean func(n *yaml.Node) bool
+	clean = func(n *yaml.Node) bool {
+		if strings.Contains(n.Anchor, lit) || strings.Contains(n.Tag, lit) ||
+			(n.Kind != yaml.MappingNode && strings.Contains(n.Value, lit)) {
+			return false
+		}
+		for i := 0; i < len(n.Content); i++ {
+			c := n.Content[i]
+			if n.Kind == yaml.MappingNode && i%2 == 0 && i+1 < len(n.Content) &&
+				c.Kind == yaml.ScalarNode && secretKeys[c.Value] {
+				i++ // the secret's value, whatever its shape, is the secret
+				continue
+			}
+			if !clean(c) {
+				return false
+			}
+		}
+		return true
+	}
+	return clean(&root)
 }
 
 // TestTLSKeysReadableWarn: the webhook's and the admin API's TLS private
@@ -263,5 +302,27 @@ func TestTLSKeysReadableWarn(t *testing.T) {
 				t.Fatalf("mode 600: warnings %q", w)
 			}
 		})
+	}
+}
+
+// TestOnlyAsSecret: FuzzLoad's judge of where the literal is a secret.
+func TestOnlyAsSecret(t *testing.T) {
+	const lit = "S3"
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{"graph: {client_secret: S3}", true},
+		{"ad: {domains: [{bind_password: xS3x}]}", true},
+		{"graph: {client_secret: [S3]}", true},
+		{"*S3", true}, // not YAML: every error must hide it
+		{"S3: x", false},
+		{"log: {level: S3}", false},
+		{"graph: {client_id: &S3 x}", false},
+		{"graph: {client_secret: S3, client_id: S3}", false},
+	} {
+		if got := onlyAsSecret([]byte(tc.yaml), lit); got != tc.want {
+			t.Errorf("onlyAsSecret(%q) = %v, want %v", tc.yaml, got, tc.want)
+		}
 	}
 }
