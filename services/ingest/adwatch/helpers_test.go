@@ -2,6 +2,8 @@ package adwatch
 
 import (
 	"context"
+	"encoding/json"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -221,4 +223,22 @@ func (r *running) waitNotifying(t testing.TB, timeout time.Duration) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
+}
+
+// savedWatermark is the USN the stored cursor says every change is published
+// up to; in DirSync mode the cookie is exact and there is none, so MaxInt64.
+func savedWatermark(t testing.TB, cursors Cursors, cfg Config, mode string) int64 {
+	t.Helper()
+	if mode != ModeUSN {
+		return math.MaxInt64
+	}
+	raw, err := cursors.Load(context.Background(), cfg.cursorKey(ModeUSN))
+	if err != nil {
+		t.Fatalf("loading the USN cursor: %v", err)
+	}
+	var cur usnCursor
+	if err := json.Unmarshal(raw, &cur); err != nil {
+		t.Fatalf("decoding the USN cursor %q: %v", raw, err)
+	}
+	return cur.USN
 }
