@@ -307,6 +307,10 @@ func progressLine(st campaign.Status, width int) string {
 	if s.Rate > 0 && s.Remaining > 0 {
 		eta = (time.Duration(float64(s.Remaining)/s.Rate) * time.Second).Round(time.Second).String()
 	}
-	return fmt.Sprintf("[%s] %5.1f%% done %d failed %d remaining %d | %.1f users/s | ETA %s | %s",
+	line := fmt.Sprintf("[%s] %5.1f%% done %d failed %d remaining %d | %.1f users/s | ETA %s | %s",
 		bar, 100*float64(finished)/float64(total), s.Done, s.Failed, s.Remaining, s.Rate, eta, st.Campaign.State)
+	if !s.ADUnreachable.IsZero() {
+		line += " | DC unreachable since " + s.ADUnreachable.Local().Format(time.TimeOnly) + ", AD writes waiting"
+	}
+	return line
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -20,6 +21,7 @@ import (
 )
 
 func TestProgressLine(t *testing.T) {
+	down := time.Date(2026, 12, 3, 9, 30, 5, 0, time.UTC)
 	tests := []struct {
 		st   campaign.Stats
 		want string
@@ -28,6 +30,8 @@ func TestProgressLine(t *testing.T) {
 			"[#############.................]  45.0% done 40 failed 5 remaining 55 | 11.0 users/s | ETA 5s | running"},
 		{campaign.Stats{Total: 0}, "[..............................]   0.0% done 0 failed 0 remaining 0 | 0.0 users/s | ETA - | running"},
 		{campaign.Stats{Total: 3, Done: 3}, "[##############################] 100.0% done 3 failed 0 remaining 0 | 0.0 users/s | ETA - | running"},
+		{campaign.Stats{Total: 3, Done: 1, Remaining: 2, ADUnreachable: down}, "[##########....................]  33.3% done 1 failed 0 remaining 2 | 0.0 users/s | ETA - | running" +
+			" | DC unreachable since " + down.Local().Format(time.TimeOnly) + ", AD writes waiting"},
 	}
 	for _, tc := range tests {
 		got := progressLine(campaign.Status{Campaign: campaign.Campaign{State: campaign.StateRunning}, Stats: tc.st}, 30)

@@ -15,14 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/cutproxy"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
@@ -579,89 +578,6 @@ func TestFaultGraphStorm(t *testing.T) {
 	l.report(t, fmt.Sprintf("%d Graph faults met (%v)", total, met))
 }
 
-// tcpProxy forwards connections to target until cut; while cut it closes
-// every open connection and refuses new ones, as a DC that went away.
-type tcpProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  map[net.Conn]bool
-}
-
-func startProxy(t testing.TB, target string) *tcpProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.Cut() })
-	return p
-}
-
-func (p *tcpProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		go p.forward(c)
-	}
-}
-
-func (p *tcpProxy) forward(c net.Conn) {
-	p.mu.Lock()
-	cut := p.cut
-	p.mu.Unlock()
-	if cut {
-		c.Close()
-		return
-	}
-	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.cut {
-		p.mu.Unlock()
-		c.Close()
-		up.Close()
-		return
-	}
-	p.conns[c], p.conns[up] = true, true
-	p.mu.Unlock()
-	done := make(chan struct{}, 2)
-	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
-	<-done
-	c.Close()
-	up.Close()
-	p.mu.Lock()
-	delete(p.conns, c)
-	delete(p.conns, up)
-	p.mu.Unlock()
-}
-
-// Cut drops every connection and refuses new ones.
-func (p *tcpProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-// Restore accepts connections again.
-func (p *tcpProxy) Restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
 // TestFaultDCOutageAndRejectedCookie cuts pwsync off the DC (a TCP proxy in
 // front of LDAPS; the shared DC itself keeps running), changes AD meanwhile,
 // and restores it: the change is written once. Then it replaces the saved
@@ -671,8 +587,8 @@ func (p *tcpProxy) Restore() {
 func TestFaultDCOutageAndRejectedCookie(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	target := strings.TrimPrefix(s.dc.LDAPSURL, "ldaps://")
-	proxy := startProxy(t, target)
-	s.opts.ADURL = "ldaps://" + proxy.ln.Addr().String()
+	proxy := cutproxy.Start(t, target)
+	s.opts.ADURL = "ldaps://" + proxy.Addr()
 	s.opts.NATSListen = freeAddr(t)
 	const pw = "Start.Passw0rd-1"
 	flagged := s.dc.CreateUser(t, s.ou, "dc-flagged", adtest.UserOpts{Password: pw, MustChange: true})

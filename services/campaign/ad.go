@@ -112,6 +112,9 @@ func (l *LDAP) with(ctx context.Context, fn func(*ldap.Conn) error) error {
 	default:
 		var err error
 		if c, err = l.dial(); err != nil {
+			if ldap.IsErrorAnyOf(err, ldap.ErrorNetwork) {
+				return fmt.Errorf("%w: %w", ErrUnreachable, err) // nothing was sent
+			}
 			return err
 		}
 	}

@@ -21,7 +21,8 @@ import (
 // ADWriter writes the helpdesk's "must change at next logon" in one domain.
 type ADWriter interface {
 	// ForceChange sets pwdLastSet=0; the answer is LDAP's result text.
-	// Errors for which the write surely did not happen wrap ErrDefinite.
+	// Errors for which the write surely did not happen wrap ErrDefinite;
+	// those for which it was never sent (no connection) wrap ErrUnreachable.
 	ForceChange(ctx context.Context, dn string) (string, error)
 	// PwdLastSet reads the user's pwdLastSet (read-back after an uncertain write).
 	PwdLastSet(ctx context.Context, dn string) (int64, error)
@@ -30,6 +31,11 @@ type ADWriter interface {
 // ErrDefinite marks a write error whose request surely had no effect (LDAP
 // answered with a result code): no read-back needed, no retry helps.
 var ErrDefinite = errors.New("refused")
+
+// ErrUnreachable marks an AD request that was never sent: no connection to
+// the DC could be made. It is not an attempt: the AD lane waits for the DC,
+// for as long as it takes, instead of failing users over an outage.
+var ErrUnreachable = errors.New("DC unreachable")
 
 // Publisher publishes with a message ID (JetStream deduplicates on it).
 type Publisher interface {
@@ -167,12 +173,18 @@ type run struct {
 	adDone   chan struct{}
 	stopped  chan struct{} // closed when the run's workers have ended
 	adCh     chan *item
-	stripes  [64]sync.Mutex // serialise each user's record writes
-	stats    Stats
-	samples  []rateSample
-	logged   time.Time
-	auditW   *audit.Writer
-	bg       atomic.Pointer[BreakGlass]
+	// adDown is the DC outage the AD lane is waiting out: consecutive
+	// unreachable answers and when the next request may go.
+	adDown struct {
+		fails int
+		until time.Time
+	}
+	stripes [64]sync.Mutex // serialise each user's record writes
+	stats   Stats
+	samples []rateSample
+	logged  time.Time
+	auditW  *audit.Writer
+	bg      atomic.Pointer[BreakGlass]
 }
 
 type rateSample struct {

@@ -529,7 +529,7 @@ func (x *run) adWorker(ctx, parent context.Context) {
 			return
 		case it = <-x.adCh:
 		}
-		if wait := time.Until(it.notBefore); wait > 0 {
+		if wait := time.Until(later(it.notBefore, x.adDownUntil())); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return
@@ -540,21 +540,76 @@ func (x *run) adWorker(ctx, parent context.Context) {
 	}
 }
 
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// adDownUntil is when the AD lane may try the DC again after an outage.
+func (x *run) adDownUntil() time.Time {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.adDown.until
+}
+
+// adUnreachable: the DC could not be reached, so the request was never sent
+// and is not counted as an attempt. Every AD worker waits (backing off to
+// RetryMax) before the next request: an outage neither fails users nor
+// turns into a dial storm, and the campaign finishes once the DC is back.
+func (x *run) adUnreachable(err error) {
+	x.mu.Lock()
+	x.adDown.fails++
+	x.adDown.until = x.r.now().Add(x.backoff(x.adDown.fails))
+	first := x.stats.ADUnreachable.IsZero()
+	if first {
+		x.stats.ADUnreachable = x.r.now().UTC()
+	}
+	x.mu.Unlock()
+	if first {
+		x.log.Warn().Err(err).Msg("the DC is unreachable: AD writes wait for it")
+	}
+}
+
+// adReachable ends an outage: the DC answered.
+func (x *run) adReachable() {
+	x.mu.Lock()
+	since := x.stats.ADUnreachable
+	x.adDown.fails, x.adDown.until, x.stats.ADUnreachable = 0, time.Time{}, time.Time{}
+	x.mu.Unlock()
+	if !since.IsZero() {
+		x.log.Info().Dur("unreachable_for", x.r.now().Sub(since)).Msg("the DC answers again: AD writes go on")
+	}
+}
+
+// requeueAD puts it back in the AD lane, from a goroutine that ends with
+// the run, as a retry does.
+func (x *run) requeueAD(ctx context.Context, it *item) {
+	go func() {
+		select {
+		case x.adCh <- it:
+		case <-x.adDone:
+		case <-x.stopped:
+		case <-ctx.Done():
+		}
+	}()
+}
+
 func (x *run) adStep(ctx context.Context, it *item) {
 	dn := x.targets[it.idx].DN
 	retry := func() {
 		it.notBefore = x.r.now().Add(x.backoff(it.attempts))
-		go func() {
-			select {
-			case x.adCh <- it:
-			case <-x.adDone:
-			case <-x.stopped:
-			case <-ctx.Done():
-			}
-		}()
+		x.requeueAD(ctx, it)
 	}
 	if it.verify {
 		v, err := x.r.adRead(ctx, x.ad, dn)
+		if errors.Is(err, ErrUnreachable) {
+			x.adUnreachable(err)
+			x.requeueAD(ctx, it)
+			return
+		}
+		x.adReachable()
 		if err != nil {
 			it.attempts++
 			if it.attempts >= x.r.Cfg.MaxAttempts {
@@ -587,9 +642,18 @@ func (x *run) adStep(ctx context.Context, it *item) {
 	}
 	it.attempts++
 	at := x.r.now().UTC()
-	it.sentAt = at
 	x.record(ctx, it, StepResult{Status: StatusUncertain, At: at, Detail: "LDAP modify sent"})
 	ans, err := x.ad.ForceChange(ctx, dn)
+	if errors.Is(err, ErrUnreachable) {
+		// Not sent. The "modify sent" record stays: it only makes a
+		// restart read back first, which is harmless.
+		it.attempts--
+		x.adUnreachable(err)
+		x.requeueAD(ctx, it)
+		return
+	}
+	it.sentAt = at
+	x.adReachable()
 	switch {
 	case err == nil:
 		x.addStat(func(s *Stats) { s.LDAP++ })

@@ -352,10 +352,13 @@ type Stats struct {
 	Verified  int `json:"verified"` // uncertain writes resolved by reading back
 	// Fallbacks: users whose must-change flag was missing on read-back
 	// (a 2xx that changed nothing) and who got the configured fallback.
-	Fallbacks int       `json:"fallbacks,omitempty"`
-	LDAP      int       `json:"ldap_writes"`
-	Started   time.Time `json:"started,omitzero"`
-	Updated   time.Time `json:"updated,omitzero"`
+	Fallbacks int `json:"fallbacks,omitempty"`
+	LDAP      int `json:"ldap_writes"`
+	// ADUnreachable: since when the DC cannot be reached (the AD lane
+	// waits; zero when it can).
+	ADUnreachable time.Time `json:"ad_unreachable_since,omitzero"`
+	Started       time.Time `json:"started,omitzero"`
+	Updated       time.Time `json:"updated,omitzero"`
 	// Rate is users finished per second over the last stretch.
 	Rate float64 `json:"rate"`
 }

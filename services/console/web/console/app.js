@@ -102,7 +102,8 @@ function progressText(s, total) {
   if (s.fallbacks) writes.push(`${plural(s.fallbacks, 'fallback')} after a flag Graph did not set`);
   return sentences(
     `${s.done || 0} done, ${s.failed || 0} failed, ${s.remaining ?? total} remaining of ${total}`,
-    writes.join(', '));
+    writes.join(', '),
+    s.ad_unreachable_since ? `The DC is unreachable since ${new Date(s.ad_unreachable_since).toLocaleTimeString()}: AD writes wait for it` : '');
 }
 
 function rateText(s) {

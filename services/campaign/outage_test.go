@@ -1,0 +1,119 @@
+package campaign_test
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/services/campaign"
+	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/shared/cutproxy"
+	"github.com/pwsync/pwsync/shared/graphsim"
+)
+
+// cutAfter cuts the proxy once n writes have been answered.
+type cutAfter struct {
+	campaign.ADWriter
+	n     int64
+	done  atomic.Int64
+	proxy *cutproxy.Proxy
+	cut   chan struct{}
+}
+
+func (c *cutAfter) ForceChange(ctx context.Context, dn string) (string, error) {
+	ans, err := c.ADWriter.ForceChange(ctx, dn)
+	if err == nil && c.done.Add(1) == c.n {
+		c.proxy.Cut()
+		close(c.cut)
+	}
+	return ans, err
+}
+
+// TestDCOutageMidCampaign: the DC goes away in the middle of a campaign's
+// AD writes (every connection dropped, new ones refused) for many times one
+// user's whole retry budget, and comes back. The campaign waits instead of
+// failing users, its status says the DC is unreachable, and it ends with
+// every user written exactly once by the DC's own record
+// (replPropertyMetaData). Writes cut off in flight are read back first.
+func TestDCOutageMidCampaign(t *testing.T) {
+	const n, cutAt, outage = 150, 50, 4 * time.Second
+	w := newWorld(t, true, graphsim.Options{})
+	w.scope.IncludeDisabled = true // adtest's fast users are disabled
+	users := w.adUsers(n)
+	before := w.dc.AttrVersions(t, w.ou, adtest.AttidPwdLastSet)
+
+	proxy := cutproxy.Start(t, strings.TrimPrefix(w.dc.LDAPSURL, "ldaps://"))
+	viaProxy, err := campaign.NewLDAP(campaign.LDAPConfig{URL: "ldaps://" + proxy.Addr(), CAFile: w.dc.CAFile,
+		BindDN: w.dc.BindUPN, BindPassword: w.dc.BindPassword, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(viaProxy.Close)
+	ad := &cutAfter{ADWriter: viaProxy, n: cutAt, proxy: proxy, cut: make(chan struct{})}
+	// Without the wait, 3 attempts 50-200ms apart fail a user in well under
+	// a second of outage.
+	w.runCfg = func(c *campaign.RunConfig) {
+		c.MaxAttempts, c.RetryMax, c.StatsEvery = 3, 200*time.Millisecond, 100*time.Millisecond
+	}
+
+	c, err := w.svc.Create(ctxT(t), campaign.Spec{Name: "dc outage", Include: campaign.Selector{OUs: []string{w.ou}},
+		Actions: campaign.Actions{RequireChange: true}}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err = w.svc.Preview(ctxT(t), c.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Approve(ctxT(t), c.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := make(chan campaign.Stats, 1)
+	go func() {
+		defer proxy.Restore()
+		select {
+		case <-ad.cut:
+		case <-time.After(time.Minute):
+			return
+		}
+		time.Sleep(outage)
+		st, err := w.svc.Status(context.Background(), c.ID)
+		if err != nil {
+			t.Errorf("status during the outage: %v", err)
+		}
+		seen <- st.Stats
+	}()
+	w.runInProcessWith(c.ID, w.client, ad, campaign.NewPacer(1000, time.Second, 1), 2*time.Minute)
+
+	var during campaign.Stats
+	select {
+	case during = <-seen: // the run may have ended first: then the outage failed users
+	case <-time.After(outage + 10*time.Second):
+		t.Fatal("no status from during the outage: the DC was never cut")
+	}
+	if during.ADUnreachable.IsZero() || during.Failed != 0 || during.Done >= n {
+		t.Errorf("status %s into the outage: unreachable since %v, %d done, %d failed; want the outage shown, 0 failed, not done",
+			outage, during.ADUnreachable, during.Done, during.Failed)
+	}
+	st, err := w.svc.Status(ctxT(t), c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Campaign.State != campaign.StateDone || st.Stats.Done != n || st.Stats.Failed != 0 || !st.Stats.ADUnreachable.IsZero() {
+		t.Fatalf("after the outage: state %s, stats %+v; want done, %d done, 0 failed, reachable", st.Campaign.State, st.Stats, n)
+	}
+	after := w.dc.AttrVersions(t, w.ou, adtest.AttidPwdLastSet)
+	for _, u := range users {
+		dn := strings.ToLower(u.DN)
+		if d := after[dn] - before[dn]; d != 1 {
+			t.Errorf("%s: pwdLastSet written %d times, want exactly 1", u.DN, d)
+		}
+	}
+	t.Logf("%d users: cut after %d answered writes for %s; %d read back, %d retries; all done, each written once",
+		n, cutAt, outage, st.Stats.Verified, st.Stats.Retries)
+}
