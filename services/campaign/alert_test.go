@@ -44,12 +44,17 @@ func (w *world) alerts() []events.Action {
 	}
 }
 
+// startCampaign creates, previews and starts spec as alice, with bob's
+// approval when the preview asks for one.
 func (w *world) startCampaign(spec campaign.Spec) campaign.Campaign {
 	w.t.Helper()
 	ctx := ctxT(w.t)
 	c, err := w.svc.Create(ctx, spec, "alice")
 	if err == nil {
 		c, err = w.svc.Preview(ctx, c.ID, "alice")
+	}
+	if err == nil && c.NeedsApproval {
+		c, err = w.svc.Approve(ctx, c.ID, "bob")
 	}
 	if err == nil {
 		c, err = w.svc.Start(ctx, c.ID, "alice")

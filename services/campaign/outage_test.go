@@ -58,20 +58,8 @@ func TestDCOutageMidCampaign(t *testing.T) {
 		c.MaxAttempts, c.RetryMax, c.StatsEvery = 3, 200*time.Millisecond, 100*time.Millisecond
 	}
 
-	c, err := w.svc.Create(ctxT(t), campaign.Spec{Name: "dc outage", Include: campaign.Selector{OUs: []string{w.ou}},
-		Actions: campaign.Actions{RequireChange: true}}, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c, err = w.svc.Preview(ctxT(t), c.ID, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.svc.Approve(ctxT(t), c.ID, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	c := w.startCampaign(campaign.Spec{Name: "dc outage", Include: campaign.Selector{OUs: []string{w.ou}},
+		Actions: campaign.Actions{RequireChange: true}})
 
 	seen := make(chan campaign.Stats, 1)
 	go func() {

@@ -60,20 +60,8 @@ func TestCloudCampaignInProcess(t *testing.T) {
 	const gid = "bbbbbbbb-0000-4000-8000-00000000000a"
 	w.sim.PutGroup(gid, "Sales")
 	users := w.putCloudUsers(gid, "sa", 150)
-	c, err := w.svc.Create(ctxT(t), campaign.Spec{Name: "small", Include: campaign.Selector{EntraGroups: []string{gid}},
-		Actions: campaign.Actions{RequireChange: true, RevokeSessions: true}}, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c, err = w.svc.Preview(ctxT(t), c.ID, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.svc.Approve(ctxT(t), c.ID, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	c := w.startCampaign(campaign.Spec{Name: "small", Include: campaign.Selector{EntraGroups: []string{gid}},
+		Actions: campaign.Actions{RequireChange: true, RevokeSessions: true}})
 	w.runInProcess(c.ID, campaign.NewPacer(100, time.Second, 1), time.Minute)
 	st, _ := w.svc.Status(ctxT(t), c.ID)
 	if st.Campaign.State != campaign.StateDone || st.Stats.Done != len(users) {

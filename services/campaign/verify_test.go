@@ -225,20 +225,8 @@ func TestMustChangeFallbackExactlyOnceThroughKill(t *testing.T) {
 	w.sim.PutGroup(gid, "Everyone")
 	const n = 1500
 	users := w.putCloudUsers(gid, "kf", n)
-	c, err := w.svc.Create(ctxT(t), campaign.Spec{Name: "noop breach", Include: campaign.Selector{EntraGroups: []string{gid}},
-		Actions: campaign.Actions{RequireChange: true, RevokeSessions: true}}, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c, err = w.svc.Preview(ctxT(t), c.ID, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.svc.Approve(ctxT(t), c.ID, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	c := w.startCampaign(campaign.Spec{Name: "noop breach", Include: campaign.Selector{EntraGroups: []string{gid}},
+		Actions: campaign.Actions{RequireChange: true, RevokeSessions: true}})
 	w.sim.InjectFault(graphsim.Fault{Method: "PATCH", PathPrefix: "/v1.0/users/", Status: 503, Count: 30})
 
 	first := w.startChild(c.ID, budget, window, 1)
