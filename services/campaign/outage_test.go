@@ -56,6 +56,7 @@ func TestDCOutageMidCampaign(t *testing.T) {
 	// a second of outage.
 	w.runCfg = func(c *campaign.RunConfig) {
 		c.MaxAttempts, c.RetryMax, c.StatsEvery = 3, 200*time.Millisecond, 100*time.Millisecond
+		c.ADOutageAlert = time.Second
 	}
 
 	c := w.startCampaign(campaign.Spec{Name: "dc outage", Include: campaign.Selector{OUs: []string{w.ou}},
@@ -101,6 +102,17 @@ func TestDCOutageMidCampaign(t *testing.T) {
 		if d := after[dn] - before[dn]; d != 1 {
 			t.Errorf("%s: pwdLastSet written %d times, want exactly 1", u.DN, d)
 		}
+	}
+	// The admins heard of the outage once, and of its end.
+	var alerts []string
+	for _, a := range w.alerts() {
+		if a.Campaign == c.ID {
+			alerts = append(alerts, a.Reason)
+		}
+	}
+	if len(alerts) != 2 || !strings.Contains(alerts[0], `campaign "dc outage": the DC of example.test has been unreachable since`) ||
+		!strings.Contains(alerts[1], `campaign "dc outage": the DC of example.test answers again after`) {
+		t.Errorf("alerts: %q; want one for the outage, then one for its end", alerts)
 	}
 	t.Logf("%d users: cut after %d answered writes for %s; %d read back, %d retries; all done, each written once",
 		n, cutAt, outage, st.Stats.Verified, st.Stats.Retries)

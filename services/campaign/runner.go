@@ -60,6 +60,9 @@ type RunConfig struct {
 	// BreakGlassEvery: how often a run reads the break-glass accounts again
 	// (default 30s); every write is checked against the last read.
 	BreakGlassEvery time.Duration
+	// ADOutageAlert: a DC unreachable this long alerts the admins, and its
+	// return too (default 2m).
+	ADOutageAlert time.Duration
 }
 
 func (c RunConfig) withDefaults() RunConfig {
@@ -83,6 +86,7 @@ func (c RunConfig) withDefaults() RunConfig {
 	defd(&c.PollEvery, 500*time.Millisecond)
 	defd(&c.StatsEvery, time.Second)
 	defd(&c.BreakGlassEvery, 30*time.Second)
+	defd(&c.ADOutageAlert, 2*time.Minute)
 	return c
 }
 
@@ -176,8 +180,9 @@ type run struct {
 	// adDown is the DC outage the AD lane is waiting out: consecutive
 	// unreachable answers and when the next request may go.
 	adDown struct {
-		fails int
-		until time.Time
+		fails   int
+		until   time.Time
+		alerted bool
 	}
 	stripes [64]sync.Mutex // serialise each user's record writes
 	stats   Stats

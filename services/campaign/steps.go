@@ -558,28 +558,44 @@ func (x *run) adDownUntil() time.Time {
 // and is not counted as an attempt. Every AD worker waits (backing off to
 // RetryMax) before the next request: an outage neither fails users nor
 // turns into a dial storm, and the campaign finishes once the DC is back.
-func (x *run) adUnreachable(err error) {
+// Past RunConfig.ADOutageAlert it alerts the admins, once per outage.
+func (x *run) adUnreachable(ctx context.Context, err error) {
+	now := x.r.now()
 	x.mu.Lock()
 	x.adDown.fails++
-	x.adDown.until = x.r.now().Add(x.backoff(x.adDown.fails))
+	x.adDown.until = now.Add(x.backoff(x.adDown.fails))
 	first := x.stats.ADUnreachable.IsZero()
 	if first {
-		x.stats.ADUnreachable = x.r.now().UTC()
+		x.stats.ADUnreachable = now.UTC()
 	}
+	since := x.stats.ADUnreachable
+	alert := !x.adDown.alerted && now.Sub(since) >= x.r.Cfg.ADOutageAlert
+	x.adDown.alerted = x.adDown.alerted || alert
 	x.mu.Unlock()
 	if first {
 		x.log.Warn().Err(err).Msg("the DC is unreachable: AD writes wait for it")
 	}
+	if alert {
+		x.alert(ctx, fmt.Sprintf("ad_unreachable.%d", since.Unix()), fmt.Sprintf("campaign %q: the DC of %s has been unreachable since %s; "+
+			"its AD writes wait for it (%s)", x.c.Spec.Name, x.c.Spec.Domain, since.Format(time.RFC3339), err))
+	}
 }
 
-// adReachable ends an outage: the DC answered.
-func (x *run) adReachable() {
+// adReachable ends an outage: the DC answered. An outage the admins were
+// alerted about is followed by the all-clear.
+func (x *run) adReachable(ctx context.Context) {
 	x.mu.Lock()
-	since := x.stats.ADUnreachable
-	x.adDown.fails, x.adDown.until, x.stats.ADUnreachable = 0, time.Time{}, time.Time{}
+	since, alerted := x.stats.ADUnreachable, x.adDown.alerted
+	x.adDown.fails, x.adDown.until, x.adDown.alerted, x.stats.ADUnreachable = 0, time.Time{}, false, time.Time{}
 	x.mu.Unlock()
-	if !since.IsZero() {
-		x.log.Info().Dur("unreachable_for", x.r.now().Sub(since)).Msg("the DC answers again: AD writes go on")
+	if since.IsZero() {
+		return
+	}
+	took := x.r.now().Sub(since)
+	x.log.Info().Dur("unreachable_for", took).Msg("the DC answers again: AD writes go on")
+	if alerted {
+		x.alert(ctx, fmt.Sprintf("ad_reachable.%d", since.Unix()), fmt.Sprintf("campaign %q: the DC of %s answers again after %s unreachable; "+
+			"its AD writes go on", x.c.Spec.Name, x.c.Spec.Domain, took.Round(time.Second)))
 	}
 }
 
@@ -605,11 +621,11 @@ func (x *run) adStep(ctx context.Context, it *item) {
 	if it.verify {
 		v, err := x.r.adRead(ctx, x.ad, dn)
 		if errors.Is(err, ErrUnreachable) {
-			x.adUnreachable(err)
+			x.adUnreachable(ctx, err)
 			x.requeueAD(ctx, it)
 			return
 		}
-		x.adReachable()
+		x.adReachable(ctx)
 		if err != nil {
 			it.attempts++
 			if it.attempts >= x.r.Cfg.MaxAttempts {
@@ -648,12 +664,12 @@ func (x *run) adStep(ctx context.Context, it *item) {
 		// Not sent. The "modify sent" record stays: it only makes a
 		// restart read back first, which is harmless.
 		it.attempts--
-		x.adUnreachable(err)
+		x.adUnreachable(ctx, err)
 		x.requeueAD(ctx, it)
 		return
 	}
 	it.sentAt = at
-	x.adReachable()
+	x.adReachable(ctx)
 	switch {
 	case err == nil:
 		x.addStat(func(s *Stats) { s.LDAP++ })

@@ -33,11 +33,15 @@ type Campaigns struct {
 	UncertainWait time.Duration `yaml:"uncertain_wait"`
 	// WithMFA sets forceChangePasswordNextSignInWithMfa too.
 	WithMFA bool `yaml:"with_mfa"`
+	// ADOutageAlert: a running campaign whose DC has been unreachable this
+	// long alerts the admins (and again when it answers).
+	ADOutageAlert time.Duration `yaml:"ad_outage_alert"`
 }
 
 func defaultCampaigns() Campaigns {
 	return Campaigns{Enabled: true, ApprovalThreshold: 100, HardCap: 50000, WriteBudget: 3000, WriteWindow: 150 * time.Second,
-		WriteShare: 1, Concurrency: 4, ADConcurrency: 4, MaxAttempts: 8, UncertainWait: 45 * time.Second}
+		WriteShare: 1, Concurrency: 4, ADConcurrency: 4, MaxAttempts: 8, UncertainWait: 45 * time.Second,
+		ADOutageAlert: 2 * time.Minute}
 }
 
 func (c Campaigns) validate(graphTimeout time.Duration) []error {
@@ -71,6 +75,9 @@ func (c Campaigns) validate(graphTimeout time.Duration) []error {
 	}
 	if c.MaxAttempts < 1 {
 		add("max_attempts", "must be at least 1")
+	}
+	if c.ADOutageAlert < time.Second {
+		add("ad_outage_alert", "must be at least 1s (got %s)", c.ADOutageAlert)
 	}
 	if c.UncertainWait < graphTimeout {
 		add("uncertain_wait", "must be at least graph.timeout (%s): a write of a stopped run may still be in flight until then", graphTimeout)

@@ -18,6 +18,7 @@ func TestCampaigns(t *testing.T) {
 		{"threshold above cap", "campaigns: {approval_threshold: 10, hard_cap: 5}\n", "campaigns.approval_threshold"},
 		{"short window", "campaigns: {write_window: 10ms}\n", "campaigns.write_budget"},
 		{"uncertain wait below graph timeout", "campaigns: {uncertain_wait: 1s}\n", "campaigns.uncertain_wait"},
+		{"outage alert below a second", "campaigns: {ad_outage_alert: 0s}\n", "campaigns.ad_outage_alert"},
 		{"unknown key", "campaigns: {budget: 1}\n", "campaigns.budget"},
 		{"disabled is not checked", "campaigns: {enabled: false, write_share: 7}\n", ""},
 	}
