@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/cutproxy"
 	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // cutAfter cuts the proxy once n writes have been answered.
@@ -75,6 +78,9 @@ func TestDCOutageMidCampaign(t *testing.T) {
 		if err != nil {
 			t.Errorf("status during the outage: %v", err)
 		}
+		if g := testutil.ToFloat64(metrics.CampaignADUnreachable.WithLabelValues(c.ID)); g != 1 {
+			t.Errorf("pwsync_campaign_ad_unreachable during the outage = %v, want 1", g)
+		}
 		seen <- st.Stats
 	}()
 	w.runInProcessWith(c.ID, w.client, ad, campaign.NewPacer(1000, time.Second, 1), 2*time.Minute)
@@ -95,6 +101,9 @@ func TestDCOutageMidCampaign(t *testing.T) {
 	}
 	if st.Campaign.State != campaign.StateDone || st.Stats.Done != n || st.Stats.Failed != 0 || !st.Stats.ADUnreachable.IsZero() {
 		t.Fatalf("after the outage: state %s, stats %+v; want done, %d done, 0 failed, reachable", st.Campaign.State, st.Stats, n)
+	}
+	if n := testutil.CollectAndCount(metrics.CampaignADUnreachable); n != 0 {
+		t.Errorf("pwsync_campaign_ad_unreachable: %d series after the run, want none", n)
 	}
 	after := w.dc.AttrVersions(t, w.ou, adtest.AttidPwdLastSet)
 	for _, u := range users {

@@ -15,6 +15,7 @@ import (
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/mustchange"
 )
 
@@ -247,6 +248,8 @@ func (r *Runner) runOne(parent context.Context, id string) error {
 	x.dispatchGraph(ctx, parent, &work)
 	work.Wait()
 	close(x.stopped) // pending AD retries give up: a later run reloads them
+	// The gauge is this run's: a later one finds out for itself.
+	metrics.CampaignADUnreachable.DeleteLabelValues(x.c.ID)
 	cancel()
 	bg.Wait()
 	x.saveStats(parent)

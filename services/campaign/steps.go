@@ -15,6 +15,7 @@ import (
 
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/mustchange"
 )
 
@@ -573,6 +574,7 @@ func (x *run) adUnreachable(ctx context.Context, err error) {
 	x.adDown.alerted = x.adDown.alerted || alert
 	x.mu.Unlock()
 	if first {
+		metrics.CampaignADUnreachable.WithLabelValues(x.c.ID).Set(1)
 		x.log.Warn().Err(err).Msg("the DC is unreachable: AD writes wait for it")
 	}
 	if alert {
@@ -591,6 +593,7 @@ func (x *run) adReachable(ctx context.Context) {
 	if since.IsZero() {
 		return
 	}
+	metrics.CampaignADUnreachable.WithLabelValues(x.c.ID).Set(0)
 	took := x.r.now().Sub(since)
 	x.log.Info().Dur("unreachable_for", took).Msg("the DC answers again: AD writes go on")
 	if alerted {

@@ -69,12 +69,17 @@ var (
 	LeaseHolder = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pwsync_lease_holder", Help: "1 for the current holder of each lease (leases bucket, sampled)."},
 		[]string{"lease", "holder"})
+	// CampaignADUnreachable is 1 while a running campaign waits for a DC it
+	// cannot reach, by campaign.
+	CampaignADUnreachable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pwsync_campaign_ad_unreachable", Help: "1 while a running campaign's AD writes wait for a DC that cannot be reached, else 0."},
+		[]string{"campaign"})
 )
 
 func init() {
 	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		EventsIngested, RuleDecisions, Actions, GraphRequests, GraphThrottled, ADToGraph,
-		ConsumerPending, ConsumerAckPending, LeaseHeld, LeaseHolder)
+		ConsumerPending, ConsumerAckPending, LeaseHeld, LeaseHolder, CampaignADUnreachable)
 }
 
 // Handler serves the registry in the Prometheus exposition format.
