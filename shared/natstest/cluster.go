@@ -65,16 +65,26 @@ func (c *Cluster) waitMetaLeader(t testing.TB) {
 	t.Helper()
 	conn := c.Connect(t)
 	defer conn.NC.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err := retryFor(context.Background(), 20*time.Second, 2*time.Second, func(ctx context.Context) error {
 		_, err := conn.JS.AccountInfo(ctx)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("jetstream cluster has no meta leader after 20s: %v", err)
+	}
+}
+
+// retryFor calls fn until it succeeds or total has passed, and returns its
+// last error. Each call has its own timeout of try: one call stuck on a lost
+// leader must not use up the whole wait while a new leader is elected.
+func retryFor(ctx context.Context, total, try time.Duration, fn func(context.Context) error) error {
+	deadline := time.Now().Add(total)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, try)
+		err := fn(tctx)
 		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jetstream cluster has no meta leader after 20s: %v", err)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -46,34 +46,21 @@ func survives(t *testing.T, c *Cluster, lose func()) {
 		conn.Close()
 		t.Fatalf("node 1 still accepts connections at %s", c.urls[0])
 	}
-	// Each attempt has its own short timeout: one put stuck on the lost
-	// leader must not use up the whole wait while a new leader is elected.
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err := kv.Put(pctx, "k", []byte("after"))
-		pcancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("KV unusable 45s after losing one node of three: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	err = retryFor(ctx, 45*time.Second, 3*time.Second, func(ctx context.Context) error {
+		_, err := kv.Put(ctx, "k", []byte("after"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("KV unusable 45s after losing one node of three: %v", err)
 	}
 	// The stream elects its own leader, apart from the KV's: the same
 	// bounded wait (a SIGKILLed node's leadership is not handed over).
-	for {
-		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err := conn.JS.Publish(pctx, "events.ad.user", []byte("{}"))
-		pcancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing 45s after losing one node of three: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	err = retryFor(ctx, 45*time.Second, 3*time.Second, func(ctx context.Context) error {
+		_, err := conn.JS.Publish(ctx, "events.ad.user", []byte("{}"))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("publishing 45s after losing one node of three: %v", err)
 	}
 	e, err := kv.Get(ctx, "k")
 	if err != nil || string(e.Value()) != "after" {
