@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/go-ldap/ldap/v3"
 )
 
 // notifyHealthy is how long a notification search must have lasted for its
@@ -59,11 +58,7 @@ func (w *Watcher) listenOnce(ctx context.Context) error {
 		base = dse.DefaultNamingContext
 	}
 	c.SetTimeout(0) // the search lasts as long as the session
-	// Samba accepts only this filter with the notification control.
-	// "1.1" = no attributes: a push is only a trigger.
-	req := ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
-		"(objectClass=*)", []string{"1.1"}, []ldap.Control{ldap.NewControlMicrosoftNotification()})
-	res := c.SearchAsync(ctx, req, 64)
+	res := c.SearchAsync(ctx, NotificationRequest(base), 64)
 	w.notifying.Store(true)
 	defer w.notifying.Store(false)
 	w.log.Debug().Str("base", base).Msg("change notifications on")
