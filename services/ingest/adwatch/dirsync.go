@@ -159,6 +159,10 @@ func (s *dirSync) fullSync(ctx context.Context, c *ldap.Conn) error {
 	if err != nil {
 		return fmt.Errorf("full sync: %w", err)
 	}
+	// the marker before the cursor: a crash in between scans again
+	if err := s.w.fullSyncDone(ctx, n, start); err != nil {
+		return err
+	}
 	s.cur = dirSyncCursor{Users: cookie, Deleted: cookie}
 	if err := s.save(ctx, true); err != nil {
 		return err

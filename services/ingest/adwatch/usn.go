@@ -73,6 +73,10 @@ func (s *usnPoll) fullSync(ctx context.Context, c *ldap.Conn, dse rootDSE) error
 	if err != nil {
 		return fmt.Errorf("full sync: %w", err)
 	}
+	// the marker before the cursor: a crash in between scans again
+	if err := s.w.fullSyncDone(ctx, n, start); err != nil {
+		return err
+	}
 	if err := s.save(ctx, usnCursor{DC: dse.DNSHostName, USN: dse.HighestCommittedUSN}, true); err != nil {
 		return err
 	}
