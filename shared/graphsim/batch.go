@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -35,7 +36,9 @@ type batchResponseItem struct {
 
 // POST /$batch. Items run in request order (dependsOn may only name earlier
 // items), each through the same graphCall as a standalone request, so
-// permissions, throttling and faults apply per item.
+// permissions, throttling and faults apply per item. The responses come
+// back shuffled ("responses may be out of order", JSON batching) unless
+// Options.BatchInOrder.
 func (s *Server) serveBatch(c *call) reply {
 	if c.method != http.MethodPost {
 		return errorReply(http.StatusMethodNotAllowed, codeMethodNotAllowed, "Specified HTTP method is not allowed for the request target.")
@@ -55,6 +58,9 @@ func (s *Server) serveBatch(c *call) reply {
 		rep := s.batchItem(c, it, statuses)
 		statuses[strings.ToLower(it.ID)] = rep.status
 		responses = append(responses, itemResponse(it.ID, rep))
+	}
+	if !s.opts.BatchInOrder {
+		outOfOrder(responses)
 	}
 	b, err := json.Marshal(map[string]any{"responses": responses})
 	if err != nil {
@@ -106,6 +112,27 @@ func validateBatch(items []batchItem) *reply {
 		seen[id] = true
 	}
 	return nil
+}
+
+// outOfOrder shuffles responses, never leaving two or more in request
+// order: a client that matches by position must fail every time.
+func outOfOrder(responses []batchResponseItem) {
+	if len(responses) < 2 {
+		return
+	}
+	ids := make([]string, len(responses))
+	for i, r := range responses {
+		ids[i] = r.ID
+	}
+	rand.Shuffle(len(responses), func(i, j int) { responses[i], responses[j] = responses[j], responses[i] })
+	for i, r := range responses {
+		if r.ID != ids[i] {
+			return
+		}
+	}
+	first := responses[0] // the shuffle kept the order: rotate by one
+	copy(responses, responses[1:])
+	responses[len(responses)-1] = first
 }
 
 func isNullBody(b json.RawMessage) bool {

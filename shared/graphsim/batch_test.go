@@ -29,7 +29,9 @@ func itemErrorCode(item map[string]any) string {
 }
 
 func TestBatchMixed(t *testing.T) {
-	e := newEnv(t, Options{})
+	// Item 2's flag-only PATCH must take effect to show items run as
+	// standalone requests do (the no-op default is TestForceChangeNoop's).
+	e := newEnv(t, Options{ForceChangeApplies: true})
 	cloud, synced := seedUsers(e.srv)
 	e.srv.PutGroup("g1", "Pending")
 	body := fmt.Sprintf(`{"requests":[
@@ -65,7 +67,7 @@ func TestBatchMixed(t *testing.T) {
 	}
 	// The GET item has the standalone shape, headers included.
 	get := items["1"]
-	if pp := get["body"].(map[string]any)["passwordProfile"]; pp == nil {
+	if _, ok := get["body"].(map[string]any)["passwordProfile"]; !ok {
 		t.Errorf("item 1 body %v", get["body"])
 	}
 	if h := get["headers"].(map[string]any); !strings.HasPrefix(h["Content-Type"].(string), "application/json") || h["x-ms-resource-unit"] != "1" {

@@ -35,7 +35,7 @@ func TestCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-ca-out", caPath, "-client-secret", "cmd-secret", "-seed", seed,
-			"-write-budget", "0", "-force-change-noop"}, pw)
+			"-write-budget", "0", "-force-change-applies", "-batch-in-order"}, pw)
 		pw.Close()
 	}()
 	vals := map[string]string{}

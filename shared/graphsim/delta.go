@@ -54,7 +54,8 @@ func decodeDelta(tok string) (deltaState, bool) {
 }
 
 // ExpireDeltaTokens makes every issued skip and delta token fail as an
-// expired one does (410 syncStateNotFound), to test full resyncs.
+// expired one does (400 syncStateNotFound; 410 resyncRequired with
+// Options.ExpiredDeltaGone), to test full resyncs.
 func (s *Server) ExpireDeltaTokens() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -73,7 +74,12 @@ func (s *Server) userDelta(c *call) reply {
 	s.mu.Lock()
 	if st.Gen != s.deltaGen || time.Since(time.Unix(st.Issued, 0)) > deltaTokenLifetime {
 		s.mu.Unlock()
-		return errorReply(http.StatusGone, "syncStateNotFound", "The delta token is expired and data must be synchronized again.")
+		if s.opts.ExpiredDeltaGone {
+			return errorReply(http.StatusGone, "resyncRequired", "The delta token is no longer valid and data must be synchronized again.")
+		}
+		// Identity resources: 400 BadRequest, code syncStateNotFound (devblogs
+		// "Duration of change tracking tokens for identity and education resources").
+		return errorReply(http.StatusBadRequest, "syncStateNotFound", "The sync state generation is not found. The delta token is expired and data must be synchronized again.")
 	}
 	if st.Upto == 0 { // a new round: it covers changes up to now
 		st.Upto = s.store.seq
@@ -193,14 +199,22 @@ func (s *Server) deltaRows(st deltaState, tracked []string, pageSize int, minima
 			return rows, rows[len(rows)-1]["id"].(string)
 		}
 		if e.removed {
-			// Graph's soft delete; "deleted" would be a permanent one.
-			rows = append(rows, map[string]any{"id": e.id, "@removed": map[string]string{"reason": "changed"}})
+			// "changed": soft-deleted (restorable); "deleted": permanently.
+			reason := "changed"
+			if s.store.purged[e.id] {
+				reason = "deleted"
+			}
+			rows = append(rows, map[string]any{"id": e.id, "@removed": map[string]string{"reason": reason}})
 			continue
 		}
 		props := tracked
 		if minimal {
 			props = s.changedProps(e.id, tracked, st.Since)
 		}
+		// "If the property has never been set before it will not be
+		// included in the response" (user: delta): absent is not null.
+		set := s.store.everSet[e.id]
+		props = slices.DeleteFunc(slices.Clone(props), func(p string) bool { return !set[p] })
 		row := s.store.userObject(s.store.users[e.id], props)
 		row["id"] = e.id // always present, selected or not
 		rows = append(rows, row)
@@ -273,12 +287,13 @@ func (s *Server) deleteUser(c *call) reply {
 	if u.OnPremisesSyncEnabled {
 		return badRequest(onPremMastered)
 	}
-	s.store.remove(u)
+	s.store.remove(u, false)
 	return emptyReply(http.StatusNoContent)
 }
 
 // DeleteUser deletes a user as an admin or a sync run would (synced users
-// included), for tests; false when there is no such user.
+// included): Graph's soft delete. For tests; false when there is no such
+// user.
 func (s *Server) DeleteUser(idOrUPN string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -286,6 +301,23 @@ func (s *Server) DeleteUser(idOrUPN string) bool {
 	if u == nil {
 		return false
 	}
-	s.store.remove(u)
+	s.store.remove(u, false)
 	return true
+}
+
+// PurgeUser deletes a user permanently (a hard delete, or the purge of a
+// soft-deleted one, by object ID): change notifications say "deleted" and
+// delta @removed reason "deleted". False when there is no such user.
+func (s *Server) PurgeUser(idOrUPN string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u := s.store.lookup(idOrUPN); u != nil {
+		s.store.remove(u, true)
+		return true
+	}
+	if _, gone := s.store.removed[idOrUPN]; gone && !s.store.purged[idOrUPN] {
+		s.store.markRemoved(idOrUPN, true)
+		return true
+	}
+	return false
 }

@@ -48,7 +48,19 @@ const (
 	DefaultWriteBudget   = 3000 // Graph identity write quota per app+tenant
 	DefaultWriteWindow   = 150 * time.Second
 	DefaultTokenLifetime = time.Hour
+	// DefaultNotificationDelay is the simulator's change notification
+	// latency: real Graph's is minutes; a second keeps tests fast while no
+	// test can pass only because a notification arrives with its write.
+	DefaultNotificationDelay = time.Second
+	DefaultNotificationRetry = 4 * time.Hour // Graph retries this long
+	DefaultTenantWriteBudget = 18000         // identity writes per tenant, all apps
+	DefaultTenantWriteWindow = 5 * time.Minute
+	DefaultResourceUnitWindow = 10 * time.Second
 )
+
+// DefaultDirectoryRoles are the app's directory roles when
+// Options.DirectoryRoles is nil: the one README tells operators to assign.
+var DefaultDirectoryRoles = []string{RoleUserAdministrator}
 
 // DefaultRoles are the application roles put in issued tokens when
 // Options.Roles is nil: what pwsync needs.
@@ -76,10 +88,35 @@ type Options struct {
 	// negative means unlimited.
 	WriteBudget int
 	WriteWindow time.Duration // default DefaultWriteWindow
-	// ForceChangeNoop: a PATCH of passwordProfile with
-	// forceChangePasswordNextSignIn but no password answers 204 and changes
-	// nothing (microsoftgraph/microsoft-graph-docs#4267).
-	ForceChangeNoop bool
+	// ForceChangeApplies is kinder than Graph: a PATCH of passwordProfile
+	// with forceChangePasswordNextSignIn but no password sets the flags. By
+	// default it answers 204 and changes nothing, as reported in
+	// microsoftgraph/microsoft-graph-docs#4267.
+	ForceChangeApplies bool
+	// DirectoryRoles are the Entra directory roles held by the app's
+	// service principal (display names, e.g. "User Administrator"); nil
+	// means DefaultDirectoryRoles, an empty slice none. App-only
+	// passwordProfile writes need one of them (see roles.go).
+	DirectoryRoles []string
+	// ExpiredDeltaGone answers an expired delta token 410 Gone
+	// (resyncRequired), as some Graph resources do, instead of the
+	// identity resources' 400 syncStateNotFound.
+	ExpiredDeltaGone bool
+	// BatchInOrder is kinder than Graph: $batch responses in request order.
+	// By default they come back shuffled, as Graph allows.
+	BatchInOrder bool
+	// ResourceUnitBudget is the identity read quota in resource units per
+	// ResourceUnitWindow per app+tenant: 0 means Graph's, by tenant size
+	// (3,500 below 50 users, 5,000 up to 500, 8,000 above), negative
+	// unlimited. ResourceUnitWindow defaults to 10 s.
+	ResourceUnitBudget int
+	ResourceUnitWindow time.Duration
+	// TenantWriteBudget is the identity write quota per TenantWriteWindow
+	// for the tenant, all apps together: 0 means Graph's 18,000, negative
+	// unlimited. TenantWriteWindow defaults to 5 minutes. Other apps' share
+	// is spent with UseTenantWrites.
+	TenantWriteBudget int
+	TenantWriteWindow time.Duration
 	Latency         time.Duration // added to every Graph request
 	TokenLifetime   time.Duration // default DefaultTokenLifetime
 	// Roles are the app roles put in issued tokens; nil means DefaultRoles.
@@ -93,8 +130,12 @@ type Options struct {
 	// receiver's CA (an httptest.Server's Client(), say).
 	NotificationClient *http.Client
 	// NotificationDelay holds each change notification back, as Graph's
-	// delivery latency does (minutes in reality); 0 sends at once.
+	// delivery latency does (for users: under 2 minutes on average, at most
+	// 15): 0 means DefaultNotificationDelay, negative sends at once.
 	NotificationDelay time.Duration
+	// NotificationRetryFor is how long a notification the receiver did not
+	// accept is retried, with exponential backoff: 0 means Graph's 4 hours.
+	NotificationRetryFor time.Duration
 	// AllowHTTPNotificationURL accepts http:// notification URLs. Graph
 	// requires https; this is for local receivers without TLS.
 	AllowHTTPNotificationURL bool
@@ -141,11 +182,14 @@ type Server struct {
 	mailDay       *windowLimit // recipients per mailbox and rolling day
 	activityLimit *windowLimit // Teams activity notifications
 	notifier      *notifier    // has its own lock
+	tenantWrites  *windowLimit // identity writes of all apps of the tenant
+	resourceUnits *windowLimit // identity resource units per app+tenant; limit set per request
 
 	mu           sync.Mutex // guards the fields below
 	store        *store
 	noop         bool
 	deltaGen     uint64 // bumped by ExpireDeltaTokens
+	dirRoles     []string
 	subs         map[string]*subscription
 	mail         []Mail
 	activities   []ActivityNotification
@@ -168,9 +212,12 @@ func Start(opts Options) (*Server, error) {
 		spID:          newGUID(),
 		closing:       make(chan struct{}),
 		store:         newStore(),
-		noop:          opts.ForceChangeNoop,
+		noop:          !opts.ForceChangeApplies,
+		dirRoles:      opts.DirectoryRoles,
 		budget:        newWindowLimit(opts.WriteBudget, opts.WriteWindow),
-		notifier:      newNotifier(opts.NotificationClient, opts.NotificationDelay),
+		tenantWrites:  newWindowLimit(limitOrDefault(opts.TenantWriteBudget, DefaultTenantWriteBudget), durationOr(opts.TenantWriteWindow, DefaultTenantWriteWindow)),
+		resourceUnits: newWindowLimit(0, durationOr(opts.ResourceUnitWindow, DefaultResourceUnitWindow)),
+		notifier:      newNotifier(opts.NotificationClient, opts.NotificationDelay, opts.NotificationRetryFor),
 		subs:          map[string]*subscription{},
 		noTeamsApp:    map[string]bool{},
 		mailLimit:     newWindowLimit(limitOrDefault(opts.MailPerMinute, defaultMailPerMinute), durationOr(opts.MailWindow, time.Minute)),
@@ -251,6 +298,18 @@ func withDefaults(o Options) Options {
 	if o.Roles == nil {
 		o.Roles = DefaultRoles
 	}
+	if o.DirectoryRoles == nil {
+		o.DirectoryRoles = DefaultDirectoryRoles
+	}
+	switch {
+	case o.NotificationDelay == 0:
+		o.NotificationDelay = DefaultNotificationDelay
+	case o.NotificationDelay < 0:
+		o.NotificationDelay = 0
+	}
+	if o.NotificationRetryFor <= 0 {
+		o.NotificationRetryFor = DefaultNotificationRetry
+	}
 	return o
 }
 
@@ -318,7 +377,8 @@ func (s *Server) HTTPClient() *http.Client {
 }
 
 // SetForceChangeNoop switches the documented-bug behaviour of a
-// passwordProfile PATCH without a password (see Options.ForceChangeNoop).
+// passwordProfile PATCH without a password (on by default; see
+// Options.ForceChangeApplies).
 func (s *Server) SetForceChangeNoop(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -69,14 +69,14 @@ func (s *Server) addMember(c *call) reply {
 	}
 	var ref string
 	if raw, ok := body["@odata.id"]; !ok || json.Unmarshal(raw, &ref) != nil || ref == "" {
-		return badRequest("The request body must carry '@odata.id' with the URL of a directory object, e.g. https://graph.microsoft.com/v1.0/directoryObjects/{id}.")
+		return badRequest("The request body must carry '@odata.id' with the URL of a directory object, e.g. "+c.base+"/directoryObjects/{id}.")
 	}
 	for k := range body {
 		if k != "@odata.id" {
 			return badRequest("Property '" + k + "' does not exist as a declared property or extension property.")
 		}
 	}
-	uid, ok := refID(ref)
+	uid, ok := refID(ref, c.base)
 	if !ok {
 		return badRequest("Invalid object identifier '" + ref + "'.")
 	}
@@ -98,21 +98,28 @@ func (s *Server) addMember(c *call) reply {
 	return emptyReply(http.StatusNoContent)
 }
 
-// refID extracts the object ID from an @odata.id such as
-// https://graph.microsoft.com/v1.0/directoryObjects/{id} (or .../users/{id},
-// on any host: clients pointed at the simulator may use its own base URL).
-func refID(ref string) (string, bool) {
+// refID extracts the object ID from an @odata.id, which must be an
+// absolute URL on the Graph host the request came to (base,
+// "https://host/v1.0"), as graph.microsoft.com's own
+// https://graph.microsoft.com/v1.0/directoryObjects/{id} (or .../users/{id}):
+// a national cloud or the simulator has its own host, and a reference to
+// another one is refused.
+func refID(ref, base string) (string, bool) {
 	u, err := url.Parse(ref)
-	if err != nil {
+	if err != nil || !u.IsAbs() {
 		return "", false
 	}
-	parts := splitPath(u.Path)
-	if len(parts) < 2 {
+	b, err := url.Parse(base)
+	if err != nil || !strings.EqualFold(u.Scheme, b.Scheme) || !strings.EqualFold(u.Host, b.Host) {
 		return "", false
 	}
-	switch strings.ToLower(parts[len(parts)-2]) {
+	parts := splitPath(strings.TrimPrefix(u.Path, graphPrefix))
+	if len(parts) != 2 || !strings.HasPrefix(u.Path, graphPrefix+"/") {
+		return "", false
+	}
+	switch strings.ToLower(parts[0]) {
 	case "directoryobjects", "users":
-		return parts[len(parts)-1], parts[len(parts)-1] != ""
+		return parts[1], parts[1] != ""
 	}
 	return "", false
 }

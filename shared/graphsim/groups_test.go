@@ -2,6 +2,7 @@ package graphsim
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -11,8 +12,12 @@ func TestGroupMembers(t *testing.T) {
 	e.srv.PutGroup("11111111-aaaa-0000-0000-000000000001", "Password change pending")
 	gid := "11111111-aaaa-0000-0000-000000000001"
 	ref := func(id string) map[string]any {
-		return map[string]any{"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/" + id}
+		return map[string]any{"@odata.id": e.srv.GraphBaseURL() + "/directoryObjects/" + id}
 	}
+	onHost := func(base, id string) map[string]any {
+		return map[string]any{"@odata.id": base + "/directoryObjects/" + id}
+	}
+	localhost := strings.Replace(e.srv.GraphBaseURL(), "127.0.0.1", "localhost", 1)
 	steps := []struct {
 		name        string
 		method      string
@@ -26,6 +31,11 @@ func TestGroupMembers(t *testing.T) {
 		{"add", "POST", "/v1.0/groups/" + gid + "/members/$ref", ref(synced.ID), 204, "", "", []string{synced.ID}},
 		{"add again", "POST", "/v1.0/groups/" + gid + "/members/$ref", ref(synced.ID), 400, codeBadRequest,
 			"One or more added object references already exist for the following modified properties: 'members'.", []string{synced.ID}},
+		// The reference must name the Graph host the request came to.
+		{"add naming graph.microsoft.com", "POST", "/v1.0/groups/" + gid + "/members/$ref", onHost("https://graph.microsoft.com/v1.0", cloud.ID), 400, codeBadRequest, "", []string{synced.ID}},
+		{"add naming another host of the same server", "POST", "/v1.0/groups/" + gid + "/members/$ref", onHost(localhost, cloud.ID), 400, codeBadRequest, "", []string{synced.ID}},
+		{"add with a relative reference", "POST", "/v1.0/groups/" + gid + "/members/$ref", onHost("/v1.0", cloud.ID), 400, codeBadRequest, "", []string{synced.ID}},
+		{"add outside /v1.0", "POST", "/v1.0/groups/" + gid + "/members/$ref", onHost(e.srv.URL(), cloud.ID), 400, codeBadRequest, "", []string{synced.ID}},
 		{"add by users URL on the simulator's host", "POST", "/v1.0/groups/" + gid + "/members/$ref",
 			map[string]any{"@odata.id": e.srv.GraphBaseURL() + "/users/" + cloud.ID}, 204, "", "", []string{cloud.ID, synced.ID}},
 		{"add unknown user", "POST", "/v1.0/groups/" + gid + "/members/$ref", ref("cccccccc-0000-0000-0000-000000000000"), 404, codeNotFound, "", []string{cloud.ID, synced.ID}},

@@ -26,7 +26,8 @@ func gzipped(t *testing.T, s string) []byte {
 }
 
 func TestGzipRequestBody(t *testing.T) {
-	e := newEnv(t, Options{})
+	// The flag-only PATCH must take effect to show the body was read.
+	e := newEnv(t, Options{ForceChangeApplies: true})
 	cloud, _ := seedUsers(e.srv)
 	const body = `{"passwordProfile":{"forceChangePasswordNextSignIn":true}}`
 	e.srv.ResetRequests()

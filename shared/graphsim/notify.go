@@ -14,15 +14,17 @@ import (
 
 // Change notification delivery. Every change to a user queues an "updated"
 // notification (Graph sends "updated" for creation, update and soft
-// deletion of users) for each matching subscription; a worker POSTs them,
-// several to one URL batched in one changeNotificationCollection as Graph
-// may do, and retries failures with backoff.
+// deletion of users; "deleted" for a permanent deletion) for each matching
+// subscription, held back by Options.NotificationDelay (Graph's latency);
+// a worker POSTs them, several to one URL batched in one
+// changeNotificationCollection as Graph may do, and retries failures with
+// exponential backoff for Options.NotificationRetryFor (Graph: 4 hours).
 
 const (
 	deliveryTimeout   = 10 * time.Second // Graph waits this long for an answer
-	maxDeliveryTries  = 5                // Graph retries for hours; a test needs a few
 	maxPerCollection  = 100
 	firstRetryBackoff = 250 * time.Millisecond
+	maxRetryBackoff   = time.Second // shorter than Graph's: tests must see a recovered receiver served soon
 )
 
 // Delivery is one POST of notifications to an endpoint, for tests.
@@ -40,24 +42,34 @@ type pendingNote struct {
 	url       string
 	note      map[string]any
 	attempt   int
+	first     time.Time // first delivery attempt; retries stop retryFor after it
 	lifecycle bool
 }
 
 type notifier struct {
-	client *http.Client
-	delay  time.Duration // Options.NotificationDelay
-	wake   chan struct{}
+	client   *http.Client
+	delay    time.Duration // Options.NotificationDelay
+	retryFor time.Duration // Options.NotificationRetryFor
+	wake     chan struct{}
 
 	mu         sync.Mutex
 	queue      []pendingNote
 	deliveries []Delivery
 }
 
-func newNotifier(client *http.Client, delay time.Duration) *notifier {
+func newNotifier(client *http.Client, delay, retryFor time.Duration) *notifier {
 	if client == nil {
 		client = &http.Client{Timeout: deliveryTimeout}
 	}
-	return &notifier{client: client, delay: delay, wake: make(chan struct{}, 1)}
+	return &notifier{client: client, delay: delay, retryFor: retryFor, wake: make(chan struct{}, 1)}
+}
+
+// retryBackoff is the wait before retry number attempt (1 for the first).
+func retryBackoff(attempt int) time.Duration {
+	if attempt > 8 { // 250 ms << 7 is already above the cap
+		return maxRetryBackoff
+	}
+	return min(firstRetryBackoff<<(attempt-1), maxRetryBackoff)
 }
 
 func (n *notifier) push(p pendingNote, after time.Duration) {
@@ -142,9 +154,13 @@ func (n *notifier) deliver(closing <-chan struct{}, group []pendingNote) {
 		return
 	}
 	for _, p := range group {
-		if p.attempt+1 < maxDeliveryTries {
-			p.attempt++
-			n.push(p, firstRetryBackoff<<(p.attempt-1))
+		if p.first.IsZero() {
+			p.first = d.Time
+		}
+		p.attempt++
+		wait := retryBackoff(p.attempt)
+		if time.Since(p.first)+wait <= n.retryFor {
+			n.push(p, wait)
 		}
 	}
 }
@@ -158,17 +174,21 @@ func (s *Server) Deliveries() []Delivery {
 
 // userChanged queues notifications for a change to a user. It runs with
 // the Server lock held (store.onChange).
-func (s *Server) userChanged(userID string, _ bool) {
+func (s *Server) userChanged(userID string, kind changeKind) {
 	now := time.Now()
+	changeType := "updated" // creation, update and soft deletion alike
+	if kind == changePurged {
+		changeType = "deleted"
+	}
 	for _, sub := range s.subs {
-		if now.After(sub.Expiration) || !sub.matches(userID) || !slices.Contains(sub.changeTypes, "updated") {
+		if now.After(sub.Expiration) || !sub.matches(userID) || !slices.Contains(sub.changeTypes, changeType) {
 			continue
 		}
 		s.notifier.push(pendingNote{url: sub.NotificationURL, note: map[string]any{
 			"subscriptionId":                 sub.ID,
 			"subscriptionExpirationDateTime": sub.Expiration.UTC().Format(graphTimeLayout),
 			"clientState":                    nullableString(sub.ClientState),
-			"changeType":                     "updated",
+			"changeType":                     changeType,
 			"resource":                       "Users/" + userID,
 			"tenantId":                       s.opts.TenantID,
 			"resourceData": map[string]any{

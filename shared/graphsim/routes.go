@@ -305,22 +305,52 @@ func (s *Server) graphCall(c *call) reply {
 		return errorReply(http.StatusForbidden, codeAuthDenied, "Insufficient privileges to complete the operation.")
 	}
 	usage := 0.0
+	units := resourceUnits(c, found)
+	now := time.Now()
+	if identityRoute(found) {
+		// Reads are throttled too: every identity request spends resource
+		// units of the app+tenant's quota.
+		s.resourceUnits.set(s.resourceUnitLimit(), durationOr(s.opts.ResourceUnitWindow, DefaultResourceUnitWindow))
+		if ok, wait, _ := s.resourceUnits.takeN(c.claims.AppID+"/"+c.claims.Tid, now, units, true); !ok {
+			s.countWrite(true)
+			return throttledReplyScope(wait, "Tenant_Application/ReadWrite", "ResourceUnitLimitExceeded", c.claims.AppID, c.claims.Tid)
+		}
+	}
 	if found.write {
-		ok, wait, u := s.budget.take(c.claims.AppID+"/"+c.claims.Tid, time.Now())
+		// The tenant's quota (all apps) first, without spending: a write
+		// the app's own quota refuses must not use up the tenant's.
+		if ok, wait, _ := s.tenantWrites.takeN(c.claims.Tid, now, 1, false); !ok {
+			s.countWrite(true)
+			return throttledReplyScope(wait, "Tenant/Write", "WriteLimitExceeded", c.claims.AppID, c.claims.Tid)
+		}
+		ok, wait, u := s.budget.take(c.claims.AppID+"/"+c.claims.Tid, now)
 		s.countWrite(!ok)
 		if !ok {
 			return throttledReply(wait, c.claims.AppID, c.claims.Tid)
 		}
+		s.tenantWrites.take(c.claims.Tid, now)
 		usage = u
 	}
 	rep := found.handle(s, c)
 	if rep.status >= 200 && rep.status < 300 {
-		rep.setHeader("x-ms-resource-unit", strconv.Itoa(resourceUnits(c, found)))
+		rep.setHeader("x-ms-resource-unit", strconv.Itoa(units))
 		if p, ok := usagePercent(usage); ok {
 			rep.setHeader("x-ms-throttle-limit-percentage", p)
 		}
 	}
 	return rep
+}
+
+// identityRoute reports whether a route is an identity and access one
+// (users, groups, domains, directory), which share the resource-unit quota;
+// mail, Teams and subscriptions have limits of their own.
+func identityRoute(rt *route) bool {
+	switch rt.pattern[0] {
+	case "users", "groups", "domains", "directory":
+		last := rt.pattern[len(rt.pattern)-1]
+		return last != "sendMail" && last != "sendActivityNotification"
+	}
+	return false
 }
 
 func hasAnyRole(have, want []string) bool {

@@ -25,6 +25,15 @@ type User struct {
 	Password                             string    `json:"password,omitempty"` // last password set; never logged
 	LastPasswordChangeDateTime           time.Time `json:"lastPasswordChangeDateTime,omitzero"`
 	SignInSessionsValidFromDateTime      time.Time `json:"signInSessionsValidFromDateTime,omitzero"`
+
+	// profileSet: a passwordProfile write was applied. A user with neither
+	// that, nor a password, nor a flag has no profile: it reads null.
+	profileSet bool
+}
+
+// hasPasswordProfile reports whether passwordProfile reads as an object.
+func (u *User) hasPasswordProfile() bool {
+	return u.profileSet || u.Password != "" || u.ForceChangePasswordNextSignIn || u.ForceChangePasswordNextSignInWithMfa
 }
 
 type group struct {
@@ -49,16 +58,20 @@ type store struct {
 	seq     uint64                       // last change sequence number
 	propSeq map[string]map[string]uint64 // user ID -> property -> seq of its last change
 	removed map[string]uint64            // deleted user ID -> seq of the deletion
+	purged  map[string]bool              // removed IDs that were deleted permanently
+	everSet map[string]map[string]bool   // user ID -> properties that ever held a value (delta leaves the others out)
+	roles   map[string][]string          // user ID -> the user's directory (admin) roles
 
 	// onChange is called, with the Server lock held, after every change to
 	// a user: change notifications hang off it.
-	onChange func(userID string, deleted bool)
+	onChange func(userID string, kind changeKind)
 }
 
 func newStore() *store {
 	return &store{
 		users: map[string]*User{}, byUPN: map[string]string{}, byImm: map[string]string{}, groups: map[string]*group{},
 		extra: map[string]map[string]json.RawMessage{}, propSeq: map[string]map[string]uint64{}, removed: map[string]uint64{},
+		purged: map[string]bool{}, everSet: map[string]map[string]bool{}, roles: map[string][]string{},
 	}
 }
 
@@ -97,20 +110,42 @@ func (st *store) put(u User) *User {
 	return &u
 }
 
-// remove deletes a user (Graph's soft delete) and its memberships.
-func (st *store) remove(u *User) {
+// changeKind is what happened to a user, for change notifications.
+type changeKind int
+
+const (
+	changeUpdated     changeKind = iota // created or updated
+	changeSoftDeleted                   // deleted (restorable): Graph still says "updated"
+	changePurged                        // deleted permanently: "deleted"
+)
+
+// remove deletes a user and its memberships: Graph's soft delete, or a
+// permanent one (purge).
+func (st *store) remove(u *User, purge bool) {
 	delete(st.users, u.ID)
 	st.unindex(u)
 	delete(st.extra, u.ID)
 	delete(st.propSeq, u.ID)
+	delete(st.everSet, u.ID)
+	delete(st.roles, u.ID)
 	st.order = slices.DeleteFunc(st.order, func(id string) bool { return id == u.ID })
 	for _, g := range st.groups {
 		delete(g.members, u.ID)
 	}
+	st.markRemoved(u.ID, purge)
+}
+
+// markRemoved records a deletion (or the purge of a soft-deleted user).
+func (st *store) markRemoved(id string, purge bool) {
 	st.seq++
-	st.removed[u.ID] = st.seq
+	st.removed[id] = st.seq
+	st.purged[id] = purge
+	kind := changeSoftDeleted
+	if purge {
+		kind = changePurged
+	}
 	if st.onChange != nil {
-		st.onChange(u.ID, true)
+		st.onChange(id, kind)
 	}
 }
 
@@ -143,16 +178,21 @@ func (st *store) commit(id string, before map[string]string) []string {
 	if seqs == nil || before == nil {
 		seqs = map[string]uint64{}
 		st.propSeq[id] = seqs
+		st.everSet[id] = map[string]bool{}
 		delete(st.removed, id) // re-created
+		delete(st.purged, id)
 	}
 	for _, p := range changed {
 		seqs[p] = st.seq
+		if v := after[p]; v != "null" && v != "[]" {
+			st.everSet[id][p] = true
+		}
 	}
 	if before == nil {
 		seqs[createdKey] = st.seq
 	}
 	if st.onChange != nil {
-		st.onChange(id, false)
+		st.onChange(id, changeUpdated)
 	}
 	return changed
 }

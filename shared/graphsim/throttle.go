@@ -71,18 +71,58 @@ func (b *windowLimit) takeN(scope string, now time.Time, n int, spend bool) (ok 
 	return true, 0, float64(len(times)) / float64(b.limit)
 }
 
-// throttleScope is Graph's x-ms-throttle-scope value for the write quota.
-func throttleScope(appID, tenantID string) string {
-	return fmt.Sprintf("Tenant_Application/Write/%s/%s", appID, tenantID)
-}
-
 // throttledReply is Graph's 429 for an exceeded write quota.
 func throttledReply(retryAfter time.Duration, appID, tenantID string) reply {
+	return throttledReplyScope(retryAfter, "Tenant_Application/Write", "WriteLimitExceeded", appID, tenantID)
+}
+
+// throttledReplyScope is Graph's 429 for an exceeded quota: scope is
+// x-ms-throttle-scope's "<Scope>/<Limit>", info x-ms-throttle-information.
+func throttledReplyScope(retryAfter time.Duration, scope, info, appID, tenantID string) reply {
 	r := errorReply(http.StatusTooManyRequests, codeTooManyRequests, "Too many requests. Please retry after the number of seconds in the Retry-After header.")
 	r.setHeader("Retry-After", retryAfterValue(retryAfter))
-	r.setHeader("x-ms-throttle-scope", throttleScope(appID, tenantID))
-	r.setHeader("x-ms-throttle-information", "WriteLimitExceeded")
+	r.setHeader("x-ms-throttle-scope", fmt.Sprintf("%s/%s/%s", scope, appID, tenantID))
+	r.setHeader("x-ms-throttle-information", info)
 	return r
+}
+
+// Identity resource-unit quotas per app+tenant and 10 s, by tenant size
+// (Microsoft Graph service-specific throttling limits, identity and access).
+const (
+	ruSmallTenant  = 3500 // fewer than 50 users
+	ruMediumTenant = 5000 // 50 to 500 users
+	ruLargeTenant  = 8000 // more than 500 users
+)
+
+// resourceUnitLimit is the resource-unit quota in force: the configured
+// one, or Graph's for the tenant's size (0: unlimited).
+func (s *Server) resourceUnitLimit() int {
+	if n := s.opts.ResourceUnitBudget; n != 0 {
+		return max(n, 0)
+	}
+	s.mu.Lock()
+	users := len(s.store.users)
+	s.mu.Unlock()
+	switch {
+	case users < 50:
+		return ruSmallTenant
+	case users <= 500:
+		return ruMediumTenant
+	}
+	return ruLargeTenant
+}
+
+// UseTenantWrites spends n writes of the tenant-wide write quota, as other
+// apps of the tenant do: pwsync's writes are then throttled before its own
+// per-app quota is used up. It returns how many fitted.
+func (s *Server) UseTenantWrites(n int) int {
+	now := time.Now()
+	for i := range n {
+		if ok, _, _ := s.tenantWrites.take(s.opts.TenantID, now); !ok {
+			return i
+		}
+	}
+	return n
 }
 
 // retryAfterValue is whole seconds, rounded up and at least 1: clients

@@ -84,6 +84,9 @@ func (st *store) userValue(u *User, prop string) any {
 	case "preferredLanguage":
 		return str(u.PreferredLanguage)
 	case "passwordProfile":
+		if !u.hasPasswordProfile() {
+			return nil // never set (a synced user, say): null, not an object of falses
+		}
 		// The password itself is never readable.
 		return map[string]any{
 			"password":                             nil,
@@ -422,6 +425,11 @@ func (s *Server) patchUser(c *call) reply {
 	if u.OnPremisesSyncEnabled && p.needsMaster {
 		return badRequest(onPremMastered)
 	}
+	if p.profile != nil {
+		if rep := s.checkPasswordWriter(u); rep != nil {
+			return *rep
+		}
+	}
 	policies := u.PasswordPolicies
 	if v, ok := p.strs["passwordPolicies"]; ok {
 		policies = deref(v)
@@ -462,6 +470,7 @@ func (s *Server) patchUser(c *call) reply {
 	if pp := p.profile; pp != nil {
 		switch {
 		case pp.password != nil:
+			u.profileSet = true
 			u.Password = *pp.password
 			u.LastPasswordChangeDateTime = now
 			// Omitting the flag with a new password means true (entra-powershell#1581).
@@ -470,6 +479,7 @@ func (s *Server) patchUser(c *call) reply {
 		case s.noop:
 			// microsoft-graph-docs#4267: 204, and nothing changes.
 		default:
+			u.profileSet = true
 			if pp.force != nil {
 				u.ForceChangePasswordNextSignIn = *pp.force
 			}

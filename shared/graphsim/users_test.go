@@ -262,7 +262,9 @@ func TestPatchCloudUser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, Options{})
+			// The flag semantics in the kinder world; TestForceChangeNoop
+			// pins Graph's no-op default.
+			e := newEnv(t, Options{ForceChangeApplies: true})
 			cloud, _ := seedUsers(e.srv)
 			if tt.start != nil {
 				tt.start(&cloud)
@@ -301,8 +303,10 @@ func TestPatchByUPNAndUnknownUser(t *testing.T) {
 	}
 }
 
+// The flag-only PATCH answers 204 and changes nothing by default
+// (microsoft-graph-docs#4267); ForceChangeApplies is the kinder world.
 func TestForceChangeNoop(t *testing.T) {
-	e := newEnv(t, Options{ForceChangeNoop: true})
+	e := newEnv(t, Options{})
 	cloud, _ := seedUsers(e.srv)
 	flagOnly := map[string]any{"passwordProfile": map[string]any{"forceChangePasswordNextSignIn": true}}
 
@@ -312,7 +316,8 @@ func TestForceChangeNoop(t *testing.T) {
 	}
 	// Reading back shows the missing effect, which is how pwsync detects it.
 	r := e.do("GET", "/v1.0/users/"+cloud.ID+"?$select=passwordProfile", nil)
-	if r.json["passwordProfile"].(map[string]any)["forceChangePasswordNextSignIn"] != false {
+	// The user never had a profile, and the no-op did not give it one.
+	if pp, ok := r.json["passwordProfile"]; !ok || pp != nil {
 		t.Fatalf("read back %v", r.json)
 	}
 	// A new password with the flag still works.
@@ -327,6 +332,12 @@ func TestForceChangeNoop(t *testing.T) {
 	wantStatus(t, e.do("PATCH", "/v1.0/users/"+cloud.ID, flagOnly), 204)
 	if !e.user(cloud.ID).ForceChangePasswordNextSignIn {
 		t.Fatal("flag not set with noop off")
+	}
+	kind := newEnv(t, Options{ForceChangeApplies: true})
+	cloud, _ = seedUsers(kind.srv)
+	wantStatus(t, kind.do("PATCH", "/v1.0/users/"+cloud.ID, flagOnly), 204)
+	if !kind.user(cloud.ID).ForceChangePasswordNextSignIn {
+		t.Fatal("flag not set with ForceChangeApplies")
 	}
 }
 
