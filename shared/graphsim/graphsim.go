@@ -51,10 +51,10 @@ const (
 	// DefaultNotificationDelay is the simulator's change notification
 	// latency: real Graph's is minutes; a second keeps tests fast while no
 	// test can pass only because a notification arrives with its write.
-	DefaultNotificationDelay = time.Second
-	DefaultNotificationRetry = 4 * time.Hour // Graph retries this long
-	DefaultTenantWriteBudget = 18000         // identity writes per tenant, all apps
-	DefaultTenantWriteWindow = 5 * time.Minute
+	DefaultNotificationDelay  = time.Second
+	DefaultNotificationRetry  = 4 * time.Hour // Graph retries this long
+	DefaultTenantWriteBudget  = 18000         // identity writes per tenant, all apps
+	DefaultTenantWriteWindow  = 5 * time.Minute
 	DefaultResourceUnitWindow = 10 * time.Second
 )
 
@@ -117,8 +117,8 @@ type Options struct {
 	// is spent with UseTenantWrites.
 	TenantWriteBudget int
 	TenantWriteWindow time.Duration
-	Latency         time.Duration // added to every Graph request
-	TokenLifetime   time.Duration // default DefaultTokenLifetime
+	Latency           time.Duration // added to every Graph request
+	TokenLifetime     time.Duration // default DefaultTokenLifetime
 	// Roles are the app roles put in issued tokens; nil means DefaultRoles.
 	Roles []string
 	// Log receives the HTTP server's own errors (TLS handshakes and the

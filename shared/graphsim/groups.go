@@ -69,7 +69,7 @@ func (s *Server) addMember(c *call) reply {
 	}
 	var ref string
 	if raw, ok := body["@odata.id"]; !ok || json.Unmarshal(raw, &ref) != nil || ref == "" {
-		return badRequest("The request body must carry '@odata.id' with the URL of a directory object, e.g. "+c.base+"/directoryObjects/{id}.")
+		return badRequest("The request body must carry '@odata.id' with the URL of a directory object, e.g. " + c.base + "/directoryObjects/{id}.")
 	}
 	for k := range body {
 		if k != "@odata.id" {
