@@ -40,3 +40,10 @@ func NotificationRequest(base string) *ldap.SearchRequest {
 	return ldap.NewSearchRequest(base, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
 		"(objectClass=*)", []string{"1.1"}, []ldap.Control{ldap.NewControlMicrosoftNotification()})
 }
+
+// ImmutableID is the cloud anchor (onPremisesImmutableId) the watcher
+// derives from an entry read with UserAttributes.
+func ImmutableID(cfg Config, e *ldap.Entry) string {
+	w := &Watcher{cfg: cfg}
+	return w.immutableID(e, e.GetRawAttributeValue("objectGUID"))
+}
