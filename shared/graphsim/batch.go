@@ -195,7 +195,9 @@ func (s *Server) runItem(c *call, it batchItem, statuses map[string]int) reply {
 	if len(c.segs) == 1 && c.segs[0] == "$batch" {
 		return errorReply(http.StatusBadRequest, codeODataBadRequest, "A $batch request cannot be nested in a batch.")
 	}
-	if f, ok := s.takeFault(c.method, c.path); ok {
+	if f, ok := s.takeFault(c.method, c.path); ok && f.After {
+		return s.afterItem(c, f, s.graphCall(c))
+	} else if ok {
 		if f.Hang > 0 {
 			s.held(Request{Time: c.arrived, Method: c.method, Path: c.path, Query: c.rawQuery, Header: c.header,
 				Body: c.body, BatchID: c.batchID, ItemID: c.itemID})

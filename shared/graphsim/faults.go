@@ -3,6 +3,7 @@ package graphsim
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -24,6 +25,14 @@ import (
 // client gives up meanwhile, the request is still carried out, as by a
 // server that was merely slow. OnRequest hears of a held request when the
 // hold starts (Status 0).
+//
+// After moves the fault past the write: the request is carried out first
+// (it takes effect and is in Effects), then its answer is lost the same
+// ways: held for Hang, then Reset or replaced by Status. Real Graph does
+// both: it applies a write and answers 5xx, or applies it and never
+// answers (the client times out). Without After, a Status or Reset fault
+// refuses the request before anything happens. After is for Graph
+// requests; on the token endpoint a fault always comes first.
 type Fault struct {
 	Method     string
 	PathPrefix string
@@ -33,6 +42,7 @@ type Fault struct {
 	Body       string
 	Hang       time.Duration
 	Reset      bool
+	After      bool
 }
 
 // InjectFault adds a fault; faults are matched in the order injected.
@@ -127,4 +137,75 @@ func faultCode(status int) string {
 // resetItemReply stands in for a connection reset inside a $batch.
 func resetItemReply() reply {
 	return errorReply(http.StatusServiceUnavailable, codeServiceUnavailable, "Injected fault: connection reset while serving the batch item.")
+}
+
+// afterItem applies an After fault to a $batch item already carried out
+// (rep is its real answer).
+func (s *Server) afterItem(c *call, f Fault, rep reply) reply {
+	if f.Hang > 0 {
+		s.held(Request{Time: c.arrived, Method: c.method, Path: c.path, Query: c.rawQuery, Header: c.header,
+			Body: c.body, BatchID: c.batchID, ItemID: c.itemID})
+	}
+	s.hang(c.done, f.Hang)
+	switch {
+	case f.Reset:
+		return resetItemReply()
+	case f.Status > 0:
+		return faultReply(f)
+	}
+	return rep
+}
+
+// Effect is a Graph request that took effect in the simulated tenant,
+// whatever its client was answered (an After fault may have lost the
+// answer): a write (PATCH, POST, DELETE) its handler accepted, and a group
+// add refused with "One or more added object references already exist",
+// which is the same add made again. Tests that check exactly-once count
+// these, not answers: two effects of one kind for one user are a
+// duplicate.
+type Effect struct {
+	Time    time.Time // when the request arrived
+	Method  string
+	Path    string // as in Request: "/v1.0/users/{id}/revokeSignInSessions"
+	Body    []byte
+	Status  int  // the handler's answer, before any After fault
+	Repeat  bool // it found the change made already (the group add's 400)
+	BatchID string
+	ItemID  string
+}
+
+// recordEffect logs a handled request if it took effect (see Effect).
+// Subscriptions are the client's plumbing, not the tenant's state, and
+// are left out.
+func (s *Server) recordEffect(c *call, rep reply) {
+	if c.method == http.MethodGet || len(c.segs) > 0 && strings.EqualFold(c.segs[0], "subscriptions") {
+		return
+	}
+	repeat := rep.status == http.StatusBadRequest && strings.Contains(string(rep.body), "added object references already exist")
+	if (rep.status < 200 || rep.status > 299) && !repeat {
+		return
+	}
+	e := Effect{Time: c.arrived, Method: c.method, Path: c.path, Body: c.body, Status: rep.status, Repeat: repeat,
+		BatchID: c.batchID, ItemID: c.itemID}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.effects) >= maxLog {
+		s.effects = slices.Delete(s.effects, 0, maxLog/2)
+	}
+	s.effects = append(s.effects, e)
+}
+
+// Effects returns every request that took effect since Start (or
+// ResetEffects), oldest first.
+func (s *Server) Effects() []Effect {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.effects)
+}
+
+// ResetEffects empties the effects log.
+func (s *Server) ResetEffects() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.effects = nil
 }

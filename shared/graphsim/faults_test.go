@@ -227,3 +227,104 @@ func TestHeldRequests(t *testing.T) {
 		t.Fatalf("displayName %q: a merely slow request is still applied", got)
 	}
 }
+
+// TestFaultsAfterTheWrite: an After fault lets the write take effect and
+// then loses its answer (5xx, reset, or held past the client's patience);
+// Effects counts it either way. Without After, the same faults refuse the
+// write before it happens and Effects stays empty.
+func TestFaultsAfterTheWrite(t *testing.T) {
+	e := newEnv(t, Options{})
+	cloud, _ := seedUsers(e.srv)
+	gid := "cccccccc-0000-0000-0000-000000000003"
+	e.srv.PutGroup(gid, "Pending")
+	patch := func(name string) (int, error) {
+		req, _ := http.NewRequest("PATCH", e.srv.GraphBaseURL()+"/users/"+cloud.ID, strings.NewReader(`{"displayName":"`+name+`"}`))
+		req.Header.Set("Authorization", "Bearer "+e.token)
+		req.Header.Set("Content-Type", "application/json")
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		r, err := e.hc.Do(req.WithContext(ctx))
+		if err != nil {
+			return 0, err
+		}
+		r.Body.Close()
+		return r.StatusCode, nil
+	}
+	for _, tt := range []struct {
+		name    string
+		fault   Fault
+		status  int // answered; 0: no answer
+		applied bool
+	}{
+		{"5xx before", Fault{Method: "PATCH", Status: 503, Count: 1}, 503, false},
+		{"reset before", Fault{Method: "PATCH", Reset: true, Count: 1}, 0, false},
+		{"5xx after", Fault{Method: "PATCH", Status: 500, After: true, Count: 1}, 500, true},
+		{"reset after", Fault{Method: "PATCH", Reset: true, After: true, Count: 1}, 0, true},
+		{"no answer after", Fault{Method: "PATCH", Hang: 10 * time.Second, Reset: true, After: true, Count: 1}, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e.srv.ResetEffects()
+			e.srv.InjectFault(tt.fault)
+			name := "After " + tt.name
+			start := time.Now()
+			status, err := patch(name)
+			if status != tt.status || (tt.status == 0) != (err != nil) {
+				t.Fatalf("answered %d (%v), want %d", status, err, tt.status)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatal("a held answer did not end with the client")
+			}
+			applied := e.user(cloud.ID).DisplayName == name
+			effects := e.srv.Effects()
+			if applied != tt.applied || len(effects) != map[bool]int{true: 1, false: 0}[tt.applied] {
+				t.Fatalf("applied %v, effects %+v; want applied %v and one effect per write that took", applied, effects, tt.applied)
+			}
+			if tt.applied && (effects[0].Method != "PATCH" || effects[0].Path != "/v1.0/users/"+cloud.ID || effects[0].Status != 204 || effects[0].Repeat) {
+				t.Fatalf("effect %+v", effects[0])
+			}
+		})
+	}
+
+	t.Run("repeated group add and revoke are effects", func(t *testing.T) {
+		e.srv.ResetEffects()
+		ref := map[string]any{"@odata.id": e.srv.GraphBaseURL() + "/directoryObjects/" + cloud.ID}
+		e.srv.InjectFault(Fault{Method: "POST", PathPrefix: "/v1.0/groups/", Status: 503, After: true, Count: 1})
+		wantStatus(t, e.do("POST", "/v1.0/groups/"+gid+"/members/$ref", ref), 503)
+		r := e.do("POST", "/v1.0/groups/"+gid+"/members/$ref", ref)
+		wantError(t, r, 400, "Request_BadRequest")
+		e.srv.InjectFault(Fault{Method: "POST", PathPrefix: "/v1.0/users/", Status: 504, After: true, Count: 1})
+		wantStatus(t, e.do("POST", "/v1.0/users/"+cloud.ID+"/revokeSignInSessions", nil), 504)
+		wantStatus(t, e.do("POST", "/v1.0/users/"+cloud.ID+"/revokeSignInSessions", nil), 200)
+		e.do("GET", "/v1.0/users/"+cloud.ID, nil) // a read is never an effect
+		var got []string
+		for _, ef := range e.srv.Effects() {
+			got = append(got, fmt.Sprintf("%s %s %d %v", ef.Method, strings.TrimPrefix(ef.Path, "/v1.0"), ef.Status, ef.Repeat))
+		}
+		want := []string{
+			"POST /groups/" + gid + "/members/$ref 204 false",
+			"POST /groups/" + gid + "/members/$ref 400 true",
+			"POST /users/" + cloud.ID + "/revokeSignInSessions 200 false",
+			"POST /users/" + cloud.ID + "/revokeSignInSessions 200 false",
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("effects\n%v\nwant\n%v", got, want)
+		}
+	})
+
+	t.Run("batch item applied then 503", func(t *testing.T) {
+		e.srv.ResetEffects()
+		e.srv.InjectFault(Fault{Method: "PATCH", PathPrefix: "/v1.0/users/" + cloud.ID, Status: 503, After: true, Count: 1})
+		body := map[string]any{"requests": []any{
+			map[string]any{"id": "1", "method": "PATCH", "url": "/users/" + cloud.ID, "headers": map[string]string{"Content-Type": "application/json"},
+				"body": map[string]any{"displayName": "Batched"}},
+		}}
+		items := batchResponses(t, e.do("POST", "/v1.0/$batch", body))
+		if s := itemStatus(items["1"]); s != 503 {
+			t.Fatalf("item: %v", items["1"])
+		}
+		effects := e.srv.Effects()
+		if e.user(cloud.ID).DisplayName != "Batched" || len(effects) != 1 || effects[0].ItemID != "1" || effects[0].BatchID == "" {
+			t.Fatalf("the item was not applied, or not logged as an effect: %+v", effects)
+		}
+	})
+}

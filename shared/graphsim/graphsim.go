@@ -199,6 +199,7 @@ type Server struct {
 	syncFeatures map[string]bool
 	faults       []*Fault
 	requests     []Request
+	effects      []Effect // requests that took effect (faults.go)
 	onReq        func(Request)
 	stats        Stats
 }

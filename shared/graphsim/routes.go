@@ -193,8 +193,11 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Latency > 0 {
 		s.hang(c.done, s.opts.Latency)
 	}
+	var after *Fault // lost after the request is carried out
 	if rep == nil {
-		if f, ok := s.takeFault(c.method, c.path); ok {
+		if f, ok := s.takeFault(c.method, c.path); ok && f.After {
+			after = &f
+		} else if ok {
 			if f.Hang > 0 {
 				s.held(entry(0))
 			}
@@ -225,6 +228,22 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 			out = s.graphCall(c)
 		}
 		rep = &out
+	}
+	if after != nil {
+		if after.Hang > 0 {
+			s.held(entry(0))
+		}
+		s.hang(c.done, after.Hang)
+		switch {
+		case after.Reset:
+			notify := s.logRequest(entry(0))
+			defer notify()
+			resetConn(w)
+			return
+		case after.Status > 0:
+			fr := faultReply(*after)
+			rep = &fr
+		}
 	}
 	s.finish(rep, r.Header.Get("client-request-id"))
 	notify := s.logRequest(entry(rep.status))
@@ -332,6 +351,7 @@ func (s *Server) graphCall(c *call) reply {
 		usage = u
 	}
 	rep := found.handle(s, c)
+	s.recordEffect(c, rep)
 	if rep.status >= 200 && rep.status < 300 {
 		rep.setHeader("x-ms-resource-unit", strconv.Itoa(units))
 		if p, ok := usagePercent(usage); ok {
