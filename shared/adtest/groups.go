@@ -11,9 +11,30 @@ import (
 // groupTypeGlobalSecurity is a global security group (PSOs apply to those).
 const groupTypeGlobalSecurity = "-2147483646"
 
+// Group types (groupType) for CreateGroupOfType: a scope bit, plus the
+// security bit 0x80000000 for security groups.
+const (
+	GroupGlobalSecurity      int32 = -0x80000000 | 0x2 // CreateGroup's kind
+	GroupDomainLocalSecurity int32 = -0x80000000 | 0x4
+	GroupUniversalSecurity   int32 = -0x80000000 | 0x8
+	GroupGlobalDistribution  int32 = 0x2
+)
+
 // CreateGroup creates a global security group in ouDN (removed with the OU)
 // and returns its DN. The name gets a unique suffix, as users' do.
 func (dc *DC) CreateGroup(t testing.TB, ouDN, name string) string {
+	t.Helper()
+	return dc.createGroup(t, ouDN, name, groupTypeGlobalSecurity)
+}
+
+// CreateGroupOfType creates a group of the given groupType (Group* above)
+// in ouDN, as CreateGroup does.
+func (dc *DC) CreateGroupOfType(t testing.TB, ouDN, name string, groupType int32) string {
+	t.Helper()
+	return dc.createGroup(t, ouDN, name, strconv.FormatInt(int64(groupType), 10))
+}
+
+func (dc *DC) createGroup(t testing.TB, ouDN, name, groupType string) string {
 	t.Helper()
 	name += suffix()
 	if err := checkSAM(name); err != nil {
@@ -23,7 +44,7 @@ func (dc *DC) CreateGroup(t testing.TB, ouDN, name string) string {
 	req := ldap.NewAddRequest(dn, nil)
 	req.Attribute("objectClass", []string{"group"})
 	req.Attribute("sAMAccountName", []string{name})
-	req.Attribute("groupType", []string{groupTypeGlobalSecurity})
+	req.Attribute("groupType", []string{groupType})
 	if err := dc.admin(t).Add(req); err != nil {
 		t.Fatalf("adtest: creating group %s: %v", dn, err)
 	}
@@ -91,4 +112,11 @@ func (dc *DC) SetPSOMaxAge(t testing.TB, dn string, maxAge time.Duration) {
 	dc.modify(t, dn, func(m *ldap.ModifyRequest) {
 		m.Replace("msDS-MaximumPasswordAge", []string{strconv.FormatInt(-int64(maxAge/100), 10)})
 	})
+}
+
+// ApplyPSO applies a PSO to more users or groups (adds them to its
+// msDS-PSOAppliesTo), as `samba-tool domain passwordsettings pso apply` does.
+func (dc *DC) ApplyPSO(t testing.TB, psoDN string, targets ...string) {
+	t.Helper()
+	dc.modify(t, psoDN, func(m *ldap.ModifyRequest) { m.Add("msDS-PSOAppliesTo", targets) })
 }

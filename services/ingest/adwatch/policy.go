@@ -1,6 +1,7 @@
 package adwatch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -37,7 +38,22 @@ type pso struct {
 	Precedence int64         `json:"precedence"`
 	MaxAge     time.Duration `json:"max_age"` // 0 = never expires
 	AppliesTo  []string      `json:"applies_to"`
+	// GUID is the binary objectGUID, the tie-break between equal
+	// precedences. Left out of the fingerprint: it is fixed for the PSO's
+	// life, and adding it would have made every existing deployment re-read
+	// all its users once for nothing.
+	GUID []byte `json:"-"`
 }
+
+// Kinds of the objects a PSO applies to (policy.Targets).
+const (
+	targetUser          = "user"
+	targetGlobalSecGrp  = "global_security_group" // groupType has 0x80000000 (security) and 0x2 (global)
+	targetOther         = "other"                 // universal, domain-local or distribution group, or another object: no PSO through it
+	targetMissing       = "missing"
+	groupTypeSecurity   = 0x80000000
+	groupTypeGlobalFlag = 0x2
+)
 
 // policy is what decides expiries, plus the groups whose membership matters.
 type policy struct {
@@ -46,6 +62,10 @@ type policy struct {
 	// Groups: tracked group DN -> signature of it and its nested groups
 	// (their uSNChanged, which moves with every membership change).
 	Groups map[string]string `json:"groups"`
+	// Targets: tracked DN (lower case) -> its kind (target* above). Not in
+	// the fingerprint: a group's type change moves its uSNChanged, which
+	// its signature in Groups already holds.
+	Targets map[string]string `json:"-"`
 }
 
 // fingerprint identifies a policy state.
@@ -99,7 +119,7 @@ func (w *Watcher) readPolicy(c *ldap.Conn) (policy, error) {
 	}
 	psc := "CN=Password Settings Container,CN=System," + w.cfg.BaseDN
 	res, err = c.Search(ldap.NewSearchRequest(psc, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
-		"(objectClass=msDS-PasswordSettings)", []string{"cn", "msDS-PasswordSettingsPrecedence", "msDS-MaximumPasswordAge", "msDS-PSOAppliesTo"}, nil))
+		"(objectClass=msDS-PasswordSettings)", []string{"cn", "objectGUID", "msDS-PasswordSettingsPrecedence", "msDS-MaximumPasswordAge", "msDS-PSOAppliesTo"}, nil))
 	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 		return p, fmt.Errorf("reading PSOs in %s: %w", psc, err)
 	}
@@ -113,45 +133,87 @@ func (w *Watcher) readPolicy(c *ldap.Conn) (policy, error) {
 			prec, _ := strconv.ParseInt(e.GetAttributeValue("msDS-PasswordSettingsPrecedence"), 10, 64)
 			applies := e.GetAttributeValues("msDS-PSOAppliesTo")
 			slices.SortFunc(applies, compareFold)
-			p.PSOs = append(p.PSOs, pso{DN: e.DN, Name: e.GetAttributeValue("cn"), Precedence: prec, MaxAge: age, AppliesTo: applies})
+			p.PSOs = append(p.PSOs, pso{DN: e.DN, Name: e.GetAttributeValue("cn"), Precedence: prec, MaxAge: age, AppliesTo: applies,
+				GUID: e.GetRawAttributeValue("objectGUID")})
 			groups = append(groups, applies...)
 		}
 	}
 	slices.SortFunc(p.PSOs, func(a, b pso) int { return compareFold(a.DN, b.DN) })
-	p.Groups = map[string]string{}
+	p.Groups, p.Targets = map[string]string{}, map[string]string{}
 	for _, g := range groups {
 		key := strings.ToLower(g)
 		if _, done := p.Groups[key]; done {
 			continue
 		}
-		sig, err := w.groupSignature(c, g)
+		sig, kind, err := w.groupSignature(c, g)
 		if err != nil {
 			return p, err
 		}
-		p.Groups[key] = sig
+		p.Groups[key], p.Targets[key] = sig, kind
 	}
 	return p, nil
 }
 
 // groupSignature is the uSNChanged of a group and of every group nested in
 // it: any membership change anywhere below changes it. A DN that is not a
-// group (a PSO may apply to a user) has its own uSNChanged.
-func (w *Watcher) groupSignature(c *ldap.Conn, dn string) (string, error) {
+// group (a PSO may apply to a user) has its own uSNChanged. kind says what
+// dn is (target*), for the PSO fallback.
+func (w *Watcher) groupSignature(c *ldap.Conn, dn string) (sig, kind string, err error) {
 	filter := fmt.Sprintf("(|(distinguishedName=%s)(&(objectClass=group)(memberOf:%s:=%s)))", ldap.EscapeFilter(dn), inChain, ldap.EscapeFilter(dn))
 	res, err := c.Search(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
-		filter, []string{"uSNChanged"}, nil))
+		filter, []string{"uSNChanged", "objectClass", "groupType"}, nil))
 	if err != nil {
-		return "", fmt.Errorf("reading group %s: %w", dn, err)
+		return "", "", fmt.Errorf("reading group %s: %w", dn, err)
 	}
 	parts := make([]string, 0, len(res.Entries))
+	kind = targetMissing
 	for _, e := range res.Entries {
 		parts = append(parts, strings.ToLower(e.DN)+"="+e.GetAttributeValue("uSNChanged"))
+		if sameDN(e.DN, dn) {
+			kind = targetKind(e)
+		}
 	}
 	slices.Sort(parts)
 	if len(parts) == 0 {
-		return "missing", nil
+		return "missing", targetMissing, nil
 	}
-	return strings.Join(parts, ";"), nil
+	return strings.Join(parts, ";"), kind, nil
+}
+
+// targetKind classifies an object a PSO applies to. Only global security
+// groups pass a PSO on to their members: MS-ADTS 3.1.1.4.5.36 takes the
+// user's groups from IDL_DRSGetMemberships with RevMembGetAccountGroups
+// (MS-DRSR 4.1.8.1.3: transitive membership in the account, i.e. global,
+// groups), and Microsoft's FGPP documentation says PSOs apply to users and
+// global security groups. (Samba 4.17 passes them on through universal and
+// domain-local groups too; TestPSOFallbackAgreesWithDC logs it.)
+func targetKind(e *ldap.Entry) string {
+	classes := e.GetAttributeValues("objectClass")
+	isGroup := slices.ContainsFunc(classes, func(c string) bool { return strings.EqualFold(c, "group") })
+	if !isGroup {
+		if slices.ContainsFunc(classes, func(c string) bool { return strings.EqualFold(c, "user") }) {
+			return targetUser
+		}
+		return targetOther
+	}
+	gt, err := strconv.ParseInt(e.GetAttributeValue("groupType"), 10, 64)
+	if err != nil {
+		return targetOther
+	}
+	if t := uint32(gt); t&groupTypeSecurity != 0 && t&groupTypeGlobalFlag != 0 {
+		return targetGlobalSecGrp
+	}
+	return targetOther
+}
+
+// sameDN compares two DNs as AD does (case and spacing aside).
+func sameDN(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	pa, err1 := ldap.ParseDN(a)
+	pb, err2 := ldap.ParseDN(b)
+	return err1 == nil && err2 == nil && pa.EqualFold(pb)
 }
 
 // members returns the DNs of the users below BaseDN that are members of
@@ -206,6 +268,11 @@ func (w *Watcher) startPolicy(ctx context.Context, c *ldap.Conn) error {
 		return err
 	}
 	w.pol, w.policyRev = pw, pw.saved.Rev
+	// before any user is read: the PSO fallback needs the nested members
+	// of the groups PSOs apply to, and a later change who left them
+	if err := w.primeMembers(c); err != nil {
+		return fmt.Errorf("reading policy group members: %w", err)
+	}
 	fp := pw.cur.fingerprint()
 	switch {
 	case pw.saved.Fingerprint == fp:
@@ -243,16 +310,25 @@ func (w *Watcher) checkPolicy(ctx context.Context, c *ldap.Conn) error {
 	fp := next.fingerprint()
 	clear(w.pol.stale)
 	if fp == w.pol.saved.Fingerprint {
+		w.pol.cur = next // the same policy; keeps what the fingerprint leaves out (PSO GUIDs) current
 		return nil
 	}
 	prev := w.pol.cur
 	all, groups, direct := affected(prev, next)
+	// the re-reads below compute fallback expiries from the new policy; if
+	// they fail, the session ends and the next one, finding the saved
+	// fingerprint different, re-reads everyone
+	w.pol.cur = next
 	w.policyRev = w.pol.saved.Rev + 1
 	log := w.log.With().Int64("policy_rev", w.policyRev).Logger()
 	if err := w.publishPolicy(ctx, next); err != nil {
 		return err
 	}
 	if all {
+		// groups may have changed in the same interval: their members too
+		if err := w.primeMembers(c); err != nil {
+			return fmt.Errorf("reading policy group members: %w", err)
+		}
 		log.Info().Dur("max_pwd_age", next.DomainMaxAge).Msg("domain maxPwdAge changed; re-reading every user")
 		if _, err := w.scan(ctx, c, w.cfg.UserFilter, false); err != nil {
 			return fmt.Errorf("re-reading users after a policy change: %w", err)
@@ -281,7 +357,6 @@ func (w *Watcher) checkPolicy(ctx context.Context, c *ldap.Conn) error {
 			return err
 		}
 	}
-	w.pol.cur = next
 	return w.savePolicy(ctx, fp, w.policyRev)
 }
 
@@ -388,14 +463,15 @@ func (w *Watcher) publishPolicy(ctx context.Context, p policy) error {
 }
 
 // effectiveAge returns the maximum password age that applies to u and the
-// policy's name: the resultant PSO when the DC told it, else the PSO of
-// lowest precedence applying to the user or one of its groups, else the
-// domain's.
+// policy's name: the resultant PSO when the DC told it, else the one
+// resultantPSO picks, else the domain's. nested holds the (lower-case)
+// tracked groups u is a member of through nesting, beyond u.MemberOf and
+// u.Groups.
 //
 // known is false when the DC names a resultant PSO that the policy read did
 // not return (not readable by the bind account): its maximum age is then
 // unknown, and the domain's would be wrong.
-func (p policy) effectiveAge(u events.ADUser) (age time.Duration, name string, fromPSO, known bool) {
+func (p policy) effectiveAge(u events.ADUser, nested map[string]bool) (age time.Duration, name string, fromPSO, known bool) {
 	if u.ResultantPSO != "" {
 		for _, x := range p.PSOs {
 			if strings.EqualFold(x.DN, u.ResultantPSO) {
@@ -404,21 +480,79 @@ func (p policy) effectiveAge(u events.ADUser) (age time.Duration, name string, f
 		}
 		return 0, psoCN(u.ResultantPSO), true, false
 	}
-	var best *pso
-	for i, x := range p.PSOs {
-		for _, target := range x.AppliesTo {
-			if strings.EqualFold(target, u.DN) || slices.ContainsFunc(u.MemberOf, func(m string) bool { return strings.EqualFold(m, target) }) ||
-				slices.ContainsFunc(u.Groups, func(m string) bool { return strings.EqualFold(m, target) }) {
-				if best == nil || x.Precedence < best.Precedence {
-					best = &p.PSOs[i]
-				}
-			}
-		}
+	groups := make(map[string]bool, len(u.MemberOf)+len(u.Groups)+len(nested))
+	for _, g := range slices.Concat(u.MemberOf, u.Groups) {
+		groups[strings.ToLower(g)] = true
 	}
-	if best != nil {
+	for g := range nested {
+		groups[g] = true
+	}
+	if best := resultantPSO(p.PSOs, p.Targets, u.DN, groups); best != nil {
 		return best.MaxAge, best.Name, true, true
 	}
 	return p.DomainMaxAge, "domain", false, true
+}
+
+// resultantPSO picks the PSO that applies to a user, as a DC constructs
+// msDS-ResultantPSO (MS-ADTS 3.1.1.4.5.36), for when the DC does not say:
+//
+//  1. PSOs applied to the user itself (msDS-PSOAppliesTo holds its DN, i.e.
+//     the user's msDS-PSOApplied) win over any applied through groups,
+//     whatever their precedence; groups are looked at only when none is;
+//  2. through groups, only global security groups count (targets says
+//     which they are; see targetKind), nested membership included; the
+//     primary group (primaryGroupID, not in memberOf) is not seen here;
+//  3. then the lowest msDS-PasswordSettingsPrecedence;
+//  4. on a tie, the lowest objectGUID, compared as the 16 bytes of the
+//     binary GUID as LDAP returns it (memcmp of its NDR, little-endian
+//     form), not as the GUID's string. This is Samba's pso_compare
+//     (source4/dsdb/samdb/ldb_modules/operational.c), which calls
+//     ndr_guid_compare (source4/dsdb/common/util_links.c: "the same order
+//     as is used in DRS replication"); TestPSOFallbackAgreesWithDC checks
+//     it against the DC's own answer on a pair where the two orders differ.
+//
+// userDN and the keys of groups and targets compare case-insensitively
+// (groups and targets are lower case). Pure: the table test pins it.
+func resultantPSO(psos []pso, targets map[string]string, userDN string, groups map[string]bool) *pso {
+	var direct, viaGroup *pso
+	for i := range psos {
+		x := &psos[i]
+		isDirect, isGroup := false, false
+		for _, t := range x.AppliesTo {
+			switch {
+			case sameDN(t, userDN):
+				isDirect = true
+			case groups[strings.ToLower(t)] && targets[strings.ToLower(t)] == targetGlobalSecGrp:
+				isGroup = true
+			}
+		}
+		switch {
+		case isDirect:
+			if direct == nil || betterPSO(x, direct) {
+				direct = x
+			}
+		case isGroup:
+			if viaGroup == nil || betterPSO(x, viaGroup) {
+				viaGroup = x
+			}
+		}
+	}
+	if direct != nil {
+		return direct
+	}
+	return viaGroup
+}
+
+// betterPSO: lower precedence, then lower binary objectGUID (see
+// resultantPSO); the DN only keeps the choice stable without GUIDs.
+func betterPSO(a, b *pso) bool {
+	if a.Precedence != b.Precedence {
+		return a.Precedence < b.Precedence
+	}
+	if c := bytes.Compare(a.GUID, b.GUID); c != 0 {
+		return c < 0
+	}
+	return compareFold(a.DN, b.DN) < 0
 }
 
 // psoCN is the cn of a PSO's DN.
@@ -432,13 +566,14 @@ func psoCN(dn string) string {
 
 // setExpiry fills Expiry, ExpirySource and PolicyName: the DC's computed
 // value when it returned one, else pwdLastSet + the effective maximum age.
-func setExpiry(u *events.ADUser, p *policy) {
+// nested: see effectiveAge.
+func setExpiry(u *events.ADUser, p *policy, nested map[string]bool) {
 	var name string
 	var fromPSO bool
 	var age time.Duration
 	known := true
 	if p != nil {
-		age, name, fromPSO, known = p.effectiveAge(*u)
+		age, name, fromPSO, known = p.effectiveAge(*u, nested)
 	}
 	u.PolicyName = name
 	switch {
@@ -509,11 +644,32 @@ func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) (
 		p = &w.pol.cur
 	}
 	for i := range users {
-		setExpiry(&users[i], p)
+		setExpiry(&users[i], p, w.nestedPSOGroups(users[i]))
 		users[i].PolicyRev = w.policyRev
 		w.checkReadablePSO(c, users[i])
 	}
 	return users, nil
+}
+
+// nestedPSOGroups returns the global security groups PSOs apply to that u
+// is a member of, nested membership included, from the member lists the
+// policy watch keeps (primed at session start, refreshed when a group
+// changes); nil when no PSO could need it.
+func (w *Watcher) nestedPSOGroups(u events.ADUser) map[string]bool {
+	if w.pol == nil || u.ResultantPSO != "" {
+		return nil
+	}
+	dn := strings.ToLower(u.DN)
+	var out map[string]bool
+	for g, kind := range w.pol.cur.Targets {
+		if kind == targetGlobalSecGrp && w.pol.members[g][dn] {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[g] = true
+		}
+	}
+	return out
 }
 
 // checkReadablePSO warns, once per PSO, when a user carries

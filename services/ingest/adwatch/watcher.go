@@ -158,9 +158,6 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 	if err := src.start(ctx, c); err != nil {
 		return false, err
 	}
-	if err := w.primeMembers(c); err != nil {
-		return false, fmt.Errorf("reading policy group members: %w", err)
-	}
 	w.ready.Store(true)
 	log.Info().Dur("poll_interval", w.cfg.PollInterval).Bool("notifications", w.cfg.Notifications).Msg("watching AD")
 
