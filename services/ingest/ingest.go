@@ -21,6 +21,7 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/services/ingest/webhook"
+	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/natsx"
@@ -98,9 +99,10 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		sink = d.Sink
 	}
 	s := &Service{log: d.Log}
+	auditW := audit.NewWriter(natsx.NewPublisher(d.JS), nil)
 	for _, dc := range d.Domains {
 		log := d.Log.With().Str("domain", dc.Domain).Logger()
-		w, err := adwatch.New(dc, sink, adwatch.KVCursors(cursorsKV), log)
+		w, err := adwatch.New(dc, sink, adwatch.KVCursors(cursorsKV), log, adwatch.WithAudit(auditW))
 		if err != nil {
 			return nil, fmt.Errorf("domain %s: %w", dc.Domain, err)
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/pwsync/pwsync/shared/events"
 )
 
 // requestTimeout bounds one LDAP request on the polling connection, so that a
@@ -52,11 +54,12 @@ type rootDSE struct {
 	HighestCommittedUSN  int64
 	DefaultNamingContext string
 	DNSHostName          string
+	DSServiceName        string // the DC's nTDSDSA object ("NTDS Settings"), which holds its invocationId
 }
 
 func readRootDSE(c *ldap.Conn) (rootDSE, error) {
 	res, err := c.Search(ldap.NewSearchRequest("", ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
-		"(objectClass=*)", []string{"highestCommittedUSN", "defaultNamingContext", "dnsHostName"}, nil))
+		"(objectClass=*)", []string{"highestCommittedUSN", "defaultNamingContext", "dnsHostName", "dsServiceName"}, nil))
 	if err != nil {
 		return rootDSE{}, fmt.Errorf("reading the rootDSE: %w", err)
 	}
@@ -72,5 +75,32 @@ func readRootDSE(c *ldap.Conn) (rootDSE, error) {
 		HighestCommittedUSN:  usn,
 		DefaultNamingContext: e.GetAttributeValue("defaultNamingContext"),
 		DNSHostName:          e.GetAttributeValue("dnsHostName"),
+		DSServiceName:        e.GetAttributeValue("dsServiceName"),
 	}, nil
+}
+
+// readInvocationID returns the invocationId of the DC whose nTDSDSA object
+// is dsa (rootDSE dsServiceName), as a canonical GUID string. A DC takes a
+// new invocationId when it is restored from a backup (MS-ADTS 3.1.1.1.9;
+// and a VM snapshot restored with VM-GenerationID support): its USNs then
+// restart below ones already handed out, and a uSNChanged watermark taken
+// before would skip the changes made since. Microsoft's "Example Code to
+// Retrieve Changes Using USNChanged" keys its watermark the same way.
+func readInvocationID(c *ldap.Conn, dsa string) (string, error) {
+	if dsa == "" {
+		return "", errors.New("the rootDSE has no dsServiceName")
+	}
+	res, err := c.Search(ldap.NewSearchRequest(dsa, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"invocationId"}, nil))
+	if err != nil {
+		return "", fmt.Errorf("reading the invocationId of %s: %w", dsa, err)
+	}
+	if len(res.Entries) != 1 {
+		return "", fmt.Errorf("reading the invocationId of %s: %d entries", dsa, len(res.Entries))
+	}
+	id, err := events.GUIDString(res.Entries[0].GetRawAttributeValue("invocationId"))
+	if err != nil {
+		return "", fmt.Errorf("reading the invocationId of %s: %w", dsa, err)
+	}
+	return id, nil
 }

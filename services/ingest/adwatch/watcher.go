@@ -43,6 +43,18 @@ type Cursors interface {
 	Save(ctx context.Context, key string, v []byte) error
 }
 
+// Auditor appends records to the audit trail (audit.Writer does).
+type Auditor interface {
+	Write(ctx context.Context, r events.AuditRecord) error
+}
+
+// Option adjusts a Watcher that New builds.
+type Option func(*Watcher)
+
+// WithAudit records in the audit trail what the watcher decides on its own
+// and an operator must be able to find later (a restored DC's full resync).
+func WithAudit(a Auditor) Option { return func(w *Watcher) { w.auditor = a } }
+
 // Watcher watches one domain. Run it once.
 type Watcher struct {
 	cfg     Config
@@ -50,6 +62,7 @@ type Watcher struct {
 	cursors Cursors
 	log     zerolog.Logger
 	tls     *tls.Config
+	auditor Auditor // nil: nothing is audited (tests, one-off reads)
 
 	ready     atomic.Bool
 	notifying atomic.Bool   // the change notification search is open
@@ -64,7 +77,7 @@ type Watcher struct {
 }
 
 // New checks cfg and returns a Watcher; errors name the setting to fix.
-func New(cfg Config, sink Sink, cursors Cursors, log zerolog.Logger) (*Watcher, error) {
+func New(cfg Config, sink Sink, cursors Cursors, log zerolog.Logger, opts ...Option) (*Watcher, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -85,6 +98,9 @@ func New(cfg Config, sink Sink, cursors Cursors, log zerolog.Logger) (*Watcher, 
 	}
 	w := &Watcher{cfg: cfg, sink: sink, cursors: cursors, log: log, tls: tc, trigger: make(chan struct{}, 1)}
 	w.policySink, _ = sink.(PolicySink)
+	for _, o := range opts {
+		o(w)
+	}
 	if cfg.Mode != ModeAuto {
 		w.mode = cfg.Mode
 	}
@@ -230,6 +246,20 @@ func (w *Watcher) saveCursor(ctx context.Context, key string, v []byte) error {
 	defer cancel()
 	if err := w.cursors.Save(ctx, key, v); err != nil {
 		return fmt.Errorf("saving cursor %s: %w", key, err)
+	}
+	return nil
+}
+
+// audit writes an audit record, bounded like a cursor save and even when
+// ctx has just ended.
+func (w *Watcher) audit(ctx context.Context, r events.AuditRecord) error {
+	if w.auditor == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	if err := w.auditor.Write(ctx, r); err != nil {
+		return fmt.Errorf("auditing %s: %w", r.Action, err)
 	}
 	return nil
 }
