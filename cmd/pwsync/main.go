@@ -33,6 +33,9 @@ Usage:
   pwsync doctor --config FILE [--target ...] [--webhook-ca FILE]
                                    checks AD (TLS, bind, DirSync rights), the Graph token and its roles,
                                    NATS/JetStream and the webhook URL; one line per check, with the fix
+  pwsync conformance --config FILE [--write] [--test-user UPN] [--test-ad-user NAME] [--test-group ID]
+                                   the contracts pwsync relies on, checked against the real tenant and DCs
+                                   (read-only unless --write; writes only the test users, undone)
   pwsync audit export --config FILE [--since 24h|7d|RFC3339] [--user UPN] [--format jsonl|csv]
                                    the audit trail from pwsync's NATS
   pwsync admin token --name NAME --roles viewer,operator,approver [--expires 720h]
@@ -71,6 +74,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return policyCommand(ctx, args[1:], stdout)
 	case "doctor":
 		return doctorCommand(ctx, args[1:], stdout)
+	case "conformance":
+		return conformanceCommand(ctx, args[1:], stdout)
 	case "audit":
 		return auditCommand(ctx, args[1:], stdout)
 	case "admin":

@@ -83,6 +83,9 @@ type Options struct {
 	// NotificationURL answers Graph's validation handshake (pwsync's
 	// webhook receiver): the subscription lifecycle check needs it.
 	NotificationURL string
+	// LifecycleURL is the subscription's lifecycleNotificationUrl
+	// (default NotificationURL).
+	LifecycleURL string
 	// Wait bounds how long a write may take to show (delta, sessions,
 	// group members, DirSync, change notification). Default 60 s.
 	Wait time.Duration
@@ -101,6 +104,9 @@ type Options struct {
 func Run(ctx context.Context, g *Graph, domains []Domain, opts Options) []Result {
 	if opts.Wait <= 0 {
 		opts.Wait = 60 * time.Second
+	}
+	if opts.LifecycleURL == "" {
+		opts.LifecycleURL = opts.NotificationURL
 	}
 	if opts.TestGroup == "" {
 		opts.TestGroup = opts.PendingGroup

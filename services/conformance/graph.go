@@ -365,7 +365,7 @@ func (gr *graphRun) subscriptionLifecycle(ctx context.Context) {
 	_, _ = rand.Read(secret)
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
 	s, err := gr.g.Tracker.CreateSubscription(ctx, graph.Subscription{Resource: "/users", ChangeType: "updated,deleted",
-		NotificationURL: gr.opts.NotificationURL, LifecycleNotificationURL: gr.opts.NotificationURL,
+		NotificationURL: gr.opts.NotificationURL, LifecycleNotificationURL: gr.opts.LifecycleURL,
 		ClientState: hex.EncodeToString(secret), Expiration: exp})
 	if err != nil {
 		gr.fail(name, "POST: "+errText(err), want)
