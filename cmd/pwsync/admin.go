@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/console"
+	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/shared/adminapi"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/config"
@@ -79,4 +81,13 @@ func registerAdminRoutes(s *adminapi.Server, conn *natsx.Conn, cfg config.Config
 	}
 	console.Register(s, console.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Location: loc, Now: clock,
 		Log: log.With().Str("service", "admin").Logger()})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	gate, err := evaluator.NewGate(ctx, conn.JS, evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
+		clock, log.With().Str("service", "admin").Logger())
+	if err != nil {
+		log.Error().Err(err).Msg("backfill approval API not available")
+		return
+	}
+	evaluator.RegisterBackfill(s, gate)
 }

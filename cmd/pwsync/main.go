@@ -41,6 +41,8 @@ Usage:
   pwsync admin token --name NAME --roles viewer,operator,approver [--expires 720h]
                                    a new admin API token (printed once) and its config entry
   pwsync campaign <command> [flags] mass resets over the admin API (pwsync campaign -h)
+  pwsync backfill status|approve|reject [ID]
+                                   held backfills (above evaluator.forced_change.backfill_threshold) over the admin API
   pwsync graphsim [flags]          the Graph simulator (pwsync graphsim -h)
   pwsync version
 `
@@ -82,6 +84,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return adminCommand(args[1:], stdout)
 	case "campaign":
 		return campaignCommand(ctx, args[1:], stdout, stderr)
+	case "backfill":
+		return backfillCommand(ctx, args[1:], stdout, stderr)
 	case "graphsim":
 		return graphsim.Main(args[1:], stdout)
 	case "version":

@@ -113,7 +113,10 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	}
 	if t.Evaluator {
 		evDeps := evaluator.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Now: clock,
-			Log: log.With().Str("service", "evaluator").Logger()}
+			Log:      log.With().Str("service", "evaluator").Logger(),
+			Backfill: evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
+			Reevaluate: evaluator.ReevaluateConfig{Enabled: cfg.Evaluator.Reevaluate.Enabled,
+				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
 			var dir graph.Directory = client // NeedsGraph made it for the evaluator
 			evDeps.Groups = evaluator.NewEntraGroups(dir, groups, cfg.Evaluator.Scope.EntraRefresh, log)

@@ -30,6 +30,12 @@ type Deps struct {
 	// Groups resolves Entra group membership for scope.include_entra_groups;
 	// nil when none is configured.
 	Groups *EntraGroups
+	// Backfill: the brake on mass actions (backfill.go); Reevaluate: the
+	// pass after a policy change (reevaluate.go); Holder names this replica
+	// in their lease.
+	Backfill   GateConfig
+	Reevaluate ReevaluateConfig
+	Holder     string
 }
 
 // Service evaluates events.
@@ -43,6 +49,10 @@ type Service struct {
 	policy   rules.Policy
 	groups   *EntraGroups
 	log      zerolog.Logger
+	gate     *Gate
+	leases   jetstream.KeyValue
+	reeval   ReevaluateConfig
+	holder   string
 }
 
 // New opens the evaluator's buckets.
@@ -60,8 +70,17 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if now == nil {
 		now = time.Now
 	}
+	gate, err := NewGate(ctx, d.JS, d.Backfill, now, d.Log)
+	if err != nil {
+		return nil, err
+	}
+	leases, err := natsx.Bucket(ctx, d.JS, natsx.BucketLeases)
+	if err != nil {
+		return nil, err
+	}
 	return &Service{js: d.JS, users: users, identity: identity, now: now, pub: pub, audit: audit.NewWriter(pub, nil),
-		policy: d.Policy, groups: d.Groups, log: d.Log}, nil
+		policy: d.Policy, groups: d.Groups, log: d.Log, gate: gate, leases: leases, reeval: d.Reevaluate,
+		holder: holderName(d.Holder)}, nil
 }
 
 // Run consumes the EVENTS stream until ctx ends.
@@ -70,6 +89,7 @@ func (s *Service) Run(ctx context.Context) error {
 	if s.groups != nil {
 		go s.groups.Run(ctx)
 	}
+	go s.runGate(ctx)
 	h := natsx.Process(context.WithoutCancel(ctx), s.log, 20*time.Second, s.Handle)
 	return natsx.Consume(ctx, s.js, natsx.StreamEvents, natsx.ConsumerEvaluator, 8, h)
 }
@@ -88,9 +108,17 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 		if err := s.indexUPN(ctx, u); err != nil {
 			return err
 		}
-		return s.evaluate(ctx, ev, u.ObjectGUID, func(st rules.State) rules.Result {
-			return rules.EvaluateAD(s.currentPolicy(), st, ev, u)
-		})
+		decide := func(st rules.State) rules.Result { return rules.EvaluateAD(s.currentPolicy(), st, ev, u) }
+		if u.FullSync {
+			return s.evaluateFullSync(ctx, ev, u, decide)
+		}
+		return s.evaluate(ctx, ev, u.ObjectGUID, decide)
+	case ev.Source == events.SourceAD && ev.Type == events.TypeADFullSync:
+		var f events.ADFullSync
+		if err := ev.Decode(&f); err != nil {
+			return natsx.Permanent(err)
+		}
+		return s.gate.fullSyncDone(ctx, f)
 	case ev.Source == events.SourceGraph && ev.Type == events.TypeCloudUser:
 		var c events.CloudUser
 		if err := ev.Decode(&c); err != nil {
@@ -223,9 +251,16 @@ func (s *Service) lookup(ctx context.Context, key string) (string, error) {
 // user saved in between (optimistic concurrency) instead of waiting for a
 // redelivery: a must-change reset is two modifies that often arrive together.
 func (s *Service) evaluate(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result) error {
+	return s.evaluateInto(ctx, ev, guid, decide, nil)
+}
+
+// evaluateInto is evaluate with the backfill brake: batch names, from the
+// state before the event, the batch the decided actions are staged in
+// instead of published ("" = publish; alerts are always published).
+func (s *Service) evaluateInto(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result, batch func(rules.State) string) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		if err = s.evaluateOnce(ctx, ev, guid, decide); !errors.Is(err, errConflict) {
+		if err = s.evaluateOnce(ctx, ev, guid, decide, batch); !errors.Is(err, errConflict) {
 			return err
 		}
 	}
@@ -234,18 +269,28 @@ func (s *Service) evaluate(ctx context.Context, ev events.Envelope, guid string,
 
 var errConflict = errors.New("concurrent update")
 
-func (s *Service) evaluateOnce(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result) error {
+func (s *Service) evaluateOnce(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result, batch func(rules.State) string) error {
 	key := events.KeySafe(guid)
 	state, rev, err := s.load(ctx, key)
 	if err != nil {
 		return err
 	}
 	res := decide(state)
+	stageIn := ""
+	if batch != nil {
+		stageIn = batch(state)
+	}
 
 	// Actions first, state last: a crash in between redelivers the event,
 	// which decides the same actions with the same IDs (deduplicated by
 	// JetStream), whereas state saved first would lose them.
 	for _, a := range res.Actions {
+		if done, err := s.brake(ctx, stageIn, a); err != nil || done {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := s.pub.PublishJSON(ctx, a.Subject(), a.ID, a); err != nil {
 			return fmt.Errorf("publishing action %s: %w", a.ID, err)
 		}

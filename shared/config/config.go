@@ -111,6 +111,15 @@ type Evaluator struct {
 	Drift           Drift           `yaml:"drift"`
 	Writeback       Writeback       `yaml:"writeback"`
 	Expiry          Expiry          `yaml:"expiry"`
+	Reevaluate      Reevaluate      `yaml:"reevaluate"`
+}
+
+// Reevaluate configures re-evaluating every known user when the rules
+// policy changed between two starts (a rule turned on, a wider scope).
+type Reevaluate struct {
+	Enabled bool `yaml:"enabled"`
+	// Rate: users per second.
+	Rate float64 `yaml:"rate"`
 }
 
 // NeverExpires configures the never-expires rule.
@@ -160,6 +169,10 @@ type ForcedChange struct {
 	IncludeNeverExpires bool `yaml:"include_never_expires"`
 	// Backfill acts on users already flagged when pwsync first syncs.
 	Backfill bool `yaml:"backfill"`
+	// BackfillThreshold: a backfill (or a re-evaluation after a policy
+	// change) that would act on more users than this is held until an
+	// approver approves it (pwsync backfill approve, or the console).
+	BackfillThreshold int `yaml:"backfill_threshold"`
 	// Notify tells the user "your password was reset" (notifier).
 	Notify bool `yaml:"notify"`
 }
@@ -253,12 +266,15 @@ func Default() Config {
 		},
 		Webhook: Webhook{Listen: ":8443", MaxBody: 1 << 20, DeltaInterval: 5 * time.Minute},
 		Evaluator: Evaluator{
-			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: true, Backfill: true},
+			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: true, Backfill: true, BackfillThreshold: 100},
 			PasswordChanged: PasswordChanged{Enabled: true},
 			Drift:           Drift{Cooldown: time.Hour, PendingTimeout: 10 * time.Minute},
 			Writeback:       Writeback{Window: 15 * time.Minute},
 			Expiry:          defaultExpiry(),
 			Scope:           Scope{EntraRefresh: 15 * time.Minute},
+			// 20 users/s: 10,000 known users in about 8 minutes, a fraction
+			// of the actuator's write budget when many of them need a write
+			Reevaluate: Reevaluate{Enabled: true, Rate: 20},
 		},
 		Actuator: Actuator{
 			Concurrency:  16,

@@ -241,6 +241,12 @@ func (c *Config) Validate(t Targets) error {
 		if c.Evaluator.Writeback.Window < 0 {
 			add("evaluator.writeback.window", "must not be negative")
 		}
+		if c.Evaluator.ForcedChange.BackfillThreshold < 0 {
+			add("evaluator.forced_change.backfill_threshold", "must not be negative (0 holds every backfill for approval)")
+		}
+		if r := c.Evaluator.Reevaluate; r.Enabled && r.Rate <= 0 {
+			add("evaluator.reevaluate.rate", "must be positive (users per second)")
+		}
 		errs = append(errs, c.Evaluator.validateExpiry()...)
 		for i, ou := range c.Evaluator.Scope.IncludeOUs {
 			if !strings.Contains(ou, "=") {

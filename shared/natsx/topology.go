@@ -33,6 +33,10 @@ const (
 	// BucketCampaigns: mass-reset campaigns, their targets, per-user progress
 	// and batch intents (services/campaign).
 	BucketCampaigns = "campaigns"
+	// BucketBackfill: the backfill brake (services/evaluator): batches of
+	// mass actions staged until counted, held ones awaiting approval, and
+	// the fingerprint of the rules policy last re-evaluated.
+	BucketBackfill = "backfill"
 )
 
 // Topology is the set of streams, consumers and KV buckets pwsync needs.
@@ -118,6 +122,7 @@ func NewTopology(o Options) Topology {
 			{Bucket: BucketLeases, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: LeaseTTL},
 			{Bucket: BucketSubscriptions, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 			{Bucket: BucketCampaigns, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+			{Bucket: BucketBackfill, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		},
 	}
 }
