@@ -35,16 +35,39 @@ type CloudUser struct {
 	LastPasswordChange time.Time `json:"last_password_change,omitzero"`
 	PreferredLanguage  string    `json:"preferred_language,omitempty"`
 	Removed            bool      `json:"removed,omitempty"` // @removed in delta
-	// Partial: delta returned only some properties (changed ones); the
-	// evaluator merges it over what it knew.
-	Partial bool `json:"partial,omitempty"`
+	// Absent names the Graph properties the delta item left out (never set
+	// on the user, or unchanged): unknown, not empty. The evaluator keeps
+	// what it knew for those and takes every other value, zero included
+	// (null = cleared).
+	Absent []string `json:"absent,omitempty"`
+}
+
+// Has reports whether the item carried the Graph property name (a value or null).
+func (c CloudUser) Has(name string) bool {
+	for _, a := range c.Absent {
+		if a == name {
+			return false
+		}
+	}
+	return true
+}
+
+// Equal reports whether two cloud states are the same.
+func (c CloudUser) Equal(o CloudUser) bool {
+	return c.ID == o.ID && c.UPN == o.UPN && c.Mail == o.Mail && c.ImmutableID == o.ImmutableID &&
+		c.SyncEnabled == o.SyncEnabled && c.AccountEnabled == o.AccountEnabled && c.PasswordPolicies == o.PasswordPolicies &&
+		c.LastPasswordChange.Equal(o.LastPasswordChange) && c.PreferredLanguage == o.PreferredLanguage &&
+		c.Removed == o.Removed && strings.Join(c.Absent, ",") == strings.Join(o.Absent, ",")
 }
 
 // EventID is stable for the same state of the same user, so a delta round
 // that re-sends an unchanged user is deduplicated by JetStream.
 func (c CloudUser) EventID() string {
-	h := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%s|%s|%v|%v|%s|%s|%s|%v", c.ID, c.UPN, c.Mail, c.ImmutableID, c.SyncEnabled,
-		c.AccountEnabled, c.PasswordPolicies, c.LastPasswordChange.UTC().Format(time.RFC3339Nano), c.PreferredLanguage, c.Removed))
+	// Absent is part of the state: {passwordPolicies: null} (cleared) and an
+	// item without it (unchanged) must not share an ID.
+	h := sha256.Sum256(fmt.Appendf(nil, "%s|%s|%s|%s|%v|%v|%s|%s|%s|%v|%s", c.ID, c.UPN, c.Mail, c.ImmutableID, c.SyncEnabled,
+		c.AccountEnabled, c.PasswordPolicies, c.LastPasswordChange.UTC().Format(time.RFC3339Nano), c.PreferredLanguage, c.Removed,
+		strings.Join(c.Absent, ",")))
 	return "graph." + KeySafe(c.ID) + "." + hex.EncodeToString(h[:8])
 }
 

@@ -26,10 +26,11 @@ type DeltaUser struct {
 	// Removed is set for an item carrying @removed (soft or hard delete):
 	// only ID is meaningful then.
 	Removed bool
-	// Partial is set when some of the selected properties were absent from
-	// the item: Graph may return only the changed ones, so the zero values
-	// of the others mean "unknown", not "empty".
-	Partial bool
+	// Absent names the selected properties the item left out. Graph leaves
+	// out a property that was never set on the user, and may return only
+	// the changed ones: absent means unknown or unchanged, never "cleared"
+	// (a cleared property is present with null).
+	Absent []string
 }
 
 // DeltaPage is one page of a delta query. Exactly one of NextLink (more

@@ -41,10 +41,11 @@ func EvaluateCloud(p Policy, s State, ev events.Envelope, c events.CloudUser) (r
 	res.State = s
 	next := s
 	prev := s.Cloud
-	if c.Partial && prev != nil {
+	if prev != nil {
 		c = mergeCloud(*prev, c)
 	}
-	if prev != nil && *prev == c {
+	c.Absent = nil // what stays unknown after the merge is the zero value
+	if prev != nil && prev.Equal(c) {
 		return res // the same state again (delta round, redelivery)
 	}
 	next.Cloud = &c
@@ -144,29 +145,28 @@ func refOf(s State) events.UserRef {
 	return r
 }
 
-// mergeCloud lays the properties a partial delta item carries over the known state.
+// mergeCloud lays a delta item over the known state. A property the item
+// carried replaces the known value, even when it is null (cleared, zero
+// here); one it left out (never set, or unchanged) keeps the known value.
 func mergeCloud(prev, c events.CloudUser) events.CloudUser {
 	out := prev
 	out.Removed = c.Removed
-	if c.UPN != "" {
-		out.UPN = c.UPN
+	if c.Removed {
+		return out // a removed item carries only its id
 	}
-	if c.Mail != "" {
-		out.Mail = c.Mail
+	take := func(name string, set func()) {
+		if c.Has(name) {
+			set()
+		}
 	}
-	if c.ImmutableID != "" {
-		out.ImmutableID = c.ImmutableID
-	}
-	if c.PasswordPolicies != "" {
-		out.PasswordPolicies = c.PasswordPolicies
-	}
-	if !c.LastPasswordChange.IsZero() {
-		out.LastPasswordChange = c.LastPasswordChange
-	}
-	if c.PreferredLanguage != "" {
-		out.PreferredLanguage = c.PreferredLanguage
-	}
-	out.Partial = false
+	take("userPrincipalName", func() { out.UPN = c.UPN })
+	take("mail", func() { out.Mail = c.Mail })
+	take("onPremisesImmutableId", func() { out.ImmutableID = c.ImmutableID })
+	take("onPremisesSyncEnabled", func() { out.SyncEnabled = c.SyncEnabled })
+	take("accountEnabled", func() { out.AccountEnabled = c.AccountEnabled })
+	take("passwordPolicies", func() { out.PasswordPolicies = c.PasswordPolicies })
+	take("lastPasswordChangeDateTime", func() { out.LastPasswordChange = c.LastPasswordChange })
+	take("preferredLanguage", func() { out.PreferredLanguage = c.PreferredLanguage })
 	return out
 }
 

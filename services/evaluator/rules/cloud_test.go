@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +23,46 @@ func cloud(policies string, mods ...func(*events.CloudUser)) events.CloudUser {
 		m(&c)
 	}
 	return c
+}
+
+// deltaProps are the properties pwsync selects in delta (graph.DeltaSelect, less id).
+var deltaProps = []string{"userPrincipalName", "mail", "onPremisesImmutableId", "onPremisesSyncEnabled",
+	"passwordPolicies", "lastPasswordChangeDateTime", "accountEnabled", "preferredLanguage"}
+
+// only marks c as a delta item that carried just the named properties.
+func only(c events.CloudUser, carried ...string) events.CloudUser {
+	for _, p := range deltaProps {
+		if !slices.Contains(carried, p) {
+			c.Absent = append(c.Absent, p)
+		}
+	}
+	return c
+}
+
+func TestMergeKeepsPresentValues(t *testing.T) {
+	prev := cloud("DisablePasswordExpiration", func(c *events.CloudUser) { c.Mail = "alice@example.test"; c.PreferredLanguage = "de-DE" })
+	tests := []struct {
+		name string
+		item events.CloudUser
+		want func(*events.CloudUser)
+	}{
+		{"present false is a value", only(events.CloudUser{ID: "cloud-alice"}, "accountEnabled", "onPremisesSyncEnabled"),
+			func(c *events.CloudUser) { c.AccountEnabled, c.SyncEnabled = false, false }},
+		{"null string clears", only(events.CloudUser{ID: "cloud-alice"}, "mail", "preferredLanguage"),
+			func(c *events.CloudUser) { c.Mail, c.PreferredLanguage = "", "" }},
+		{"absent keeps", only(events.CloudUser{ID: "cloud-alice", UPN: "renamed@example.test"}, "userPrincipalName"),
+			func(c *events.CloudUser) { c.UPN = "renamed@example.test" }},
+		{"full item replaces", cloud("None"), func(c *events.CloudUser) { *c = cloud("None") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			want := prev
+			tt.want(&want)
+			if got := mergeCloud(prev, tt.item); !got.Equal(want) {
+				t.Errorf("merge:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
 }
 
 // step is one input of a sequence: an AD state, a cloud state or a due timer.
@@ -71,8 +112,17 @@ func TestCloudRules(t *testing.T) {
 			{timer: true, after: 13 * time.Minute}},
 			[]string{"-", "-", "-", "-", "-"}},
 		{"partial_delta_item_is_merged", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
-			cloudStep(events.CloudUser{ID: "cloud-alice", PasswordPolicies: "DisablePasswordExpiration", Partial: true}, 2*time.Second)},
+			cloudStep(only(events.CloudUser{ID: "cloud-alice", PasswordPolicies: "DisablePasswordExpiration"}, "passwordPolicies"), 2*time.Second)},
 			[]string{"-", "-", "set_password_policies:None"}},
+		// null is "cleared": a never-expires user whose cloud policies a sync
+		// run cleared drifted, and must be re-stamped.
+		{"policies_cleared_to_null_is_drift", []step{adStep(user(10, setTime, ne), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second),
+			cloudStep(only(events.CloudUser{ID: "cloud-alice"}, "passwordPolicies"), 2*time.Second)},
+			[]string{"-", "-", "set_password_policies:DisablePasswordExpiration"}},
+		// an item without passwordPolicies (never set, unchanged) says nothing of it
+		{"absent_policies_are_unknown_not_cleared", []step{adStep(user(10, setTime, ne), 0), cloudStep(cloud("DisablePasswordExpiration"), time.Second),
+			cloudStep(only(events.CloudUser{ID: "cloud-alice", Mail: "new@example.test"}, "mail"), 2*time.Second)},
+			[]string{"-", "-", "-"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -214,7 +214,7 @@ func cloudUser(u graph.DeltaUser) events.CloudUser {
 	return events.CloudUser{
 		ID: u.ID, UPN: u.UPN, Mail: u.Mail, ImmutableID: u.ImmutableID, SyncEnabled: u.SyncEnabled,
 		AccountEnabled: u.AccountEnabled, PasswordPolicies: u.PasswordPolicies, LastPasswordChange: u.LastPasswordChange,
-		PreferredLanguage: u.PreferredLanguage, Removed: u.Removed, Partial: u.Partial,
+		PreferredLanguage: u.PreferredLanguage, Removed: u.Removed, Absent: u.Absent,
 	}
 }
 

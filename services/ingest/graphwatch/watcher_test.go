@@ -139,7 +139,7 @@ func TestUserChangeBecomesCloudUserEvent(t *testing.T) {
 		if !strings.HasPrefix(got.env.ID, u.EventID()+".") || got.msgID != got.env.ID || got.env.Source != events.SourceGraph || got.env.Type != events.TypeCloudUser {
 			t.Errorf("envelope %s / msg id %s for %+v", got.env.ID, got.msgID, u)
 		}
-		if u.Partial || u.Removed || u.UPN != "user0@contoso.test" || !u.AccountEnabled || !u.SyncEnabled || u.ImmutableID != "imm0" {
+		if len(u.Absent) != 0 || u.Removed || u.UPN != "user0@contoso.test" || !u.AccountEnabled || !u.SyncEnabled || u.ImmutableID != "imm0" {
 			t.Errorf("cloud user %+v", u)
 		}
 	}

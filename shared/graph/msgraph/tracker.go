@@ -188,7 +188,7 @@ func decodeDeltaPage(body []byte) (graph.DeltaPage, error) {
 }
 
 // decodeDeltaUser reads one delta item. A property that is present with
-// null is a value (cleared); one that is absent makes the item Partial.
+// null is a value (cleared); one that is absent is named in Absent.
 func decodeDeltaUser(item map[string]json.RawMessage) (graph.DeltaUser, error) {
 	var du graph.DeltaUser
 	if err := field(item, "id", &du.ID); err != nil || du.ID == "" {
@@ -215,7 +215,7 @@ func decodeDeltaUser(item map[string]json.RawMessage) (graph.DeltaUser, error) {
 			continue // id
 		}
 		if _, ok := item[name]; !ok {
-			du.Partial = true
+			du.Absent = append(du.Absent, name)
 			continue
 		}
 		if err := field(item, name, dst); err != nil {

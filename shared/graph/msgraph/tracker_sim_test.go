@@ -110,7 +110,7 @@ func TestUsersDelta(t *testing.T) {
 	if len(users) != n || pages != 3 {
 		t.Fatalf("full round: %d users in %d pages", len(users), pages)
 	}
-	if u := users[0]; u.Partial || u.Removed || !u.AccountEnabled || u.PasswordPolicies != "None" || u.UPN == "" {
+	if u := users[0]; len(u.Absent) != 0 || u.Removed || !u.AccountEnabled || u.PasswordPolicies != "None" || u.UPN == "" {
 		t.Fatalf("first user: %+v", u)
 	}
 	first := requests(s, "GET", "/users/delta")[0]

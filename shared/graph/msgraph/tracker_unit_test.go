@@ -3,6 +3,8 @@ package msgraph
 import (
 	"errors"
 	"net/http"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -26,13 +28,13 @@ func TestDecodeDeltaPage(t *testing.T) {
 	want := graph.DeltaUser{User: graph.User{ID: "full", UPN: "a@x", ImmutableID: "imm", SyncEnabled: true,
 		PasswordPolicies: "DisablePasswordExpiration", LastPasswordChange: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
 		PreferredLanguage: "de-DE"}}
-	if p.Users[0] != want {
+	if !reflect.DeepEqual(p.Users[0], want) {
 		t.Errorf("full item (null mail is a value, not absent):\n got %+v\nwant %+v", p.Users[0], want)
 	}
-	if u := p.Users[1]; !u.Partial || u.PasswordPolicies != "None" || u.Removed {
+	if u := p.Users[1]; len(u.Absent) != len(graph.DeltaSelect)-2 || slices.Contains(u.Absent, "passwordPolicies") || u.PasswordPolicies != "None" || u.Removed {
 		t.Errorf("partial item: %+v", u)
 	}
-	if u := p.Users[2]; !u.Removed || u.ID != "gone" || u.Partial {
+	if u := p.Users[2]; !u.Removed || u.ID != "gone" || len(u.Absent) != 0 {
 		t.Errorf("removed item: %+v", u)
 	}
 }
