@@ -72,7 +72,7 @@ func showUser(ctx context.Context, js jetstream.JetStream, upn string, p rules.P
 	ad := st.AD
 	fmt.Fprintf(w, "AD\t%s\n", ad.DN)
 	fmt.Fprintf(w, "  objectGUID\t%s (immutable id %s)\n", ad.ObjectGUID, ad.ImmutableID)
-	fmt.Fprintf(w, "  pwdLastSet\t%s\n", describePwdLastSet(ad.PwdLastSet))
+	fmt.Fprintf(w, "  pwdLastSet\t%s\n", describePwdLastSet(ad))
 	fmt.Fprintf(w, "  never expires / disabled\t%v / %v\n", ad.NeverExpires(), ad.Disabled())
 	if v.Expiry != nil {
 		fmt.Fprintf(w, "  password expires\t%s (%s)\n", v.Expiry.Format(time.RFC3339), v.ExpiryWhy)
@@ -139,11 +139,14 @@ func showUser(ctx context.Context, js jetstream.JetStream, upn string, p rules.P
 	return tw.Flush()
 }
 
-func describePwdLastSet(v int64) string {
-	if v == 0 {
+func describePwdLastSet(ad events.ADUser) string {
+	switch {
+	case ad.MustChange():
 		return "0 (must change at next logon)"
+	case ad.PwdLastSetZero():
+		return "0 (not a must-change: password never expires)"
 	}
-	return events.FileTime(v).Format(time.RFC3339)
+	return events.FileTime(ad.PwdLastSet).Format(time.RFC3339)
 }
 
 // listRows prints one labelled row per item, or "none".

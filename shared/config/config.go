@@ -164,8 +164,10 @@ type Scope struct {
 // ForcedChange configures the forced-change rule.
 type ForcedChange struct {
 	Enabled bool `yaml:"enabled"`
-	// IncludeNeverExpires also enforces for "password never expires" accounts
-	// (Entra Connect skips them).
+	// IncludeNeverExpires (opt-in, stricter than AD) also acts on "password
+	// never expires" accounts with pwdLastSet 0. AD lets those log on without
+	// a change (MS-ADA3) and Entra Connect skips them; pwsync then signs them
+	// out and blocks them in the cloud (typically service accounts).
 	IncludeNeverExpires bool `yaml:"include_never_expires"`
 	// Backfill acts on users already flagged when pwsync first syncs.
 	Backfill bool `yaml:"backfill"`
@@ -266,7 +268,7 @@ func Default() Config {
 		},
 		Webhook: Webhook{Listen: ":8443", MaxBody: 1 << 20, DeltaInterval: 5 * time.Minute},
 		Evaluator: Evaluator{
-			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: true, Backfill: true, BackfillThreshold: 100},
+			ForcedChange:    ForcedChange{Enabled: true, IncludeNeverExpires: false, Backfill: true, BackfillThreshold: 100},
 			PasswordChanged: PasswordChanged{Enabled: true},
 			Drift:           Drift{Cooldown: time.Hour, PendingTimeout: 10 * time.Minute},
 			Writeback:       Writeback{Window: 15 * time.Minute},

@@ -326,3 +326,11 @@ func TestOnlyAsSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultsFollowAD: the defaults must not act where AD does not.
+func TestDefaultsFollowAD(t *testing.T) {
+	d := Default()
+	if d.Evaluator.ForcedChange.IncludeNeverExpires {
+		t.Error("forced_change.include_never_expires defaults to true: a first start would sign out and block every \"password never expires\" account with pwdLastSet 0, which AD lets log on")
+	}
+}

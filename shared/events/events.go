@@ -99,8 +99,15 @@ type ADUser struct {
 	FullSync   bool  `json:"full_sync,omitempty"` // read during a full sync (backfill)
 }
 
-// MustChange reports whether AD demands a password change at next logon.
-func (u ADUser) MustChange() bool { return u.PwdLastSet == 0 }
+// MustChange reports whether AD demands a password change at next logon:
+// pwdLastSet 0 and not "password never expires" (MS-ADA3 pwdLastSet; AD
+// does not prompt such an account, msDS-User-Account-Control-Computed has
+// no UF_PASSWORD_EXPIRED for it, and Entra Connect skips it).
+func (u ADUser) MustChange() bool { return u.PwdLastSet == 0 && !u.NeverExpires() }
+
+// PwdLastSetZero reports pwdLastSet 0 whatever the other flags say: what
+// the opt-in forced_change.include_never_expires acts on.
+func (u ADUser) PwdLastSetZero() bool { return u.PwdLastSet == 0 }
 
 // Disabled reports whether the account is disabled in AD.
 func (u ADUser) Disabled() bool { return u.UserAccountControl&UACAccountDisable != 0 }

@@ -84,13 +84,25 @@ func Explain(w io.Writer, p rules.Policy, st rules.State, f Facts) {
 		fmt.Fprintf(w, "  groups of interest (nested): %s\n", strings.Join(ad.Groups, "; "))
 	}
 	explainEntra(w, p, cloudID, f.Entra)
-	fmt.Fprintf(w, "Password set: %s\n", fmtFT(ad.PwdLastSet, loc))
+	if ad.PwdLastSetZero() && ad.NeverExpires() {
+		fmt.Fprintln(w, "Password set: 0 (not a must-change: password never expires)")
+	} else {
+		fmt.Fprintf(w, "Password set: %s\n", fmtFT(ad.PwdLastSet, loc))
+	}
 	exp, ok := ad.PasswordExpiry()
 	switch {
 	case ad.MustChange():
 		fmt.Fprintln(w, "Expiry: none: the user must change the password at next logon (forced-change applies)")
 	case ad.NeverExpires():
 		fmt.Fprintln(w, "Expiry: never (\"password never expires\" is set in AD)")
+		if ad.PwdLastSetZero() {
+			fmt.Fprintln(w, "  pwdLastSet is 0, but AD does not require a change of a \"password never expires\" account (MS-ADA3)")
+			if p.ForcedChange && p.IncludeNeverExpires {
+				fmt.Fprintln(w, "  include_never_expires is ON: pwsync requires a change in the cloud anyway, signs the account out and blocks it (pending group), which AD itself does not do")
+			} else {
+				fmt.Fprintln(w, "  pwsync does not act on it either (evaluator.forced_change.include_never_expires is off)")
+			}
+		}
 	case !ok:
 		fmt.Fprintf(w, "Expiry: never (%s)\n", sourceWord(ad))
 	default:

@@ -24,7 +24,7 @@ var (
 func testPolicy() rules.Policy {
 	return rules.Policy{IncludeOUs: []string{"OU=Corp,DC=example,DC=test"}, IncludeGroups: []string{"CN=Pilot,OU=Groups,DC=example,DC=test"},
 		BreakGlassUPNs: []string{"bg@example.test"}, BreakGlassGroups: []string{"CN=Break-Glass,OU=Groups,DC=example,DC=test"},
-		ForcedChange: true, IncludeNeverExpires: true, Backfill: true, PasswordChanged: true, ResetNotice: true,
+		ForcedChange: true, IncludeNeverExpires: false, Backfill: true, PasswordChanged: true, ResetNotice: true,
 		Expiry: rules.ExpiryPolicy{Enabled: true, LeadDays: []int{14, 7, 3, 1, 0, -1}, Notify: true, Enforce: true, MaxLate: 36 * time.Hour}}
 }
 
@@ -123,6 +123,13 @@ func TestExplainGolden(t *testing.T) {
 	Explain(&b, pe, js, Facts{Now: now, JoinedCloudID: "c-alice", Entra: EntraMembership{"aaaaaaaa-0000-4000-8000-000000000002": true}})
 	b.WriteString("== in no included Entra group\n")
 	Explain(&b, pe, withCloud(state(pe, joined), false), Facts{Now: now, Entra: EntraMembership{}})
+	b.WriteString("== pwdLastSet 0 on a \"password never expires\" account: AD does not require a change\n")
+	neverZero := func(u *events.ADUser) { u.PwdLastSet, u.UserAccountControl = 0, u.UserAccountControl|events.UACDontExpirePassword }
+	Explain(&b, p, state(p, neverZero), Facts{Now: now})
+	b.WriteString("== the same with the opt-in include_never_expires\n")
+	strict := p
+	strict.IncludeNeverExpires = true
+	Explain(&b, strict, state(strict, neverZero), Facts{Now: now})
 	b.WriteString("== rules in force\n")
 	Describe(&b, dry)
 	golden(t, "explain.golden", b.String())
@@ -191,7 +198,7 @@ func TestReportGolden(t *testing.T) {
 			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, UserCounts{}},
 		{"never_expires_accounts_forced_change_off", func(p *rules.Policy) { p.ForcedChange = false; p.Expiry.Enabled = false }, ad,
 			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, counts},
-		{"never_expires_accounts_skipped_by_forced_change", func(p *rules.Policy) { p.IncludeNeverExpires = false }, ad,
+		{"never_expires_accounts_acted_on_by_opt_in", func(p *rules.Policy) { p.IncludeNeverExpires = true }, ad,
 			Tenant{Domains: []graph.Domain{{ID: "example.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)}}, Sync: allOn}, counts},
 		{"two_ad_domains_each_compared_with_its_upn_suffix", nil, twoAD,
 			Tenant{Domains: []graph.Domain{{ID: "corp.com", AuthenticationType: "Managed", IsVerified: true, PasswordValidityPeriodInDays: intp(42)},
@@ -208,6 +215,10 @@ func TestReportGolden(t *testing.T) {
 		Print(&b, Analyse(p, sc.ad, sc.tenant, sc.counts))
 	}
 	golden(t, "report.golden", b.String())
+	// The stricter opt-in blocks accounts AD lets log on: never a fix.
+	if strings.Contains(b.String(), "include_never_expires: true") {
+		t.Errorf("the report recommends include_never_expires: true:\n%s", b.String())
+	}
 	if len(counts.SyncedStamped) != 1 || counts.SyncedStamped[0] != "bob@example.com" || counts.NeverExpiresAD != 1 || !counts.CloudKnown {
 		t.Fatalf("counts = %+v", counts)
 	}

@@ -77,10 +77,9 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 				add("warn", what, cons, "enable evaluator.forced_change, or the feature (needs SSPR with password writeback)")
 			}
 		}
-		if p.ForcedChange && !p.IncludeNeverExpires && !u.Known { // with counts: the accounts are reported below
-			add("warn", "forced-change skips \"password never expires\" accounts",
-				"as with Entra Connect, a must-change reset of such an account does not reach the cloud",
-				"set evaluator.forced_change.include_never_expires: true")
+		if p.ForcedChange && p.IncludeNeverExpires && !u.Known { // with counts: the accounts are reported below
+			add("warn", "evaluator.forced_change.include_never_expires is on",
+				neverExpiresOptIn, "set it to false unless this is intended")
 		}
 		if !feature(graph.FeaturePasswordWriteback) && (p.ForcedChange || enforce) {
 			add("info", "password writeback is off",
@@ -173,21 +172,21 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 	}
 	if u.Known && u.NeverExpiresAD > 0 {
 		what := fmt.Sprintf("%d in-scope AD user(s) have \"password never expires\"", u.NeverExpiresAD)
-		cons := "Entra Connect does not carry a must-change reset of such an account to the cloud (a documented caveat), whatever UserForcePasswordChangeOnLogonEnabled says; they get no expiry notices and no enforcement"
+		cons := "AD does not require such an account to change its password even with pwdLastSet 0 (MS-ADA3), so neither Entra Connect nor pwsync carries a must-change to the cloud; they get no expiry notices and no enforcement"
 		switch {
-		case !p.ForcedChange:
-			add("warn", what, cons+"; pwsync's forced-change rule is off, so helpdesk resets of these accounts do not reach the cloud",
-				"enable evaluator.forced_change with include_never_expires: true, or clear the flag in AD where it is not intended")
-		case !p.IncludeNeverExpires:
-			add("warn", what, cons+"; pwsync's forced-change skips them too (include_never_expires is off)",
-				"set evaluator.forced_change.include_never_expires: true")
+		case p.ForcedChange && p.IncludeNeverExpires:
+			add("warn", what+" and evaluator.forced_change.include_never_expires is on", neverExpiresOptIn,
+				"set include_never_expires to false unless this is intended")
 		default:
-			add("info", what, cons+"; pwsync's forced-change covers their resets (include_never_expires is on)",
-				"nothing, if intended (service accounts); otherwise clear the flag in AD")
+			add("info", what, cons,
+				"nothing, if intended (service accounts); otherwise clear \"password never expires\" in AD, after which AD's own must-change applies")
 		}
 	}
 	return out
 }
+
+// neverExpiresOptIn says what the stricter opt-in does.
+const neverExpiresOptIn = "pwsync acts on \"password never expires\" accounts with pwdLastSet 0, which AD lets log on without a change: it signs them out and blocks them in the cloud (typically service accounts)"
 
 // EntraDomainsOf are the Entra domains AD domain ad's users sign in to:
 // those named by their UPN suffixes, or,

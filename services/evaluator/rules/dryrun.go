@@ -121,12 +121,12 @@ func endDryRun(p Policy, next *State, res *Result, ev events.Envelope) {
 	evAfter := ev
 	evAfter.ID = ev.ID + ".after-dry-run" // not the ID the event's own rules would use
 	switch {
-	case u.MustChange() && d.ChangeRequired && !next.ChangeRequired:
+	case u.PwdLastSetZero() && d.ChangeRequired && !next.ChangeRequired:
 		switch {
 		case !p.ForcedChange:
 			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "skip", "dry-run pretended to require a change; rule disabled now"})
 		case u.NeverExpires() && !p.IncludeNeverExpires:
-			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "skip", "dry-run pretended to require a change; password never expires and include_never_expires is off"})
+			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "skip", "dry-run pretended to require a change; " + neverExpiresSkip})
 		default:
 			reason := "must change at next logon in AD; dry-run only pretended to require the change in the cloud" + since
 			a := newAction(events.ActionRequireChange, RuleForcedChange, reason, evAfter, ref, u.USNChanged, false)
@@ -134,7 +134,7 @@ func endDryRun(p Policy, next *State, res *Result, ev events.Envelope) {
 			res.Actions = append(res.Actions, a)
 			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "act", reason})
 		}
-	case !u.MustChange() && next.ChangeRequired && !d.ChangeRequired:
+	case !u.PwdLastSetZero() && next.ChangeRequired && !d.ChangeRequired:
 		undoes := next.RequiredByAction
 		next.ChangeRequired, next.RequiredByAction = false, ""
 		if !p.PasswordChanged {

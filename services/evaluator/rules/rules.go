@@ -36,7 +36,9 @@ type Policy struct {
 	Expiry      ExpiryPolicy
 
 	ForcedChange        bool
-	IncludeNeverExpires bool // also enforce for "password never expires" accounts
+	// IncludeNeverExpires (opt-in, stricter than AD) also acts on pwdLastSet 0
+	// when "password never expires" is set, which AD does not treat as must change.
+	IncludeNeverExpires bool
 	Backfill            bool // act on users already flagged when first seen
 	PasswordChanged     bool
 
@@ -136,7 +138,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 	ref := refOf(next)
 	req, reqBy := required(p, s)
 	switch {
-	case u.MustChange() && !req:
+	case u.PwdLastSetZero() && !req:
 		reason, act := forcedChangeTrigger(p, s, u)
 		if !act {
 			res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "skip", reason})
@@ -153,7 +155,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 			res.Decisions = append(res.Decisions, Decision{RuleResetNotice, "act", "password reset in AD; telling the user"})
 		}
 
-	case !u.MustChange() && req && u.PwdLastSet != s.AD.PwdLastSet:
+	case !u.PwdLastSetZero() && req && u.PwdLastSet != s.AD.PwdLastSet:
 		// A new non-zero pwdLastSet: the user (or a helpdesk without
 		// must-change) set a password. Undo what we did, once.
 		setRequired(p, &next, false, "", ev.Time)
@@ -170,13 +172,16 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 	return res
 }
 
+// neverExpiresSkip is why pwdLastSet 0 alone is not acted on.
+const neverExpiresSkip = "pwdLastSet is 0 but password never expires is set: AD does not require a change (MS-ADA3); include_never_expires is off"
+
 // forcedChangeTrigger says whether a must-change state is new enough to act on.
 func forcedChangeTrigger(p Policy, s State, u events.ADUser) (string, bool) {
 	switch {
 	case !p.ForcedChange:
 		return "rule disabled", false
 	case u.NeverExpires() && !p.IncludeNeverExpires:
-		return "password never expires and include_never_expires is off", false
+		return neverExpiresSkip, false
 	case !s.Seen && !p.Backfill:
 		return "already flagged at first sync and backfill is off", false
 	case !s.Seen:

@@ -219,3 +219,24 @@ func TestDryRunRecordsNothingDone(t *testing.T) {
 		t.Errorf("live password change after a dry-run reset undid %+v, which was never done", res.Actions)
 	}
 }
+
+// TestNeverExpiresZeroIsNotMustChange: pwdLastSet 0 with "password never
+// expires" is no must-change in AD (MS-ADA3), so a first sync leaves such an
+// account alone unless the policy opts in.
+func TestNeverExpiresZeroIsNotMustChange(t *testing.T) {
+	u := user(10, 0, neverExpires)
+	if u.MustChange() {
+		t.Fatal("MustChange() = true for a never-expires account with pwdLastSet 0")
+	}
+	for _, optIn := range []bool{false, true} {
+		p := policy()
+		p.IncludeNeverExpires = optIn
+		res := EvaluateAD(p, State{}, events.Envelope{ID: "ev", Time: at}, u)
+		if acted := len(res.Actions) > 0; acted != optIn {
+			t.Errorf("include_never_expires=%v: acted=%v, decisions %+v", optIn, acted, res.Decisions)
+		}
+		if !optIn && (len(res.Decisions) == 0 || !strings.Contains(res.Decisions[len(res.Decisions)-1].Reason, "MS-ADA3")) {
+			t.Errorf("the skip does not say why: %+v", res.Decisions)
+		}
+	}
+}
