@@ -121,7 +121,8 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 			return r.BreakGlass(ctx)
 		},
 		Cfg: campaign.RunConfig{Concurrency: cc.Concurrency, ADConcurrency: cc.ADConcurrency, MaxAttempts: cc.MaxAttempts,
-			WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait, ADOutageAlert: cc.ADOutageAlert}}
+			WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait, ADOutageAlert: cc.ADOutageAlert,
+			GraphBaseURL: cfg.Graph.BaseURL}}
 	l := lease.New(leases, campaign.LeaseKey, holder, natsx.LeaseRenew, rlog)
 	return svc, leasedRunner{l: l, r: runner}, ad.close, nil
 }

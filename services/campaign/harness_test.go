@@ -65,6 +65,10 @@ type world struct {
 	scope  campaign.Scope
 	svc    *campaign.Service
 	runCfg func(*campaign.RunConfig) // adjusts runInProcess's runner
+	// graphBase is the simulator's Graph root reached as "localhost", not
+	// the 127.0.0.1 of its own URL: a Graph host that is not configuration
+	// (graph.microsoft.com in a $ref, say) is refused by the simulator.
+	graphBase string
 
 	bgMu    sync.Mutex
 	bgReads []time.Time // start times of the break-glass reads that returned
@@ -85,7 +89,8 @@ func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
 	if err := sim.WriteCAFile(w.caFile); err != nil {
 		t.Fatal(err)
 	}
-	w.client = newSimClient(sim.AuthorityHost(), sim.GraphBaseURL(), sim.TenantID(), sim.ClientID(), w.caFile)
+	w.graphBase = strings.Replace(sim.GraphBaseURL(), "https://127.0.0.1:", "https://localhost:", 1)
+	w.client = newSimClient(sim.AuthorityHost(), w.graphBase, sim.TenantID(), sim.ClientID(), w.caFile)
 	if w.store, err = campaign.OpenStore(ctxT(t), w.conn.JS); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +228,7 @@ func (w *world) startChild(id string, budget int, window time.Duration, n int) *
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"=1", envNATS+"="+w.emb.ClientURL(), envID+"="+id,
-		envSim+"="+strings.Join([]string{w.sim.AuthorityHost(), w.sim.GraphBaseURL(), w.sim.TenantID(), w.sim.ClientID(), w.caFile}, "|"),
+		envSim+"="+strings.Join([]string{w.sim.AuthorityHost(), w.graphBase, w.sim.TenantID(), w.sim.ClientID(), w.caFile}, "|"),
 		envPace+"="+strconv.Itoa(budget)+"|"+window.String())
 	if w.dc != nil {
 		cmd.Env = append(cmd.Env, envLDAP+"="+strings.Join([]string{w.dc.LDAPSURL, w.dc.BindUPN, w.dc.BindPassword, w.dc.CAFile}, "|"))
@@ -270,7 +275,7 @@ func childMain() int {
 	r := &campaign.Runner{Store: store, Batch: client, Pub: natsx.NewPublisher(conn.JS), Log: log,
 		Pacer: campaign.NewPacer(budget, window, 1),
 		Cfg: campaign.RunConfig{UncertainWait: 2 * time.Second, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
-			PollEvery: 100 * time.Millisecond, VerifyDelay: 100 * time.Millisecond}}
+			PollEvery: 100 * time.Millisecond, VerifyDelay: 100 * time.Millisecond, GraphBaseURL: emb[1]}}
 	if l := os.Getenv(envLDAP); l != "" {
 		p := strings.Split(l, "|")
 		ad, err := campaign.NewLDAP(campaign.LDAPConfig{URL: p[0], BindDN: p[1], BindPassword: p[2], CAFile: p[3]})

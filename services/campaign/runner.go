@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -64,6 +65,10 @@ type RunConfig struct {
 	// ADOutageAlert: a DC unreachable this long alerts the admins, and its
 	// return too (default 2m).
 	ADOutageAlert time.Duration
+	// GraphBaseURL is graph.base_url ("https://graph.microsoft.com/v1.0" or
+	// a national cloud's): the pending group's $ref names the user by a URL
+	// on it, and Graph refuses one on another host. Required.
+	GraphBaseURL string
 }
 
 func (c RunConfig) withDefaults() RunConfig {
@@ -122,6 +127,9 @@ func (r *Runner) now() time.Time {
 // Run picks up running campaigns until ctx ends.
 func (r *Runner) Run(ctx context.Context) error {
 	r.Cfg = r.Cfg.withDefaults()
+	if u, err := url.Parse(r.Cfg.GraphBaseURL); err != nil || !u.IsAbs() || u.Host == "" {
+		return fmt.Errorf("campaign runner: Graph base URL %q: want the absolute URL of graph.base_url", r.Cfg.GraphBaseURL)
+	}
 	for {
 		cs, err := r.Store.List(ctx)
 		if err != nil && ctx.Err() == nil {

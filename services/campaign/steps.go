@@ -156,7 +156,7 @@ func (x *run) writeRequest(id string, it *item) (graph.BatchRequest, error) {
 			return revoke, nil
 		case mustchange.WritePendingGroup:
 			return graph.BatchRequest{ID: id, Method: http.MethodPost, URL: "/groups/" + url.PathEscape(x.c.Verify.PendingGroupID) + "/members/$ref",
-				Body: map[string]any{"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/" + cloudID}}, nil
+				Body: map[string]any{"@odata.id": strings.TrimRight(x.r.Cfg.GraphBaseURL, "/") + "/directoryObjects/" + url.PathEscape(cloudID)}}, nil
 		}
 		return graph.BatchRequest{}, fmt.Errorf("unknown fallback write %q", it.fallback)
 	default: // StepRevoke

@@ -114,7 +114,9 @@ func TestMustChangeReadBack(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, false, graphsim.Options{ForceChangeNoop: tc.noop})
+			// "flag takes" is the kinder world on purpose: it pins that no
+			// fallback runs when the read-back sees the flag.
+			w := newWorld(t, false, graphsim.Options{ForceChangeApplies: !tc.noop})
 			w.svc.Verify = &tc.strategy
 			const gid = "cccccccc-0000-4000-8000-00000000000a"
 			w.sim.PutGroup(gid, "Ops")
@@ -219,7 +221,7 @@ func TestMustChangeReadBack(t *testing.T) {
 // applied password PATCH and one revoke, and the report is complete.
 func TestMustChangeFallbackExactlyOnceThroughKill(t *testing.T) {
 	const budget, window = 3000, 3 * time.Second
-	w := newWorld(t, false, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget, WriteWindow: window, ForceChangeNoop: true})
+	w := newWorld(t, false, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget, WriteWindow: window})
 	w.svc.Verify = &mustchange.Strategy{Fallback: mustchange.FallbackTemporaryPassword}
 	const gid = "dddddddd-0000-4000-8000-00000000000a"
 	w.sim.PutGroup(gid, "Everyone")
