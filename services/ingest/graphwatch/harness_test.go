@@ -62,6 +62,13 @@ func (l *switchLookup) ClientState(id string) (string, bool) {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, graphsim.Options{})
+}
+
+// newEnvWith is newEnv with simulator options (the secret and the
+// notification client are the env's).
+func newEnvWith(t *testing.T, opts graphsim.Options) *env {
+	t.Helper()
 	e := &env{t: t, secrets: &switchLookup{}}
 	// Info and above go to the test's output; everything to the buffer.
 	testOut := &zerolog.FilteredLevelWriter{Writer: zerolog.LevelWriterAdapter{Writer: zerolog.NewTestWriter(t)}, Level: zerolog.InfoLevel}
@@ -71,7 +78,8 @@ func newEnv(t *testing.T) *env {
 	e.rcv = httptest.NewTLSServer(e.hook)
 	t.Cleanup(e.rcv.Close)
 
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: simSecret, NotificationClient: e.rcv.Client()})
+	opts.ClientSecret, opts.NotificationClient = simSecret, e.rcv.Client()
+	sim, err := graphsim.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,45 @@
+package graphwatch_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/graphsim"
+)
+
+// Graph answers an expired identity delta token 400 syncStateNotFound (the
+// simulator's default); other resources answer 410 Gone. Either makes one
+// full resync. (TestExpiredDeltaTokenFullResync covers the deduplication.)
+func TestExpiredDeltaTokenEitherAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   graphsim.Options
+		status int
+	}{
+		{"400 syncStateNotFound", graphsim.Options{}, http.StatusBadRequest},
+		{"410 Gone", graphsim.Options{ExpiredDeltaGone: true}, http.StatusGone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnvWith(t, tc.opts)
+			const n = 3
+			seedUsers(e.sim, n)
+			w := e.start(e.config("w1"), e.conn.JS)
+			e.subscription("")
+			waitRounds(t, w, 1)
+			waitFor(t, 5*time.Second, "full sync stored", func() bool { return e.users.len() == n })
+			before := w.Stats()
+
+			e.sim.ExpireDeltaTokens()
+			setPolicies(t, e.sim, userID(1), disableExpiration)
+			e.users.waitUser(t, userID(1), disableExpiration)
+			waitFor(t, 10*time.Second, "the resync's n users", func() bool { return w.Stats().Users-before.Users >= n })
+			if st := w.Stats(); st.Resyncs != 1 {
+				t.Errorf("after an expired token: %+v (before %+v)", st, before)
+			}
+			if st := e.sim.Stats(); st.ByStatus[tc.status] != 1 {
+				t.Errorf("simulator stats %+v: want one %d", st.ByStatus, tc.status)
+			}
+		})
+	}
+}
