@@ -156,7 +156,7 @@ func TestConformanceSimulatorAndSamba(t *testing.T) {
 	for _, name := range []string{
 		"graph token", "graph user by upn", "graph user by immutable id", "graph delta item", "graph delta change",
 		"graph subscription lifecycle", "graph batch", "graph directory role", "graph password profile",
-		"graph revoke sessions", "graph group member",
+		"graph revoke sessions", "graph group member", "graph password profile synced",
 		"ad example.test dirsync", "ad example.test notification", "ad example.test attributes",
 		"ad example.test pwdlastset right", "ad example.test pwdlastset write", "ad example.test dirsync delta",
 		"ad example.test notification push",
@@ -194,7 +194,7 @@ func TestConformanceReadOnly(t *testing.T) {
 	if after := w.dc.Read(t, w.adUser.DN, "uSNChanged").GetAttributeValue("uSNChanged"); after != before {
 		t.Errorf("read-only run changed the AD test user (uSNChanged %s -> %s)", before, after)
 	}
-	for _, name := range []string{"graph password profile", "graph revoke sessions", "graph group member",
+	for _, name := range []string{"graph password profile", "graph revoke sessions", "graph group member", "graph password profile synced",
 		"graph subscription lifecycle", "ad example.test pwdlastset write"} {
 		if checks[name] != "SKIP" {
 			t.Errorf("%s: %s, want SKIP without --write", name, checks[name])

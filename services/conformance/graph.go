@@ -19,9 +19,10 @@ import (
 // graphRun holds what the Graph checks learn from each other.
 type graphRun struct {
 	*runner
-	g     *Graph
-	roles []string
-	user  *graph.User // the cloud test user as first read
+	g      *Graph
+	roles  []string
+	user   *graph.User // the cloud test user as first read
+	synced *graph.User // the AD test user's Entra account, found by immutable id
 }
 
 func (r *runner) graph(ctx context.Context, g *Graph) {
@@ -40,6 +41,7 @@ func (r *runner) graph(ctx context.Context, g *Graph) {
 	gr.batch(ctx)
 	gr.directoryRole(ctx)
 	gr.passwordProfile(ctx)
+	gr.passwordProfileSynced(ctx)
 	gr.revokeSessions(ctx)
 	gr.groupMember(ctx)
 	gr.permission("graph mail permission", r.opts.MailSenders, "notify.senders", []string{"Mail.Send"},
@@ -145,6 +147,7 @@ func (gr *graphRun) userByImmutableID(ctx context.Context) {
 	case u.ImmutableID != imm || !u.SyncEnabled:
 		gr.fail(name, userSeen(u)+" onPremisesImmutableId="+u.ImmutableID, want+", with onPremisesSyncEnabled true")
 	default:
+		gr.synced = u
 		gr.pass(name, from+": "+userSeen(u))
 	}
 }
@@ -590,6 +593,38 @@ func (gr *graphRun) passwordProfile(ctx context.Context) {
 			return
 		}
 		seen += "; undone"
+	}
+	gr.pass(name, seen)
+}
+
+// passwordProfileSynced PATCHes the flag of a synced user, as pwsync does
+// with actuator.synced.try_cloud_flag: Graph refuses it with 400
+// Request_BadRequest "... on-premises mastered ..." (pwsync then takes the
+// chain), or, in tenants that allow it, answers 204 (then undone).
+func (gr *graphRun) passwordProfileSynced(ctx context.Context) {
+	const name = "graph password profile synced"
+	if !gr.opts.Write || gr.synced == nil {
+		gr.skip(name, "needs --write and --test-ad-user (synced to Entra)")
+		return
+	}
+	u0 := gr.synced
+	want := "a synced user's passwordProfile PATCH answers 204, or 400 Request_BadRequest whose message names on-premises mastered objects (what pwsync recognises: any other 400 is a dead letter)"
+	err := gr.g.Client.SetForceChange(ctx, u0.ID, true, false)
+	switch {
+	case graph.IsOnPremMastered(err):
+		gr.pass(name, errText(err)+": pwsync takes the synced chain")
+		return
+	case err != nil:
+		gr.fail(name, errText(err), want)
+		return
+	}
+	seen := "PATCH 204 (this tenant lets the app flag a synced user)"
+	if back, err := gr.g.Client.GetUser(ctx, u0.ID); err == nil && back.ForceChangeNextSignIn != u0.ForceChangeNextSignIn {
+		if err := gr.g.Client.SetForceChange(context.WithoutCancel(ctx), u0.ID, u0.ForceChangeNextSignIn, u0.ForceChangeWithMFA); err != nil {
+			gr.fail(name, seen+"; undo PATCH: "+errText(err), "the synced test user's flags restored")
+			return
+		}
+		seen += "; the flag took; undone"
 	}
 	gr.pass(name, seen)
 }
