@@ -63,13 +63,20 @@ func EvaluateCloud(p Policy, s State, ev events.Envelope, c events.CloudUser) (r
 	}
 	// A synced user's password changed in the cloud (SSPR, admin reset): AD
 	// must follow through password writeback, else the two passwords differ.
+	// Each change is judged on its own: AD's pwdLastSet follows it only if it
+	// is newer than the change (less clock skew) and not the value that
+	// already followed an earlier change.
 	if c.SyncEnabled && prev != nil && c.LastPasswordChange.After(prev.LastPasswordChange) && p.Cloud.WritebackWindow > 0 {
-		if adChange := events.FileTime(s.AD.PwdLastSet); !s.Seen || adChange.Before(c.LastPasswordChange.Add(-writebackTolerance)) {
+		adChange := events.FileTime(s.AD.PwdLastSet)
+		followedBefore := s.WritebackFollowed != 0 && s.AD.PwdLastSet == s.WritebackFollowed
+		if !s.Seen || followedBefore || adChange.Before(c.LastPasswordChange.Add(-writebackTolerance)) {
 			next.WritebackAwait = c.LastPasswordChange
 			res.Timers = append(res.Timers, events.Timer{Due: ev.Time.Add(p.Cloud.WritebackWindow),
 				ObjectGUID: s.AD.ObjectGUID, CloudChange: c.LastPasswordChange})
 			res.Decisions = append(res.Decisions, Decision{RuleCloudPwdChange, "act",
 				"password changed in the cloud; waiting for AD to follow (writeback)"})
+		} else {
+			next.WritebackFollowed = s.AD.PwdLastSet // AD already has it (writeback came first)
 		}
 	}
 	syncExpiry(p, &next, &res, ev, RuleDrift)

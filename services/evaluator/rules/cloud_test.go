@@ -111,6 +111,19 @@ func TestCloudRules(t *testing.T) {
 			cloudStep(cloud("None", pwdChangedInCloud), 2*time.Minute), adStep(user(11, events.ToFileTime(at.Add(90*time.Second))), 3*time.Minute),
 			{timer: true, after: 13 * time.Minute}},
 			[]string{"-", "-", "-", "-", "-"}},
+		// every cloud change is judged on its own, not only the first
+		{"second_cloud_only_change_after_a_followed_one_alerts", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
+			cloudStep(cloud("None", pwdChangedInCloud), 2*time.Minute), adStep(user(11, events.ToFileTime(at.Add(90*time.Second))), 3*time.Minute),
+			{timer: true, after: 13 * time.Minute},
+			cloudStep(cloud("None", func(c *events.CloudUser) { c.LastPasswordChange = at.Add(2 * time.Hour) }), 2*time.Hour+time.Minute),
+			{timer: true, after: 2*time.Hour + 20*time.Minute}},
+			[]string{"-", "-", "-", "-", "-", "-", "alert"}},
+		{"cloud_only_change_soon_after_ad_followed_alerts", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
+			cloudStep(cloud("None", pwdChangedInCloud), 2*time.Minute), adStep(user(11, events.ToFileTime(at.Add(90*time.Second))), 3*time.Minute),
+			// within the clock-skew tolerance of AD's last change, which followed the first one
+			cloudStep(cloud("None", func(c *events.CloudUser) { c.LastPasswordChange = at.Add(150 * time.Second) }), 4*time.Minute),
+			{timer: true, after: 13 * time.Minute}, {timer: true, after: 16 * time.Minute}},
+			[]string{"-", "-", "-", "-", "-", "-", "alert"}},
 		{"partial_delta_item_is_merged", []step{adStep(user(10, setTime), 0), cloudStep(cloud("None"), time.Second),
 			cloudStep(only(events.CloudUser{ID: "cloud-alice", PasswordPolicies: "DisablePasswordExpiration"}, "passwordPolicies"), 2*time.Second)},
 			[]string{"-", "-", "set_password_policies:None"}},
@@ -130,6 +143,7 @@ func TestCloudRules(t *testing.T) {
 			var s State
 			var got []string
 			var timers []events.Timer
+			fired := 0
 			for i, st := range tt.steps {
 				ev := events.Envelope{ID: fmt.Sprintf("ev%d", i), Time: at.Add(st.after)}
 				var res Result
@@ -139,11 +153,12 @@ func TestCloudRules(t *testing.T) {
 				case st.cloud != nil:
 					res = EvaluateCloud(p, s, ev, *st.cloud)
 				case st.timer:
-					if len(timers) == 0 {
+					if fired == len(timers) {
 						got = append(got, "no-timer")
 						continue
 					}
-					res = EvaluateTimer(p, s, ev, timers[0])
+					res = EvaluateTimer(p, s, ev, timers[fired])
+					fired++
 				}
 				timers = append(timers, res.Timers...)
 				if res.Changed {

@@ -66,6 +66,9 @@ type State struct {
 	LastDriftFix      time.Time `json:"last_drift_fix,omitzero"`
 	// WritebackAwait is a cloud password change AD has not followed yet.
 	WritebackAwait time.Time `json:"writeback_await,omitzero"`
+	// WritebackFollowed is the pwdLastSet with which AD followed the last
+	// cloud change: it cannot also follow a later one.
+	WritebackFollowed int64 `json:"writeback_followed,omitempty"`
 	// Expiry: the due points of the current password's schedule already handled.
 	Expiry ExpiryState `json:"expiry,omitzero"`
 	// DryRun: what dry-run decided as though done, apart from what was done.
@@ -130,6 +133,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 
 	if !next.WritebackAwait.IsZero() && !events.FileTime(u.PwdLastSet).Before(next.WritebackAwait.Add(-writebackTolerance)) {
 		next.WritebackAwait = time.Time{} // AD followed the cloud change
+		next.WritebackFollowed = u.PwdLastSet
 	}
 	if u.NeverExpires() != s.AD.NeverExpires() || !s.Seen || !s.InScope {
 		defer syncExpiry(p, &next, &res, ev, RuleNeverExpires)
