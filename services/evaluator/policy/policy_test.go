@@ -124,7 +124,9 @@ func TestExplainGolden(t *testing.T) {
 	b.WriteString("== in no included Entra group\n")
 	Explain(&b, pe, withCloud(state(pe, joined), false), Facts{Now: now, Entra: EntraMembership{}})
 	b.WriteString("== pwdLastSet 0 on a \"password never expires\" account: AD does not require a change\n")
-	neverZero := func(u *events.ADUser) { u.PwdLastSet, u.UserAccountControl = 0, u.UserAccountControl|events.UACDontExpirePassword }
+	neverZero := func(u *events.ADUser) {
+		u.PwdLastSet, u.UserAccountControl = 0, u.UserAccountControl|events.UACDontExpirePassword
+	}
 	Explain(&b, p, state(p, neverZero), Facts{Now: now})
 	b.WriteString("== the same with the opt-in include_never_expires\n")
 	strict := p

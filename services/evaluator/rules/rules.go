@@ -35,7 +35,7 @@ type Policy struct {
 	ResetNotice bool
 	Expiry      ExpiryPolicy
 
-	ForcedChange        bool
+	ForcedChange bool
 	// IncludeNeverExpires (opt-in, stricter than AD) also acts on pwdLastSet 0
 	// when "password never expires" is set, which AD does not treat as must change.
 	IncludeNeverExpires bool
