@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"time"
@@ -177,19 +178,31 @@ func (x *execution) requireChange(ctx context.Context) error {
 	case x.user.ForceChangeNextSignIn:
 		x.audit(ctx, "set_force_change", events.OutcomeSkipped, 0, "already required in the cloud")
 	default:
-		err := x.step(ctx, "set_force_change", func(ctx context.Context) error {
+		// A PATCH whose answer was lost (Graph may apply a write and answer
+		// 5xx, or never answer) is read back before it is sent again.
+		err := x.stepChecked(ctx, "set_force_change", func(ctx context.Context, _ time.Time) (bool, error) {
+			u, err := x.s.graph.GetUser(ctx, x.user.ID)
+			if err != nil {
+				return false, err
+			}
+			return u.ForceChangeNextSignIn && (!set.CloudManaged.WithMFA || u.ForceChangeWithMFA), nil
+		}, func(ctx context.Context) error {
 			return x.s.graph.SetForceChange(ctx, x.user.ID, true, set.CloudManaged.WithMFA)
 		})
-		if graph.IsOnPremMastered(err) {
-			// Mastered on-prem: Graph will refuse this write every time, so
-			// record it as settled and take the chain instead.
+		if graph.IsOnPremMastered(err) && x.user.SyncEnabled {
+			// Mastered on-prem, by Graph's own words and by the user's
+			// onPremisesSyncEnabled: Graph will refuse this write every
+			// time, so record it as settled and take the chain instead.
 			if err := x.markDone(ctx, "set_force_change"); err != nil {
 				return err
 			}
 			return x.syncedChain(ctx)
 		}
 		if err != nil {
-			return err
+			// Any other refusal (another 400, or "on-premises mastered" for
+			// a user Graph itself reports as cloud-managed) is not the
+			// synced case: a dead letter that quotes Graph's message.
+			return refused(err)
 		}
 		if set.CloudManaged.Verify && !x.a.DryRun {
 			took, err := x.verifyFlag(ctx)
@@ -207,6 +220,18 @@ func (x *execution) requireChange(ctx context.Context) error {
 		return x.revoke(ctx)
 	}
 	return nil
+}
+
+// refused turns Graph's 4xx refusal of a step into a dead letter whose
+// detail quotes Graph's code and message; other errors pass unchanged (a
+// 4xx is permanent already, see retry; this only says why).
+func refused(err error) error {
+	var ge *graph.Error
+	if !errors.As(err, &ge) || ge.Status < 400 || ge.Status >= 500 || ge.Status == http.StatusTooManyRequests ||
+		ge.Status == http.StatusRequestTimeout {
+		return err
+	}
+	return natsx.Permanent(fmt.Errorf("refused by Graph (%d %s): %q: %w", ge.Status, ge.Code, ge.Message, err))
 }
 
 // revoke signs the user out everywhere, once. A second revoke is not
@@ -257,7 +282,15 @@ func (x *execution) fallback(ctx context.Context) error {
 	case mustchange.FallbackTemporaryPassword:
 		// The password itself is never logged or audited; the user gets a
 		// new one through the helpdesk or self-service reset.
-		return x.step(ctx, string(mustchange.WriteTemporaryPassword), func(ctx context.Context) error {
+		// Sent twice, a second random password would replace the first:
+		// a lost answer is settled by lastPasswordChangeDateTime.
+		return x.stepChecked(ctx, string(mustchange.WriteTemporaryPassword), func(ctx context.Context, since time.Time) (bool, error) {
+			u, err := x.s.graph.GetUser(ctx, x.user.ID)
+			if err != nil {
+				return false, err
+			}
+			return !u.LastPasswordChange.IsZero() && !u.LastPasswordChange.Before(since.Add(-revokeClockSkew)), nil
+		}, func(ctx context.Context) error {
 			pw, err := x.s.newPass()
 			if err != nil {
 				return natsx.Permanent(err)
@@ -285,7 +318,16 @@ func (x *execution) syncedChain(ctx context.Context) error {
 		}
 	}
 	if g := set.Synced.PendingGroupID; g != "" {
-		return x.step(ctx, "add_pending_group", func(ctx context.Context) error {
+		// An add whose answer was lost is settled by asking Graph whether
+		// the user is a member; a client that cannot ask sends it again,
+		// and Graph's "already exist" answer is success.
+		return x.stepChecked(ctx, "add_pending_group", func(ctx context.Context, _ time.Time) (bool, error) {
+			mc, ok := x.s.graph.(graph.MemberChecker)
+			if !ok {
+				return false, nil
+			}
+			return mc.IsGroupMember(ctx, g, x.user.ID)
+		}, func(ctx context.Context) error {
 			return x.s.graph.AddGroupMember(ctx, g, x.user.ID)
 		})
 	}
@@ -362,7 +404,14 @@ func (x *execution) setPolicies(ctx context.Context) error {
 		x.audit(ctx, "set_password_policies", events.OutcomeSkipped, 0, "already "+x.user.PasswordPolicies)
 		return nil
 	}
-	return x.step(ctx, "set_password_policies", func(ctx context.Context) error {
+	want := events.HasPolicy(x.a.Policies, events.PolicyDisablePasswordExpiration)
+	return x.stepChecked(ctx, "set_password_policies", func(ctx context.Context, _ time.Time) (bool, error) {
+		u, err := x.s.graph.GetUser(ctx, x.user.ID)
+		if err != nil {
+			return false, err
+		}
+		return events.HasPolicy(u.PasswordPolicies, events.PolicyDisablePasswordExpiration) == want, nil
+	}, func(ctx context.Context) error {
 		return x.s.graph.SetPasswordPolicies(ctx, x.user.ID, x.a.Policies)
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -112,8 +113,14 @@ const (
 )
 
 // IsOnPremMastered reports whether Graph refused a write because the user is
-// synced from AD (400 Request_BadRequest "... on-premises mastered ...").
+// synced from AD: 400 Request_BadRequest "Unable to update the specified
+// properties for on-premises mastered Directory Sync objects or objects
+// currently undergoing migration." Request_BadRequest is Graph's code for
+// any malformed or refused write, so — as for IsAlreadyMember — the message
+// is the only signal that tells this case from the others; a caller should
+// also check the user's onPremisesSyncEnabled.
 func IsOnPremMastered(err error) bool {
 	var ge *Error
-	return errors.As(err, &ge) && ge.Status == http.StatusBadRequest && ge.Code == CodeBadRequest
+	return errors.As(err, &ge) && ge.Status == http.StatusBadRequest && ge.Code == CodeBadRequest &&
+		strings.Contains(strings.ToLower(ge.Message), "on-premises mastered")
 }

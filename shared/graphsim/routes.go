@@ -72,6 +72,7 @@ var routes = []route{
 	{method: "PATCH", pattern: segs("/users/{}"), write: true, roles: rolesUserWrite, handle: (*Server).patchUser},
 	{method: "DELETE", pattern: segs("/users/{}"), write: true, roles: rolesUserDelete, handle: (*Server).deleteUser},
 	{method: "POST", pattern: segs("/users/{}/revokeSignInSessions"), write: true, roles: rolesRevoke, handle: (*Server).revokeSessions},
+	{method: "POST", pattern: segs("/users/{}/checkMemberGroups"), roles: rolesGroupRead, handle: (*Server).checkMemberGroups},
 	{method: "POST", pattern: segs("/users/{}/sendMail"), roles: rolesMailSend, handle: (*Server).sendMail},
 	{method: "POST", pattern: segs("/users/{}/teamwork/sendActivityNotification"), roles: rolesActivitySend, handle: (*Server).sendActivity},
 	{method: "POST", pattern: segs("/subscriptions"), roles: rolesUserRead, handle: (*Server).createSubscription},

@@ -23,12 +23,13 @@ var userSelect = []string{
 
 // Ops name requests by template, never by user: errors end up in logs.
 const (
-	opGetUser   = "GET /users/{id}"
-	opFindUser  = "GET /users?$filter=onPremisesImmutableId"
-	opPatchUser = "PATCH /users/{id}"
-	opRevoke    = "POST /users/{id}/revokeSignInSessions"
-	opAddMember = "POST /groups/{id}/members/$ref"
-	opDelMember = "DELETE /groups/{id}/members/{id}/$ref"
+	opGetUser     = "GET /users/{id}"
+	opFindUser    = "GET /users?$filter=onPremisesImmutableId"
+	opPatchUser   = "PATCH /users/{id}"
+	opRevoke      = "POST /users/{id}/revokeSignInSessions"
+	opAddMember   = "POST /groups/{id}/members/$ref"
+	opDelMember   = "DELETE /groups/{id}/members/{id}/$ref"
+	opCheckMember = "POST /users/{id}/checkMemberGroups"
 )
 
 // GetUser implements graph.Client.
@@ -137,6 +138,32 @@ func (c *Client) AddGroupMember(ctx context.Context, groupID, userID string) err
 		return nil
 	}
 	return err
+}
+
+var _ graph.MemberChecker = (*Client)(nil)
+
+// IsGroupMember implements graph.MemberChecker with POST
+// /users/{id}/checkMemberGroups (transitive; User.Read.All and
+// GroupMember.Read.All).
+func (c *Client) IsGroupMember(ctx context.Context, groupID, userID string) (bool, error) {
+	if groupID == "" || userID == "" {
+		return false, &graph.Error{Op: opCheckMember, Status: http.StatusBadRequest, Message: "empty group or user id"}
+	}
+	body := users.NewItemCheckMemberGroupsPostRequestBody()
+	body.SetGroupIds([]string{groupID})
+	res, err := c.sdk.Users().ByUserId(userID).CheckMemberGroups().PostAsCheckMemberGroupsPostResponse(ctx, body, nil)
+	if err != nil {
+		return false, mapError(opCheckMember, err)
+	}
+	if res == nil {
+		return false, nil
+	}
+	for _, id := range res.GetValue() {
+		if strings.EqualFold(id, groupID) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // alreadyMember: Graph's answer to adding an existing member.
