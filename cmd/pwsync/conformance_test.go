@@ -195,7 +195,7 @@ func TestConformanceReadOnly(t *testing.T) {
 		t.Errorf("read-only run changed the AD test user (uSNChanged %s -> %s)", before, after)
 	}
 	for _, name := range []string{"graph password profile", "graph revoke sessions", "graph group member", "graph password profile synced",
-		"graph subscription lifecycle", "ad example.test pwdlastset write"} {
+		"graph delta change", "graph subscription lifecycle", "ad example.test pwdlastset write"} {
 		if checks[name] != "SKIP" {
 			t.Errorf("%s: %s, want SKIP without --write", name, checks[name])
 		}

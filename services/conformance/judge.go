@@ -57,8 +57,11 @@ func judgeDeltaItem(it graph.DeltaUser, ref *graph.User, compareValues bool) (se
 
 // Constructed expiry values (MS-ADTS msDS-UserPasswordExpiryTimeComputed).
 const (
-	expiryNever          = int64(0x7FFFFFFFFFFFFFFF)
-	uacSmartcardRequired = 0x40000
+	expiryNever = int64(0x7FFFFFFFFFFFFFFF)
+	// The bits for which the DC computes expiry "never" (MS-ADTS
+	// msDS-UserPasswordExpiryTimeComputed): DONT_EXPIRE_PASSWD,
+	// SMARTCARD_REQUIRED and the three trust-account bits.
+	uacExpiryNever = events.UACDontExpirePassword | 0x40000 | 0x800 | 0x1000 | 0x2000
 )
 
 // adState is the password state of one user as the DC answers it.
@@ -85,14 +88,13 @@ func judgeADState(s adState, now time.Time) []string {
 		return []string{"msDS-UserPasswordExpiryTimeComputed or msDS-User-Account-Control-Computed not returned (constructed: asked for by name)"}
 	}
 	var problems []string
-	dontExpire := s.UAC&(events.UACDontExpirePassword|uacSmartcardRequired) != 0
 	expiredFlag := s.UACComputed&events.UACPasswordExpiredFlag != 0
 	switch {
-	case dontExpire:
+	case s.UAC&uacExpiryNever != 0:
 		if s.Expiry != expiryNever {
-			problems = append(problems, fmt.Sprintf("DONT_EXPIRE_PASSWD set but expiry %d, not never (0x7FFFFFFFFFFFFFFF)", s.Expiry))
+			problems = append(problems, fmt.Sprintf("userAccountControl %#x (DONT_EXPIRE_PASSWD, smartcard or trust account) but expiry %d, not never (0x7FFFFFFFFFFFFFFF)", s.UAC, s.Expiry))
 		}
-		if expiredFlag {
+		if s.UAC&events.UACDontExpirePassword != 0 && expiredFlag {
 			problems = append(problems, "DONT_EXPIRE_PASSWD set but UF_PASSWORD_EXPIRED computed")
 		}
 	case s.PwdLastSet == 0:

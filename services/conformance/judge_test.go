@@ -65,6 +65,8 @@ func TestJudgeADState(t *testing.T) {
 		{"expired", adState{PwdLastSet: set, UAC: normal, UACComputed: expired, Expiry: past, HasComputed: true}, ""},
 		{"expired without the flag", adState{PwdLastSet: set, UAC: normal, Expiry: past, HasComputed: true}, "UF_PASSWORD_EXPIRED=false"},
 		{"domain without max age", adState{PwdLastSet: set, UAC: normal, Expiry: expiryNever, HasComputed: true}, ""},
+		{"smartcard required", adState{PwdLastSet: set, UAC: normal | 0x40000, Expiry: expiryNever, HasComputed: true}, ""},
+		{"smartcard required with a date", adState{PwdLastSet: set, UAC: normal | 0x40000, Expiry: in41, HasComputed: true}, "not never"},
 		{"constructed missing", adState{PwdLastSet: set, UAC: normal}, "not returned"},
 	}
 	for _, tt := range tests {
