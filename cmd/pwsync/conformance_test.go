@@ -29,12 +29,16 @@ type conformanceWorld struct {
 
 const conformanceGroup = "7b2e0c4d-0000-4000-8000-0000000c0f0e"
 
-func newConformanceWorld(t *testing.T) *conformanceWorld {
+func newConformanceWorld(t *testing.T, pso bool) *conformanceWorld {
 	t.Helper()
 	dc := adtest.Require(t)
 	ou := dc.NewOU(t)
 	w := &conformanceWorld{dc: dc}
 	w.adUser = dc.CreateUser(t, ou, "conf", adtest.UserOpts{})
+	if pso {
+		// The expiry source check then judges the PSO's age, not the domain's.
+		dc.CreatePSO(t, "conf", 5, 30*24*time.Hour, w.adUser.DN)
+	}
 
 	// Graph's side of the webhook: answers the validation handshake.
 	hook := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -129,7 +133,7 @@ func (w *conformanceWorld) run(t *testing.T, extra ...string) (map[string]string
 // the simulator and the Samba DC, writes allowed on the test's own users;
 // the writes are undone.
 func TestConformanceSimulatorAndSamba(t *testing.T) {
-	w := newConformanceWorld(t)
+	w := newConformanceWorld(t, true)
 	before := w.dc.Read(t, w.adUser.DN, "pwdLastSet")
 	checks, out, err := w.run(t, "--write", "--notification-url", w.hookURL)
 	t.Log("\n" + out)
@@ -157,7 +161,7 @@ func TestConformanceSimulatorAndSamba(t *testing.T) {
 		"graph token", "graph user by upn", "graph user by immutable id", "graph delta item", "graph delta change",
 		"graph subscription lifecycle", "graph batch", "graph directory role", "graph password profile",
 		"graph revoke sessions", "graph group member", "graph password profile synced",
-		"ad example.test dirsync", "ad example.test notification", "ad example.test attributes",
+		"ad example.test dirsync", "ad example.test notification", "ad example.test attributes", "ad example.test expiry source",
 		"ad example.test pwdlastset right", "ad example.test pwdlastset write", "ad example.test dirsync delta",
 		"ad example.test notification push",
 	} {
@@ -181,7 +185,7 @@ func TestConformanceSimulatorAndSamba(t *testing.T) {
 // TestConformanceReadOnly: without --write nothing is written, in Graph
 // or in AD, and the write checks say why they skipped.
 func TestConformanceReadOnly(t *testing.T) {
-	w := newConformanceWorld(t)
+	w := newConformanceWorld(t, false)
 	before := w.dc.Read(t, w.adUser.DN, "uSNChanged").GetAttributeValue("uSNChanged")
 	w.sim.ResetRequests()
 	checks, out, _ := w.run(t)
@@ -200,7 +204,9 @@ func TestConformanceReadOnly(t *testing.T) {
 			t.Errorf("%s: %s, want SKIP without --write", name, checks[name])
 		}
 	}
-	if checks["ad example.test pwdlastset right"] != "PASS" {
-		t.Errorf("pwdlastset right (read-only): %s", checks["ad example.test pwdlastset right"])
+	for _, name := range []string{"ad example.test pwdlastset right", "ad example.test expiry source", "graph delta item"} {
+		if checks[name] != "PASS" {
+			t.Errorf("%s (read-only): %s", name, checks[name])
+		}
 	}
 }

@@ -51,6 +51,7 @@ func (r *runner) domain(ctx context.Context, d Domain) {
 	defer stop()
 	ar.findUser()
 	ar.attributes()
+	ar.expirySource()
 	ar.pwdLastSetRight()
 	ar.pwdLastSetWrite(ctx)
 }
@@ -278,6 +279,51 @@ func (ar *adRun) attributes() {
 		problems = append(problems, "not returned: "+strings.Join(missing, ", "))
 	}
 	if len(problems) > 0 {
+		ar.fail(name, seen+"; "+strings.Join(problems, "; "), want)
+		return
+	}
+	ar.pass(name, seen)
+}
+
+// expirySource checks the computed expiry against the policy that applies:
+// msDS-ResultantPSO's maximum age, else the domain's maxPwdAge.
+func (ar *adRun) expirySource() {
+	name := ar.prefix + "expiry source"
+	if ar.user == nil {
+		ar.skip(name, "no user to read")
+		return
+	}
+	s := stateOf(ar.user)
+	if s.UAC&uacExpiryNever != 0 || s.PwdLastSet == 0 {
+		ar.skip(name, fmt.Sprintf("%s: expiry never or must change: no maximum age applies", ar.user.DN))
+		return
+	}
+	dn, attr, source := ar.nc, "maxPwdAge", "the domain"
+	if pso := ar.user.GetAttributeValue("msDS-ResultantPSO"); pso != "" {
+		dn, attr, source = pso, "msDS-MaximumPasswordAge", "PSO "+pso
+	}
+	want := "msDS-UserPasswordExpiryTimeComputed = pwdLastSet + the maximum age of msDS-ResultantPSO, else of the domain (what pwsync computes when the constructed value is missing)"
+	res, err := ar.c.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+		"(objectClass=*)", []string{attr}, nil))
+	if err != nil || len(res.Entries) != 1 || res.Entries[0].GetAttributeValue(attr) == "" {
+		// By default only administrators may read PSOs: pwsync then uses
+		// the DC's computed expiry only (doctor's psos check warns).
+		ar.skip(name, fmt.Sprintf("%s of %s not readable by %s (%v): pwsync has no fallback expiry for this user", attr, source, ar.cfg.BindDN, err))
+		return
+	}
+	maxAge, err := strconv.ParseInt(res.Entries[0].GetAttributeValue(attr), 10, 64)
+	if err != nil {
+		ar.fail(name, fmt.Sprintf("%s of %s: %v", attr, source, err), want)
+		return
+	}
+	seen := fmt.Sprintf("%s: pwdLastSet %s + %s's %s", ar.user.DN, fileTimeString(s.PwdLastSet), source, attr)
+	if maxAgeNever(maxAge) {
+		seen += " (never)"
+	} else {
+		seen += fmt.Sprintf(" (%s)", time.Duration(-maxAge*100))
+	}
+	seen += " = " + fileTimeString(s.Expiry)
+	if problems := judgeExpirySource(s, maxAge, source); len(problems) > 0 {
 		ar.fail(name, seen+"; "+strings.Join(problems, "; "), want)
 		return
 	}

@@ -124,3 +124,25 @@ func fileTimeString(ft int64) string {
 	}
 	return time.Unix(ft/10_000_000-11644473600, 0).UTC().Format(time.RFC3339)
 }
+
+// maxAgeNever reports whether a maxPwdAge / msDS-MaximumPasswordAge value
+// (negative 100 ns ticks) means "never expires": 0 or the minimum int64.
+func maxAgeNever(v int64) bool { return v == 0 || v == -1<<63 }
+
+// judgeExpirySource checks that the DC's computed expiry is pwdLastSet plus
+// the effective maximum age (the resultant PSO's, else the domain's): what
+// pwsync computes itself when the constructed value is missing.
+func judgeExpirySource(s adState, maxAge int64, source string) []string {
+	if maxAgeNever(maxAge) {
+		if s.Expiry != expiryNever {
+			return []string{fmt.Sprintf("%s never expires but computed expiry %s", source, fileTimeString(s.Expiry))}
+		}
+		return nil
+	}
+	want := s.PwdLastSet - maxAge // maxAge is negative
+	if d := s.Expiry - want; d < -10_000_000 || d > 10_000_000 {
+		return []string{fmt.Sprintf("computed expiry %s, but pwdLastSet + %s's maximum age (%s) is %s",
+			fileTimeString(s.Expiry), source, time.Duration(-maxAge*100), fileTimeString(want))}
+	}
+	return nil
+}

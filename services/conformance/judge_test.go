@@ -89,3 +89,29 @@ func TestRedactLinkAndResultString(t *testing.T) {
 		t.Errorf("String() = %q", s)
 	}
 }
+
+func TestJudgeExpirySource(t *testing.T) {
+	set := fileTime(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	days42 := -int64(42 * 24 * time.Hour / 100)
+	tests := []struct {
+		name   string
+		s      adState
+		maxAge int64
+		want   string
+	}{
+		{"domain 42 days", adState{PwdLastSet: set, Expiry: set - days42}, days42, ""},
+		{"within a second", adState{PwdLastSet: set, Expiry: set - days42 + 5_000_000}, days42, ""},
+		{"a PSO's age not applied", adState{PwdLastSet: set, Expiry: set - days42}, days42 / 2, "computed expiry"},
+		{"never", adState{PwdLastSet: set, Expiry: expiryNever}, 0, ""},
+		{"never, min int64", adState{PwdLastSet: set, Expiry: expiryNever}, -1 << 63, ""},
+		{"never but a date", adState{PwdLastSet: set, Expiry: set - days42}, 0, "never expires"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := strings.Join(judgeExpirySource(tt.s, tt.maxAge, "the domain"), "; ")
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("problems %q, want one containing %q", got, tt.want)
+			}
+		})
+	}
+}
