@@ -136,11 +136,16 @@ func (d *doctor) checkConfig(path string) bool {
 	d.cfg = cfg
 	d.add(checkResult{Status: statusPass, Name: "config", Detail: path + " loads and validates"})
 	for _, w := range warnings {
-		fix := "see the warning; secrets belong in env:NAME or file:PATH"
-		if strings.Contains(w, "notify.enabled is off") {
+		name, fix := "config", "see the warning; secrets belong in env:NAME or file:PATH"
+		switch {
+		case strings.Contains(w, "notify.enabled is off"):
 			fix = "turn notify on (notify.enabled, notify.senders) or those notices off, as the warning says"
+		case strings.Contains(w, "actuator.cloud_managed.fallback"):
+			name = "must-change fallback"
+			fix = "set actuator.synced.pending_group_id (a group that Conditional Access blocks until the password changes), " +
+				"or actuator.cloud_managed.fallback: temporary_password; the README's \"When the flag does not take\" says what the user sees with each"
 		}
-		d.add(checkResult{statusWarn, "config", w, fix})
+		d.add(checkResult{statusWarn, name, w, fix})
 	}
 	return true
 }

@@ -40,6 +40,7 @@ func Load(path string, t Targets, getenv func(string) string) (Config, []string,
 	}
 	warnings = append(warnings, cfg.secretFileWarnings()...)
 	warnings = append(warnings, cfg.notifyWarnings(t)...)
+	warnings = append(warnings, cfg.fallbackWarnings(t)...)
 	if err := cfg.Validate(t); err != nil {
 		return Config{}, warnings, fmt.Errorf("config %s: %w", path, err)
 	}
