@@ -90,12 +90,11 @@ type Options struct {
 	// group members, DirSync, change notification). Default 60 s.
 	Wait time.Duration
 	// What the configuration turns on: checks of unused features SKIP.
-	NeverExpires  bool   // evaluator.never_expires: pwsync writes passwordPolicies
-	MailSenders   bool   // notify: sendMail from notify.senders
-	Teams         bool   // notify.teams
-	Fallback      string // actuator.cloud_managed.fallback, quoted in the passwordProfile check
-	PendingGroup  string // actuator.synced.pending_group_id
-	Notifications bool   // any domain uses LDAP change notifications
+	NeverExpires bool   // evaluator.never_expires: pwsync writes passwordPolicies
+	MailSenders  bool   // notify: sendMail from notify.senders
+	Teams        bool   // notify.teams
+	Fallback     string // actuator.cloud_managed.fallback, quoted in the passwordProfile check
+	PendingGroup string // actuator.synced.pending_group_id
 }
 
 // Run runs every check and returns the results in order: AD first (the AD
