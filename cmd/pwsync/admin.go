@@ -79,7 +79,7 @@ func registerAdminRoutes(s *adminapi.Server, conn *natsx.Conn, cfg config.Config
 	if err != nil {
 		loc = time.UTC
 	}
-	console.Register(s, console.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Location: loc, Now: clock,
+	console.Register(s, console.Deps{JS: conn.JS, Policy: policyOf(cfg), Location: loc, Now: clock,
 		Log: log.With().Str("service", "admin").Logger()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -65,7 +65,7 @@ func policyCheck(args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
-	policy.Describe(stdout, policyOf(cfg.Evaluator))
+	policy.Describe(stdout, policyOf(cfg))
 	return nil
 }
 
@@ -106,7 +106,7 @@ func policyExplain(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s: no AD user with this userPrincipalName has been seen by pwsync.\n", fs.Arg(0))
 		return nil
 	}
-	p := policyOf(cfg.Evaluator)
+	p := policyOf(cfg)
 	f := policy.Facts{Now: clock(), Loc: loc, Notify: &cfg.Notify, Ledger: policy.KVLedger(ctx, js)}
 	cloudID := ""
 	if st.Cloud != nil && !st.Cloud.Removed {
@@ -210,7 +210,7 @@ func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "(users not read from pwsync's state: %v)\n", err)
 	}
 	policy.PrintFacts(stdout, ads, t, counts)
-	policy.Print(stdout, policy.Analyse(policyOf(cfg.Evaluator), ads, t, counts))
+	policy.Print(stdout, policy.Analyse(policyOf(cfg), ads, t, counts))
 	return nil
 }
 

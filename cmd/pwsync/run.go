@@ -112,7 +112,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		services, targets = append(services, in), append(targets, health.Target{Name: "ingest", Ready: in.Ready})
 	}
 	if t.Evaluator {
-		evDeps := evaluator.Deps{JS: conn.JS, Policy: policyOf(cfg.Evaluator), Now: clock,
+		evDeps := evaluator.Deps{JS: conn.JS, Policy: policyOf(cfg), Now: clock,
 			Log:      log.With().Str("service", "evaluator").Logger(),
 			Backfill: evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
 			Reevaluate: evaluator.ReevaluateConfig{Enabled: cfg.Evaluator.Reevaluate.Enabled,
@@ -276,7 +276,8 @@ func domainConfig(d config.Domain) adwatch.Config {
 	}
 }
 
-func policyOf(e config.Evaluator) rules.Policy {
+func policyOf(cfg config.Config) rules.Policy {
+	e, undo := cfg.Evaluator, cfg.Actuator.Undo
 	return rules.Policy{
 		IncludeOUs: e.Scope.IncludeOUs, BreakGlassUPNs: e.Scope.BreakGlassUPNs, BreakGlassGroups: e.Scope.BreakGlassGroups,
 		IncludeDisabled: e.Scope.IncludeDisabled, ForcedChange: e.ForcedChange.Enabled,
@@ -288,5 +289,6 @@ func policyOf(e config.Evaluator) rules.Policy {
 			Enforce: e.Expiry.Enforce, MaxLate: e.Expiry.MaxLate},
 		Cloud: rules.CloudPolicy{NeverExpires: e.NeverExpires.Enabled, DriftCooldown: e.Drift.Cooldown,
 			PendingTimeout: e.Drift.PendingTimeout, WritebackWindow: e.Writeback.Window},
+		Undo: rules.UndoPolicy{AwaitCloud: undo.AwaitCloud, ClearOnADChange: undo.ClearCloudFlag},
 	}
 }

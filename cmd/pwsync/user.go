@@ -54,7 +54,7 @@ func userCommand(ctx context.Context, args []string, stdout io.Writer) error {
 	defer conn.NC.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	return showUser(ctx, conn.JS, upn, policyOf(cfg.Evaluator), *limit, stdout)
+	return showUser(ctx, conn.JS, upn, policyOf(cfg), *limit, stdout)
 }
 
 func showUser(ctx context.Context, js jetstream.JetStream, upn string, p rules.Policy, limit int, out io.Writer) error {

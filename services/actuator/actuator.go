@@ -97,10 +97,10 @@ func (s *Service) Run(ctx context.Context) error {
 var ErrNoCloudAccount = errors.New("no cloud account")
 
 // Handle executes one action.
-func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) error {
+func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) error {
 	log := zerolog.Ctx(ctx).With().Str("action_id", a.ID).Str("action", string(a.Kind)).Str("upn", a.User.UPN).Logger()
 	ctx = log.WithContext(ctx)
-	run := &execution{s: s, a: a}
+	run := &execution{s: s, a: a, delivery: meta.NumDelivered}
 
 	if s.notifier && (a.Kind == events.ActionNotify || a.Kind == events.ActionAlert) {
 		return nil // delivered and audited by the notifier
@@ -138,7 +138,10 @@ func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) err
 	default:
 		err = natsx.Permanent(fmt.Errorf("unknown action kind %q", a.Kind))
 	}
+	var later *natsx.RetryLater
 	switch {
+	case errors.As(err, &later):
+		return err // waiting (audited when the wait began), not failing
 	case err == nil:
 		if err := run.recordResult(ctx); err != nil {
 			return err
@@ -162,10 +165,11 @@ func (s *Service) Handle(ctx context.Context, a events.Action, _ natsx.Meta) err
 
 // execution is one action being carried out.
 type execution struct {
-	s    *Service
-	a    events.Action
-	user *graph.User
-	done []string // steps carried out (now or before a redelivery)
+	s        *Service
+	a        events.Action
+	user     *graph.User
+	done     []string // steps carried out (now or before a redelivery)
+	delivery uint64   // JetStream's delivery count of the action
 }
 
 // requireChange makes the cloud account demand a new password.
@@ -336,6 +340,11 @@ func (x *execution) syncedChain(ctx context.Context) error {
 
 // clearChange undoes what requireChange did that is no longer wanted.
 func (x *execution) clearChange(ctx context.Context) error {
+	if g := x.a.AwaitCloud; g != nil && !x.a.DryRun {
+		if done, err := x.awaitCloud(ctx, *g); done || err != nil {
+			return err
+		}
+	}
 	set := x.s.set
 	if set.Undo.ClearCloudFlag && !x.user.SyncEnabled && (x.user.ForceChangeNextSignIn || x.user.ForceChangeWithMFA) {
 		if err := x.step(ctx, "clear_force_change", func(ctx context.Context) error {
@@ -356,6 +365,64 @@ func (x *execution) clearChange(ctx context.Context) error {
 		return x.step(ctx, "remove_pending_group", func(ctx context.Context) error {
 			return x.s.graph.RemoveGroupMember(ctx, g, x.user.ID)
 		})
+	}
+	return nil
+}
+
+// awaitCloud holds an undo decided without the user's cloud state until
+// Entra has the new password (see events.UndoGate), reading the user on
+// each delivery. done means the undo is over without undoing anything.
+func (x *execution) awaitCloud(ctx context.Context, g events.UndoGate) (done bool, err error) {
+	u, since, what := x.user, g.ADPasswordSet, "the AD password set at "+g.ADPasswordSet.UTC().Format(time.RFC3339)+" (password hash sync)"
+	if !u.SyncEnabled {
+		since, what = g.RequiredAt, "a cloud password change after pwsync required one"
+		if since.IsZero() {
+			return false, nil // not known when it was required: undo as before
+		}
+	}
+	has := !u.LastPasswordChange.IsZero() && !u.LastPasswordChange.Before(since.Add(-undoClockSkew))
+	now := x.s.now()
+	// the last deliveries are kept for the bound's outcome: JetStream stops
+	// redelivering after natsx.MaxDeliver
+	bound := !now.Before(g.Until) || x.delivery+2 >= natsx.MaxDeliver
+	switch {
+	case has:
+		x.audit(ctx, "await_cloud", events.OutcomeOK, 0, "Entra has "+what+": lastPasswordChangeDateTime "+u.LastPasswordChange.UTC().Format(time.RFC3339))
+		return false, nil
+	case !bound:
+		if x.delivery <= 1 {
+			x.audit(ctx, "await_cloud", events.OutcomeWaiting, 0, "undo waits until Entra has "+what+", at most until "+g.Until.UTC().Format(time.RFC3339))
+		}
+		wait := max(min(g.Until.Sub(now), undoPoll(g)), time.Second)
+		return false, &natsx.RetryLater{After: wait, Err: errAwaitingCloud}
+	case u.SyncEnabled:
+		msg := "password hash sync did not carry " + what + " to Entra by " + g.Until.UTC().Format(time.RFC3339) +
+			": lifting the block anyway (until it arrives, Entra still accepts the previous password); check Entra Connect's password hash sync"
+		x.audit(ctx, "await_cloud", events.OutcomeFailed, 0, msg)
+		return false, x.s.alert(ctx, x.a, msg)
+	default:
+		x.audit(ctx, "await_cloud", events.OutcomeSkipped, 0, "the user has not changed the cloud password by "+g.Until.UTC().Format(time.RFC3339)+
+			": the must-change flag and the pending group stay until they do (or an admin lifts them)")
+		return true, nil
+	}
+}
+
+var errAwaitingCloud = errors.New("waiting for Entra to have the new password")
+
+// undoClockSkew absorbs clock differences between the DC and Entra.
+const undoClockSkew = 5 * time.Second
+
+// undoPoll spreads a gate's reads over the wait: a few reads, not a storm.
+func undoPoll(g events.UndoGate) time.Duration {
+	return max(g.Until.Sub(g.ADPasswordSet)/6, 15*time.Second)
+}
+
+// alert publishes an admin alert about action a (delivered by the notifier).
+func (s *Service) alert(ctx context.Context, a events.Action, msg string) error {
+	al := events.Action{ID: events.KeySafe("alert." + a.ID), Kind: events.ActionAlert, Rule: "password-hash-sync", Reason: msg,
+		EventID: a.EventID, EventTime: a.EventTime, User: a.User, Seq: a.Seq}
+	if _, err := natsx.NewPublisher(s.js).PublishJSON(ctx, al.Subject(), al.ID, al); err != nil {
+		return fmt.Errorf("publishing alert %s: %w", al.ID, err)
 	}
 	return nil
 }

@@ -142,6 +142,17 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
 			return rules.EvaluateTimer(s.currentPolicy(), st, ev, t)
 		})
+	case ev.Source == events.SourceTimer && ev.Type == events.TypeUndoBound:
+		var t events.Timer
+		if err := ev.Decode(&t); err != nil {
+			return natsx.Permanent(err)
+		}
+		if wait := t.Due.Sub(s.now()); wait > 0 {
+			return &natsx.RetryLater{After: wait, Err: errNotDue}
+		}
+		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
+			return rules.EvaluateUndoBound(s.currentPolicy(), st, ev, t)
+		})
 	case ev.Source == events.SourceTimer && ev.Type == events.TypeExpiry:
 		var t events.ExpiryTimer
 		if err := ev.Decode(&t); err != nil {
@@ -298,8 +309,8 @@ func (s *Service) evaluateOnce(ctx context.Context, ev events.Envelope, guid str
 			Str("action_id", a.ID).Str("upn", a.User.UPN).Bool("dry_run", a.DryRun).Msg("action decided")
 	}
 	for _, t := range res.Timers {
-		id := events.KeySafe(fmt.Sprintf("timer.writeback.%s.%d", t.ObjectGUID, t.CloudChange.UnixNano()))
-		tev, err := events.NewEnvelope(id, events.SourceTimer, events.TypeWriteback, ev.Time, t)
+		id := t.EventID()
+		tev, err := events.NewEnvelope(id, events.SourceTimer, t.Type(), ev.Time, t)
 		if err != nil {
 			return err
 		}

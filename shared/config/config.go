@@ -232,10 +232,21 @@ type Synced struct {
 	TryCloudFlag bool `yaml:"try_cloud_flag"`
 }
 
-// Undo configures password-changed.
+// Undo configures password-changed: what it undoes, and when.
 type Undo struct {
+	// ClearCloudFlag undoes a cloud-managed user's forced change (clears the
+	// flag pwsync set, leaves the pending group) at AD's password change.
+	// Only for organisations whose other tool copies AD passwords to those
+	// accounts: a cloud-managed account's cloud password is not AD's, so
+	// clearing at AD's change means its cloud password is never changed.
+	// Off (default): Entra clears the flag when the user changes the cloud
+	// password, and pwsync undoes the rest then.
 	ClearCloudFlag         bool `yaml:"clear_cloud_flag"`
 	RemoveFromPendingGroup bool `yaml:"remove_from_pending_group"`
+	// AwaitCloud: a synced user leaves the pending group when Entra has the
+	// new password (password hash sync, ~2 minutes), at most this long after
+	// AD's change; then anyway, with an alert to the admins. 0 = at AD's change.
+	AwaitCloud time.Duration `yaml:"await_cloud"`
 }
 
 // Retry configures in-process retries before handing back to JetStream.
@@ -283,7 +294,7 @@ func Default() Config {
 			Identity:     Identity{UPNFallback: true},
 			CloudManaged: CloudManaged{Verify: true, Fallback: "chain", RevokeSessions: true},
 			Synced:       Synced{RevokeSessions: true},
-			Undo:         Undo{ClearCloudFlag: true, RemoveFromPendingGroup: true},
+			Undo:         Undo{ClearCloudFlag: false, RemoveFromPendingGroup: true, AwaitCloud: 5 * time.Minute},
 			Retry: Retry{MaxAttempts: 4, InitialInterval: 200 * time.Millisecond,
 				MaxInterval: 5 * time.Second, LongWait: 10 * time.Second},
 			WriteBudget: 3000,

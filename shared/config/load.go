@@ -307,6 +307,9 @@ func (c *Config) Validate(t Targets) error {
 		if a.WriteBudget < 0 || (a.WriteBudget > 0 && a.WriteWindow <= 0) {
 			add("actuator.write_budget", "must be >= 0, with a positive actuator.write_window")
 		}
+		if a.Undo.AwaitCloud < 0 || a.Undo.AwaitCloud > 24*time.Hour {
+			add("actuator.undo.await_cloud", "must be between 0s and 24h (got %s)", a.Undo.AwaitCloud)
+		}
 		if a.Retry.MaxAttempts < 1 {
 			add("actuator.retry.max_attempts", "must be at least 1")
 		}

@@ -116,6 +116,22 @@ type Action struct {
 	Notice *Notice `json:"notice,omitempty"`
 	// Campaign names the campaign this action belongs to, if any.
 	Campaign string `json:"campaign,omitempty"`
+	// AwaitCloud (clear_password_change decided without the user's cloud
+	// state, e.g. with the Graph side off): undo only once Entra has the new
+	// password, which the actuator reads.
+	AwaitCloud *UndoGate `json:"await_cloud,omitempty"`
+}
+
+// UndoGate is what an undo waits for when pwsync cannot watch the cloud.
+// A synced user's undo waits until Entra's lastPasswordChangeDateTime
+// reaches ADPasswordSet (password hash sync carried it), at most until
+// Until, then goes ahead with an alert. A cloud-managed user's waits for a
+// cloud password change after RequiredAt; at Until it gives up and leaves
+// the block (the user has not changed the cloud password).
+type UndoGate struct {
+	ADPasswordSet time.Time `json:"ad_password_set"`
+	RequiredAt    time.Time `json:"required_at,omitzero"`
+	Until         time.Time `json:"until"`
 }
 
 // Subject is the NATS subject the action is published on.
@@ -148,6 +164,7 @@ const (
 	OutcomeFailed     = "failed"
 	OutcomeDeadLetter = "dead_letter"
 	OutcomeDryRun     = "dry_run"
+	OutcomeWaiting    = "waiting" // an undo waiting for the cloud to have the new password
 )
 
 // AuditRecord is one line of the audit trail: a decision, a step of an

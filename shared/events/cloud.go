@@ -14,6 +14,7 @@ const (
 	TypeCloudUser = "user" // Data: CloudUser (events.graph.user), from delta query
 	SourceTimer   = "timer"
 	TypeWriteback = "writeback" // Data: Timer, a due check of the password writeback gap
+	TypeUndoBound = "undo"      // Data: Timer, the end of an undo's wait for password hash sync
 )
 
 // Password policy values of a user's passwordPolicies.
@@ -130,4 +131,23 @@ type Timer struct {
 	ObjectGUID string    `json:"object_guid"`
 	// CloudChange is the lastPasswordChangeDateTime the writeback check is about.
 	CloudChange time.Time `json:"cloud_change,omitzero"`
+	// PwdLastSet (undo timers) is the AD password whose arrival in Entra the
+	// undo waits for.
+	PwdLastSet int64 `json:"pwd_last_set,omitempty"`
+}
+
+// Type is the event type the timer travels as.
+func (t Timer) Type() string {
+	if t.PwdLastSet != 0 {
+		return TypeUndoBound
+	}
+	return TypeWriteback
+}
+
+// EventID is the timer's stable ID.
+func (t Timer) EventID() string {
+	if t.PwdLastSet != 0 {
+		return KeySafe(fmt.Sprintf("timer.undo.%s.%d", t.ObjectGUID, t.PwdLastSet))
+	}
+	return KeySafe(fmt.Sprintf("timer.writeback.%s.%d", t.ObjectGUID, t.CloudChange.UnixNano()))
 }

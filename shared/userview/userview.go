@@ -208,6 +208,9 @@ func (v *View) derive(p rules.Policy, now time.Time) {
 		v.NextNotice = n
 		break
 	}
+	if aw := st.UndoAwait; aw != nil {
+		v.Pending = append(v.Pending, UndoWaitText(*aw))
+	}
 	switch {
 	case st.ChangeRequired:
 		v.Pending = append(v.Pending, "cloud password change required by "+st.RequiredByAction)
@@ -216,6 +219,16 @@ func (v *View) derive(p rules.Policy, now time.Time) {
 	case st.PoliciesPending != "":
 		v.Pending = append(v.Pending, fmt.Sprintf("passwordPolicies %q written, not yet seen back", st.PoliciesPending))
 	}
+}
+
+// UndoWaitText says what an undo waits for and since when.
+func UndoWaitText(aw rules.UndoAwait) string {
+	since := aw.Since.UTC().Format(time.RFC3339)
+	if aw.For == rules.AwaitHashSync {
+		return "undo waits since " + since + " for Entra to have the AD password set at " +
+			events.FileTime(aw.PwdLastSet).Format(time.RFC3339) + " (password hash sync); lifted anyway at " + aw.Until.UTC().Format(time.RFC3339)
+	}
+	return "undo waits since " + since + " for the user to change the cloud password (cloud-managed account; the must-change flag stays until then)"
 }
 
 // Match is a search hit.

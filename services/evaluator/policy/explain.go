@@ -132,6 +132,12 @@ func Explain(w io.Writer, p rules.Policy, st rules.State, f Facts) {
 		}
 	}
 	switch {
+	case st.UndoAwait != nil && st.UndoAwait.For == rules.AwaitHashSync:
+		fmt.Fprintf(w, "Cloud: the undo waits since %s for Entra to have the AD password set at %s (password hash sync); lifted anyway at %s\n",
+			fmtTime(st.UndoAwait.Since, loc), fmtTime(events.FileTime(st.UndoAwait.PwdLastSet), loc), fmtTime(st.UndoAwait.Until, loc))
+	case st.UndoAwait != nil:
+		fmt.Fprintf(w, "Cloud: the undo waits since %s for the user to change the cloud password (cloud-managed: the must-change flag stays until then)\n",
+			fmtTime(st.UndoAwait.Since, loc))
 	case st.ChangeRequired:
 		fmt.Fprintf(w, "Cloud: a password change is required (by %s) until the user sets a new password in AD\n", st.RequiredByAction)
 	default:

@@ -79,6 +79,7 @@ func EvaluateCloud(p Policy, s State, ev events.Envelope, c events.CloudUser) (r
 			next.WritebackFollowed = s.AD.PwdLastSet // AD already has it (writeback came first)
 		}
 	}
+	releaseUndo(p, &next, &res, ev, c)
 	syncExpiry(p, &next, &res, ev, RuleDrift)
 	return res
 }

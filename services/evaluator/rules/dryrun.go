@@ -59,6 +59,10 @@ func setRequired(p Policy, s *State, on bool, by string, at time.Time) {
 		return
 	}
 	s.ChangeRequired, s.RequiredByAction = on, by
+	s.RequiredAt = time.Time{}
+	if on {
+		s.RequiredAt = at
+	}
 }
 
 // Handled is the part of the user's expiry schedule the rules count as

@@ -41,6 +41,7 @@ type Policy struct {
 	IncludeNeverExpires bool
 	Backfill            bool // act on users already flagged when first seen
 	PasswordChanged     bool
+	Undo                UndoPolicy
 
 	DryRun bool
 
@@ -56,6 +57,10 @@ type State struct {
 	// undone it yet. It is what makes password-changed undo only our own work.
 	ChangeRequired   bool   `json:"change_required"`
 	RequiredByAction string `json:"required_by_action,omitempty"`
+	// RequiredAt is when pwsync (live) required the change.
+	RequiredAt time.Time `json:"required_at,omitzero"`
+	// UndoAwait: AD has the new password, and the undo waits for the cloud.
+	UndoAwait *UndoAwait `json:"undo_await,omitempty"`
 
 	// Cloud side, from delta query.
 	Cloud *events.CloudUser `json:"cloud,omitempty"`
@@ -121,7 +126,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		s.ChangeRequired, s.RequiredByAction = next.ChangeRequired, next.RequiredByAction
 	}
 	if u.Deleted {
-		next.ChangeRequired, next.RequiredByAction = false, ""
+		next.ChangeRequired, next.RequiredByAction, next.UndoAwait = false, "", nil
 		next.DryRun.ChangeRequired, next.DryRun.RequiredByAction = false, ""
 		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", "deleted in AD"})
 		return res
@@ -139,6 +144,14 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		defer syncExpiry(p, &next, &res, ev, RuleNeverExpires)
 	}
 
+	if aw := next.UndoAwait; aw != nil && aw.For == AwaitHashSync && u.PwdLastSet != 0 && u.PwdLastSet != aw.PwdLastSet {
+		// a newer AD password while waiting: the cloud must have that one
+		moved := *aw
+		moved.PwdLastSet = u.PwdLastSet
+		next.UndoAwait = &moved
+		res.Timers = append(res.Timers, events.Timer{Due: moved.Until, ObjectGUID: u.ObjectGUID, PwdLastSet: u.PwdLastSet})
+	}
+
 	ref := refOf(next)
 	req, reqBy := required(p, s)
 	switch {
@@ -150,6 +163,9 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		}
 		a := newAction(events.ActionRequireChange, RuleForcedChange, reason, ev, ref, u.USNChanged, p.DryRun)
 		setRequired(p, &next, true, a.ID, ev.Time)
+		if !p.DryRun {
+			next.UndoAwait = nil // a new reset: the block stays, nothing to undo
+		}
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RuleForcedChange, "act", reason})
 		// Only a reset seen happening is news to the user; an old flag found
@@ -168,8 +184,16 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 			return res
 		}
 		reason := "password set in AD after pwsync required a change"
+		var gate *events.UndoGate
+		if !p.DryRun {
+			wait, g, why := awaitUndo(p, s, &next, &res, ev, u, reqBy)
+			if wait {
+				return res
+			}
+			gate, reason = g, reason+why
+		}
 		a := newAction(events.ActionClearChange, RulePasswordChanged, reason, ev, ref, u.USNChanged, p.DryRun)
-		a.Undoes = reqBy
+		a.Undoes, a.AwaitCloud = reqBy, gate
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "act", reason})
 	}
