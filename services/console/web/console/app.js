@@ -219,7 +219,7 @@ function route() {
   view.replaceChildren();
   document.title = 'pwsync console';
   window.scrollTo(0, 0);
-  const pages = { live: liveView, user: userView, campaigns: campaignsOn ? campaignsView : noCampaigns, policy: policyView };
+  const pages = { live: liveView, user: userView, campaigns: campaignsOn ? campaignsView : noCampaigns, policy: policyView, backfill: backfillView };
   (pages[page] || liveView)(view, arg || '');
 }
 
@@ -711,6 +711,65 @@ async function policyView(view) {
       catch (ex) { out.textContent = ex.status === 404 ? 'No AD user with this UPN has been seen.' : ex.message; }
     } }, h('div', { class: 'grow' }, h('label', { for: 'explain-upn' }, 'UPN'), input), h('button', { type: 'submit' }, 'Explain')), out);
   try { rulesPre.textContent = (await api('GET', '/api/v1/policy')).text; } catch (e) { rulesPre.textContent = e.message; }
+}
+
+// ---- backfill brake ----
+
+const batchKinds = { full_sync: 'first full sync', reevaluate: 're-evaluation after a policy change' };
+
+// backfillView lists the backfill batches; a held one (more users than
+// evaluator.forced_change.backfill_threshold) waits for an approver here or
+// with `pwsync backfill approve`.
+function backfillView(view) {
+  const list = h('div', { id: 'backfill-list', 'aria-live': 'polite' });
+  const fetchErr = h('p', { class: 'error', role: 'alert', id: 'backfill-error' });
+  view.append(h('h2', {}, 'Backfill'),
+    h('p', { class: 'muted' }, 'Mass actions are counted before anything is written: a first full sync\u2019s backfill and the re-evaluation after a rules policy change. Above the threshold they are held until an approver approves or rejects them.'),
+    fetchErr, list);
+  let timer = 0, stopped = false, key = '';
+  stopView = () => { stopped = true; clearTimeout(timer); };
+  const render = async () => {
+    clearTimeout(timer);
+    let bs;
+    try { bs = await api('GET', '/api/v1/backfill'); } catch (e) {
+      if (stopped) return;
+      setText(fetchErr, 'Could not read the backfill batches: ' + e.message);
+      timer = setTimeout(render, 3000);
+      return;
+    }
+    if (stopped) return;
+    setText(fetchErr, '');
+    const k = JSON.stringify([bs, me && me.roles]);
+    if (k !== key) {
+      key = k;
+      list.replaceChildren(...(bs.length ? bs.map((b) => batchPanel(b, render)) : [h('p', { class: 'muted' }, 'No backfill batches.')]));
+    }
+    timer = setTimeout(render, 3000);
+  };
+  render();
+}
+
+function batchPanel(b, render) {
+  const decide = (what, label, cls) => h('button', { type: 'button', id: `bf-${what}-${b.id}`, class: cls || null, onclick: busyClick(async () => {
+    try { await api('POST', `/api/v1/backfill/${encodeURIComponent(b.id)}/${what}`); status(label + ': done'); } catch (ex) { status(label + ' refused: ' + ex.message); }
+    await render();
+  }) }, label);
+  const buttons = [];
+  if (b.status === 'held') {
+    if (has('approver')) buttons.push(decide('approve', 'Approve'), decide('reject', 'Reject', 'danger'));
+    else buttons.push(h('span', { class: 'muted' }, 'Approving or rejecting needs the approver role.'));
+  }
+  return h('section', { class: 'panel', 'aria-labelledby': 'bf-h-' + b.id },
+    h('h3', { id: 'bf-h-' + b.id }, `${batchKinds[b.kind] || b.kind}${b.domain ? ' of ' + b.domain : ''}: ${b.status}`),
+    h('p', {}, sentences(
+      `${plural(b.users, 'user')} (threshold ${b.threshold}), ${plural(b.actions, 'action')}`,
+      b.decided_by ? `${b.status} by ${b.decided_by} ${fmtTime(b.decided)}` : '',
+      b.released ? `${b.released} released` : '',
+      b.superseded ? `${b.superseded} dropped: the user changed since` : '',
+      b.dry_run ? 'Dry run: nothing is written either way' : '',
+      b.detail || '')),
+    b.sample && b.sample.length ? h('p', { class: 'muted' }, 'Sample: ' + b.sample.join(', ')) : '',
+    h('div', { class: 'row' }, buttons));
 }
 
 // ---- start ----
