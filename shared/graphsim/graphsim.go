@@ -13,6 +13,13 @@
 //   - sendMail and Teams sendActivityNotification, with their rate limits
 //   - domains (password expiry) and directory/onPremisesSynchronization
 //
+// Its defaults follow Graph where Graph is less kind than a test would like
+// (docs/graph-fidelity.md): delta leaves out never-set properties, expired
+// delta tokens answer 400, the flag-only passwordProfile PATCH is a no-op,
+// password writes need the app's directory role, $batch answers come back
+// shuffled, reads are throttled, notifications arrive late. Options name the
+// kinder switches.
+//
 // It serves HTTPS with its own freshly generated CA, so clients exercise the
 // same TLS and URL plumbing they use against graph.microsoft.com. It is pure
 // net/http and crypto on purpose: it must not link msgraph-sdk-go.
@@ -20,7 +27,8 @@
 // Files: graphsim.go (server, options), tls.go (CA), auth.go and jwt.go
 // (token and discovery endpoints), routes.go (route table, dispatch shared
 // by standalone requests and $batch items, standard headers), store.go
-// (directory, change tracking), users.go, delta.go, groups.go, batch.go,
+// (directory, change tracking), users.go, roles.go (directory roles),
+// delta.go, groups.go, batch.go,
 // subscriptions.go and notify.go, messaging.go, directory.go, odata.go
 // ($select, $filter), throttle.go, faults.go, log.go, errors.go, cmd.go
 // (`pwsync graphsim`). A new Graph resource is a handler file plus rows in
