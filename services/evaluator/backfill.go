@@ -295,26 +295,33 @@ func (g *Gate) unstage(ctx context.Context, actionID string) (bool, error) {
 
 // staged reads a batch's staged actions.
 func (g *Gate) staged(ctx context.Context, id string) ([]events.Action, error) {
+	acts, _, err := g.stagedRevs(ctx, id)
+	return acts, err
+}
+
+// stagedRevs is staged with each entry's revision.
+func (g *Gate) stagedRevs(ctx context.Context, id string) ([]events.Action, []uint64, error) {
 	keys, err := g.keys(ctx, stagePrefix(id)+">")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]events.Action, 0, len(keys))
+	revs := make([]uint64, 0, len(keys))
 	for _, k := range keys {
 		e, err := g.kv.Get(ctx, k)
 		if natsx.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", k, err)
+			return nil, nil, fmt.Errorf("reading %s: %w", k, err)
 		}
 		var a events.Action
 		if err := json.Unmarshal(e.Value(), &a); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", k, err)
+			return nil, nil, fmt.Errorf("decoding %s: %w", k, err)
 		}
-		out = append(out, a)
+		out, revs = append(out, a), append(revs, e.Revision())
 	}
-	return out, nil
+	return out, revs, nil
 }
 
 // fullSyncDone records a full sync's end marker: the gate loop closes the
@@ -343,7 +350,8 @@ func (g *Gate) check(ctx context.Context) error {
 	}
 	for _, b := range bs {
 		switch {
-		case b.Releasing:
+		case b.Releasing && g.now().Sub(b.Decided) > time.Minute:
+			// a release a crash interrupted (the one running now is left alone)
 			if _, err := g.release(ctx, b.ID); err != nil {
 				return err
 			}
@@ -375,6 +383,17 @@ func (g *Gate) Close(ctx context.Context, id, detail string) (Batch, error) {
 		return Batch{}, err
 	}
 	users, sample := countUsers(acts)
+	if len(acts) == 0 {
+		if b, _, err := g.get(ctx, id); err == nil && b.Kind == BatchFullSync && b.Status == BatchCollecting {
+			// a full sync that found no one to backfill (every later resync):
+			// nothing to keep, nothing to audit
+			g.forget(ctx, b)
+			if err := g.kv.Delete(ctx, batchKey(id)); err != nil {
+				return b, fmt.Errorf("dropping empty batch %s: %w", id, err)
+			}
+			return b, nil
+		}
+	}
 	dry := len(acts) > 0
 	for _, a := range acts {
 		dry = dry && a.DryRun
@@ -488,12 +507,12 @@ func (g *Gate) Reject(ctx context.Context, id, by string) (Batch, error) {
 // release publishes a batch's staged actions (IDs are stable: a release
 // that a crash interrupted publishes the rest, duplicates are dropped).
 func (g *Gate) release(ctx context.Context, id string) (Batch, error) {
-	acts, err := g.staged(ctx, id)
+	acts, revs, err := g.stagedRevs(ctx, id)
 	if err != nil {
 		return Batch{}, err
 	}
 	released, superseded := 0, 0
-	for _, a := range acts {
+	for i, a := range acts {
 		live, err := g.stillWanted(ctx, a)
 		if err != nil {
 			return Batch{}, err
@@ -502,11 +521,18 @@ func (g *Gate) release(ctx context.Context, id string) (Batch, error) {
 			if _, err := g.pub.PublishJSON(ctx, a.Subject(), a.ID, a); err != nil {
 				return Batch{}, fmt.Errorf("releasing action %s: %w", a.ID, err)
 			}
-			released++
-		} else {
-			superseded++
 		}
-		if err := g.kv.Delete(ctx, stageKey(id, a.ID)); err != nil {
+		// Counted by whoever drops the entry: two releases of one batch (a
+		// resumed one and a late original) publish an action twice under
+		// one ID (deduplicated) but count it once.
+		err = g.kv.Delete(ctx, stageKey(id, a.ID), jetstream.LastRevision(revs[i]))
+		switch {
+		case err == nil && live:
+			released++
+		case err == nil:
+			superseded++
+		case isWrongSequence(err) || natsx.IsNotFound(err):
+		default:
 			return Batch{}, fmt.Errorf("dropping %s: %w", a.ID, err)
 		}
 	}
@@ -521,7 +547,10 @@ func (g *Gate) release(ctx context.Context, id string) (Batch, error) {
 	}
 	g.log.Info().Str("batch", id).Str("status", b.Status).Int("released", released).Int("superseded", superseded).
 		Bool("dry_run", b.DryRun).Msg("backfill released")
-	return b, nil
+	if released+superseded == 0 {
+		return b, nil // another release did it
+	}
+	return b, g.record(ctx, b, "published", "")
 }
 
 // stillWanted: a staged require-change is released only while the user's
@@ -615,6 +644,12 @@ func (g *Gate) record(ctx context.Context, b Batch, outcome, by string) error {
 	}
 	if by != "" {
 		detail += ", by " + by
+	}
+	if outcome == "published" {
+		detail += fmt.Sprintf(", %d actions published", b.Released)
+		if b.Superseded > 0 {
+			detail += fmt.Sprintf(", %d dropped (the user changed since)", b.Superseded)
+		}
 	}
 	if b.Detail != "" {
 		detail += "; " + b.Detail

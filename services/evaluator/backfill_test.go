@@ -220,8 +220,8 @@ func TestBackfillAboveThresholdHeldUntilApproved(t *testing.T) {
 			t.Errorf("approval audit without the approver: %s", rec.Detail)
 		}
 	}
-	if strings.Join(outcomes, ",") != "held,approved" {
-		t.Errorf("audit outcomes %v; want held, approved", outcomes)
+	if strings.Join(outcomes, ",") != "held,approved,published" {
+		t.Errorf("audit outcomes %v; want held, approved, published", outcomes)
 	}
 }
 
@@ -245,8 +245,51 @@ func TestBackfillBelowThresholdRunsAsBefore(t *testing.T) {
 		t.Errorf("alert below the threshold: %+v", a)
 	}
 	recs := auditRecords(t, conn, "backfill")
-	if len(recs) != 1 || recs[0].Outcome != "released" {
-		t.Errorf("audit %+v; want one released record", recs)
+	if len(recs) != 2 || recs[0].Outcome != "released" || recs[1].Outcome != "published" ||
+		!strings.Contains(recs[1].Detail, "5 actions published") {
+		t.Errorf("audit %+v; want released, then published with the count", recs)
+	}
+
+	// a later full sync (a lost cookie) of the same, now known, users
+	// backfills nothing and leaves no batch behind (a new USN: the same
+	// event IDs within the duplicate window would not be delivered at all)
+	for i := range users {
+		users[i].USNChanged += 100
+	}
+	fullSync(t, conn, users)
+	time.Sleep(3 * time.Second)
+	if bs := batches(t, r); len(bs) != 1 {
+		t.Errorf("after a second full sync: %d batches, want the first only", len(bs))
+	}
+	if n := len(actions(t, conn, events.ActionRequireChange)); n != 5 {
+		t.Errorf("%d actions after a second full sync; want 5", n)
+	}
+}
+
+// TestBackfillDryRunIsNotHeld: under dry run nothing is written either way:
+// the batch is released as dry-run actions and audited as "would hold".
+func TestBackfillDryRunIsNotHeld(t *testing.T) {
+	_, conn := natstest.Run(t)
+	p := backfillPolicy()
+	p.DryRun = true
+	r := startEvaluator(t, conn, p, 1)
+	fullSync(t, conn, []events.ADUser{flaggedUser(1, 0), flaggedUser(2, 0)})
+	waitFor(t, "2 dry-run actions", 20*time.Second, func() bool {
+		return len(actions(t, conn, events.ActionRequireChange)) == 2
+	})
+	for _, a := range actions(t, conn, events.ActionRequireChange) {
+		if !a.DryRun {
+			t.Errorf("live action under dry run: %+v", a)
+		}
+	}
+	if bs := batches(t, r); len(bs) != 1 || bs[0].Status != BatchReleased || !bs[0].DryRun {
+		t.Errorf("batch %+v; want released, dry run", bs)
+	}
+	if recs := auditRecords(t, conn, "backfill"); len(recs) == 0 || recs[0].Outcome != "would_hold" {
+		t.Errorf("audit %+v; want would_hold first", recs)
+	}
+	if a := actions(t, conn, events.ActionAlert); len(a) != 0 {
+		t.Errorf("alert under dry run: %+v", a)
 	}
 }
 
