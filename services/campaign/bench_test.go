@@ -74,7 +74,7 @@ type benchResult struct {
 }
 
 func benchRun(t *testing.T, users, budget int, window time.Duration, pacer *campaign.Pacer) benchResult {
-	w := newWorld(t, false, graphsim.Options{WriteBudget: budget, WriteWindow: window, Latency: 5 * time.Millisecond})
+	w := newWorld(t, false, graphsim.Options{WriteBudget: budget, Latency: 5 * time.Millisecond}.TimeScaled(window))
 	w.svc.Limits = campaign.Limits{ApprovalThreshold: users, HardCap: users}
 	const gid = "cccccccc-0000-4000-8000-00000000000a"
 	w.sim.PutGroup(gid, "All staff")

@@ -49,7 +49,7 @@ func (w *world) putCloudUsers(gid, prefix string, n int) []graphsim.User {
 // is complete.
 func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	const budget, window = 3000, 3 * time.Second
-	w := newWorld(t, true, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget, WriteWindow: window})
+	w := newWorld(t, true, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget}.TimeScaled(window))
 	// 5,000 users: 1,000 synced in Samba AD, 4,000 cloud-managed. The
 	// suite shares one DC with the other packages' AD tests, so the AD part
 	// is sized for that; PWSYNC_CAMPAIGN_AD_USERS=5000 runs 5,000 Samba

@@ -137,7 +137,7 @@ func TestApprovalAndInjection(t *testing.T) {
 // Pause stops the writes (those in flight finish), resume continues from
 // the records, cancel leaves the rest alone; nothing is written twice.
 func TestPauseResumeCancel(t *testing.T) {
-	w := newWorld(t, false, graphsim.Options{WriteBudget: 200, WriteWindow: time.Second})
+	w := newWorld(t, false, graphsim.Options{WriteBudget: 200}.TimeScaled(time.Second))
 	const gid = "dddddddd-0000-4000-8000-00000000000a"
 	w.sim.PutGroup(gid, "Ops")
 	users := w.putCloudUsers(gid, "pr", 400)

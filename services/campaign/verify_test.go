@@ -221,7 +221,7 @@ func TestMustChangeReadBack(t *testing.T) {
 // applied password PATCH and one revoke, and the report is complete.
 func TestMustChangeFallbackExactlyOnceThroughKill(t *testing.T) {
 	const budget, window = 3000, 3 * time.Second
-	w := newWorld(t, false, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget, WriteWindow: window})
+	w := newWorld(t, false, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget}.TimeScaled(window))
 	w.svc.Verify = &mustchange.Strategy{Fallback: mustchange.FallbackTemporaryPassword}
 	const gid = "dddddddd-0000-4000-8000-00000000000a"
 	w.sim.PutGroup(gid, "Everyone")

@@ -273,3 +273,10 @@ func TestPurgedUserIsDeleted(t *testing.T) {
 		t.Fatalf("rows %v", rows)
 	}
 }
+
+func TestTimeScaled(t *testing.T) {
+	o := Options{WriteBudget: 3000}.TimeScaled(3 * time.Second) // 50 times faster
+	if o.WriteWindow != 3*time.Second || o.TenantWriteWindow != 6*time.Second || o.ResourceUnitWindow != 200*time.Millisecond || o.WriteBudget != 3000 {
+		t.Fatalf("%+v", o)
+	}
+}

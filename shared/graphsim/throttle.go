@@ -141,3 +141,19 @@ func usagePercent(usage float64) (string, bool) {
 	}
 	return strconv.FormatFloat(usage, 'f', 2, 64), true
 }
+
+// TimeScaled returns o with Graph's identity quotas' windows scaled
+// together so that the per-app write window is writeWindow (Graph's
+// 150 s): the tenant's write window and the resource-unit window keep
+// their proportion to it. Tests that run the write quota faster use it so
+// that the other quotas do not become relatively stricter. Budgets are
+// left as they are.
+func (o Options) TimeScaled(writeWindow time.Duration) Options {
+	scale := func(d time.Duration) time.Duration {
+		return time.Duration(float64(d) * float64(writeWindow) / float64(DefaultWriteWindow))
+	}
+	o.WriteWindow = writeWindow
+	o.TenantWriteWindow = scale(DefaultTenantWriteWindow)
+	o.ResourceUnitWindow = scale(DefaultResourceUnitWindow)
+	return o
+}
