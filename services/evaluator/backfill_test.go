@@ -381,3 +381,60 @@ func TestReevaluateAfterPolicyChange(t *testing.T) {
 		})
 	}
 }
+
+// TestReevaluateNeverExpiresTurnedOn: the cloud never-expires rule turned on
+// between two starts fixes the known users' passwordPolicies once; a third
+// start with the same policy does nothing.
+func TestReevaluateNeverExpiresTurnedOn(t *testing.T) {
+	_, conn := natstest.Run(t)
+	off := backfillPolicy()
+	r := startEvaluator(t, conn, off, 10)
+	for i := range 2 {
+		u := flaggedUser(i, events.ToFileTime(time.Now()))
+		u.UserAccountControl |= events.UACDontExpirePassword
+		u.ImmutableID = fmt.Sprintf("imm%d", i)
+		publishEvent(t, conn, u.EventID(), events.TypeADUser, u)
+		c := events.CloudUser{ID: fmt.Sprintf("cloud-%d", i), UPN: u.UPN, ImmutableID: u.ImmutableID, SyncEnabled: true,
+			AccountEnabled: true, PasswordPolicies: "None"}
+		ev, err := events.NewEnvelope("graph.cloud-"+fmt.Sprint(i), events.SourceGraph, events.TypeGraphUser, time.Now(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the AD user is indexed before its cloud account arrives
+		if _, err := natsx.NewPublisher(conn.JS).PublishJSON(context.Background(), ev.Subject(), ev.ID, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "2 users joined to their cloud accounts", 20*time.Second, func() bool {
+		keys, _ := r.svc.userKeys(context.Background())
+		joined := 0
+		for _, k := range keys {
+			if st, _, err := r.svc.load(context.Background(), k); err == nil && st.Cloud != nil {
+				joined++
+			}
+		}
+		return joined == 2
+	})
+	r.stop()
+	if n := len(actions(t, conn, events.ActionSetPasswordPolicies)); n != 0 {
+		t.Fatalf("%d passwordPolicies writes with the rule off", n)
+	}
+
+	on := backfillPolicy()
+	on.Cloud.NeverExpires, on.Cloud.PendingTimeout = true, 10*time.Minute
+	r = startEvaluator(t, conn, on, 10)
+	waitFor(t, "2 passwordPolicies writes", 20*time.Second, func() bool {
+		return len(actions(t, conn, events.ActionSetPasswordPolicies)) == 2
+	})
+	for _, a := range actions(t, conn, events.ActionSetPasswordPolicies) {
+		if a.Policies != "DisablePasswordExpiration" {
+			t.Errorf("wrote %q, want DisablePasswordExpiration", a.Policies)
+		}
+	}
+	r.stop()
+	startEvaluator(t, conn, on, 10)
+	time.Sleep(3 * time.Second)
+	if n := len(actions(t, conn, events.ActionSetPasswordPolicies)); n != 2 {
+		t.Fatalf("%d passwordPolicies writes after a third start; want still 2", n)
+	}
+}
