@@ -3,6 +3,7 @@ package graphsim
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -279,4 +280,37 @@ func TestTimeScaled(t *testing.T) {
 	if o.WriteWindow != 3*time.Second || o.TenantWriteWindow != 6*time.Second || o.ResourceUnitWindow != 200*time.Millisecond || o.WriteBudget != 3000 {
 		t.Fatalf("%+v", o)
 	}
+}
+
+func TestDirectoryRolesReadable(t *testing.T) {
+	reader := append(slices.Clone(DefaultRoles), "Directory.Read.All")
+	e := newEnv(t, Options{Roles: reader})
+	r := e.do("GET", "/v1.0/servicePrincipals(appId='"+e.srv.ClientID()+"')?$select=id,appId", nil)
+	wantStatus(t, r, 200)
+	sp, _ := r.json["id"].(string)
+	if sp == "" || r.json["appId"] != e.srv.ClientID() {
+		t.Fatalf("service principal %s", r.raw)
+	}
+	wantError(t, e.do("GET", "/v1.0/servicePrincipals(appId='someone-else')", nil), 404, codeNotFound)
+	assignments := func() []any {
+		r := e.do("GET", "/v1.0/roleManagement/directory/roleAssignments?$filter="+url.QueryEscape("principalId eq '"+sp+"'")+"&$expand=roleDefinition", nil)
+		wantStatus(t, r, 200)
+		return r.json["value"].([]any)
+	}
+	v := assignments()
+	if len(v) != 1 {
+		t.Fatalf("assignments %v", v)
+	}
+	a := v[0].(map[string]any)
+	def := a["roleDefinition"].(map[string]any)
+	if a["directoryScopeId"] != "/" || def["displayName"] != RoleUserAdministrator || def["templateId"] != "fe930be7-5e62-47db-91af-98c3a49a38b1" {
+		t.Fatalf("assignment %v", a)
+	}
+	e.srv.SetDirectoryRoles()
+	if v := assignments(); len(v) != 0 {
+		t.Fatalf("no role, yet %v", v)
+	}
+	// Without a directory read permission (pwsync's own roles): 403.
+	plain := newEnv(t, Options{})
+	wantError(t, plain.do("GET", "/v1.0/servicePrincipals(appId='"+plain.srv.ClientID()+"')", nil), 403, codeAuthDenied)
 }

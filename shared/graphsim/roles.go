@@ -2,6 +2,7 @@ package graphsim
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"slices"
 	"strings"
@@ -76,4 +77,77 @@ func (s *Server) checkPasswordWriter(u *User) *reply {
 	}
 	r := errorReply(http.StatusForbidden, codeAuthDenied, "Insufficient privileges to complete the operation.")
 	return &r
+}
+
+// The app's directory roles as Graph serves them: its service principal
+// and its role assignments (tenant-wide, scope "/"), so that a client can
+// check the role as it would in a tenant (pwsync conformance does).
+
+var (
+	rolesSPRead   = []string{"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"}
+	rolesRoleRead = []string{"RoleManagement.Read.Directory", "RoleManagement.Read.All", "RoleManagement.ReadWrite.Directory", "Directory.Read.All", "Directory.ReadWrite.All"}
+)
+
+// roleTemplateIDs are the built-in roles' template IDs (the same in every
+// tenant); another name gets an ID derived from it.
+var roleTemplateIDs = map[string]string{
+	"user administrator":                      "fe930be7-5e62-47db-91af-98c3a49a38b1",
+	"privileged authentication administrator": "7be44c8a-adaf-4e2a-84d6-ab2649e08a13",
+	"global administrator":                    "62e90394-69f5-4237-9190-012177145e10",
+	"helpdesk administrator":                  "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+	"password administrator":                  "966707d0-3269-4727-9be2-8c3a10f19b9d",
+	"authentication administrator":            "c4e39bd9-1100-46d3-8c65-fb160da0071f",
+}
+
+func roleTemplateID(name string) string {
+	if id, ok := roleTemplateIDs[strings.ToLower(name)]; ok {
+		return id
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(strings.ToLower(name))) // hash writes cannot fail
+	return fmt.Sprintf("00000000-0000-4000-8000-%012x", h.Sum64()&0xffffffffffff)
+}
+
+// GET /servicePrincipals(appId='{appId}')
+func (s *Server) getServicePrincipal(c *call) reply {
+	if !strings.EqualFold(c.vars[0], s.opts.ClientID) {
+		return notFound(c.vars[0])
+	}
+	return jsonReply(http.StatusOK, map[string]any{
+		"@odata.context": graphContext + "#servicePrincipals/$entity",
+		"id":             s.spID,
+		"appId":          s.opts.ClientID,
+		"displayName":    "pwsync",
+	})
+}
+
+// GET /roleManagement/directory/roleAssignments[?$filter=principalId eq '{id}'][&$expand=roleDefinition]
+func (s *Server) listRoleAssignments(c *call) reply {
+	principal := ""
+	if raw := c.query.Get("$filter"); raw != "" {
+		f := strings.Fields(raw)
+		if len(f) != 3 || !strings.EqualFold(f[0], "principalId") || !strings.EqualFold(f[1], "eq") || len(f[2]) < 2 || f[2][0] != '\'' || f[2][len(f[2])-1] != '\'' {
+			return errorReply(http.StatusBadRequest, codeUnsupportedQuery, "Unsupported query: this simulator filters role assignments by principalId eq '{id}' only.")
+		}
+		principal = f[2][1 : len(f[2])-1]
+	}
+	expand := strings.EqualFold(c.query.Get("$expand"), "roleDefinition")
+	s.mu.Lock()
+	roles := slices.Clone(s.dirRoles)
+	s.mu.Unlock()
+	value := []map[string]any{}
+	if principal == "" || strings.EqualFold(principal, s.spID) {
+		for _, r := range roles {
+			tid := roleTemplateID(r)
+			a := map[string]any{"id": tid + "_" + s.spID, "principalId": s.spID, "directoryScopeId": "/", "roleDefinitionId": tid}
+			if expand {
+				a["roleDefinition"] = map[string]any{"id": tid, "templateId": tid, "displayName": r, "isBuiltIn": roleTemplateIDs[strings.ToLower(r)] != ""}
+			}
+			value = append(value, a)
+		}
+	}
+	return jsonReply(http.StatusOK, map[string]any{
+		"@odata.context": graphContext + "#roleManagement/directory/roleAssignments",
+		"value":          value,
+	})
 }

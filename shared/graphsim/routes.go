@@ -87,6 +87,8 @@ var routes = []route{
 	{method: "GET", pattern: segs("/directory/onPremisesSynchronization"), roles: rolesSyncRead, handle: (*Server).listSync},
 	{method: "GET", pattern: segs("/directory/onPremisesSynchronization/{}"), roles: rolesSyncRead, handle: (*Server).getSync},
 	{method: "PATCH", pattern: segs("/directory/onPremisesSynchronization/{}"), write: true, roles: rolesSyncWrite, handle: (*Server).patchSync},
+	{method: "GET", pattern: segs("/servicePrincipals(appId='{}')"), roles: rolesSPRead, handle: (*Server).getServicePrincipal},
+	{method: "GET", pattern: segs("/roleManagement/directory/roleAssignments"), roles: rolesRoleRead, handle: (*Server).listRoleAssignments},
 	{method: "GET", pattern: segs("/groups/{}"), roles: rolesGroupRead, handle: (*Server).getGroup},
 	{method: "GET", pattern: segs("/groups/{}/members"), roles: rolesGroupRead, handle: (*Server).listMembers},
 	{method: "GET", pattern: segs("/groups/{}/transitiveMembers"), roles: rolesGroupRead, handle: (*Server).listTransitiveMembers},
@@ -119,6 +121,14 @@ func match(pattern, path []string) ([]string, bool) {
 				return nil, false
 			}
 			vars = append(vars, path[i])
+		case strings.Contains(p, "{}"):
+			// A key inside a segment, e.g. servicePrincipals(appId='{}').
+			pre, suf, _ := strings.Cut(p, "{}")
+			seg := path[i]
+			if len(seg) <= len(pre)+len(suf) || !strings.EqualFold(seg[:len(pre)], pre) || !strings.EqualFold(seg[len(seg)-len(suf):], suf) {
+				return nil, false
+			}
+			vars = append(vars, seg[len(pre):len(seg)-len(suf)])
 		case !strings.EqualFold(p, path[i]):
 			return nil, false
 		}
@@ -363,11 +373,15 @@ func (s *Server) graphCall(c *call) reply {
 }
 
 // identityRoute reports whether a route is an identity and access one
-// (users, groups, domains, directory), which share the resource-unit quota;
-// mail, Teams and subscriptions have limits of their own.
+// (users, groups, domains, directory, service principals, role
+// management), which share the resource-unit quota; mail, Teams and
+// subscriptions have limits of their own.
 func identityRoute(rt *route) bool {
+	if strings.HasPrefix(rt.pattern[0], "servicePrincipals") {
+		return true
+	}
 	switch rt.pattern[0] {
-	case "users", "groups", "domains", "directory":
+	case "users", "groups", "domains", "directory", "roleManagement":
 		last := rt.pattern[len(rt.pattern)-1]
 		return last != "sendMail" && last != "sendActivityNotification"
 	}
