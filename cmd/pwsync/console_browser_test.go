@@ -164,7 +164,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		waitJS(t, ctx, "the filter applied", fmt.Sprintf(`document.getElementById('live-filter-state').textContent.includes(%s) && decodeURIComponent(location.hash) === %s`,
 			js(alice.UPN), js("#live/"+alice.UPN)))
 		s.dc.ForceChange(t, alice.DN)
-		s.waitWrites(t, aliceID, []string{"PATCH force=true 204"}, 0)
+		s.waitWrites(t, aliceID, cloudResetWrites, 0)
 		waitJS(t, ctx, "the AD event", fmt.Sprintf(liveRows+`.some(r => r.textContent.includes(%s) && r.textContent.includes('AD user changed: must change at next logon'))`, js(alice.UPN)))
 		waitJS(t, ctx, "the action outcome", fmt.Sprintf(liveRows+`.some(r => r.textContent.includes(%s) && r.textContent.includes('require_password_change') && r.textContent.includes('ok'))`, js(alice.UPN)))
 		waitJS(t, ctx, "the latency point", `/^[1-9]\d* Graph writes?;/.test(document.getElementById('latency-summary').textContent)`)

@@ -88,7 +88,7 @@ func TestExpiryEndToEnd(t *testing.T) {
 	want["require_password_change/"+bob.UPN] = true
 	want[notice(alice, 14)] = true
 	got = s.waitActions(t, want)
-	s.waitWrites(t, bobID, []string{"PATCH force=true 204"}, time.Second)
+	s.waitWrites(t, bobID, cloudResetWrites, time.Second) // the flag-only no-op, then the chain
 	if w := s.writes(aliceID); len(w) != 0 {
 		t.Errorf("alice written before her expiry: %v", w)
 	}
@@ -211,13 +211,13 @@ func TestExpiryAgedEndToEnd(t *testing.T) {
 			t.Errorf("action %s is a dry run", a.ID)
 		}
 	}
-	s.waitWrites(t, domID, []string{"PATCH force=true 204"}, 0)
+	s.waitWrites(t, domID, cloudResetWrites, 0)
 	s.waitWrites(t, psoID, []string{"POST revoke 200", "POST members 204"}, 0)
 	t.Logf("aged at %s; both enforced %s later", aged.Format(time.RFC3339), time.Since(aged).Round(time.Millisecond))
 	s.waitMails(t, []string{dom.UPN + ": Your password has expired", pso.UPN + ": Your password has expired",
 		soon.UPN + ": Your password expires in 3 days"})
 	time.Sleep(2 * time.Second) // a second enforcement would show by now
-	s.waitWrites(t, domID, []string{"PATCH force=true 204"}, 0)
+	s.waitWrites(t, domID, cloudResetWrites, 0)
 	s.waitWrites(t, psoID, []string{"POST revoke 200", "POST members 204"}, 0)
 	if w := s.writes(soonID); len(w) != 0 {
 		t.Errorf("soon written before expiry: %v", w)

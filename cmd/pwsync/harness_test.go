@@ -227,8 +227,10 @@ func newStack(t testing.TB, o stackOpts) *stack {
 	}
 	// Mail limits on a 2 s window (notify.pacing.mail_window matches): the
 	// real limits' shape, faster.
+	// A time-scaled write window scales Graph's other identity windows too
+	// (TimeScaled; 0 keeps Graph's).
 	simOpts := graphsim.Options{ClientSecret: secret, MailWindow: 2 * time.Second,
-		WriteBudget: o.SimWriteBudget, WriteWindow: o.SimWriteWindow, TokenLifetime: o.SimTokenLifetime}
+		WriteBudget: o.SimWriteBudget, TokenLifetime: o.SimTokenLifetime}.TimeScaled(o.SimWriteWindow)
 	hookAddr := ""
 	var hook *http.Client
 	if o.Webhook {

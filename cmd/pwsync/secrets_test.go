@@ -70,9 +70,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	for _, u := range []adtest.User{alice, bob, carol, dave} {
 		s.dc.ForceChange(t, u.DN)
 	}
-	s.waitWritesWithin(t, aliceID, []string{"PATCH force=true 204"}, 0, 30*time.Second)
+	s.waitWritesWithin(t, aliceID, cloudResetWrites, 0, 30*time.Second)
 	s.waitWritesWithin(t, bobID, []string{"POST revoke 200", "POST members 204"}, 0, 30*time.Second)
-	s.waitWritesWithin(t, carolID, []string{"PATCH force=true 500", "PATCH force=true 500", "PATCH force=true 204"}, 0, 30*time.Second)
+	s.waitWritesWithin(t, carolID, append([]string{"PATCH force=true 500", "PATCH force=true 500"}, cloudResetWrites...), 0, 30*time.Second)
 	s.waitWritesWithin(t, daveID, []string{"PATCH force=true 401"}, 0, 30*time.Second)
 
 	// Notifications: genuine, and forged with a wrong clientState.
