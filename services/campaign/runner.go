@@ -164,6 +164,7 @@ type item struct {
 	// read-back itself) and those applied.
 	fallback mustchange.Write
 	fbDone   []mustchange.Write
+	member   *graph.BatchResponse // checkPendingMembers' answer, during a read-back
 }
 
 // run is one campaign being executed.

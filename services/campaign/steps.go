@@ -232,8 +232,9 @@ func (x *run) checkFlag(ctx context.Context, it *item, u graph.User, status int)
 }
 
 // fallbackTook: a fallback write whose answer is unknown took effect. A
-// group add cannot be told from a read of the user; it is sent again, and
-// Graph's "already exist" answer says it had.
+// group add cannot be told from a read of the user: verifyBatch asks
+// checkMemberGroups first (checkPendingMembers); should an add be sent
+// again anyway, Graph's "already exist" answer says it had.
 func (x *run) fallbackTook(it *item, u graph.User) bool {
 	since := it.sentAt.Truncate(time.Second).Add(-time.Second) // Graph keeps whole seconds
 	switch it.fallback {
@@ -420,6 +421,9 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 			URL: "/users/" + url.PathEscape(x.targets[it.idx].CloudID) + "?$select=id,passwordProfile,signInSessionsValidFromDateTime,lastPasswordChangeDateTime"})
 	}
 	resps, err := x.r.Batch.Batch(ctx, reqs)
+	if err == nil {
+		err = x.checkPendingMembers(ctx, items)
+	}
 	if err != nil {
 		for _, it := range items {
 			it.notBefore = x.r.now().Add(x.backoff(it.attempts))
@@ -428,6 +432,22 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 		return
 	}
 	for _, it := range items {
+		if it.step == StepVerifyMustChange && it.fallback == mustchange.WritePendingGroup && it.verify {
+			switch m := it.member; {
+			case m == nil || m.Status != http.StatusOK:
+				if m != nil && m.Status == http.StatusTooManyRequests {
+					x.r.Pacer.Throttled(m.RetryAfter)
+				}
+				it.notBefore = x.r.now().Add(x.backoff(it.attempts))
+				x.enqueue(it, true)
+				continue
+			case isMemberOf(m.Body, x.c.Verify.PendingGroupID):
+				x.addStat(func(s *Stats) { s.Verified++ })
+				x.fallbackApplied(ctx, it, m.Status, true) // the unanswered add took
+				continue
+			}
+			// Not a member: the add did not take; checkFlag writes it again.
+		}
 		resp := resps[byUser[it.idx]]
 		switch {
 		case resp.Status == http.StatusNotFound:
@@ -482,6 +502,47 @@ func (x *run) verifyBatch(ctx context.Context, items []*item) {
 		}
 		x.enqueue(it, false) // not applied: write it (again)
 	}
+}
+
+// checkPendingMembers asks Graph, for each pending-group add whose answer
+// was lost, whether the user is in the group (POST
+// /users/{id}/checkMemberGroups, in one $batch): a read of the user cannot
+// tell, and adding again would be a second add (answered "already exist").
+// The answers are left on the items (item.member).
+func (x *run) checkPendingMembers(ctx context.Context, items []*item) error {
+	var reqs []graph.BatchRequest
+	var asked []*item
+	for _, it := range items {
+		it.member = nil
+		if it.step == StepVerifyMustChange && it.fallback == mustchange.WritePendingGroup && it.verify {
+			reqs = append(reqs, graph.BatchRequest{ID: strconv.Itoa(len(reqs)), Method: http.MethodPost,
+				URL:  "/users/" + url.PathEscape(x.targets[it.idx].CloudID) + "/checkMemberGroups",
+				Body: map[string]any{"groupIds": []string{x.c.Verify.PendingGroupID}}})
+			asked = append(asked, it)
+		}
+	}
+	if len(reqs) == 0 {
+		return nil
+	}
+	resps, err := x.r.Batch.Batch(ctx, reqs)
+	if err != nil {
+		return err
+	}
+	for i, it := range asked {
+		it.member = &resps[i]
+	}
+	return nil
+}
+
+// isMemberOf reads a checkMemberGroups answer ({"value": [group ids]}).
+func isMemberOf(body []byte, groupID string) bool {
+	var v struct {
+		Value []string `json:"value"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return false
+	}
+	return slices.ContainsFunc(v.Value, func(id string) bool { return strings.EqualFold(id, groupID) })
 }
 
 // sendNotice publishes the password_reset notice; the message ID makes a

@@ -25,10 +25,9 @@ type applied struct{ flag, password, revoke, group map[string]int }
 
 func (w *world) applied() applied {
 	a := applied{flag: map[string]int{}, password: map[string]int{}, revoke: map[string]int{}, group: map[string]int{}}
-	for _, r := range w.sim.Requests() {
-		if r.ItemID == "" || r.Status/100 != 2 {
-			continue
-		}
+	// What took effect, whatever was answered; a group add answered
+	// "already exist" is the same add again and counts too.
+	for _, r := range w.sim.Effects() {
 		switch {
 		case r.Method == http.MethodPatch && strings.HasPrefix(r.Path, "/v1.0/users/"):
 			id := strings.TrimPrefix(r.Path, "/v1.0/users/")
@@ -95,6 +94,7 @@ func TestMustChangeReadBack(t *testing.T) {
 		password, revoke, group int
 		failed                  bool
 		fallbackDone            []mustchange.Write
+		faults                  []graphsim.Fault // injected before the run
 	}{
 		{name: "flag takes", strategy: mustchange.Strategy{Fallback: mustchange.FallbackTemporaryPassword},
 			actions: campaign.Actions{RequireChange: true, RevokeSessions: true, Notify: true}, revoke: 1},
@@ -105,6 +105,15 @@ func TestMustChangeReadBack(t *testing.T) {
 			strategy: mustchange.Strategy{Fallback: mustchange.FallbackChain, RevokeSessions: true, PendingGroupID: pending},
 			actions:  campaign.Actions{RequireChange: true}, revoke: 1, group: 1,
 			fallbackDone: []mustchange.Write{mustchange.WriteRevoke, mustchange.WritePendingGroup}},
+		{name: "204 without effect, chain, answers lost after the write", noop: true,
+			strategy: mustchange.Strategy{Fallback: mustchange.FallbackChain, RevokeSessions: true, PendingGroupID: pending},
+			actions:  campaign.Actions{RequireChange: true}, revoke: 1, group: 1,
+			fallbackDone: []mustchange.Write{mustchange.WriteRevoke, mustchange.WritePendingGroup},
+			faults: []graphsim.Fault{ // Graph applies the write, then the answer is lost
+				{Method: "POST", PathPrefix: "/v1.0/groups/" + pending + "/members", Status: 503, After: true, Count: 10},
+				{Method: "POST", PathPrefix: "/v1.0/groups/" + pending + "/members", Reset: true, After: true, Count: 5},
+				{Method: "POST", PathPrefix: "/v1.0/users/", Status: 500, After: true, Count: 10},
+			}},
 		{name: "204 without effect, chain, the campaign revokes itself", noop: true,
 			strategy: mustchange.Strategy{Fallback: mustchange.FallbackChain, RevokeSessions: true, PendingGroupID: pending},
 			actions:  campaign.Actions{RequireChange: true, RevokeSessions: true}, revoke: 1, group: 1,
@@ -136,7 +145,17 @@ func TestMustChangeReadBack(t *testing.T) {
 			if _, err := w.svc.Start(ctxT(t), c.ID, "alice"); err != nil {
 				t.Fatal(err)
 			}
+			for _, f := range tc.faults {
+				w.sim.InjectFault(f)
+			}
 			w.runInProcess(c.ID, campaign.NewPacer(1000, time.Second, 1), time.Minute)
+			for _, f := range tc.faults { // all met: the read-backs had something to settle
+				for _, left := range w.sim.Faults() {
+					if left.PathPrefix == f.PathPrefix && left.Method == f.Method && left.After {
+						t.Fatalf("fault %+v not all met: %+v left", f, left)
+					}
+				}
+			}
 
 			a := w.applied()
 			for _, u := range users {

@@ -55,6 +55,18 @@ func (s *Server) InjectFault(f Fault) {
 	s.faults = append(s.faults, &f)
 }
 
+// Faults returns the faults not yet spent, with what is left of their
+// Count, in the order injected: a test can check that its faults were met.
+func (s *Server) Faults() []Fault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Fault, len(s.faults))
+	for i, f := range s.faults {
+		out[i] = *f
+	}
+	return out
+}
+
 // ClearFaults removes all faults.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
