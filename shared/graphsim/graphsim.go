@@ -2,10 +2,13 @@
 // the Microsoft identity platform token endpoint (client credentials with a
 // secret or a certificate assertion, and the discovery documents MSAL
 // reads) and the slice of Graph v1.0 that pwsync uses, with Graph's
-// synced-user restriction, write throttling and fault injection:
+// synced-user restriction, write throttling and fault injection (before
+// the write, or after it: applied, then its answer lost; an effects log
+// counts what took effect, whatever was answered):
 //
 //   - users: get ($select), list ($filter, $top, paging), PATCH (passwordProfile,
-//     passwordPolicies, ...), DELETE, revokeSignInSessions, delta query
+//     passwordPolicies, ...), DELETE, revokeSignInSessions, checkMemberGroups,
+//     delta query
 //   - groups: get, members list, members/$ref add and remove
 //   - $batch, each item through the same handlers as a standalone request
 //   - subscriptions with the validation handshake, and change notifications
