@@ -118,7 +118,7 @@ func TestTargetsRequireOnlyTheirSettings(t *testing.T) {
 
 func TestLoadWarnsOnReadableSecrets(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "pwsync.yaml")
-	if err := os.WriteFile(p, []byte(strings.ReplaceAll(valid, "file:SECRETFILE", "literal-secret")), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(withPendingGroup(strings.ReplaceAll(valid, "file:SECRETFILE", "literal-secret"))), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, warnings, err := Load(p, AllTargets, env(map[string]string{"AD_PW": "x"}))
@@ -143,7 +143,7 @@ func TestLoadWarnsOnReadableSecretFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := filepath.Join(dir, "pwsync.yaml")
-	if err := os.WriteFile(p, []byte(strings.ReplaceAll(valid, "SECRETFILE", secretFile)), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(withPendingGroup(strings.ReplaceAll(valid, "SECRETFILE", secretFile))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, warnings, err := Load(p, AllTargets, env(map[string]string{"AD_PW": "x"}))

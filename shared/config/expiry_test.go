@@ -72,8 +72,7 @@ func TestExpiryErrorsNameTheKey(t *testing.T) {
 // off is valid, but every notice would be skipped: Load warns, naming both keys.
 func TestNotifyOffWarns(t *testing.T) {
 	base := strings.ReplaceAll(valid, "file:SECRETFILE", "env:G")
-	// A pending group, so that the fallback warning (fallbackwarn_test.go) stays out of these.
-	base = strings.Replace(base, "evaluator:\n", "actuator: {synced: {pending_group_id: 00000000-0000-0000-0000-0000000000aa}}\nevaluator:\n", 1)
+	base = withPendingGroup(base) // keeps the fallback warning out of these
 	getenv := env(map[string]string{"AD_PW": "p", "G": "g"})
 	for _, tc := range []struct {
 		name, yaml string

@@ -54,3 +54,9 @@ func TestFallbackWarns(t *testing.T) {
 		})
 	}
 }
+
+// withPendingGroup adds a pending group to a config built on valid, so that
+// tests of other warnings do not meet the fallback's.
+func withPendingGroup(yaml string) string {
+	return strings.Replace(yaml, "evaluator:\n", "actuator: {synced: {pending_group_id: 00000000-0000-0000-0000-0000000000aa}}\nevaluator:\n", 1)
+}
