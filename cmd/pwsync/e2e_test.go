@@ -28,7 +28,9 @@ var cloudResetWrites = []string{"PATCH force=true 204", "POST revoke 200", "POST
 // TestHelpdeskResetEndToEnd drives real LDAP changes on Samba AD through
 // ingest, evaluator and actuator and asserts the Graph calls the simulator saw.
 func TestHelpdeskResetEndToEnd(t *testing.T) {
-	s := newStack(t, stackOpts{TryCloudFlag: true})
+	// the undo at AD's change, as before issue 19 (now an option): the
+	// undo that waits for the cloud is TestUndoWaitsForTheCloud
+	s := newStack(t, stackOpts{TryCloudFlag: true, Undo: undoAtADChange})
 	const pw = "Start.Passw0rd-1"
 	alice := s.dc.CreateUser(t, s.ou, "e2e-alice", adtest.UserOpts{Password: pw})
 	bob := s.dc.CreateUser(t, s.ou, "e2e-bob", adtest.UserOpts{Password: pw})

@@ -116,6 +116,9 @@ type stackOpts struct {
 	SimTokenLifetime time.Duration
 	// Undo replaces actuator.undo's await_cloud and clear_cloud_flag.
 	Undo *undoOpts
+	// DedupWindow is webhook.dedup_window: a change shortly after another of
+	// the same user (seconds here, minutes in reality) must not be collapsed.
+	DedupWindow time.Duration
 }
 
 type undoOpts struct {
@@ -198,6 +201,7 @@ webhook:
   tls_cert: {{.Dir}}/hook-cert.pem
   tls_key: {{.Dir}}/hook-key.pem
   delta_interval: 1m
+  dedup_window: {{with .Opts.DedupWindow}}{{.}}{{else}}0s{{end}}
 {{- end}}
 {{- with .Admin}}
 admin:

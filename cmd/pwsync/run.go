@@ -102,7 +102,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			Log: log.With().Str("service", "ingest").Logger()}
 		if w := cfg.Webhook; w.Enabled {
 			deps.Graph = &ingest.GraphDeps{Tracker: client, Listen: w.Listen, PublicURL: w.PublicURL,
-				TLSCert: w.TLSCert, TLSKey: w.TLSKey, MaxBody: w.MaxBody,
+				TLSCert: w.TLSCert, TLSKey: w.TLSKey, MaxBody: w.MaxBody, DedupWindow: w.DedupWindow,
 				Watch: graphwatch.Config{DeltaInterval: w.DeltaInterval}}
 		}
 		in, err := ingest.New(setupCtx, deps)

@@ -109,10 +109,16 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 			return err
 		}
 		decide := func(st rules.State) rules.Result { return rules.EvaluateAD(s.currentPolicy(), st, ev, u) }
+		var err error
 		if u.FullSync {
-			return s.evaluateFullSync(ctx, ev, u, decide)
+			err = s.evaluateFullSync(ctx, ev, u, decide)
+		} else {
+			err = s.evaluate(ctx, ev, u.ObjectGUID, decide)
 		}
-		return s.evaluate(ctx, ev, u.ObjectGUID, decide)
+		if err != nil {
+			return err
+		}
+		return s.joinParked(ctx, u)
 	case ev.Source == events.SourceAD && ev.Type == events.TypeADFullSync:
 		var f events.ADFullSync
 		if err := ev.Decode(&f); err != nil {
@@ -125,8 +131,11 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 			return natsx.Permanent(err)
 		}
 		guid, err := s.join(ctx, c)
-		if err != nil || guid == "" {
+		if err != nil {
 			return err
+		}
+		if guid == "" {
+			return s.park(ctx, ev, c)
 		}
 		return s.evaluate(ctx, ev, guid, func(st rules.State) rules.Result {
 			return rules.EvaluateCloud(s.currentPolicy(), st, ev, c)
@@ -244,6 +253,58 @@ func (s *Service) join(ctx context.Context, c events.CloudUser) (string, error) 
 		zerolog.Ctx(ctx).Debug().Str("cloud_id", c.ID).Str("upn", c.UPN).Msg("cloud account without an AD user")
 	}
 	return "", nil
+}
+
+// parkedKey holds a cloud account matched by UPN whose AD user is not known
+// yet: delta often runs before the AD full sync has indexed the UPN, and a
+// dropped state would stay unknown until the account next changes.
+func parkedKey(upn string) string {
+	return events.KeySafe("parked.upn." + strings.ToLower(upn))
+}
+
+// park keeps the event of a cloud account without an AD user, to be joined
+// when an AD user with its UPN is indexed.
+func (s *Service) park(ctx context.Context, ev events.Envelope, c events.CloudUser) error {
+	if c.Removed || c.UPN == "" {
+		return nil
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encoding parked cloud user %s: %w", c.ID, err)
+	}
+	if _, err := s.identity.Put(ctx, parkedKey(c.UPN), data); err != nil {
+		return fmt.Errorf("parking cloud user %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// joinParked evaluates the parked cloud state of an AD user just indexed.
+func (s *Service) joinParked(ctx context.Context, u events.ADUser) error {
+	if u.UPN == "" || u.Deleted {
+		return nil
+	}
+	key := parkedKey(u.UPN)
+	e, err := s.identity.Get(ctx, key)
+	switch {
+	case natsx.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading %s: %w", key, err)
+	}
+	var ev events.Envelope
+	var c events.CloudUser
+	if json.Unmarshal(e.Value(), &ev) == nil && ev.Decode(&c) == nil {
+		if err := s.evaluate(ctx, ev, u.ObjectGUID, func(st rules.State) rules.Result {
+			return rules.EvaluateCloud(s.currentPolicy(), st, ev, c)
+		}); err != nil {
+			return err
+		}
+	}
+	// a newer parked state written meanwhile stays for the next AD event
+	if err := s.identity.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil && !isWrongSequence(err) {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	return nil
 }
 
 func (s *Service) lookup(ctx context.Context, key string) (string, error) {

@@ -50,7 +50,10 @@ type GraphDeps struct {
 	TLSCert   string // serve TLS directly (else plain HTTP behind an ingress)
 	TLSKey    string
 	MaxBody   int64
-	Watch     graphwatch.Config // URLs are derived from PublicURL
+	// DedupWindow: identical notifications arriving within it are taken for
+	// Graph's redelivery of one (webhook.Config.DedupWindow).
+	DedupWindow time.Duration
+	Watch       graphwatch.Config // URLs are derived from PublicURL
 }
 
 // LeasePrefix + the domain name is the lease of a domain's AD watcher.
@@ -133,7 +136,7 @@ func (s *Service) newGraph(d Deps) error {
 	if err != nil {
 		return fmt.Errorf("webhook publisher: %w", err)
 	}
-	h := webhook.NewHandler(webhook.Config{MaxBody: g.MaxBody, Ready: webhook.NATSReady(d.NC)}, gw, pub,
+	h := webhook.NewHandler(webhook.Config{MaxBody: g.MaxBody, DedupWindow: g.DedupWindow, Ready: webhook.NATSReady(d.NC)}, gw, pub,
 		d.Log.With().Str("component", "webhook").Logger())
 	ln, err := net.Listen("tcp", g.Listen)
 	if err != nil {

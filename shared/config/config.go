@@ -99,6 +99,11 @@ type Webhook struct {
 	MaxBody   int64  `yaml:"max_body"`
 	// DeltaInterval: delta query rounds without notifications (catch-up).
 	DeltaInterval time.Duration `yaml:"delta_interval"`
+	// DedupWindow: a user notification carries no ID, so two identical ones
+	// arriving within this window are taken for Graph's redelivery of one
+	// (0 = the receiver's default, 1m). A real second change within it waits
+	// for the next delta round.
+	DedupWindow time.Duration `yaml:"dedup_window"`
 }
 
 // Evaluator configures the rules.

@@ -49,6 +49,19 @@ type UndoAwait struct {
 // comparing pwdLastSet with lastPasswordChangeDateTime.
 const cloudSkew = 5 * time.Second
 
+// ownWriteMargin: a cloud password change this soon after pwsync required
+// one is taken for pwsync's own temporary password (the cloud-managed
+// fallback writes one seconds after the flag did not take), not the user's.
+// That fallback leaves nothing to undo, so a user who did change within it
+// only has the end recorded at the next change.
+const ownWriteMargin = 30 * time.Second
+
+// userChangedCloud reports whether the cloud account shows a password change
+// by the user after pwsync required one at requiredAt.
+func userChangedCloud(c *events.CloudUser, requiredAt time.Time) bool {
+	return !requiredAt.IsZero() && cloudHasSince(c, requiredAt.Add(ownWriteMargin+cloudSkew))
+}
+
 // cloudHasSince reports whether the cloud account's password was set at or
 // after t.
 func cloudHasSince(c *events.CloudUser, t time.Time) bool {
@@ -88,7 +101,7 @@ func awaitUndo(p Policy, s State, next *State, res *Result, ev events.Envelope, 
 				adSet.Format(time.RFC3339) + "), at most until " + aw.Until.Format(time.RFC3339)})
 	case p.Undo.ClearOnADChange:
 		return false, nil, "; cloud-managed account, undone at AD's change (actuator.undo.clear_cloud_flag)"
-	case cloudHasSince(c, s.RequiredAt):
+	case userChangedCloud(c, s.RequiredAt):
 		return false, nil, "; the user has already changed the cloud password"
 	default:
 		aw.For = AwaitCloudChange
@@ -109,7 +122,7 @@ func releaseUndo(p Policy, next *State, res *Result, ev events.Envelope, c event
 	switch {
 	case aw.For == AwaitHashSync && cloudHasSince(&c, events.FileTime(aw.PwdLastSet)):
 		reason = "Entra has the new password since " + c.LastPasswordChange.UTC().Format(time.RFC3339) + " (password hash sync): lifting the block"
-	case aw.For == AwaitCloudChange && cloudHasSince(&c, aw.RequiredAt):
+	case aw.For == AwaitCloudChange && userChangedCloud(&c, aw.RequiredAt):
 		reason = "the user changed the cloud password at " + c.LastPasswordChange.UTC().Format(time.RFC3339) + ": the forced change is complete"
 	default:
 		return
