@@ -2,9 +2,11 @@ package graphwatch_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graphsim"
 )
 
@@ -41,5 +43,32 @@ func TestExpiredDeltaTokenEitherAnswer(t *testing.T) {
 				t.Errorf("simulator stats %+v: want one %d", st.ByStatus, tc.status)
 			}
 		})
+	}
+}
+
+// A permanent deletion is notified as changeType "deleted" and comes out of
+// delta with @removed reason "deleted": a removed cloud user all the same.
+func TestPurgedUserIsRemoved(t *testing.T) {
+	e := newEnvWith(t, graphsim.Options{NotificationDelay: -1}) // the delay is not the subject
+	seedUsers(e.sim, 3)
+	w := e.start(e.config("w1"), e.conn.JS)
+	e.subscription("")
+	waitRounds(t, w, 1)
+	waitFor(t, 5*time.Second, "full sync stored", func() bool { return e.users.len() == 3 })
+	if !e.sim.PurgeUser(userID(2)) {
+		t.Fatal("PurgeUser")
+	}
+	waitFor(t, 10*time.Second, "removed event", func() bool {
+		_, ok := e.users.find(func(u events.CloudUser) bool { return u.ID == userID(2) && u.Removed })
+		return ok
+	})
+	deleted := 0
+	for _, d := range e.sim.Deliveries() {
+		if strings.Contains(string(d.Body), `"changeType":"deleted"`) {
+			deleted++
+		}
+	}
+	if deleted == 0 {
+		t.Errorf("no 'deleted' notification among %d deliveries", len(e.sim.Deliveries()))
 	}
 }
