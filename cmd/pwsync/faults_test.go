@@ -776,6 +776,12 @@ func TestFaultKilledRepeatedly(t *testing.T) {
 			want[id] = syncedReset
 		}
 	}
+	// Some writes are applied and then their answers lost (a 5xx, a reset),
+	// after the same 300 ms: the restarted process meets those too.
+	s.sim.InjectFault(graphsim.Fault{Method: http.MethodPost, PathPrefix: "/v1.0/users/", Status: http.StatusInternalServerError,
+		After: true, Hang: 300 * time.Millisecond, Count: 2})
+	s.sim.InjectFault(graphsim.Fault{Method: http.MethodPost, PathPrefix: "/v1.0/groups/", Reset: true,
+		After: true, Hang: 300 * time.Millisecond, Count: 2})
 	// A slow Graph (every write takes 300 ms, and is carried out even when the
 	// client is gone) widens the window in which a kill lands between a write
 	// and its idempotency record.
@@ -890,6 +896,11 @@ func TestFaultKilledRepeatedly(t *testing.T) {
 	}
 	if total == 0 {
 		t.Errorf("no kill cut a Graph write: the test did not exercise a write without its record")
+	}
+	for _, f := range s.sim.Faults() {
+		if f.After {
+			t.Errorf("a fault after the write was not met: %+v", f)
+		}
 	}
 	t.Logf("Graph writes cut by a kill, by kind of kill: %v", cut)
 	l.report(t, fmt.Sprintf("%d kill -9 (%v), %d Graph writes cut", len(killed), kinds, total))
