@@ -230,6 +230,9 @@ func undo(clear, required events.Action) events.Action {
 	return clear
 }
 
+// clearFlagOption is actuator.undo.clear_cloud_flag: true (before issue 19, the default).
+func clearFlagOption(s *config.Actuator) { s.Undo.ClearCloudFlag = true }
+
 func TestStrategies(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -257,13 +260,17 @@ func TestStrategies(t *testing.T) {
 		{"noop_flag_falls_back_to_temporary_password", cloudUser, func(s *config.Actuator) { s.CloudManaged.Fallback = "temporary_password" }, true,
 			[]events.Action{action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1)},
 			[]string{"force=true c1", "password c1"}},
-		{"password_changed_clears_flag_and_group", cloudUser, nil, false,
+		// the option (clear at AD's change); by default the flag stays
+		{"password_changed_clears_flag_and_group", cloudUser, clearFlagOption, false,
 			[]events.Action{action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1), action(events.ActionClearChange, "alice@example.test", "imm-alice", 2)},
 			[]string{"force=true c1", "force=false c1", "group- c1"}},
 		{"password_changed_on_synced_leaves_group", syncedUser, nil, false,
 			[]events.Action{action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1), action(events.ActionClearChange, "bob@example.test", "imm-bob", 2)},
 			[]string{"revoke s1", "group+ s1", "group- s1"}},
-		{"undo_removes_from_group_only_what_was_added", cloudUser, nil, false,
+		{"cloud_managed_flag_kept_by_default", cloudUser, nil, false,
+			[]events.Action{action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1), action(events.ActionClearChange, "alice@example.test", "imm-alice", 2)},
+			[]string{"force=true c1", "group- c1"}},
+		{"undo_removes_from_group_only_what_was_added", cloudUser, clearFlagOption, false,
 			[]events.Action{action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1),
 				undo(action(events.ActionClearChange, "alice@example.test", "imm-alice", 2), action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1))},
 			[]string{"force=true c1", "force=false c1"}},
@@ -437,6 +444,48 @@ func TestNotifyAndAlertLeftToTheNotifier(t *testing.T) {
 			}
 			if len(g.calls) != 0 {
 				t.Fatalf("Graph calls for notify/alert: %v", g.calls)
+			}
+		})
+	}
+}
+
+// TestUndoGate: an undo decided without cloud state waits (redelivery, no
+// write) until Entra has the new password, and at the bound lifts a synced
+// user's block anyway, with an alert.
+func TestUndoGate(t *testing.T) {
+	adSet := time.Now().Add(-time.Minute)
+	gated := func(seq int64, until time.Time) events.Action {
+		a := undo(action(events.ActionClearChange, "bob@example.test", "imm-bob", seq), action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1))
+		a.AwaitCloud = &events.UndoGate{ADPasswordSet: adSet, Until: until}
+		return a
+	}
+	tests := []struct {
+		name      string
+		cloudSet  time.Time // the user's lastPasswordChangeDateTime
+		until     time.Time
+		wantLater bool
+		want      []string
+	}{
+		{"waits_while_entra_has_the_old_password", adSet.Add(-time.Hour), time.Now().Add(time.Hour), true, []string{"revoke s1", "group+ s1"}},
+		{"lifts_when_entra_has_it", adSet.Add(time.Second), time.Now().Add(time.Hour), false, []string{"revoke s1", "group+ s1", "group- s1"}},
+		{"lifts_at_the_bound", adSet.Add(-time.Hour), time.Now().Add(-time.Second), false, []string{"revoke s1", "group+ s1", "group- s1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := syncedUser
+			u.LastPasswordChange = tt.cloudSet
+			g := newFakeGraph(u)
+			s := newService(t, g, settings())
+			if err := s.Handle(context.Background(), action(events.ActionRequireChange, "bob@example.test", "imm-bob", 1), natsx.Meta{}); err != nil {
+				t.Fatal(err)
+			}
+			err := s.Handle(context.Background(), gated(2, tt.until), natsx.Meta{NumDelivered: 1})
+			var later *natsx.RetryLater
+			if errors.As(err, &later) != tt.wantLater || (err != nil && !tt.wantLater) {
+				t.Fatalf("Handle = %v, want retry later: %v", err, tt.wantLater)
+			}
+			if got := g.writes(); fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("writes = %v, want %v", got, tt.want)
 			}
 		})
 	}
