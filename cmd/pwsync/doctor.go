@@ -25,7 +25,6 @@ import (
 
 	"github.com/pwsync/pwsync/services/ingest/webhook"
 	"github.com/pwsync/pwsync/shared/config"
-	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -420,11 +419,7 @@ func neededRoles(c config.Config, t config.Targets) []roleNeed {
 
 func graphToken(c config.Config) tokenFunc {
 	return func(ctx context.Context) ([]string, time.Time, error) {
-		g := c.Graph
-		client, err := msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
-			ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
-			CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
-			GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+		client, err := newGraphClient(c.Graph)
 		if err != nil {
 			return nil, time.Time{}, err
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -178,13 +177,9 @@ func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		ads = append(ads, ap)
 	}
-	g := cfg.Graph
-	client, err := msgraph.New(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
-		ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
-		CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
-		GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+	client, err := newGraphClient(cfg.Graph)
 	if err != nil {
-		return fmt.Errorf("graph client: %w", err)
+		return err
 	}
 	defer client.Close()
 	var t policy.Tenant
