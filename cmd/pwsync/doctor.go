@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/pwsync/pwsync/services/ingest/webhook"
 	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/ldapconn"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
@@ -167,22 +167,14 @@ func (d *doctor) checkDomain(ctx context.Context, key string, dom config.Domain)
 		d.add(checkResult{statusFail, name + " connect", err.Error(), key + ".url: use ldaps://dc.example.com:636"})
 		return
 	}
-	tc := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}
-	if dom.CAFile != "" {
-		pool, err := certPool(dom.CAFile, false)
-		if err != nil {
-			d.add(checkResult{statusFail, name + " tls", err.Error(), key + ".ca_file: a PEM file with the CA that issued the DC's certificate"})
-			return
-		}
-		tc.RootCAs = pool
+	// Checked even with insecure_skip_verify: doctor says whether the chain holds.
+	tc, err := ldapconn.TLSConfig(dom.URL, dom.CAFile, false)
+	if err != nil {
+		d.add(checkResult{statusFail, name + " tls", err.Error(), key + ".ca_file: a PEM file with the CA that issued the DC's certificate"})
+		return
 	}
 	plain := u.Scheme == "ldap" && !dom.StartTLS
-	c, err := ldap.DialURL(dom.URL, ldap.DialWithDialer(&net.Dialer{Timeout: d.timeout}), ldap.DialWithTLSConfig(tc))
-	if err == nil && dom.StartTLS {
-		if err = c.StartTLS(tc); err != nil {
-			c.Close()
-		}
-	}
+	c, err := ldapconn.Connect(ldapconn.Config{URL: dom.URL, StartTLS: dom.StartTLS, DialTimeout: d.timeout, RequestTimeout: d.timeout}, tc)
 	switch {
 	case err != nil && isCertError(err):
 		d.add(checkResult{statusFail, name + " tls", "certificate not trusted: " + err.Error(),
@@ -198,7 +190,6 @@ func (d *doctor) checkDomain(ctx context.Context, key string, dom config.Domain)
 		return
 	}
 	defer c.Close()
-	c.SetTimeout(d.timeout)
 	if plain {
 		d.add(checkResult{statusWarn, name + " tls", "plain LDAP: the bind password and password events travel unencrypted",
 			"use ldaps://...:636 or " + key + ".start_tls: true, with " + key + ".ca_file"})

@@ -3,12 +3,9 @@ package campaign
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +14,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/ldapconn"
 )
 
 // LDAPConfig is how to reach one domain. Besides read access, the bind
@@ -47,17 +45,9 @@ func NewLDAP(cfg LDAPConfig) (*LDAP, error) {
 	if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") {
 		return nil, fmt.Errorf("LDAP URL %q: must be ldaps:// or ldap://", cfg.URL)
 	}
-	tc := &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12, InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // explicit opt-out
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("LDAP CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("LDAP CA file %s holds no PEM certificate", cfg.CAFile)
-		}
-		tc.RootCAs = pool
+	tc, err := ldapconn.TLSConfig(cfg.URL, cfg.CAFile, cfg.InsecureSkipVerify)
+	if err != nil {
+		return nil, fmt.Errorf("LDAP TLS: %w", err)
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
@@ -81,23 +71,8 @@ func (l *LDAP) Close() {
 }
 
 func (l *LDAP) dial() (*ldap.Conn, error) {
-	c, err := ldap.DialURL(l.cfg.URL, ldap.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}),
-		ldap.DialWithTLSConfig(l.tls.Clone()))
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", l.cfg.URL, err)
-	}
-	if l.cfg.StartTLS {
-		if err := c.StartTLS(l.tls.Clone()); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("StartTLS with %s: %w", l.cfg.URL, err)
-		}
-	}
-	c.SetTimeout(l.cfg.Timeout)
-	if err := c.Bind(l.cfg.BindDN, l.cfg.BindPassword); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("binding to %s as %s: %w", l.cfg.URL, l.cfg.BindDN, err)
-	}
-	return c, nil
+	return ldapconn.Dial(ldapconn.Config{URL: l.cfg.URL, StartTLS: l.cfg.StartTLS,
+		BindDN: l.cfg.BindDN, BindPassword: l.cfg.BindPassword, RequestTimeout: l.cfg.Timeout}, l.tls)
 }
 
 // with runs fn on a pooled connection; a connection that failed at the
@@ -112,14 +87,14 @@ func (l *LDAP) with(ctx context.Context, fn func(*ldap.Conn) error) error {
 	default:
 		var err error
 		if c, err = l.dial(); err != nil {
-			if ldap.IsErrorAnyOf(err, ldap.ErrorNetwork) {
+			if ldapconn.IsNetwork(err) {
 				return fmt.Errorf("%w: %w", ErrUnreachable, err) // nothing was sent
 			}
 			return err
 		}
 	}
 	err := fn(c)
-	if c.IsClosing() || ldap.IsErrorAnyOf(err, ldap.ErrorNetwork) {
+	if c.IsClosing() || ldapconn.IsNetwork(err) {
 		c.Close()
 		return err
 	}

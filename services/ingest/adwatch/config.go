@@ -2,15 +2,15 @@ package adwatch
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/pwsync/pwsync/shared/ldapconn"
 )
 
 // Modes of reading changes from AD.
@@ -172,25 +172,9 @@ func (c Config) validate() error {
 
 // tlsConfig is how the DC's certificate is checked, for ldaps:// and StartTLS.
 func (c Config) tlsConfig() (*tls.Config, error) {
-	u, err := url.Parse(c.URL)
+	tc, err := ldapconn.TLSConfig(c.URL, c.CAFile, c.InsecureSkipVerify)
 	if err != nil {
-		return nil, fmt.Errorf("URL %q: %w", c.URL, err)
-	}
-	tc := &tls.Config{
-		ServerName:         u.Hostname(),
-		MinVersion:         tls.VersionTLS12,
-		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // explicit, logged opt-out
-	}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("CAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("CAFile %s holds no PEM certificate", c.CAFile)
-		}
-		tc.RootCAs = pool
+		return nil, fmt.Errorf("TLS from URL and CAFile: %w", err)
 	}
 	return tc, nil
 }

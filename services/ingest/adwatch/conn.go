@@ -3,13 +3,13 @@ package adwatch
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/ldapconn"
 )
 
 // requestTimeout bounds one LDAP request on the polling connection, so that a
@@ -20,24 +20,9 @@ const requestTimeout = 2 * time.Minute
 // dial connects to the DC over TLS (or plain LDAP when explicitly allowed) and
 // binds as the service account.
 func (w *Watcher) dial() (*ldap.Conn, error) {
-	c, err := ldap.DialURL(w.cfg.URL,
-		ldap.DialWithDialer(&net.Dialer{Timeout: w.cfg.DialTimeout, KeepAlive: 30 * time.Second}),
-		ldap.DialWithTLSConfig(w.tls.Clone()))
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", w.cfg.URL, err)
-	}
-	if w.cfg.StartTLS {
-		if err := c.StartTLS(w.tls.Clone()); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("StartTLS with %s: %w", w.cfg.URL, err)
-		}
-	}
-	c.SetTimeout(requestTimeout)
-	if err := c.Bind(w.cfg.BindDN, w.cfg.BindPassword); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("binding to %s as %s: %w", w.cfg.URL, w.cfg.BindDN, err)
-	}
-	return c, nil
+	return ldapconn.Dial(ldapconn.Config{URL: w.cfg.URL, StartTLS: w.cfg.StartTLS,
+		BindDN: w.cfg.BindDN, BindPassword: w.cfg.BindPassword,
+		DialTimeout: w.cfg.DialTimeout, KeepAlive: 30 * time.Second, RequestTimeout: requestTimeout}, w.tls)
 }
 
 // ldapCode is the LDAP result code of err, or -1 when err is not an LDAP result.
