@@ -18,6 +18,7 @@ import (
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/mustchange"
+	"github.com/pwsync/pwsync/shared/natsx"
 )
 
 // ADWriter writes the helpdesk's "must change at next logon" in one domain.
@@ -97,7 +98,7 @@ func (c RunConfig) withDefaults() RunConfig {
 }
 
 // LeaseKey is the lease the runner holds (natsx.BucketLeases).
-const LeaseKey = "campaign-runner"
+const LeaseKey = natsx.LeaseCampaignRunner
 
 // Runner executes running campaigns, one at a time (they share the write
 // budget). Run it under a lease: exactly one replica may.

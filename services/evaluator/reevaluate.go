@@ -23,7 +23,7 @@ import (
 
 // GateLeaseKey is the singleton lease of the backfill gate loop and the
 // re-evaluation pass (one replica counts, holds and re-evaluates).
-const GateLeaseKey = "evaluator.backfill"
+const GateLeaseKey = natsx.LeaseBackfillGate
 
 // fingerprintKey holds the fingerprint of the rules policy last re-evaluated.
 const fingerprintKey = "policy.fingerprint"

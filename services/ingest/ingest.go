@@ -57,7 +57,7 @@ type GraphDeps struct {
 }
 
 // LeasePrefix + the domain name is the lease of a domain's AD watcher.
-const LeasePrefix = "adwatch."
+const LeasePrefix = natsx.LeaseADWatchPrefix
 
 // Service runs one AD watcher per domain and, when configured, the Graph
 // webhook receiver, subscription manager and delta poller. Each domain's

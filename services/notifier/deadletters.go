@@ -36,7 +36,7 @@ import (
 // advisories about the DLQ stream.
 
 // ConsumerDeadLetters is the notifier's durable consumer on DLQ.
-const ConsumerDeadLetters = "notifier-deadletters"
+const ConsumerDeadLetters = natsx.ConsumerDeadLetters
 
 // maxHeld bounds a summary card (and the messages held for it).
 const maxHeld = 500
@@ -46,12 +46,8 @@ const retryHint = "POST /api/v1/deadletters/%d/retry on the admin API (operator 
 
 func (s *Service) ensureDeadLetterConsumer(ctx context.Context) error {
 	w := s.set.DeadLetters.Window
-	if _, err := s.js.CreateOrUpdateConsumer(ctx, natsx.StreamDLQ, jetstream.ConsumerConfig{
-		Durable: ConsumerDeadLetters, AckPolicy: jetstream.AckExplicitPolicy,
-		// Held letters wait up to a window for their summary, then the post.
-		AckWait:    w + 2*time.Minute,
-		MaxDeliver: -1, MaxAckPending: 2 * maxHeld,
-	}); err != nil {
+	// Held letters wait up to a window for their summary, then the post.
+	if _, err := s.js.CreateOrUpdateConsumer(ctx, natsx.StreamDLQ, natsx.DeadLetterConsumer(w+2*time.Minute, maxHeld)); err != nil {
 		return fmt.Errorf("ensuring consumer %s on %s: %w", ConsumerDeadLetters, natsx.StreamDLQ, err)
 	}
 	return nil

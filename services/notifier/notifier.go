@@ -36,9 +36,9 @@ import (
 
 // Names in NATS.
 const (
-	Consumer     = "notifier" // on ACTIONS: actions.notify, actions.alert
-	BucketLedger = "notices"  // exactly-once ledger
-	LeaseName    = "notifier"
+	Consumer     = natsx.ConsumerNotifier
+	BucketLedger = natsx.BucketNotices
+	LeaseName    = natsx.LeaseNotifier
 	// LedgerTTL outlives any password's lifetime: a notice of an old
 	// password is never due again, so its key may then go.
 	LedgerTTL = 400 * 24 * time.Hour
@@ -121,22 +121,15 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if aw <= 0 {
 		aw = ackWait
 	}
-	kv, err := d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketLedger, History: 1,
-		Storage: jetstream.FileStorage, Replicas: replicas, TTL: LedgerTTL})
+	kv, err := d.JS.CreateOrUpdateKeyValue(ctx, natsx.NotifierBucket(BucketLedger, replicas, LedgerTTL))
 	if err != nil {
 		return nil, fmt.Errorf("ensuring bucket %s: %w", BucketLedger, err)
 	}
-	if _, err := d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamActions, jetstream.ConsumerConfig{
-		Durable: Consumer, FilterSubjects: []string{"actions." + string(events.ActionNotify), "actions." + string(events.ActionAlert)},
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: aw,
-		// Deferrals (quiet hours, pacing) are redeliveries too: the ledger
-		// counts real failures and dead-letters after max_attempts.
-		MaxDeliver: -1, MaxAckPending: 256,
-	}); err != nil {
+	if _, err := d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamActions, natsx.NotifierConsumer(aw)); err != nil {
 		return nil, fmt.Errorf("ensuring consumer %s: %w", Consumer, err)
 	}
-	pkv, err := d.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketPacing, History: 1,
-		Storage: jetstream.FileStorage, Replicas: replicas, TTL: max(pacingTTL, set.Pacing.MailDayWindow+time.Hour)})
+	pkv, err := d.JS.CreateOrUpdateKeyValue(ctx, natsx.NotifierBucket(BucketPacing, replicas,
+		max(pacingTTL, set.Pacing.MailDayWindow+time.Hour)))
 	if err != nil {
 		return nil, fmt.Errorf("ensuring bucket %s: %w", BucketPacing, err)
 	}

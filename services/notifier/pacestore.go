@@ -45,7 +45,7 @@ import (
 // window at takeover.
 
 // BucketPacing holds the senders' pacing state (see above).
-const BucketPacing = "pacing"
+const BucketPacing = natsx.BucketPacing
 
 // clockSkew is added to every time a successor restores. The times are
 // wall-clock instants of another replica, often another host, while

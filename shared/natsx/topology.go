@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/pwsync/pwsync/shared/events"
 )
 
 // Stream, consumer and bucket names: the whole topology, in one reviewable place.
@@ -37,6 +39,26 @@ const (
 	// mass actions staged until counted, held ones awaiting approval, and
 	// the fingerprint of the rules policy last re-evaluated.
 	BucketBackfill = "backfill"
+
+	// The notifier's own, ensured by the notifier when it runs (see
+	// NotifierConsumer): a consumer nobody reads would only pile up pending
+	// counts, and their sizes come from the notify settings.
+	ConsumerNotifier    = "notifier"             // on ACTIONS: actions.notify, actions.alert
+	ConsumerDeadLetters = "notifier-deadletters" // on DLQ: admins' dead-letter alerts
+	BucketNotices       = "notices"              // the notifier's exactly-once ledger
+	BucketPacing        = "pacing"               // the notifier's send pacing, for a successor
+)
+
+// Lease keys in BucketLeases: one holder each across replicas.
+const (
+	LeaseScheduler         = "scheduler.expiry"   // evaluator: expiry points
+	LeaseBackfillGate      = "evaluator.backfill" // evaluator: re-evaluation pass
+	LeaseCampaignRunner    = "campaign-runner"    // campaign: the runner
+	LeaseNotifier          = "notifier"           // notifier: sends and dead-letter alerts
+	LeaseGraphSubscription = "graph-subscription" // graphwatch: the subscription
+	LeaseGraphDelta        = "graph-delta"        // graphwatch: delta rounds
+	// LeaseADWatchPrefix + AD domain: one DirSync/USN watcher per domain.
+	LeaseADWatchPrefix = "adwatch."
 )
 
 // Topology is the set of streams, consumers and KV buckets pwsync needs.
@@ -125,6 +147,31 @@ func NewTopology(o Options) Topology {
 			{Bucket: BucketBackfill, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		},
 	}
+}
+
+// NotifierConsumer is the notifier's consumer on StreamActions. Deferrals
+// (quiet hours, pacing) are redeliveries too, hence no MaxDeliver: the
+// ledger counts real failures and dead-letters after max_attempts.
+func NotifierConsumer(ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerNotifier, FilterSubjects: []string{"actions." + string(events.ActionNotify), "actions." + string(events.ActionAlert)},
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1, MaxAckPending: 256,
+	}
+}
+
+// DeadLetterConsumer is the notifier's consumer on StreamDLQ; held letters
+// wait up to a summary window (ackWait covers it) and maxHeld bounds them.
+func DeadLetterConsumer(ackWait time.Duration, maxHeld int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerDeadLetters, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: ackWait, MaxDeliver: -1, MaxAckPending: 2 * maxHeld,
+	}
+}
+
+// NotifierBucket is BucketNotices or BucketPacing with its TTL.
+func NotifierBucket(name string, replicas int, ttl time.Duration) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: name, History: 1, Storage: jetstream.FileStorage,
+		Replicas: max(replicas, 1), TTL: ttl}
 }
 
 // Ensure creates or updates every stream, consumer and bucket. Safe on every start.

@@ -12,9 +12,9 @@ import (
 	"github.com/pwsync/pwsync/shared/natsx"
 )
 
-// LedgerBucket is the notifier's ledger (notifier.BucketLedger; not
-// imported, to keep the notifier out of this package's users).
-const LedgerBucket = "notices"
+// LedgerBucket is the notifier's ledger (named in natsx; the notifier not
+// imported, to keep it out of this package's users).
+const LedgerBucket = natsx.BucketNotices
 
 // KVLedger looks notices up in the notifier's ledger, read only: a missing
 // bucket (the notifier never ran) is reported by each lookup, not created.

@@ -27,7 +27,7 @@ import (
 )
 
 // LeaseKey is the scheduler's singleton lease in natsx.BucketLeases.
-const LeaseKey = "scheduler.expiry"
+const LeaseKey = natsx.LeaseScheduler
 
 // Config configures a Scheduler.
 type Config struct {

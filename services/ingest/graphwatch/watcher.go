@@ -34,8 +34,8 @@ import (
 
 // Names in NATS.
 const (
-	LeaseSubscription = "graph-subscription"
-	LeaseDelta        = "graph-delta"
+	LeaseSubscription = natsx.LeaseGraphSubscription
+	LeaseDelta        = natsx.LeaseGraphDelta
 	CursorKey         = "graph.delta.users" // deltaLink in natsx.BucketCursors
 )
 
