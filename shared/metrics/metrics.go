@@ -44,9 +44,10 @@ var (
 	GraphRequests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "pwsync_graph_request_duration_seconds", Help: "Graph HTTP request latency by method and status code (code \"error\" = no answer).",
 		Buckets: graphBuckets}, []string{"method", "code"})
-	// GraphThrottled counts Graph's 429 answers.
+	// GraphThrottled counts Graph's 429 answers: GraphTransport those of
+	// whole requests, msgraph's $batch decoder those of items in a 200 answer.
 	GraphThrottled = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "pwsync_graph_throttled_total", Help: "Graph answers with status 429 (Too Many Requests)."})
+		Name: "pwsync_graph_throttled_total", Help: "Graph answers with status 429 (Too Many Requests), items of $batch answers included."})
 	// ADToGraph is the latency from the AD change (as ingest saw it) to the
 	// Graph write that enforced it.
 	ADToGraph = prometheus.NewHistogramVec(prometheus.HistogramOpts{

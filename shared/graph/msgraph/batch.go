@@ -12,6 +12,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // MaxBatch is Graph's limit of requests in one $batch.
@@ -137,6 +138,10 @@ func decodeBatch(reqs []BatchRequest, body []byte) ([]BatchResponse, error) {
 		}
 		if it.Status >= 400 {
 			out[i].Err = itemError(op, it, out[i].RetryAfter)
+		}
+		if it.Status == http.StatusTooManyRequests {
+			// The transport saw the envelope's 200: an item's 429 is counted here.
+			metrics.GraphThrottled.Inc()
 		}
 	}
 	return out, nil

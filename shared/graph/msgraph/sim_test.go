@@ -22,10 +22,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 const secret = "s3cret-do-not-log"
@@ -354,6 +357,7 @@ func TestBatch(t *testing.T) {
 	c := newClient(t, s, nil)
 	s.InjectFault(graphsim.Fault{Method: "PATCH", PathPrefix: "/v1.0/users/" + syncedID, Status: 429, RetryAfter: 5 * time.Second, Count: 1})
 	force := map[string]any{"passwordProfile": map[string]any{"forceChangePasswordNextSignIn": true}}
+	throttled := testutil.ToFloat64(metrics.GraphThrottled)
 	res, err := c.Batch(ctx(t), []msgraph.BatchRequest{
 		{ID: "1", Method: "PATCH", URL: "/users/" + cloudID, Body: force},
 		{ID: "2", Method: "PATCH", URL: "/users/" + syncedID, Body: force},
@@ -371,6 +375,10 @@ func TestBatch(t *testing.T) {
 	}
 	if r := res[1]; r.Status != 429 || r.RetryAfter != 5*time.Second || r.Err == nil || r.Err.RetryAfter != 5*time.Second || !r.Err.Retryable() {
 		t.Errorf("item 2 (throttled): %+v %v", r, r.Err)
+	}
+	// The $batch POST itself was answered 200: its throttled item counts.
+	if d := testutil.ToFloat64(metrics.GraphThrottled) - throttled; d != 1 {
+		t.Errorf("pwsync_graph_throttled_total rose by %v, want 1 (the throttled $batch item)", d)
 	}
 	if r := res[2]; r.Status != 200 || r.Err != nil {
 		t.Errorf("item 3: %+v", r)
