@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +18,7 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/userstore"
 )
 
 const policyUsage = `usage:
@@ -124,28 +123,15 @@ func policyExplain(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// joinedCloudID is the cloud account the actuator joined to the AD user
-// (identity bucket, key = objectGUID), as the user page shows it: explain
-// and the console agree before delta query brings the cloud side.
+// joinedCloudID is the cloud account the actuator joined to the AD user,
+// as the user page shows it: explain and the console agree before delta
+// query brings the cloud side.
 func joinedCloudID(ctx context.Context, js jetstream.JetStream, guid string) (string, error) {
-	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
+	store, err := userstore.Open(ctx, js)
 	if err != nil {
 		return "", err
 	}
-	e, err := identity.Get(ctx, events.KeySafe(guid))
-	switch {
-	case natsx.IsNotFound(err):
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("reading the join of %s: %w", guid, err)
-	}
-	var j struct {
-		CloudID string `json:"cloud_id"`
-	}
-	if json.Unmarshal(e.Value(), &j) == nil && j.CloudID != "" {
-		return j.CloudID, nil
-	}
-	return string(e.Value()), nil
+	return store.JoinedCloudID(ctx, guid)
 }
 
 func readEntraMembership(ctx context.Context, g config.Graph, groups []string, cloudID string) (policy.EntraMembership, error) {
@@ -228,54 +214,26 @@ func cliNATS(cfg config.Config) (jetstream.JetStream, func(), error) {
 }
 
 func stateByUPN(ctx context.Context, js jetstream.JetStream, upn string) (rules.State, bool, error) {
-	var st rules.State
-	identity, err := natsx.Bucket(ctx, js, natsx.BucketIdentity)
+	store, err := userstore.Open(ctx, js)
 	if err != nil {
-		return st, false, err
+		return rules.State{}, false, err
 	}
-	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
-	if err != nil {
-		return st, false, err
+	guid, err := store.GUIDByUPN(ctx, upn)
+	if err != nil || guid == "" {
+		return rules.State{}, false, err
 	}
-	e, err := identity.Get(ctx, events.KeySafe("upn."+strings.ToLower(upn)))
-	if natsx.IsNotFound(err) {
-		return st, false, nil
-	}
-	if err != nil {
-		return st, false, fmt.Errorf("reading the UPN index: %w", err)
-	}
-	se, err := users.Get(ctx, events.KeySafe(string(e.Value())))
-	if natsx.IsNotFound(err) {
-		return st, false, nil
-	}
-	if err != nil {
-		return st, false, fmt.Errorf("reading state of %s: %w", e.Value(), err)
-	}
-	if err := json.Unmarshal(se.Value(), &st); err != nil {
-		return st, false, fmt.Errorf("decoding state of %s: %w", e.Value(), err)
-	}
-	return st, true, nil
+	return store.State(ctx, guid)
 }
 
 func allStates(ctx context.Context, js jetstream.JetStream) ([]rules.State, error) {
-	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
+	store, err := userstore.Open(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	lister, err := users.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("listing users: %w", err)
-	}
 	var out []rules.State
-	for key := range lister.Keys() {
-		e, err := users.Get(ctx, key)
-		if err != nil {
-			continue // deleted meanwhile
-		}
-		var st rules.State
-		if json.Unmarshal(e.Value(), &st) == nil {
-			out = append(out, st)
-		}
-	}
-	return out, nil
+	err = store.EachState(ctx, func(st rules.State) bool {
+		out = append(out, st)
+		return true
+	})
+	return out, err
 }

@@ -15,10 +15,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/services/evaluator/userview"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
-	"github.com/pwsync/pwsync/shared/userview"
 )
 
 // userCommand prints one user's joined AD and Entra state, pending work and

@@ -25,6 +25,8 @@ import (
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/userstate"
+	"github.com/pwsync/pwsync/shared/userstore"
 )
 
 // Deps is what the actuator needs from the process.
@@ -47,7 +49,7 @@ type Service struct {
 	js       jetstream.JetStream
 	graph    graph.Client
 	done     jetstream.KeyValue
-	identity jetstream.KeyValue
+	identity *userstore.Store
 	audit    *audit.Writer
 	set      config.Actuator
 	log      zerolog.Logger
@@ -63,7 +65,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	identity, err := natsx.Bucket(ctx, d.JS, natsx.BucketIdentity)
+	identity, err := userstore.Open(ctx, d.JS)
 	if err != nil {
 		return nil, err
 	}
@@ -647,13 +649,6 @@ func seqKey(a events.Action) string {
 	return events.KeySafe("seq." + family + "." + a.User.ObjectGUID)
 }
 
-// identityRecord is the join cache entry: AD objectGUID -> cloud user.
-type identityRecord struct {
-	CloudID string `json:"cloud_id"`
-	UPN     string `json:"upn"`
-	Via     string `json:"via"` // immutable_id | upn
-}
-
 // resolve finds the cloud account of an AD user: by onPremisesImmutableId
 // (base64 of the objectGUID), then by userPrincipalName when allowed; the
 // result is cached in KV. It always returns fresh state from Graph.
@@ -670,30 +665,28 @@ func (s *Service) resolve(ctx context.Context, ref events.UserRef) (*graph.User,
 		}
 		return u, err
 	}
-	key := events.KeySafe(ref.ObjectGUID)
-	if e, err := s.identity.Get(ctx, key); err == nil {
-		var rec identityRecord
-		if json.Unmarshal(e.Value(), &rec) == nil && rec.CloudID != "" {
-			var u *graph.User
-			err := s.retry(ctx, "get_user", func(ctx context.Context) error {
-				var err error
-				u, err = s.graph.GetUser(ctx, rec.CloudID)
-				return err
-			})
-			switch {
-			case err == nil:
-				return u, nil
-			case !graph.IsNotFound(err):
-				return nil, err
-			}
-			_ = s.identity.Delete(ctx, key) // the cloud account is gone: join again
+	rec, joined, err := s.identity.Join(ctx, ref.ObjectGUID)
+	if err != nil {
+		return nil, err
+	}
+	if joined {
+		var u *graph.User
+		err := s.retry(ctx, "get_user", func(ctx context.Context) error {
+			var err error
+			u, err = s.graph.GetUser(ctx, rec.CloudID)
+			return err
+		})
+		switch {
+		case err == nil:
+			return u, nil
+		case !graph.IsNotFound(err):
+			return nil, err
 		}
-	} else if !natsx.IsNotFound(err) {
-		return nil, fmt.Errorf("reading identity of %s: %w", ref.ObjectGUID, err)
+		_ = s.identity.DeleteJoin(ctx, ref.ObjectGUID) // the cloud account is gone: join again
 	}
 
 	var found *graph.User
-	via := "immutable_id"
+	via := userstate.JoinedViaImmutableID
 	if ref.ImmutableID != "" {
 		if err := s.retry(ctx, "find_by_immutable_id", func(ctx context.Context) error {
 			var err error
@@ -704,7 +697,7 @@ func (s *Service) resolve(ctx context.Context, ref events.UserRef) (*graph.User,
 		}
 	}
 	if found == nil && s.set.Identity.UPNFallback && ref.UPN != "" {
-		via = "upn"
+		via = userstate.JoinedViaUPN
 		upn := s.cloudUPN(ref.UPN)
 		err := s.retry(ctx, "get_user_by_upn", func(ctx context.Context) error {
 			var err error
@@ -733,9 +726,8 @@ func (s *Service) resolve(ctx context.Context, ref events.UserRef) (*graph.User,
 	}); err != nil {
 		return nil, err
 	}
-	rec, _ := json.Marshal(identityRecord{CloudID: u.ID, UPN: u.UPN, Via: via})
-	if _, err := s.identity.Put(ctx, key, rec); err != nil {
-		return nil, fmt.Errorf("caching identity of %s: %w", ref.ObjectGUID, err)
+	if err := s.identity.PutJoin(ctx, ref.ObjectGUID, userstate.Join{CloudID: u.ID, UPN: u.UPN, Via: via}); err != nil {
+		return nil, err
 	}
 	return u, nil
 }

@@ -17,11 +17,11 @@ import (
 
 	"github.com/pwsync/pwsync/services/evaluator/policy"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
+	"github.com/pwsync/pwsync/services/evaluator/userview"
 	"github.com/pwsync/pwsync/shared/adminapi"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
-	"github.com/pwsync/pwsync/shared/userview"
 )
 
 // Deps are what the endpoints read from.

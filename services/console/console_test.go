@@ -22,6 +22,7 @@ import (
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/userstate"
 )
 
 type fixture struct {
@@ -50,10 +51,10 @@ func (f *fixture) putUser(t *testing.T, st rules.State) {
 	identity, _ := f.conn.JS.KeyValue(ctx, natsx.BucketIdentity)
 	users, _ := f.conn.JS.KeyValue(ctx, natsx.BucketUsers)
 	data, _ := json.Marshal(st)
-	if _, err := users.Put(ctx, events.KeySafe(st.AD.ObjectGUID), data); err != nil {
+	if _, err := users.Put(ctx, userstate.UserKey(st.AD.ObjectGUID), data); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := identity.Put(ctx, events.KeySafe("upn."+strings.ToLower(st.AD.UPN)), []byte(st.AD.ObjectGUID)); err != nil {
+	if _, err := identity.Put(ctx, userstate.UPNKey(st.AD.UPN), []byte(st.AD.ObjectGUID)); err != nil {
 		t.Fatal(err)
 	}
 }

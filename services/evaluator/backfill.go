@@ -16,6 +16,7 @@ import (
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/userstate"
 )
 
 // The backfill brake. Like Entra Connect's export deletion threshold, a mass
@@ -560,7 +561,7 @@ func (g *Gate) stillWanted(ctx context.Context, a events.Action) (bool, error) {
 	if a.Kind != events.ActionRequireChange {
 		return true, nil
 	}
-	e, err := g.users.Get(ctx, events.KeySafe(a.User.ObjectGUID))
+	e, err := g.users.Get(ctx, userstate.UserKey(a.User.ObjectGUID))
 	if natsx.IsNotFound(err) {
 		return false, nil
 	}
@@ -576,7 +577,7 @@ func (g *Gate) stillWanted(ctx context.Context, a events.Action) (bool, error) {
 
 // clearRequired forgets a requirement that a rejected batch never wrote.
 func (g *Gate) clearRequired(ctx context.Context, a events.Action) error {
-	key := events.KeySafe(a.User.ObjectGUID)
+	key := userstate.UserKey(a.User.ObjectGUID)
 	for range 5 {
 		e, err := g.users.Get(ctx, key)
 		if natsx.IsNotFound(err) {

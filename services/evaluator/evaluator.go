@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +17,7 @@ import (
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/userstate"
 )
 
 // Deps is what the evaluator needs from the process.
@@ -200,7 +200,7 @@ func (s *Service) indexUPN(ctx context.Context, u events.ADUser) error {
 	if u.Deleted {
 		return nil
 	}
-	for _, key := range []string{upnKey(u.UPN), immKey(u.ImmutableID)} {
+	for _, key := range []string{userstate.UPNKey(u.UPN), userstate.ImmKey(u.ImmutableID)} {
 		if key == "" {
 			continue
 		}
@@ -214,22 +214,6 @@ func (s *Service) indexUPN(ctx context.Context, u events.ADUser) error {
 	return nil
 }
 
-func upnKey(upn string) string {
-	if upn == "" {
-		return ""
-	}
-	return events.KeySafe("upn." + strings.ToLower(upn))
-}
-
-// immKey maps a base64 immutable ID onto a KV key; '+' (the only base64
-// character keys do not allow) becomes '_', which base64 never uses.
-func immKey(imm string) string {
-	if imm == "" {
-		return ""
-	}
-	return events.KeySafe("imm." + imm)
-}
-
 // join finds the AD user of a cloud account: the objectGUID inside the
 // onPremisesImmutableId, else the AD user with the same UPN. A cloud account
 // with neither is reported, never guessed.
@@ -237,7 +221,7 @@ func (s *Service) join(ctx context.Context, c events.CloudUser) (string, error) 
 	if c.ImmutableID != "" {
 		// The index knows ms-DS-ConsistencyGuid anchors too; before the AD
 		// user was seen, the objectGUID inside the default anchor will do.
-		if g, err := s.lookup(ctx, immKey(c.ImmutableID)); g != "" || err != nil {
+		if g, err := s.lookup(ctx, userstate.ImmKey(c.ImmutableID)); g != "" || err != nil {
 			return g, err
 		}
 		if g := events.GUIDFromImmutableID(c.ImmutableID); g != "" {
@@ -245,7 +229,7 @@ func (s *Service) join(ctx context.Context, c events.CloudUser) (string, error) 
 		}
 	}
 	if c.UPN != "" {
-		if g, err := s.lookup(ctx, upnKey(c.UPN)); g != "" || err != nil {
+		if g, err := s.lookup(ctx, userstate.UPNKey(c.UPN)); g != "" || err != nil {
 			return g, err
 		}
 	}
@@ -255,14 +239,8 @@ func (s *Service) join(ctx context.Context, c events.CloudUser) (string, error) 
 	return "", nil
 }
 
-// parkedKey holds a cloud account matched by UPN whose AD user is not known
-// yet: delta often runs before the AD full sync has indexed the UPN, and a
-// dropped state would stay unknown until the account next changes.
-func parkedKey(upn string) string {
-	return events.KeySafe("parked.upn." + strings.ToLower(upn))
-}
-
-// park keeps the event of a cloud account without an AD user, to be joined
+// park keeps the event of a cloud account without an AD user (at
+// userstate.ParkedKey: delta often runs before AD's full sync), to be joined
 // when an AD user with its UPN is indexed.
 func (s *Service) park(ctx context.Context, ev events.Envelope, c events.CloudUser) error {
 	if c.Removed || c.UPN == "" {
@@ -272,7 +250,7 @@ func (s *Service) park(ctx context.Context, ev events.Envelope, c events.CloudUs
 	if err != nil {
 		return fmt.Errorf("encoding parked cloud user %s: %w", c.ID, err)
 	}
-	if _, err := s.identity.Put(ctx, parkedKey(c.UPN), data); err != nil {
+	if _, err := s.identity.Put(ctx, userstate.ParkedKey(c.UPN), data); err != nil {
 		return fmt.Errorf("parking cloud user %s: %w", c.ID, err)
 	}
 	return nil
@@ -283,7 +261,7 @@ func (s *Service) joinParked(ctx context.Context, u events.ADUser) error {
 	if u.UPN == "" || u.Deleted {
 		return nil
 	}
-	key := parkedKey(u.UPN)
+	key := userstate.ParkedKey(u.UPN)
 	e, err := s.identity.Get(ctx, key)
 	switch {
 	case natsx.IsNotFound(err):
@@ -342,7 +320,7 @@ func (s *Service) evaluateInto(ctx context.Context, ev events.Envelope, guid str
 var errConflict = errors.New("concurrent update")
 
 func (s *Service) evaluateOnce(ctx context.Context, ev events.Envelope, guid string, decide func(rules.State) rules.Result, batch func(rules.State) string) error {
-	key := events.KeySafe(guid)
+	key := userstate.UserKey(guid)
 	state, rev, err := s.load(ctx, key)
 	if err != nil {
 		return err

@@ -13,25 +13,6 @@ import (
 // run: what dry-run only pretended to do is done then.
 const RuleDryRun = "dry-run"
 
-// DryRunState is what dry-run decided as though it had been done. It is
-// kept apart from what was done (State.ChangeRequired, State.Expiry), which
-// dry-run never changes: a user "enforced" in dry-run is enforced for real
-// when pwsync goes live, and a password changed meanwhile does not undo what
-// was never done. Under dry-run the rules read this view, so that each dry
-// decision is taken (and audited) once rather than at every event.
-type DryRunState struct {
-	Active bool `json:"active,omitempty"`
-	// Since: the first dry decision since pwsync last acted live.
-	Since time.Time `json:"since,omitzero"`
-	// ChangeRequired, RequiredByAction: the cloud requirement as dry-run
-	// pretends it (it starts from the real one).
-	ChangeRequired   bool   `json:"change_required,omitempty"`
-	RequiredByAction string `json:"required_by_action,omitempty"`
-	// Expiry: the due points dry-run pretended to handle (on top of the
-	// real ones, see Handled).
-	Expiry ExpiryState `json:"expiry,omitzero"`
-}
-
 // afterDryRunPrefix marks the scheduler's timer that makes a user's first
 // live evaluation after a dry run happen even without a new event.
 const afterDryRunPrefix = "after-dry-run."
@@ -54,7 +35,7 @@ func required(p Policy, s State) (bool, string) {
 // one, or under dry-run only the pretended one.
 func setRequired(p Policy, s *State, on bool, by string, at time.Time) {
 	if p.DryRun {
-		s.startDryRun(at)
+		startDryRun(s, at)
 		s.DryRun.ChangeRequired, s.DryRun.RequiredByAction = on, by
 		return
 	}
@@ -92,14 +73,14 @@ func Handled(p Policy, s State, key string) ExpiryState {
 // setHandled records the expiry state after a decision at at.
 func setHandled(p Policy, s *State, x ExpiryState, at time.Time) {
 	if p.DryRun {
-		s.startDryRun(at)
+		startDryRun(s, at)
 		s.DryRun.Expiry = x
 		return
 	}
 	s.Expiry = x
 }
 
-func (s *State) startDryRun(at time.Time) {
+func startDryRun(s *State, at time.Time) {
 	if s.DryRun.Active {
 		return
 	}

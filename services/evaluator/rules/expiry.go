@@ -48,23 +48,6 @@ func (p ExpiryPolicy) Leads() []int {
 	return out
 }
 
-// ExpiryState is what the evaluator remembers of a user's schedule: which
-// due points of which password it has handled.
-type ExpiryState struct {
-	Key      string `json:"key"`
-	Fired    []int  `json:"fired,omitempty"` // lead days handled (sent or skipped)
-	Enforced bool   `json:"enforced,omitempty"`
-	// Skipped: the handled lead days whose notice was not sent, and why
-	// (policy explain tells the user's story from it).
-	Skipped []SkippedNotice `json:"skipped,omitempty"`
-}
-
-// SkippedNotice is a lead day handled without a notice.
-type SkippedNotice struct {
-	LeadDays int    `json:"lead"`
-	Why      string `json:"why"` // SkipSuperseded | SkipStale
-}
-
 // Why a due notice was not sent.
 const (
 	// SkipSuperseded: a later lead day was due at the same time (pwsync
@@ -73,16 +56,6 @@ const (
 	// SkipStale: found due more than max_late late.
 	SkipStale = "max_late"
 )
-
-// SkipOf says why lead's notice was skipped ("" = it was not).
-func (x ExpiryState) SkipOf(lead int) string {
-	for _, s := range x.Skipped {
-		if s.LeadDays == lead {
-			return s.Why
-		}
-	}
-	return ""
-}
 
 // Point is one due point of a schedule: a lead day's notice and/or the
 // enforcement at expiry.
@@ -272,11 +245,11 @@ func EvaluateExpiry(p Policy, s State, ev events.Envelope, t events.ExpiryTimer,
 		x.Fired = append(x.Fired, pt.LeadDays)
 		switch late := now.Sub(pt.Due); {
 		case i != latest:
-			x.Skipped = append(x.Skipped, SkippedNotice{pt.LeadDays, SkipSuperseded})
+			x.Skipped = append(x.Skipped, SkippedNotice{LeadDays: pt.LeadDays, Why: SkipSuperseded})
 			res.Decisions = append(res.Decisions, Decision{RuleExpiryNotice, "skip",
 				fmt.Sprintf("lead day %d passed while a later one is already due", pt.LeadDays)})
 		case p.Expiry.MaxLate > 0 && late > p.Expiry.MaxLate && !moved:
-			x.Skipped = append(x.Skipped, SkippedNotice{pt.LeadDays, SkipStale})
+			x.Skipped = append(x.Skipped, SkippedNotice{LeadDays: pt.LeadDays, Why: SkipStale})
 			res.Decisions = append(res.Decisions, Decision{RuleExpiryNotice, "skip",
 				fmt.Sprintf("lead day %d is %s late (max_late %s): not sent stale", pt.LeadDays, late.Round(time.Minute), p.Expiry.MaxLate)})
 		default:

@@ -7,6 +7,23 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/userstate"
+)
+
+// The per-user state the rules read and write lives in shared/userstate,
+// its one owner (the user view and the CLI read it without the rules).
+type (
+	State         = userstate.State
+	UndoAwait     = userstate.UndoAwait
+	ExpiryState   = userstate.ExpiryState
+	SkippedNotice = userstate.SkippedNotice
+	DryRunState   = userstate.DryRunState
+)
+
+// What an undo waits for (userstate.UndoAwait.For).
+const (
+	AwaitHashSync    = userstate.AwaitHashSync
+	AwaitCloudChange = userstate.AwaitCloudChange
 )
 
 // Rule names, as they appear in actions and the audit trail.
@@ -46,38 +63,6 @@ type Policy struct {
 	DryRun bool
 
 	Cloud CloudPolicy
-}
-
-// State is what the evaluator remembers per user (KV, key = objectGUID).
-type State struct {
-	AD      events.ADUser `json:"ad"`
-	Seen    bool          `json:"seen"`
-	InScope bool          `json:"in_scope"`
-	// ChangeRequired: pwsync asked the cloud for a password change and has not
-	// undone it yet. It is what makes password-changed undo only our own work.
-	ChangeRequired   bool   `json:"change_required"`
-	RequiredByAction string `json:"required_by_action,omitempty"`
-	// RequiredAt is when pwsync (live) required the change.
-	RequiredAt time.Time `json:"required_at,omitzero"`
-	// UndoAwait: AD has the new password, and the undo waits for the cloud.
-	UndoAwait *UndoAwait `json:"undo_await,omitempty"`
-
-	// Cloud side, from delta query.
-	Cloud *events.CloudUser `json:"cloud,omitempty"`
-	// PoliciesPending is a passwordPolicies value pwsync wrote and has not
-	// yet seen come back: its own write must not count as drift.
-	PoliciesPending   string    `json:"policies_pending,omitempty"`
-	PoliciesPendingAt time.Time `json:"policies_pending_at,omitzero"`
-	LastDriftFix      time.Time `json:"last_drift_fix,omitzero"`
-	// WritebackAwait is a cloud password change AD has not followed yet.
-	WritebackAwait time.Time `json:"writeback_await,omitzero"`
-	// WritebackFollowed is the pwdLastSet with which AD followed the last
-	// cloud change: it cannot also follow a later one.
-	WritebackFollowed int64 `json:"writeback_followed,omitempty"`
-	// Expiry: the due points of the current password's schedule already handled.
-	Expiry ExpiryState `json:"expiry,omitzero"`
-	// DryRun: what dry-run decided as though done, apart from what was done.
-	DryRun DryRunState `json:"dry_run,omitzero"`
 }
 
 // Decision explains one rule's verdict, for the audit trail.

@@ -10,19 +10,6 @@ import (
 // AD password to Entra within the undo's wait.
 const RulePasswordHashSync = "password-hash-sync"
 
-// What an undo waits for.
-const (
-	// AwaitHashSync: a synced user's cloud password is AD's, carried by
-	// password hash sync about two minutes after the AD change. Until it
-	// arrives Entra still accepts the previous (helpdesk's temporary)
-	// password, so the block stays.
-	AwaitHashSync = "password_hash_sync"
-	// AwaitCloudChange: a cloud-managed user's cloud password is not AD's;
-	// a new AD password leaves it as it was. The must-change flag stays
-	// until the user changes the cloud password (Entra clears it then).
-	AwaitCloudChange = "cloud_password_change"
-)
-
 // UndoPolicy configures when password-changed undoes a forced change.
 type UndoPolicy struct {
 	// AwaitCloud bounds a synced user's wait for password hash sync: then
@@ -33,16 +20,6 @@ type UndoPolicy struct {
 	// password change, for organisations whose other tool copies AD
 	// passwords to those accounts. Off: wait for the cloud change.
 	ClearOnADChange bool
-}
-
-// UndoAwait is an undo that waits for the cloud to have a new password.
-type UndoAwait struct {
-	For        string    `json:"for"`          // AwaitHashSync | AwaitCloudChange
-	Since      time.Time `json:"since"`        // when AD's change was seen
-	PwdLastSet int64     `json:"pwd_last_set"` // AD's new password
-	RequiredAt time.Time `json:"required_at,omitzero"`
-	Until      time.Time `json:"until,omitzero"` // AwaitHashSync: lifted then anyway
-	Undoes     string    `json:"undoes,omitempty"`
 }
 
 // cloudSkew absorbs clock differences between the DC and Entra when
