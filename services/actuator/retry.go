@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // retry runs op with short in-process retries (backoff/v4). Graph's
@@ -20,13 +20,8 @@ import (
 // permanent. The SDK's own retry middleware is off, so retries never multiply.
 func (s *Service) retry(ctx context.Context, name string, op func(context.Context) error) error {
 	r := s.set.Retry
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(r.InitialInterval),
-		backoff.WithMaxInterval(r.MaxInterval),
-		backoff.WithMaxElapsedTime(0),
-	)
 	attempts := 0
-	wrapped := func() error {
+	wrapped := func(ctx context.Context) error {
 		attempts++
 		err := op(ctx)
 		if err == nil {
@@ -35,31 +30,31 @@ func (s *Service) retry(ctx context.Context, name string, op func(context.Contex
 		var ge *graph.Error
 		switch {
 		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-			return backoff.Permanent(err)
+			return retry.Permanent(err)
 		case !errors.As(err, &ge):
-			return backoff.Permanent(err) // not from Graph: already classified by the caller
+			return retry.Permanent(err) // not from Graph: already classified by the caller
 		case !ge.Retryable():
-			return backoff.Permanent(natsx.Permanent(err))
+			return retry.Permanent(natsx.Permanent(err))
 		case ge.RetryAfter > r.LongWait:
-			return backoff.Permanent(&natsx.RetryLater{After: ge.RetryAfter, Err: err})
+			return retry.Permanent(&natsx.RetryLater{After: ge.RetryAfter, Err: err})
 		case attempts >= r.MaxAttempts:
 			if ge.RetryAfter > 0 {
-				return backoff.Permanent(&natsx.RetryLater{After: ge.RetryAfter, Err: err})
+				return retry.Permanent(&natsx.RetryLater{After: ge.RetryAfter, Err: err})
 			}
-			return backoff.Permanent(err)
+			return retry.Permanent(err)
 		case ge.RetryAfter > 0:
 			// Wait what Graph asked for, then let backoff add its own pause.
 			select {
 			case <-time.After(ge.RetryAfter):
 			case <-ctx.Done():
-				return backoff.Permanent(ctx.Err())
+				return retry.Permanent(ctx.Err())
 			}
 		}
 		return err
 	}
-	err := backoff.RetryNotify(wrapped, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+	err := retry.Until(ctx, retry.Exponential(r.InitialInterval, r.MaxInterval, 0), wrapped, retry.Notify(func(err error, next time.Duration) {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("step", name).Dur("retry_in", next).Int("attempt", attempts).Msg("graph retry")
-	})
+	}))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

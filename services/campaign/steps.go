@@ -13,10 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/mustchange"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // takeReady removes up to n items whose time has come; it returns them and
@@ -753,15 +756,17 @@ func (r *Runner) adRead(ctx context.Context, ad ADWriter, dn string) (int64, err
 }
 
 // batchReads sends GETs in one $batch, resending throttled and failed items
-// a few times (reads are safe to repeat).
+// a few times (reads are safe to repeat): 200 ms apart, doubling, at least
+// Graph's Retry-After, six tries in all; after those the items' answers
+// stand as they are.
 func batchReads(ctx context.Context, b graph.Batcher, reqs []graph.BatchRequest) ([]graph.BatchResponse, error) {
 	out := make([]graph.BatchResponse, len(reqs))
 	todo := make([]int, len(reqs))
 	for i := range todo {
 		todo[i] = i
 	}
-	delay := 200 * time.Millisecond
-	for attempt := 0; ; attempt++ {
+	var wait time.Duration // the longest Retry-After of the last try
+	err := retry.Until(ctx, readBackoff(), func(ctx context.Context) error {
 		sub := make([]graph.BatchRequest, len(todo))
 		for j, i := range todo {
 			sub[j] = reqs[i]
@@ -769,42 +774,43 @@ func batchReads(ctx context.Context, b graph.Batcher, reqs []graph.BatchRequest)
 		resps, err := b.Batch(ctx, sub)
 		if err != nil {
 			var ge *graph.Error
-			if attempt >= 5 || !errors.As(err, &ge) || !ge.Retryable() {
-				return nil, err
+			if !errors.As(err, &ge) || !ge.Retryable() {
+				return retry.Permanent(err)
 			}
-			if !sleep(ctx, max(ge.RetryAfter, delay)) {
-				return nil, ctx.Err()
-			}
-			delay *= 2
-			continue
+			wait = ge.RetryAfter
+			return err
 		}
 		var again []int
-		var wait time.Duration
+		wait = 0
 		for j, resp := range resps {
 			out[todo[j]] = resp
-			if resp.Err != nil && resp.Err.Retryable() && attempt < 5 {
+			if resp.Err != nil && resp.Err.Retryable() {
 				again = append(again, todo[j])
 				wait = max(wait, resp.RetryAfter)
 			}
 		}
-		if len(again) == 0 {
-			return out, nil
+		if len(again) > 0 {
+			todo = again
+			return errItemsLeft
 		}
-		todo = again
-		if !sleep(ctx, max(wait, delay)) {
-			return nil, ctx.Err()
-		}
-		delay *= 2
+		return nil
+	}, retry.AtLeast(func(error) time.Duration { return wait }))
+	var gaveUp *retry.GaveUpError
+	if errors.As(err, &gaveUp) {
+		err = gaveUp.Err
 	}
+	if err != nil && !errors.Is(err, errItemsLeft) {
+		return nil, err
+	}
+	return out, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+// errItemsLeft: some items of a $batch of reads are to be sent again.
+var errItemsLeft = errors.New("$batch items to resend")
+
+// readBackoff paces batchReads: 200 ms, doubling, no jitter, 5 retries.
+func readBackoff() backoff.BackOff {
+	return backoff.WithMaxRetries(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(200*time.Millisecond), backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0), backoff.WithMaxInterval(time.Minute), backoff.WithMaxElapsedTime(0)), 5)
 }

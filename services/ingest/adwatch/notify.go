@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // notifyHealthy is how long a notification search must have lasted for its
@@ -17,29 +17,13 @@ const notifyHealthy = time.Minute
 // poll trigger, until ctx ends. Polling goes on at PollInterval meanwhile, so
 // a notification search that fails costs latency, never changes.
 func (w *Watcher) listen(ctx context.Context) {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = time.Second
-	bo.MaxInterval = time.Minute
-	bo.MaxElapsedTime = 0
-	for {
+	retry.Forever(ctx, retry.Exponential(time.Second, time.Minute, 0), func(ctx context.Context) (bool, error) {
 		start := time.Now()
 		err := w.listenOnce(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(start) > notifyHealthy {
-			bo.Reset()
-		}
-		delay := bo.NextBackOff()
-		w.log.Warn().Err(err).Dur("retry_in", delay).Msg("change notifications interrupted; polling meanwhile")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+		return time.Since(start) > notifyHealthy, err
+	}, retry.Notify(func(err error, d time.Duration) {
+		w.log.Warn().Err(err).Dur("retry_in", d).Msg("change notifications interrupted; polling meanwhile")
+	}))
 }
 
 // listenOnce runs one notification search on a connection of its own (a

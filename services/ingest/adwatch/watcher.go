@@ -16,13 +16,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-ldap/ldap/v3"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // Sink stores users' states durably: Publish returns after JetStream acked
@@ -113,29 +113,15 @@ func (w *Watcher) Ready() bool { return w.ready.Load() }
 // Run watches until ctx ends, then returns nil. A DC that is unreachable, or
 // lost midway, is retried with exponential backoff; nothing here ends the process.
 func (w *Watcher) Run(ctx context.Context) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval = 500 * time.Millisecond
-	bo.MaxInterval = time.Minute
-	bo.MaxElapsedTime = 0 // never give up
-	for {
+	// a session that got ready starts the delays over
+	retry.Forever(ctx, retry.Exponential(500*time.Millisecond, time.Minute, 0), func(ctx context.Context) (bool, error) {
 		reachedReady, err := w.session(ctx)
 		w.ready.Store(false)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if reachedReady {
-			bo.Reset() // a session that worked starts the delays over
-		}
-		delay := bo.NextBackOff()
-		w.log.Error().Err(err).Dur("retry_in", delay).Msg("AD watch interrupted; retrying")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+		return reachedReady, err
+	}, retry.Notify(func(err error, d time.Duration) {
+		w.log.Error().Err(err).Dur("retry_in", d).Msg("AD watch interrupted; retrying")
+	}))
+	return nil
 }
 
 // source is the change reader of one mode.

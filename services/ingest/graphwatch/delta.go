@@ -16,6 +16,7 @@ import (
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // Subjects the webhook receiver publishes on: the poller's triggers.
@@ -72,21 +73,10 @@ func (w *Watcher) poll(ctx context.Context) error {
 // roundUntilDone runs a delta round, retrying a failed one with backoff
 // until it completes (true) or ctx ends (false).
 func (w *Watcher) roundUntilDone(ctx context.Context) bool {
-	bo := loopBackoff()
-	for {
-		err := w.round(ctx)
-		if err == nil {
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		d := bo.NextBackOff()
+	// loopBackoff never gives up: an error here means ctx ended.
+	return retry.Until(ctx, loopBackoff(), w.round, retry.Notify(func(err error, d time.Duration) {
 		w.log.Error().Err(err).Dur("retry_in", d).Msg("delta round failed; retrying from the saved delta link")
-		if !sleep(ctx, d) {
-			return false
-		}
-	}
+	})) == nil
 }
 
 // round follows the users delta query from the saved deltaLink (or from
@@ -249,18 +239,7 @@ func (w *Watcher) consumeTriggers(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		bo := loopBackoff()
-		for {
-			err := w.consumeTriggersOnce(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			d := bo.NextBackOff()
-			w.log.Warn().Err(err).Dur("retry_in", d).Msg("consuming graph notifications failed")
-			if !sleep(ctx, d) {
-				return
-			}
-		}
+		w.keep(ctx, "consuming graph notifications failed", w.consumeTriggersOnce)
 	}()
 	return func() { cancel(); <-done }
 }

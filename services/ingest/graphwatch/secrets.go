@@ -206,16 +206,7 @@ func (c *secretCache) follow(ctx context.Context, loaded, currentChanged func())
 
 // watchSecrets keeps the cache current until ctx ends.
 func (w *Watcher) watchSecrets(ctx context.Context) {
-	bo := loopBackoff()
-	for {
-		err := w.secrets.follow(ctx, func() { w.ready.Store(true) }, w.kick)
-		if ctx.Err() != nil {
-			return
-		}
-		d := bo.NextBackOff()
-		w.log.Warn().Err(err).Dur("retry_in", d).Msg("subscriptions watch failed; cached secrets may be stale")
-		if !sleep(ctx, d) {
-			return
-		}
-	}
+	w.keep(ctx, "subscriptions watch failed; cached secrets may be stale", func(ctx context.Context) error {
+		return w.secrets.follow(ctx, func() { w.ready.Store(true) }, w.kick)
+	})
 }

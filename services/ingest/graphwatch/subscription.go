@@ -322,18 +322,9 @@ func (w *Watcher) onLifecycle(ctx context.Context, n events.GraphNotification) e
 // out until ctx ends. An ordered consumer suffices: it is read only while
 // holding the lease, and a new holder starts with a full check anyway.
 func (w *Watcher) followLifecycle(ctx context.Context, out chan<- events.GraphNotification) {
-	bo := loopBackoff()
-	for {
-		err := w.consumeLifecycle(ctx, out)
-		if ctx.Err() != nil {
-			return
-		}
-		d := bo.NextBackOff()
-		w.log.Warn().Err(err).Dur("retry_in", d).Msg("reading lifecycle notifications failed")
-		if !sleep(ctx, d) {
-			return
-		}
-	}
+	w.keep(ctx, "reading lifecycle notifications failed", func(ctx context.Context) error {
+		return w.consumeLifecycle(ctx, out)
+	})
 }
 
 func (w *Watcher) consumeLifecycle(ctx context.Context, out chan<- events.GraphNotification) error {

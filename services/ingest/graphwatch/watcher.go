@@ -30,6 +30,7 @@ import (
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // Names in NATS.
@@ -127,7 +128,7 @@ func (w *Watcher) runLease(ctx context.Context, l *lease.Lease, fn func(context.
 			return
 		}
 		w.log.Error().Err(err).Msg("lease loop ended; restarting")
-		if !sleep(ctx, natsx.LeaseRenew) {
+		if !retry.Sleep(ctx, natsx.LeaseRenew) {
 			return
 		}
 	}
@@ -181,44 +182,41 @@ const (
 
 // call runs fn, retrying retryable Graph errors.
 func (w *Watcher) call(ctx context.Context, op string, fn func(context.Context) error) error {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = retryInitial, retryMax, retryDeadline
-	bo.Reset()
-	for {
+	err := retry.Until(ctx, retry.Exponential(retryInitial, retryMax, retryDeadline), func(ctx context.Context) error {
 		err := fn(ctx)
 		var ge *graph.Error
-		if err == nil || ctx.Err() != nil || !errors.As(err, &ge) || !ge.Retryable() {
-			return err
+		if err != nil && (ctx.Err() != nil || !errors.As(err, &ge) || !ge.Retryable()) {
+			return retry.Permanent(err)
 		}
-		d := bo.NextBackOff()
-		if d == backoff.Stop {
-			return fmt.Errorf("%s: giving up after %v of retries: %w", op, retryDeadline, err)
-		}
-		d = max(d, ge.RetryAfter)
+		return err
+	}, retry.AtLeast(retryAfter), retry.Notify(func(err error, d time.Duration) {
 		w.log.Warn().Err(err).Str("op", op).Dur("retry_in", d).Msg("graph call failed; retrying")
-		if !sleep(ctx, d) {
-			return ctx.Err()
-		}
+	}))
+	var gaveUp *retry.GaveUpError
+	if errors.As(err, &gaveUp) {
+		return fmt.Errorf("%s: giving up after %v of retries: %w", op, retryDeadline, gaveUp.Err)
 	}
+	return err
 }
 
-// sleep waits d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
+// retryAfter is the wait Graph asked for in err, if any.
+func retryAfter(err error) time.Duration {
+	var ge *graph.Error
+	if errors.As(err, &ge) {
+		return ge.RetryAfter
 	}
+	return 0
 }
 
 // loopBackoff paces the retries of a whole failed operation (a delta round,
 // a subscription check): quick at first, at most a minute apart, forever.
 func loopBackoff() *backoff.ExponentialBackOff {
-	bo := backoff.NewExponentialBackOff()
-	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = time.Second, time.Minute, 0
-	bo.Reset()
-	return bo
+	return retry.Exponential(time.Second, time.Minute, 0)
+}
+
+// keep runs fn (a consumer that should not stop) again after it returns,
+// paced by loopBackoff, until ctx ends; what it returned is logged as msg.
+func (w *Watcher) keep(ctx context.Context, msg string, fn func(context.Context) error) {
+	retry.Forever(ctx, loopBackoff(), func(ctx context.Context) (bool, error) { return false, fn(ctx) },
+		retry.Notify(func(err error, d time.Duration) { w.log.Warn().Err(err).Dur("retry_in", d).Msg(msg) }))
 }
