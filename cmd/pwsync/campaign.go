@@ -211,7 +211,8 @@ func fillSelector(s *campaign.Selector, adGroups, ous, entra, upns, csvs multi, 
 
 func printPreview(w io.Writer, c campaign.Campaign, d campaign.Details) {
 	p := c.Preview
-	fmt.Fprintf(w, "campaign %s %q: %d users (synced %d, cloud %d)\n", c.ID, c.Spec.Name, p.Total, p.ByKind[campaign.KindSynced], p.ByKind[campaign.KindCloud])
+	writes := p.Writes()
+	fmt.Fprintf(w, "campaign %s %q: %d users (AD write %d, cloud write %d)\n", c.ID, c.Spec.Name, p.Total, writes[campaign.WriteAD], writes[campaign.WriteCloud])
 	for _, st := range []campaign.Step{campaign.StepADMustChange, campaign.StepCloudMustChange, campaign.StepVerifyMustChange, campaign.StepRevoke, campaign.StepNotify} {
 		if n := p.ByStep[st]; n > 0 {
 			fmt.Fprintf(w, "  %-18s %d\n", st, n)
@@ -222,7 +223,7 @@ func printPreview(w io.Writer, c campaign.Campaign, d campaign.Details) {
 	}
 	fmt.Fprintln(w, "sample:")
 	for _, t := range p.Sample {
-		fmt.Fprintf(w, "  %-7s %s\n", t.Kind, t.UPN)
+		fmt.Fprintf(w, "  %-11s %s\n", t.Kind.Write(), t.UPN)
 	}
 	if len(p.Excluded) > 0 {
 		fmt.Fprintln(w, "excluded:")

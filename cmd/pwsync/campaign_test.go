@@ -92,7 +92,7 @@ func TestCampaignCLI(t *testing.T) {
 		t.Fatalf("create did not report the bad CSV line: %s", out)
 	}
 	out = run(tokOp, "preview", id)
-	for _, want := range []string{"2 users (synced 0, cloud 2)", "revoke             2", "matched nobody (1):", "nobody@contoso.example", "approve " + id} {
+	for _, want := range []string{"2 users (AD write 0, cloud write 2)", "cloud_write", "revoke             2", "matched nobody (1):", "nobody@contoso.example", "approve " + id} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("preview lacks %q:\n%s", want, out)
 		}

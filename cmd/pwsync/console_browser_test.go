@@ -238,7 +238,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		waitJS(t, ctx, "the preview", `(document.getElementById('c-state')||{}).textContent === 'previewed' && (document.getElementById('c-unmatched')||{textContent: ''}).textContent.includes('nobody@example.test')`)
 		// Plural-aware sentences, no dangling separators.
-		const wantPreview = "2 users selected: 2 synced. Steps: AD must-change (pwdLastSet=0) for 2 users. 1 left out: 1 excluded by the campaign's exclude selector. 1 UPN matched nobody."
+		const wantPreview = "2 users selected: AD write for 2 users. Steps: AD must-change (pwdLastSet=0) for 2 users. 1 left out: 1 excluded by the campaign's exclude selector. 1 UPN matched nobody."
 		waitJS(t, ctx, "the preview counts", fmt.Sprintf(`document.getElementById('c-preview-counts').textContent === %s`, js(wantPreview)))
 		waitJS(t, ctx, "alice excluded", fmt.Sprintf(`document.getElementById('c-excluded').textContent.includes(%s)`, js(alice.UPN)))
 		// Above the threshold: the creator (who holds the approver role too)

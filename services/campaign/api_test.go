@@ -2,6 +2,7 @@ package campaign_test
 
 import (
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -55,6 +56,18 @@ func TestAPIRolesApprovalAndReport(t *testing.T) {
 	wantStatus(t, as(tokCarol).Do(ctx, http.MethodGet, id+"/preview", nil, &pv), 0)
 	if pv.Campaign.Preview == nil || pv.Campaign.Preview.Total != 2 || !pv.Campaign.NeedsApproval {
 		t.Fatalf("preview %+v", pv.Campaign.Preview)
+	}
+	// The API names what the campaign writes per user (two unsynced cloud
+	// users selected by UPN: cloud writes), not a user kind.
+	var raw struct {
+		Campaign struct {
+			Preview map[string]json.RawMessage `json:"preview"`
+		} `json:"campaign"`
+	}
+	wantStatus(t, as(tokCarol).Do(ctx, http.MethodGet, id+"/preview", nil, &raw), 0)
+	var byWrite map[string]int
+	if err := json.Unmarshal(raw.Campaign.Preview["by_write"], &byWrite); err != nil || len(byWrite) != 1 || byWrite["cloud_write"] != 2 {
+		t.Fatalf("preview by_write = %s (%v), want {\"cloud_write\": 2}", raw.Campaign.Preview["by_write"], err)
 	}
 	wantStatus(t, as(tokAlice).Do(ctx, http.MethodPost, id+"/start", struct{}{}, &c), http.StatusConflict)    // not approved
 	wantStatus(t, as(tokCarol).Do(ctx, http.MethodPost, id+"/approve", struct{}{}, &c), http.StatusForbidden) // viewer

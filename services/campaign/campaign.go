@@ -1,9 +1,10 @@
 // Package campaign runs breach-response mass resets: a campaign selects users
 // (AD group, OU, LDAP filter, Entra group, a list of UPNs, everyone in scope,
 // with exclusions), is previewed, approved by a second person above a size,
-// and then written user by user: AD pwdLastSet=0 over LDAP for synced users
-// (the helpdesk operation, which the normal pipeline carries to the cloud),
-// the cloud must-change and a session revoke through $batch for cloud-managed
+// and then written user by user: an AD write, pwdLastSet=0 over LDAP, for
+// users selected in AD and synced users selected in Entra (the helpdesk
+// operation, which the normal pipeline carries to the cloud), a cloud write,
+// the must-change and a session revoke through $batch, for unsynced cloud
 // users, and a notice. The runner paces Graph writes under the tenant's write
 // budget, records each write's intent before sending it and its answer
 // after, so that a crash and restart continue without doubling a write.
@@ -139,15 +140,39 @@ func (c *Campaign) move(to State, by string, at time.Time, note string) error {
 	return nil
 }
 
-// Kind of user, which decides the writes.
+// Kind of target, which decides the writes. The values are the ledger's
+// and stay as they are; what users are shown is Write: KindSynced holds
+// every user selected in AD, whether its cloud account is synced
+// (onPremisesSyncEnabled) or cloud-managed.
 type Kind string
 
 const (
 	// KindSynced: an AD account (synced to the cloud or not): pwdLastSet=0.
 	KindSynced Kind = "synced"
-	// KindCloud: a cloud-managed account: Graph writes.
+	// KindCloud: a cloud account not synced from AD, selected in Entra:
+	// Graph writes.
 	KindCloud Kind = "cloud"
 )
+
+// Write is what a campaign writes for a user, the name the preview, the CLI
+// and the console show (the README's user kinds, cloud-managed and synced,
+// go by onPremisesSyncEnabled, which is not what decides a campaign's write).
+type Write string
+
+const (
+	// WriteAD: pwdLastSet=0 over LDAP; the live pipeline makes the cloud follow.
+	WriteAD Write = "ad_write"
+	// WriteCloud: Graph writes (must-change flag, revoke, notice).
+	WriteCloud Write = "cloud_write"
+)
+
+// Write is what the campaign writes for a target of kind k.
+func (k Kind) Write() Write {
+	if k == KindSynced {
+		return WriteAD
+	}
+	return WriteCloud
+}
 
 // Target is one selected user, as resolved at preview.
 type Target struct {

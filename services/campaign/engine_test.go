@@ -111,7 +111,8 @@ func TestCampaignExactlyOnceThroughKillAndFaults(t *testing.T) {
 	}
 	p := c.Preview
 	wantSynced, wantCloud := nSynced-2, nCloud-3
-	if p.Total != wantSynced+wantCloud || p.ByKind[campaign.KindSynced] != wantSynced || p.ByKind[campaign.KindCloud] != wantCloud ||
+	if p.Total != wantSynced+wantCloud || p.ByWrite[campaign.WriteAD] != wantSynced || p.ByWrite[campaign.WriteCloud] != wantCloud ||
+		p.ByKind[campaign.KindSynced] != wantSynced || p.ByKind[campaign.KindCloud] != wantCloud ||
 		p.Unmatched != 2 || p.Excluded[campaign.ReasonBreakGlassUPN] != 1 || p.Excluded[campaign.ReasonBreakGlassGroup] != 2 ||
 		p.Excluded[campaign.ReasonExcluded] != 2 || p.ByStep[campaign.StepRevoke] != wantCloud || len(p.Sample) != 20 || !p.NeedsApproval {
 		t.Fatalf("preview: %+v", p)

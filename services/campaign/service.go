@@ -22,9 +22,16 @@ type Limits struct {
 
 // Preview is the summary shown before anything is written.
 type Preview struct {
-	At        time.Time      `json:"at"`
-	By        string         `json:"by"`
-	Total     int            `json:"total"`
+	At    time.Time `json:"at"`
+	By    string    `json:"by"`
+	Total int       `json:"total"`
+	// ByWrite counts users by what the campaign writes for them.
+	ByWrite map[Write]int `json:"by_write"`
+	// ByKind is ByWrite under the ledger's kind names (synced: an AD
+	// write, whatever the cloud account is); kept for API clients and
+	// previews stored before by_write.
+	//
+	// Deprecated: use ByWrite.
 	ByKind    map[Kind]int   `json:"by_kind"`
 	ByStep    map[Step]int   `json:"by_step"`
 	Sample    []Target       `json:"sample"`
@@ -34,6 +41,18 @@ type Preview struct {
 	NeedsApproval     bool `json:"needs_approval"`
 	ApprovalThreshold int  `json:"approval_threshold"`
 	HardCap           int  `json:"hard_cap"`
+}
+
+// Writes is ByWrite, derived from ByKind for a preview stored before it.
+func (p Preview) Writes() map[Write]int {
+	if p.ByWrite != nil {
+		return p.ByWrite
+	}
+	out := map[Write]int{}
+	for k, n := range p.ByKind {
+		out[k.Write()] += n
+	}
+	return out
 }
 
 // Details are the preview's lists, capped.
@@ -162,9 +181,10 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 var ErrTooLarge = fmt.Errorf("%w: campaign too large", ErrInvalid)
 
 func summarize(res Resolution, c Campaign, at time.Time, by string) Preview {
-	p := Preview{At: at, By: by, Total: len(res.Targets), ByKind: map[Kind]int{}, ByStep: map[Step]int{},
+	p := Preview{At: at, By: by, Total: len(res.Targets), ByWrite: map[Write]int{}, ByKind: map[Kind]int{}, ByStep: map[Step]int{},
 		Excluded: map[string]int{}, Unmatched: len(res.Unmatched)}
 	for _, t := range res.Targets {
+		p.ByWrite[t.Kind.Write()]++
 		p.ByKind[t.Kind]++
 		for _, st := range c.StepsFor(t) {
 			p.ByStep[st]++

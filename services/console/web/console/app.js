@@ -54,7 +54,10 @@ const plural = (n, one, many) => `${n} ${n === 1 ? one : (many || one + 's')}`;
 const sentences = (...parts) => parts.filter(Boolean).map((x) => /[.!?]$/.test(x) ? x : x + '.').join(' ');
 const stepLabels = { ad_must_change: 'AD must-change (pwdLastSet=0)', must_change: 'cloud must-change',
   verify_must_change: 'read-back of the cloud flag', revoke: 'session revoke', notify: 'notice' };
-const kindLabels = { synced: 'synced', cloud: 'cloud-managed' };
+// What a campaign writes per user (by_write), and the ledger's kinds of a
+// sample row (k) mapped to it: 'synced' is every user selected in AD.
+const writeLabels = { ad_write: 'AD write', cloud_write: 'cloud write' };
+const kindWrites = { synced: 'ad_write', cloud: 'cloud_write' };
 const terminal = (state) => ['done', 'cancelled', 'failed'].includes(state);
 
 // What arrived, in words: source and type of the event envelope.
@@ -81,7 +84,9 @@ function eventOf(id) {
 }
 
 function previewText(p) {
-  const kinds = Object.entries(p.by_kind || {}).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${kindLabels[k] || k}`).join(', ');
+  // A preview stored before by_write has by_kind only.
+  const byWrite = p.by_write || Object.fromEntries(Object.entries(p.by_kind || {}).map(([k, n]) => [kindWrites[k] || k, n]));
+  const kinds = Object.entries(byWrite).filter(([, n]) => n > 0).map(([k, n]) => `${writeLabels[k] || k} for ${plural(n, 'user')}`).join(', ');
   const steps = Object.entries(p.by_step || {}).filter(([, n]) => n > 0)
     .map(([k, n]) => `${stepLabels[k] || k} for ${plural(n, 'user')}`).join(', ');
   const excl = Object.entries(p.excluded || {}).filter(([, n]) => n > 0);
@@ -690,8 +695,8 @@ function campaignButtons(c, creator, render) {
 function previewSection(p, details) {
   return h('section', { class: 'panel', 'aria-labelledby': 'pv-h' }, h('h3', { id: 'pv-h' }, 'Preview'),
     h('p', { id: 'c-preview-counts' }, previewText(p)),
-    h('table', { id: 'c-sample' }, h('caption', { class: 'muted' }, 'Sample'), h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'UPN'), h('th', { scope: 'col' }, 'Kind'), h('th', { scope: 'col' }, 'Name'))),
-      h('tbody', {}, (p.sample || []).map((t) => h('tr', {}, h('td', {}, t.u), h('td', {}, kindLabels[t.k] || t.k), h('td', {}, t.n || ''))))),
+    h('table', { id: 'c-sample' }, h('caption', { class: 'muted' }, 'Sample'), h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'UPN'), h('th', { scope: 'col' }, 'Write'), h('th', { scope: 'col' }, 'Name'))),
+      h('tbody', {}, (p.sample || []).map((t) => h('tr', {}, h('td', {}, t.u), h('td', {}, writeLabels[kindWrites[t.k]] || t.k), h('td', {}, t.n || ''))))),
     h('h3', {}, 'Excluded'), h('ul', { id: 'c-excluded' }, orNone((details.excluded || []).map((x) => h('li', {}, `${x.upn}: ${x.reason}`)))),
     h('h3', {}, 'Matched nobody'), h('ul', { id: 'c-unmatched' }, orNone((details.unmatched || []).map((u) => h('li', {}, u)))));
 }
