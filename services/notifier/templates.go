@@ -1,27 +1,26 @@
 package notifier
 
 import (
-	"bytes"
 	"embed"
 	"errors"
 	"fmt"
-	htmltemplate "html/template"
 	"io/fs"
 	"os"
 	"path"
 	"slices"
 	"sort"
 	"strings"
-	texttemplate "text/template"
-	"text/template/parse"
 	"time"
 
+	"github.com/pwsync/pwsync/services/notifier/tmpl"
 	"github.com/pwsync/pwsync/shared/events"
 )
 
 // Built-in templates: templates/<language>/<notice>.txt holds the
-// "subject", "text" and "teams" blocks (text/template); <notice>.html is
-// the HTML body (html/template, so that values are escaped).
+// "subject", "text" and "teams" blocks; <notice>.html is the HTML body,
+// whose values are escaped. The language is package tmpl's: text/template's
+// syntax without its reflection (which would keep every method of the
+// Graph SDK in the binary).
 //
 //go:embed templates
 var builtin embed.FS
@@ -66,8 +65,8 @@ type Message struct {
 }
 
 type notice struct {
-	text *texttemplate.Template // blocks subject, text, teams
-	html *htmltemplate.Template
+	text *tmpl.Template // blocks subject, text, teams
+	html *tmpl.Template
 	from string // file names, for errors
 }
 
@@ -80,8 +79,8 @@ type Templates struct {
 // LoadTemplates reads the built-in templates, then those in dir (may be
 // empty), which replace built-in files of the same name and may add
 // languages. Every template is checked: it must parse, name only fields
-// of Data, and execute against sample data with missingkey=error; the
-// error names the offending file.
+// of Data (in every branch), and execute against sample data; the error
+// names the offending file.
 func LoadTemplates(dir, defaultLanguage string) (*Templates, error) {
 	files := map[string]source{} // "en/expired.txt" -> source
 	if err := collect(builtin, "templates", "built-in ", files); err != nil {
@@ -178,26 +177,19 @@ func (n *notice) add(ext string, src source) error {
 	n.from = strings.TrimSpace(n.from + " " + src.name)
 	switch ext {
 	case ".txt":
-		t, err := texttemplate.New(src.name).Option("missingkey=error").Parse(src.body)
+		t, err := tmpl.Parse(src.name, src.body, tmpl.Options{Fields: dataFields})
 		if err != nil {
 			return fmt.Errorf("template %s: %w", src.name, err)
 		}
 		for _, block := range []string{"subject", "text", "teams"} {
-			b := t.Lookup(block)
-			if b == nil || b.Tree == nil {
+			if !t.Has(block) {
 				return fmt.Errorf("template %s: no {{define %q}} block", src.name, block)
-			}
-			if err := knownFields(b.Tree); err != nil {
-				return fmt.Errorf("template %s, block %s: %w", src.name, block, err)
 			}
 		}
 		n.text = t
 	case ".html":
-		t, err := htmltemplate.New(src.name).Option("missingkey=error").Parse(src.body)
+		t, err := tmpl.Parse(src.name, src.body, tmpl.Options{HTML: true, Fields: dataFields})
 		if err != nil {
-			return fmt.Errorf("template %s: %w", src.name, err)
-		}
-		if err := knownFields(t.Tree); err != nil {
 			return fmt.Errorf("template %s: %w", src.name, err)
 		}
 		n.html = t
@@ -242,32 +234,22 @@ func (n *notice) render(lang string, d Data) (Message, error) {
 	m := Message{Language: lang}
 	fields := d.fields()
 	var err error
-	if m.Subject, err = execText(n.text, "subject", fields); err != nil {
+	if m.Subject, err = n.text.ExecuteBlock("subject", fields); err != nil {
 		return m, err
 	}
-	if m.Text, err = execText(n.text, "text", fields); err != nil {
+	if m.Text, err = n.text.ExecuteBlock("text", fields); err != nil {
 		return m, err
 	}
-	if m.Teams, err = execText(n.text, "teams", fields); err != nil {
+	if m.Teams, err = n.text.ExecuteBlock("teams", fields); err != nil {
 		return m, err
 	}
-	var b bytes.Buffer
-	if err := n.html.Execute(&b, fields); err != nil {
+	if m.HTML, err = n.html.Execute(fields); err != nil {
 		return m, err
 	}
-	m.HTML = b.String()
 	m.Subject = strings.Join(strings.Fields(m.Subject), " ") // a subject is one line
 	m.Teams = strings.Join(strings.Fields(m.Teams), " ")
 	m.Text = strings.TrimSpace(m.Text) + "\n"
 	return m, nil
-}
-
-func execText(t *texttemplate.Template, block string, data map[string]any) (string, error) {
-	var b bytes.Buffer
-	if err := t.ExecuteTemplate(&b, block, data); err != nil {
-		return "", err
-	}
-	return b.String(), nil
 }
 
 // Render renders notice name in the first language of prefs that has it
@@ -319,74 +301,3 @@ var dataFields = func() map[string]bool {
 	}
 	return m
 }()
-
-// knownFields walks a parse tree and refuses any .Field that Data lacks,
-// including in branches the sample execution does not take.
-func knownFields(tree *parse.Tree) error {
-	var err error
-	var walk func(parse.Node)
-	walk = func(n parse.Node) {
-		if err != nil || n == nil {
-			return
-		}
-		switch n := n.(type) {
-		case *parse.ListNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Nodes {
-				walk(c)
-			}
-		case *parse.ActionNode:
-			walk(n.Pipe)
-		case *parse.PipeNode:
-			if n == nil {
-				return
-			}
-			for _, c := range n.Cmds {
-				walk(c)
-			}
-		case *parse.CommandNode:
-			for _, a := range n.Args {
-				walk(a)
-			}
-		case *parse.FieldNode:
-			if !dataFields[n.Ident[0]] {
-				loc, _ := tree.ErrorContext(n)
-				err = fmt.Errorf("unknown field .%s at %s (known: %s)", n.Ident[0], loc, knownList())
-			}
-		case *parse.VariableNode:
-			if len(n.Ident) > 1 && n.Ident[0] == "$" && !dataFields[n.Ident[1]] {
-				loc, _ := tree.ErrorContext(n)
-				err = fmt.Errorf("unknown field $.%s at %s (known: %s)", n.Ident[1], loc, knownList())
-			}
-		case *parse.ChainNode:
-			walk(n.Node)
-		case *parse.IfNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.RangeNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.WithNode:
-			walk(n.Pipe)
-			walk(n.List)
-			walk(n.ElseList)
-		case *parse.TemplateNode:
-			walk(n.Pipe)
-		}
-	}
-	walk(tree.Root)
-	return err
-}
-
-func knownList() string {
-	out := make([]string, 0, len(dataFields))
-	for k := range dataFields {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return strings.Join(out, ", ")
-}

@@ -176,8 +176,13 @@ func TestTemplatesRefused(t *testing.T) {
 			[]string{"en/expiry_warnign.txt", "unknown notice"}},
 		{"html_without_txt", map[string]string{"de/expired.html": `<p>{{.UPN}}</p>`}, "en",
 			[]string{"de/expired", "needs both"}},
-		{"exec_error", map[string]string{"en/expired.txt": strings.Replace(okTxt, "{{.DaysLeft}}", "{{index .UPN 99}}", 1)}, "en",
-			[]string{"en/expired", "index"}},
+		{"unsupported_function", map[string]string{"en/expired.txt": strings.Replace(okTxt, "{{.DaysLeft}}", "{{index .UPN 99}}", 1)}, "en",
+			[]string{"en/expired", `unknown function "index"`}},
+		{"unsupported_range", map[string]string{"en/expired.html": `{{range .UPN}}x{{end}}`}, "en",
+			[]string{"en/expired.html", "{{range}} is not supported"}},
+		// Found only by executing against the sample data: a string compared with a number.
+		{"exec_error", map[string]string{"en/expired.txt": strings.Replace(okTxt, "{{.DaysLeft}}", "{{if eq .UPN 1}}x{{end}}", 1)}, "en",
+			[]string{"en/expired", "incompatible types for comparison"}},
 		{"no_default_language", nil, "es", []string{`default language "es" has no templates`}},
 		{"nested_dir", map[string]string{"en/x/expired.txt": okTxt}, "en", []string{"en/x/expired.txt", "must be <language>/<notice>"}},
 	}
