@@ -19,6 +19,7 @@ import (
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // GateLeaseKey is the singleton lease of the backfill gate loop and the
@@ -95,21 +96,13 @@ func (s *Service) gateWork(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	for {
-		err := s.reevaluateIfChanged(ctx)
-		if err == nil || ctx.Err() != nil {
-			<-ctx.Done()
-			return nil
-		}
-		// the fingerprint is not saved: the pass runs again, deciding
-		// nothing twice for the users it already did
+	// A failed pass does not save the fingerprint: it runs again, deciding
+	// nothing twice for the users it already did.
+	_ = retry.Until(ctx, retry.Constant(30*time.Second), s.reevaluateIfChanged, retry.Notify(func(err error, _ time.Duration) {
 		s.log.Error().Err(err).Msg("re-evaluation pass failed; retrying in 30s")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(30 * time.Second):
-		}
-	}
+	}))
+	<-ctx.Done()
+	return nil
 }
 
 // reevaluateIfChanged compares the policy in force with the one last

@@ -25,6 +25,7 @@ import (
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // Deps is what ingest needs from the process.
@@ -215,18 +216,11 @@ func (s *Service) Run(ctx context.Context) error {
 // waits for the lease again. A new holder's watcher resumes from the cursor
 // the previous one saved.
 func (dw domainWatch) run(ctx context.Context) {
-	for {
-		err := dw.lease.Run(ctx, dw.w.Run)
-		if ctx.Err() != nil {
-			return
-		}
+	retry.Forever(ctx, retry.Constant(natsx.LeaseRenew), func(ctx context.Context) (bool, error) {
+		return false, dw.lease.Run(ctx, dw.w.Run)
+	}, retry.Notify(func(err error, _ time.Duration) {
 		dw.log.Error().Err(err).Msg("AD watcher lease loop ended; restarting")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(natsx.LeaseRenew):
-		}
-	}
+	}))
 }
 
 // Ready reports whether this replica does its part: the Graph secrets are

@@ -132,6 +132,9 @@ func Exponential(initial, maxInterval, maxElapsed time.Duration) *backoff.Expone
 		backoff.WithMaxElapsedTime(maxElapsed))
 }
 
+// Constant is a BackOff of d between tries, forever.
+func Constant(d time.Duration) backoff.BackOff { return backoff.NewConstantBackOff(d) }
+
 // Sleep waits d or until ctx ends; false when ctx ended.
 func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)

@@ -122,16 +122,9 @@ func (w *Watcher) ClientState(subscriptionID string) (string, bool) {
 }
 
 func (w *Watcher) runLease(ctx context.Context, l *lease.Lease, fn func(context.Context) error) {
-	for {
-		err := l.Run(ctx, fn)
-		if ctx.Err() != nil {
-			return
-		}
-		w.log.Error().Err(err).Msg("lease loop ended; restarting")
-		if !retry.Sleep(ctx, natsx.LeaseRenew) {
-			return
-		}
-	}
+	retry.Forever(ctx, retry.Constant(natsx.LeaseRenew), func(ctx context.Context) (bool, error) {
+		return false, l.Run(ctx, fn)
+	}, retry.Notify(func(err error, _ time.Duration) { w.log.Error().Err(err).Msg("lease loop ended; restarting") }))
 }
 
 // kick asks for a delta round without blocking.
