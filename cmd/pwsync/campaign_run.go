@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pwsync/pwsync/services/actuator/budget"
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
@@ -70,7 +71,26 @@ func (c *campaignLDAP) close() {
 
 // campaignParts builds the campaign service (admin API routes) and, for the
 // actuator target, the runner, which runs under the campaign lease.
-func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, client *msgraph.Client, withRunner bool,
+// budgetOf is what sizes the process's one write budget: actuator.write_budget
+// per write_window (Graph's app+tenant limit); campaign work uses at most
+// campaigns.write_share of it, and no more than campaigns.write_budget per
+// campaigns.write_window when that is lower. With actuator.write_budget 0
+// (unpaced) and campaigns on, the campaigns' budget sizes it, as before.
+func budgetOf(cfg config.Config) (config.Actuator, float64) {
+	set, cc := cfg.Actuator, cfg.Campaigns
+	share := cc.WriteShare
+	if !cfg.Campaigns.Enabled || cc.WriteBudget <= 0 || cc.WriteWindow <= 0 {
+		return set, share
+	}
+	if set.WriteBudget <= 0 || set.WriteWindow <= 0 {
+		set.WriteBudget, set.WriteWindow = cc.WriteBudget, cc.WriteWindow
+		return set, share
+	}
+	rate := float64(cc.WriteBudget) / cc.WriteWindow.Seconds() / (float64(set.WriteBudget) / set.WriteWindow.Seconds())
+	return set, min(share, rate)
+}
+
+func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, client *msgraph.Client, writes *budget.Scheduler,
 	holder string, log zerolog.Logger) (*campaign.Service, service, func(), error) {
 	store, err := campaign.OpenStore(ctx, conn.JS)
 	if err != nil {
@@ -99,7 +119,7 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 			r.Scope.Domain, r.Scope.BaseDN, r.Scope.UserFilter = d.Name, d.BaseDN, d.UserFilter
 			return r, nil
 		}}
-	if !withRunner {
+	if writes == nil { // no actuator here: no runner either
 		return svc, nil, ad.close, nil
 	}
 	leases, err := natsx.Bucket(ctx, conn.JS, natsx.BucketLeases)
@@ -108,7 +128,7 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 	}
 	rlog := log.With().Str("service", "campaign").Logger()
 	runner := &campaign.Runner{Store: store, Batch: client, Pub: natsx.NewPublisher(conn.JS), Log: rlog,
-		Pacer: campaign.NewPacer(cc.WriteBudget, cc.WriteWindow, cc.WriteShare),
+		Pacer: writes.Lane(budget.Campaign), // the actuator's scheduler: live resets go first
 		AD: func(domain string) (campaign.ADWriter, error) {
 			return ad.pool(domain)
 		},

@@ -65,7 +65,7 @@ func TestCampaignCLI(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.Campaigns.ApprovalThreshold = 0
-	svc, _, closeAD, err := campaignParts(context.Background(), cfg, conn, client, false, "test", zerolog.Nop())
+	svc, _, closeAD, err := campaignParts(context.Background(), cfg, conn, client, nil, "test", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

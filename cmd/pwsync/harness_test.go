@@ -119,6 +119,13 @@ type stackOpts struct {
 	// DedupWindow is webhook.dedup_window: a change shortly after another of
 	// the same user (seconds here, minutes in reality) must not be collapsed.
 	DedupWindow time.Duration
+	// IncludeDisabled is evaluator.scope.include_disabled (bulk-created
+	// users are disabled).
+	IncludeDisabled bool
+	// WriteBudget and WriteWindow are actuator.write_budget and
+	// write_window (0: the defaults), e.g. time-scaled like the simulator's.
+	WriteBudget int
+	WriteWindow time.Duration
 }
 
 type undoOpts struct {
@@ -169,6 +176,9 @@ evaluator:
     include_entra_groups: [{{range $i, $g := .Opts.EntraGroups}}{{if $i}}, {{end}}"{{$g}}"{{end}}]
 {{- end}}
     break_glass_upns: [{{range $i, $u := .Opts.BreakGlassUPNs}}{{if $i}}, {{end}}"{{$u}}"{{end}}]
+{{- if .Opts.IncludeDisabled}}
+    include_disabled: true
+{{- end}}
   never_expires: {enabled: {{.Opts.Webhook}}}
 {{- if .Opts.Notify}}
   forced_change: {notify: true}
@@ -180,6 +190,10 @@ actuator:
   cloud_managed: {verify: true, fallback: {{with .Opts.Fallback}}{{.}}{{else}}chain{{end}}, revoke_sessions: false}
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
   retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 500ms, long_wait: 2s}
+{{- if .Opts.WriteBudget}}
+  write_budget: {{.Opts.WriteBudget}}
+  write_window: {{.Opts.WriteWindow}}
+{{- end}}
 {{- with .Opts.Undo}}
   undo: {await_cloud: {{.AwaitCloud}}, clear_cloud_flag: {{.ClearCloudFlag}}}
 {{- end}}

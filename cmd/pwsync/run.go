@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/actuator"
+	"github.com/pwsync/pwsync/services/actuator/budget"
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
@@ -135,11 +136,15 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			services = append(services, sc)
 		}
 	}
+	// One write budget per process: the actuator's steps and the campaign
+	// runner's $batch lane take their slots from the same scheduler.
+	var writes *budget.Scheduler
 	if t.Actuator {
+		writes = actuator.NewBudget(budgetOf(cfg))
 		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
-			Log:          log.With().Str("service", "actuator").Logger(),
-			WriteLimiter: actuator.NewWriteLimiter(cfg.Actuator.WriteBudget, cfg.Actuator.WriteWindow),
-			Notifier:     cfg.Notify.Active()})
+			Log:      log.With().Str("service", "actuator").Logger(),
+			Budget:   writes,
+			Notifier: cfg.Notify.Active()})
 		if err != nil {
 			return fmt.Errorf("starting actuator: %w", err)
 		}
@@ -158,7 +163,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 
 	var campaigns *campaign.Service
 	if cfg.Campaigns.Enabled && client != nil {
-		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, t.Actuator, instance, log)
+		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, writes, instance, log)
 		if err != nil {
 			return fmt.Errorf("starting campaigns: %w", err)
 		}

@@ -16,8 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
+	"github.com/pwsync/pwsync/services/actuator/budget"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
@@ -36,8 +36,10 @@ type Deps struct {
 	Settings config.Actuator
 	Log      zerolog.Logger
 	Now      func() time.Time // nil = time.Now
-	// WriteLimiter paces Graph writes under the tenant's write budget; nil = unlimited.
-	WriteLimiter *rate.Limiter
+	// Budget schedules Graph writes under the tenant's write budget, by
+	// priority, shared with the campaign runner of the same process; nil =
+	// unlimited.
+	Budget *budget.Scheduler
 	// Notifier: notify and alert actions are delivered by services/notifier
 	// through its own consumer (one replica at a time, paced); the
 	// actuator acks them without doing anything.
@@ -54,9 +56,13 @@ type Service struct {
 	set      config.Actuator
 	log      zerolog.Logger
 	now      func() time.Time
-	limiter  *rate.Limiter
+	budget   *budget.Scheduler
 	newPass  func() (string, error)
 	notifier bool
+	// Graph calls in flight, per class: live work has its own
+	// actuator.concurrency, so that lower-priority actions waiting for the
+	// budget never hold the slots a live reset needs.
+	liveSlots, lowSlots chan struct{}
 }
 
 // New opens the actuator's buckets.
@@ -75,24 +81,54 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, graph: d.Graph, done: done, identity: identity,
 		audit: audit.NewWriter(natsx.NewPublisher(d.JS), now), set: d.Settings, log: d.Log, now: now,
-		limiter: d.WriteLimiter, newPass: mustchange.TemporaryPassword, notifier: d.Notifier}, nil
+		budget: d.Budget, newPass: mustchange.TemporaryPassword, notifier: d.Notifier,
+		liveSlots: make(chan struct{}, max(d.Settings.Concurrency, 1)),
+		lowSlots:  make(chan struct{}, max(d.Settings.Concurrency, 1))}, nil
 }
 
-// NewWriteLimiter sizes a limiter from a write budget (e.g. 3,000 per 150 s).
-// The burst is a tenth of the budget, so that a burst plus the steady rate
-// stays near the budget in any window.
-func NewWriteLimiter(budget int, window time.Duration) *rate.Limiter {
-	if budget <= 0 || window <= 0 {
-		return nil
+// NewBudget sizes the process's one write-budget scheduler (actuator.write_budget
+// per write_window; campaigns.write_share caps campaign work) and holds the
+// campaign's AD follow-ups to what the actuator's slots can wait on.
+func NewBudget(set config.Actuator, campaignShare float64) *budget.Scheduler {
+	b := budget.New(budget.Config{Limit: set.WriteBudget, Window: set.WriteWindow, CampaignShare: campaignShare,
+		Reserve: budget.DefaultReserve(set.WriteBudget)})
+	b.HoldFollowUps(followUpHold(set.Concurrency))
+	return b
+}
+
+// followUpHold: a campaign's AD follow-ups outstanding at once; consumeSlots
+// leaves live work room beyond them.
+func followUpHold(concurrency int) int { return 2 * max(concurrency, 1) }
+
+func consumeSlots(concurrency int) int { return 4 * max(concurrency, 1) }
+
+// bulkRules are rule passes over many users at once: expiry enforcement
+// priority (the names are the evaluator's rules.RuleExpiry,
+// rules.RuleNeverExpires and evaluator.RuleBackfill).
+var bulkRules = map[string]bool{"expiry": true, "never-expires": true, "backfill": true}
+
+// priority places an action in the write budget: a campaign's (its own
+// writes' cloud follow-ups, which the campaign marked), a bulk rule pass's,
+// or live.
+func (s *Service) priority(a events.Action) budget.Priority {
+	switch {
+	case a.Campaign != "":
+		return budget.Campaign
+	case a.Kind == events.ActionRequireChange && s.budget != nil && s.budget.OwnWrite(a.User.ObjectGUID):
+		return budget.Campaign
+	case bulkRules[a.Rule]:
+		return budget.Expiry
 	}
-	return rate.NewLimiter(rate.Limit(float64(budget)/window.Seconds()), max(budget/10, 1))
+	return budget.Live
 }
 
 // Run consumes the ACTIONS stream until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	s.log.Info().Int("concurrency", s.set.Concurrency).Msg("actuator started")
 	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.Handle)
-	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerActuator, s.set.Concurrency, h)
+	// More messages in hand than Graph calls in flight: those waiting for
+	// the budget at a lower priority leave room for live ones behind them.
+	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerActuator, consumeSlots(s.set.Concurrency), h)
 }
 
 // ErrNoCloudAccount: the AD user has no cloud account that pwsync may act on.
@@ -102,7 +138,7 @@ var ErrNoCloudAccount = errors.New("no cloud account")
 func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) error {
 	log := zerolog.Ctx(ctx).With().Str("action_id", a.ID).Str("action", string(a.Kind)).Str("upn", a.User.UPN).Logger()
 	ctx = log.WithContext(ctx)
-	run := &execution{s: s, a: a, delivery: meta.NumDelivered}
+	run := &execution{s: s, a: a, delivery: meta.NumDelivered, prio: s.priority(a)}
 
 	if s.notifier && (a.Kind == events.ActionNotify || a.Kind == events.ActionAlert) {
 		return nil // delivered and audited by the notifier
@@ -115,6 +151,19 @@ func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) 
 		// alerting pipeline picks up).
 		log.Error().Str("rule", a.Rule).Str("alert", a.Reason).Msg("alert")
 		return run.finish(ctx, events.OutcomeOK, a.Reason, nil)
+	}
+	slots := s.liveSlots
+	if run.prio != budget.Live {
+		slots = s.lowSlots
+		if s.budget != nil && run.prio == budget.Campaign {
+			defer s.budget.Settled(a.User.ObjectGUID)
+		}
+	}
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	if superseded, err := s.superseded(ctx, a); err != nil {
 		return err
@@ -172,6 +221,7 @@ type execution struct {
 	user     *graph.User
 	done     []string // steps carried out (now or before a redelivery)
 	delivery uint64   // JetStream's delivery count of the action
+	prio     budget.Priority
 }
 
 // requireChange makes the cloud account demand a new password.
@@ -500,12 +550,7 @@ func (x *execution) step(ctx context.Context, name string, fn func(context.Conte
 		return nil
 	}
 	err := x.s.retry(ctx, name, func(ctx context.Context) error {
-		if x.s.limiter != nil {
-			if err := x.s.limiter.Wait(ctx); err != nil {
-				return err
-			}
-		}
-		return fn(ctx)
+		return x.paced(ctx, fn)
 	})
 	if err != nil {
 		x.audit(ctx, name, events.OutcomeFailed, graph.StatusOf(err), err.Error())
@@ -514,6 +559,27 @@ func (x *execution) step(ctx context.Context, name string, fn func(context.Conte
 	x.audit(ctx, name, events.OutcomeOK, 0, "")
 	x.done = append(x.done, name)
 	return x.markDone(ctx, name)
+}
+
+// paced sends one write under the budget at the action's priority; a 429
+// pauses the lower priorities for its Retry-After.
+func (x *execution) paced(ctx context.Context, fn func(context.Context) error) error {
+	b := x.s.budget
+	if b == nil {
+		return fn(ctx)
+	}
+	if _, err := b.Acquire(ctx, x.prio, 1); err != nil {
+		return err
+	}
+	err := fn(ctx)
+	var ge *graph.Error
+	if errors.As(err, &ge) && ge.Status == http.StatusTooManyRequests {
+		b.Throttled(x.prio, ge.RetryAfter)
+		b.Done(1, 0)
+		return err
+	}
+	b.Done(1, 1) // applied, refused or unknown: it may have counted
+	return err
 }
 
 func stepKey(actionID, step string) string { return events.KeySafe("step." + actionID + "." + step) }

@@ -723,6 +723,12 @@ func (x *run) adStep(ctx context.Context, it *item) {
 	if x.excluded(ctx, it) {
 		return
 	}
+	// The cloud follow-up of this write is campaign work for the actuator;
+	// this waits while too many follow-ups are outstanding there.
+	if err := x.r.Pacer.MarkOwn(ctx, x.targets[it.idx].ObjectGUID); err != nil {
+		x.requeueAD(ctx, it)
+		return
+	}
 	it.attempts++
 	at := x.r.now().UTC()
 	x.record(ctx, it, StepResult{Status: StatusUncertain, At: at, Detail: "LDAP modify sent"})

@@ -15,10 +15,11 @@ type Campaigns struct {
 	ApprovalThreshold int `yaml:"approval_threshold"`
 	// HardCap: campaigns above this many users are refused at preview.
 	HardCap int `yaml:"hard_cap"`
-	// WriteBudget Graph writes per WriteWindow for this app and tenant
-	// (Graph: 3,000 per 150 s); WriteShare of it is used (the actuator
-	// writes on the same budget; 429s and Graph's usage header make the
-	// campaign give way).
+	// Campaign writes come from the process's one write budget
+	// (actuator.write_budget per write_window), after live resets and
+	// expiry enforcement: at most WriteShare of it, and at most WriteBudget
+	// per WriteWindow when that is lower (it sizes the budget when
+	// actuator.write_budget is 0).
 	WriteBudget int           `yaml:"write_budget"`
 	WriteWindow time.Duration `yaml:"write_window"`
 	WriteShare  float64       `yaml:"write_share"`
