@@ -24,7 +24,7 @@ docker:
 
 ## test: the whole suite, against a real Samba AD DC (installed and started when missing)
 test: samba-ad chromium vet check-pure
-	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 20m ./...
+	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 28m ./...
 	$(MAKE) --no-print-directory fuzz
 
 ## test-unit: everything that needs no AD (AD tests skip)
