@@ -634,26 +634,26 @@ func compare(a, b any, op string) (bool, error) {
 	var c int // -1, 0, 1
 	switch a := a.(type) {
 	case int:
-		b, ok := b.(int)
+		bv, ok := b.(int)
 		if !ok {
 			return false, fmt.Errorf("incompatible types for comparison: %T and %T", a, b)
 		}
-		c = cmpInt(a, b)
+		c = cmpInt(a, bv)
 	case string:
-		b, ok := b.(string)
+		bv, ok := b.(string)
 		if !ok {
 			return false, fmt.Errorf("incompatible types for comparison: %T and %T", a, b)
 		}
-		c = strings.Compare(a, b)
+		c = strings.Compare(a, bv)
 	case bool:
-		b, ok := b.(bool)
+		bv, ok := b.(bool)
 		if !ok {
 			return false, fmt.Errorf("incompatible types for comparison: %T and %T", a, b)
 		}
 		if op != "eq" && op != "ne" {
 			return false, fmt.Errorf("booleans can only be compared with eq and ne")
 		}
-		if a != b {
+		if a != bv {
 			c = 1
 		}
 	default:
