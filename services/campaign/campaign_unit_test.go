@@ -37,4 +37,3 @@ func TestTargetSteps(t *testing.T) {
 		t.Fatalf("cloud: %v", got)
 	}
 }
-
