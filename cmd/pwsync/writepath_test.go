@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -272,7 +273,7 @@ func (r *writeRig) adCampaign(t testing.TB, n int) func() (string, map[string]bo
 
 // BenchmarkLiveResetsDuringCampaign: live AD resets (one a second, half
 // cloud-managed, half synced) while a campaign saturates the write budget,
-// scaled to 300 writes per 15 s on both sides: once over cloud-only users,
+// scaled to 150 writes per 15 s on both sides: once over cloud-only users,
 // once over AD users (whose cloud follow-ups come back through the
 // pipeline); the baseline is the same resets with no campaign, in the same
 // run. PWSYNC_BENCH_RESETS sets the resets per phase (default 20).
@@ -281,19 +282,23 @@ func (r *writeRig) adCampaign(t testing.TB, n int) func() (string, map[string]bo
 func BenchmarkLiveResetsDuringCampaign(b *testing.B) {
 	n := min(benchUsers(), 40)
 	if n == 200 { // benchUsers' default is the latency benchmark's
-		n = 20
+		n = 12
 	}
-	r := newWriteRig(b, 300, 15*time.Second, "")
+	const budget, window = 150, 15 * time.Second
+	r := newWriteRig(b, budget, window, "")
 	quietU, quietIDs := r.liveUsers(b, "wpq", n)
 	cloudU, cloudIDs := r.liveUsers(b, "wpc", n)
 	adU, adIDs := r.liveUsers(b, "wpa", n)
-	cloud := r.cloudCampaign(b, 400)
-	ad := r.adCampaign(b, 400)
+	cloud := r.cloudCampaign(b, 120)
+	ad := r.adCampaign(b, 160)
+	fmt.Fprintf(os.Stderr, "writepath bench: users ready\n")
 	r.s.startInProcess(b)
 	b.ResetTimer()
 	quiet := r.resets(b, quietU, quietIDs, nil)
+	fmt.Fprintf(os.Stderr, "writepath bench: quiet done\n")
 	time.Sleep(r.window)
 	withCloud := r.resets(b, cloudU, cloudIDs, cloud)
+	fmt.Fprintf(os.Stderr, "writepath bench: cloud campaign done\n")
 	time.Sleep(r.window)
 	withAD := r.resets(b, adU, adIDs, ad)
 	b.StopTimer()
@@ -309,7 +314,7 @@ func BenchmarkLiveResetsDuringCampaign(b *testing.B) {
 			v    float64
 		}{{"p50", 0.5}, {"p99", 0.99}} {
 			benchreport.Emit(benchreport.Figure{Name: "live_reset_during_" + c.key + "_campaign_" + q.name, Unit: "ms", Better: "lower",
-				Desc:  fmt.Sprintf("live AD reset -> Graph write %s (%d resets, 1/s) during a campaign over %s, budget 300 per 15 s", q.name, n, c.desc),
+				Desc:  fmt.Sprintf("live AD reset -> Graph write %s (%d resets, 1/s) during a campaign over %s, budget %d per %s", q.name, n, c.desc, budget, window),
 				Value: c.p.pct(q.v), Baseline: quiet.pct(q.v), BaselineName: "the same resets, no campaign"})
 		}
 		benchreport.Emit(benchreport.Figure{Name: "live_429_during_" + c.key + "_campaign", Unit: "429s", Better: "lower",
