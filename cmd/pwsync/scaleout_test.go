@@ -86,6 +86,11 @@ func TestScaleOutSurvivesNodeAndReplicaLoss(t *testing.T) {
 	cluster := natstest.RunClusterProcesses(t, 3)
 	s := newStack(t, stackOpts{Webhook: true, NATSURL: cluster.URL(), GraphTimeout: 5 * time.Second,
 		SimWriteBudget: graphsim.DefaultWriteBudget, SimWriteWindow: 10 * time.Second})
+	// Kinder than Graph on purpose: this test counts each must-change write
+	// exactly once across kills. Graph's flag-only PATCH changes nothing, so
+	// after a kill no read can tell a lost answer from a PATCH never sent and
+	// the (harmless) no-op may be sent again; the fault tests count that case.
+	s.sim.SetForceChangeNoop(false)
 	adm := s.withAdmin(t)
 	approverTok := adm.Approver // a second principal: approver role only
 	adUsers := scaleOutPopulation(t, s.dc, nAD)
