@@ -140,7 +140,7 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 		return s.evaluate(ctx, ev, guid, func(st rules.State) rules.Result {
 			return rules.EvaluateCloud(s.currentPolicy(), st, ev, c)
 		})
-	case ev.Source == events.SourceTimer && ev.Type == events.TypeWriteback:
+	case ev.Source == events.SourceTimer && (ev.Type == events.TypeWriteback || ev.Type == events.TypeUndoBound):
 		var t events.Timer
 		if err := ev.Decode(&t); err != nil {
 			return natsx.Permanent(err)
@@ -148,19 +148,12 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 		if wait := t.Due.Sub(s.now()); wait > 0 {
 			return &natsx.RetryLater{After: wait, Err: errNotDue}
 		}
-		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
-			return rules.EvaluateTimer(s.currentPolicy(), st, ev, t)
-		})
-	case ev.Source == events.SourceTimer && ev.Type == events.TypeUndoBound:
-		var t events.Timer
-		if err := ev.Decode(&t); err != nil {
-			return natsx.Permanent(err)
-		}
-		if wait := t.Due.Sub(s.now()); wait > 0 {
-			return &natsx.RetryLater{After: wait, Err: errNotDue}
+		due := rules.EvaluateTimer // the writeback check
+		if ev.Type == events.TypeUndoBound {
+			due = rules.EvaluateUndoBound
 		}
 		return s.evaluate(ctx, ev, t.ObjectGUID, func(st rules.State) rules.Result {
-			return rules.EvaluateUndoBound(s.currentPolicy(), st, ev, t)
+			return due(s.currentPolicy(), st, ev, t)
 		})
 	case ev.Source == events.SourceTimer && ev.Type == events.TypeExpiry:
 		var t events.ExpiryTimer
