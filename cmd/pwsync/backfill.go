@@ -7,12 +7,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/pwsync/pwsync/services/evaluator"
-	"github.com/pwsync/pwsync/shared/adminapi"
 )
 
 const backfillUsage = `Usage: pwsync backfill <command> [flags]
@@ -33,13 +31,11 @@ func backfillCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("backfill "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	adminURL := fs.String("admin-url", os.Getenv("PWSYNC_ADMIN_URL"), "admin API base URL (https://host:port)")
-	token := fs.String("token", os.Getenv("PWSYNC_ADMIN_TOKEN"), "bearer token, or file:PATH")
-	caFile := fs.String("ca-file", os.Getenv("PWSYNC_ADMIN_CA"), "CA of the admin listener's certificate")
+	adminClient := adminFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client, err := adminapi.NewClient(*adminURL, *token, *caFile)
+	client, err := adminClient()
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,21 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
+// adminFlags declares the admin API's connection flags on fs; the returned
+// function builds the client from them once fs is parsed.
+func adminFlags(fs *flag.FlagSet) func() (*adminapi.Client, error) {
+	adminURL := fs.String("admin-url", os.Getenv("PWSYNC_ADMIN_URL"), "admin API base URL (https://host:port)")
+	token := fs.String("token", os.Getenv("PWSYNC_ADMIN_TOKEN"), "bearer token, or file:PATH")
+	caFile := fs.String("ca-file", os.Getenv("PWSYNC_ADMIN_CA"), "CA of the admin listener's certificate")
+	return func() (*adminapi.Client, error) {
+		c, err := adminapi.NewClient(*adminURL, *token, *caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w (set --admin-url and --token, or PWSYNC_ADMIN_URL and PWSYNC_ADMIN_TOKEN)", err)
+		}
+		return c, nil
+	}
+}
+
 func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, campaignUsage)
@@ -49,9 +64,7 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	cmd, args := args[0], args[1:]
 	fs := flag.NewFlagSet("campaign "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	adminURL := fs.String("admin-url", os.Getenv("PWSYNC_ADMIN_URL"), "admin API base URL (https://host:port)")
-	token := fs.String("token", os.Getenv("PWSYNC_ADMIN_TOKEN"), "bearer token, or file:PATH")
-	caFile := fs.String("ca-file", os.Getenv("PWSYNC_ADMIN_CA"), "CA of the admin listener's certificate")
+	adminClient := adminFlags(fs)
 
 	var spec campaign.Spec
 	var inc, exc struct{ adGroups, ous, entra, upns, csvs multi }
@@ -93,9 +106,9 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
-	client, err := adminapi.NewClient(*adminURL, *token, *caFile)
+	client, err := adminClient()
 	if err != nil {
-		return fmt.Errorf("%w (set --admin-url and --token, or PWSYNC_ADMIN_URL and PWSYNC_ADMIN_TOKEN)", err)
+		return err
 	}
 	id := ""
 	if cmd != "list" && cmd != "create" {

@@ -63,15 +63,20 @@ func (s *EventSink) Publish(ctx context.Context, users []events.ADUser) error {
 
 // PublishPolicy publishes a domain's changed password policy (adwatch.PolicySink).
 func (s *EventSink) PublishPolicy(ctx context.Context, p events.ADPolicy) error {
-	ev, err := events.NewEnvelope(p.EventID(), events.SourceAD, events.TypeADPolicy, s.now().UTC(), p)
+	return s.publishOne(ctx, p.EventID(), events.TypeADPolicy, p)
+}
+
+// publishOne publishes one AD event and waits for JetStream's ack.
+func (s *EventSink) publishOne(ctx context.Context, id, typ string, data any) error {
+	ev, err := events.NewEnvelope(id, events.SourceAD, typ, s.now().UTC(), data)
 	if err != nil {
 		return err
 	}
-	data, err := json.Marshal(ev)
+	raw, err := json.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encoding event %s: %w", ev.ID, err)
 	}
-	if _, err := s.js.Publish(ctx, ev.Subject(), data, jetstream.WithMsgID(ev.ID)); err != nil {
+	if _, err := s.js.Publish(ctx, ev.Subject(), raw, jetstream.WithMsgID(ev.ID)); err != nil {
 		return fmt.Errorf("publishing event %s: %w", ev.ID, err)
 	}
 	return nil
