@@ -60,6 +60,46 @@ func TestSharedImportsNoService(t *testing.T) {
 	}
 }
 
+// TestRigsOnlyInTests: testrig/ holds what tests stand on (the Graph
+// simulator, the AD harness, test NATS, the cut proxy, the admin API test
+// client). Production code may not lean on them; the one exception is the
+// demo's `pwsync graphsim` command, and cmd/benchreport, which is a bench tool.
+func TestRigsOnlyInTests(t *testing.T) {
+	allowed := map[string]bool{
+		"cmd/pwsync/main.go":      true, // `pwsync graphsim`
+		"cmd/benchreport/main.go": true,
+	}
+	n := 0
+	for _, dir := range []string{"shared", "services", "cmd"} {
+		goFiles(t, dir, parser.ImportsOnly, func(path string, file *ast.File) {
+			if strings.HasSuffix(path, "_test.go") {
+				return
+			}
+			n++
+			for _, imp := range file.Imports {
+				p, _ := strconv.Unquote(imp.Path.Value)
+				if strings.HasPrefix(p, module+"testrig/") && !allowed[filepath.ToSlash(path)] {
+					t.Errorf("%s imports %s: test rigs are for tests", path, p)
+				}
+			}
+		})
+	}
+	if n == 0 {
+		t.Fatal("no production Go files found: the test would pass vacuously")
+	}
+	// And the rigs stay in their folder: no simulator or harness among the
+	// production packages.
+	for _, rig := range []string{"graphsim", "adtest", "natstest", "cutproxy", "adminapitest", "benchreport"} {
+		for _, dir := range []string{"shared/" + rig, "shared/adminapi/" + rig} {
+			{
+				if m, _ := filepath.Glob(dir + "/*.go"); len(m) > 0 {
+					t.Errorf("%s: test rigs live under testrig/", dir)
+				}
+			}
+		}
+	}
+}
+
 // TestTopologyInOneFile: every stream, durable consumer, bucket and lease
 // name is declared in shared/natsx/topology.go; services use its names.
 func TestTopologyInOneFile(t *testing.T) {

@@ -1,5 +1,5 @@
 // Command benchreport runs every benchmark of the project that reports by
-// the shared/benchreport convention and writes the figures, each with its
+// the testrig/benchreport convention and writes the figures, each with its
 // same-run baseline and the ratio, the machine, the date and the commands,
 // into a generated section of docs/benchmarks.md (the rest of the file is
 // kept). `make bench` runs it:
@@ -23,7 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
+	"github.com/pwsync/pwsync/testrig/benchreport"
 )
 
 // Section markers in the output file.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
+	"github.com/pwsync/pwsync/testrig/benchreport"
 )
 
 func TestDiscoverDirectives(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
+	"github.com/pwsync/pwsync/testrig/adminapitest"
 )
 
 // adminStack is the admin API part of a stack: TLS files and tokens.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // TestAuditExportCommand runs `pwsync audit export` against a real NATS

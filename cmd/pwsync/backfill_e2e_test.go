@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/logx"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 // editConfig rewrites the rendered config file (the harness template has

@@ -13,11 +13,11 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
-	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/testrig/adminapitest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 func TestProgressLine(t *testing.T) {

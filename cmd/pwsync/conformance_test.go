@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // conformanceWorld is the simulator and Samba set up as a tenant and a

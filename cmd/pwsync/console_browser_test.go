@@ -22,7 +22,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 const chromiumPath = "/usr/bin/chromium"

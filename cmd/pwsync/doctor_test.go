@@ -16,9 +16,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 var doctorTemplate = template.Must(template.New("cfg").Parse(`

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/benchreport"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // cloudResetWrites are a cloud-managed user's writes for one forced reset:

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 // TestEntraGroupScopeEndToEnd: scope by Entra group only (the test OU is

@@ -31,11 +31,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/cutproxy"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/cutproxy"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // natsOutage is how long NATS stays away: the 60 s, or

@@ -19,7 +19,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
+	"github.com/pwsync/pwsync/testrig/benchreport"
 )
 
 // Footprint targets (issue 22).

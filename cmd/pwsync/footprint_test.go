@@ -10,7 +10,7 @@ import (
 // html/template, built on it) call reflect.Value.MethodByName, and a binary
 // that can reach that call keeps every exported method of every type: 136.6
 // instead of 48.5 MB stripped, most of it unused msgraph-sdk-go model
-// methods. Notices use services/notifier/tmpl instead. (The test harness
+// methods. Notices use services/actuator/notifier/tmpl instead. (The test harness
 // may use text/template: test dependencies are not in the binary.)
 func TestNoTemplatePackages(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()

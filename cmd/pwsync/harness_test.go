@@ -25,11 +25,11 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/config"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/logx"
-	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // The test binary doubles as the pwsync binary, so that end-to-end tests can

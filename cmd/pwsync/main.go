@@ -11,10 +11,10 @@ import (
 	"io"
 	"os"
 
-	"github.com/pwsync/pwsync/services/notifier"
+	"github.com/pwsync/pwsync/services/actuator/notifier"
 	"github.com/pwsync/pwsync/shared/config"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/logx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 var version = "dev"

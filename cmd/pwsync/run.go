@@ -17,6 +17,7 @@ import (
 
 	"github.com/pwsync/pwsync/services/actuator"
 	"github.com/pwsync/pwsync/services/actuator/budget"
+	"github.com/pwsync/pwsync/services/actuator/notifier"
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
@@ -24,7 +25,6 @@ import (
 	"github.com/pwsync/pwsync/services/ingest"
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
-	"github.com/pwsync/pwsync/services/notifier"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"

@@ -41,10 +41,10 @@ import (
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/services/ingest"
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // leaseTakeoverBound: lease TTL (15 s) + acquire poll (2.5 s) + a NATS

@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/config"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 func distinctive(prefix string) string {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/adtest"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 // TestUndoWaitsForTheCloud: after a forced change, a new AD password ends

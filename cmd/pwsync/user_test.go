@@ -11,8 +11,8 @@ import (
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 func TestShowUserJoinsBothSidesAndTimeline(t *testing.T) {

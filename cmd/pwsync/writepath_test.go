@@ -16,11 +16,11 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // The one write path (issue 20): live resets and a campaign share one write

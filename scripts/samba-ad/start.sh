@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # start.sh - bring up pwsync's loopback-only Samba AD DC for integration tests
-# (shared/adtest reads the settings it writes to $SAMBA_AD_DIR/env).
+# (testrig/adtest reads the settings it writes to $SAMBA_AD_DIR/env).
 #   1. installs the Debian packages if missing (apt-get update + install, needs root)
 #   2. provisions a domain under $SAMBA_AD_DIR if not provisioned yet
 #   3. starts `samba -D` (pid file: $SAMBA_AD_DIR/run/samba.pid) unless already running

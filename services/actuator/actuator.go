@@ -40,7 +40,7 @@ type Deps struct {
 	// priority, shared with the campaign runner of the same process; nil =
 	// unlimited.
 	Budget *budget.Scheduler
-	// Notifier: notify and alert actions are delivered by services/notifier
+	// Notifier: notify and alert actions are delivered by services/actuator/notifier
 	// through its own consumer (one replica at a time, paced); the
 	// actuator acks them without doing anything.
 	Notifier bool

@@ -13,8 +13,8 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 const simSecret = "actuator-sim-secret"

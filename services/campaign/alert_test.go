@@ -12,8 +12,8 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // alerts returns the alert actions published on ACTIONS.

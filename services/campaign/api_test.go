@@ -11,8 +11,8 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/adminapitest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 func wantStatus(t *testing.T, err error, status int) {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/services/campaign"
-	"github.com/pwsync/pwsync/shared/benchreport"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // TestCampaignThroughputReport: 10,000 cloud users (must-change + revoke:

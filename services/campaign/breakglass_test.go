@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/services/campaign"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // gatedAD holds the write of one DN until released, and counts the writes

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/services/campaign"
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 const tenantSuffix = "@contoso.example"

@@ -10,10 +10,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pwsync/pwsync/services/campaign"
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/cutproxy"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/metrics"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/cutproxy"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // cutAfter cuts the proxy once n writes have been answered.

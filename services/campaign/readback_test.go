@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/services/campaign"
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/graph"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // lossyAD is an ADWriter that loses the answer of chosen writes: "took"

@@ -12,8 +12,8 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/graph"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // runInProcess runs the runner in this process until the campaign ends.

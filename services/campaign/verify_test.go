@@ -14,9 +14,9 @@ import (
 
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // applied counts the simulator's 2xx write items per user: flag-only

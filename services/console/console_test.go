@@ -17,12 +17,12 @@ import (
 	"github.com/pwsync/pwsync/services/console"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/shared/adminapi"
-	"github.com/pwsync/pwsync/shared/adminapi/adminapitest"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
 	"github.com/pwsync/pwsync/shared/userstate"
+	"github.com/pwsync/pwsync/testrig/adminapitest"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 type fixture struct {

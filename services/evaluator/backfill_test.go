@@ -14,8 +14,8 @@ import (
 
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // replica is one evaluator, started and stopped by a test.

@@ -10,10 +10,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // recordingSink publishes through the replica's own NATS connection (a dead

@@ -16,8 +16,8 @@ import (
 
 	"github.com/pwsync/pwsync/shared/health"
 	"github.com/pwsync/pwsync/shared/lease"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 func get(t *testing.T, url string) (int, string) {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/ldapconn"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 func TestTLSConfig(t *testing.T) {

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 const (

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/pwsync/pwsync/shared/metrics"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 func TestGraphTransportCountsEveryExchangeAnd429s(t *testing.T) {

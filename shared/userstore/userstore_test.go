@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
 	"github.com/pwsync/pwsync/shared/userstate"
 	"github.com/pwsync/pwsync/shared/userstore"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // TestReadsWhatTheWritersWrite: the evaluator's index and state and the

@@ -16,8 +16,8 @@ import (
 	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // clock is a settable clock shared by the evaluator and the scheduler.

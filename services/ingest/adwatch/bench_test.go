@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/shared/adtest"
-	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
+	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // BenchmarkChangeLatency measures how long a helpdesk's pwdLastSet change

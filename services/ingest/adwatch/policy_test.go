@@ -13,8 +13,8 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 const day = 24 * time.Hour

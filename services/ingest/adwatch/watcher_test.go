@@ -12,8 +12,8 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/shared/adtest"
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/testrig/adtest"
 )
 
 func TestFullSyncPublishesEveryUser(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // TestGraphChangeLatencyReport measures a change in Graph (the simulator,

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // Graph answers an expired identity delta token 400 syncStateNotFound (the

@@ -20,9 +20,9 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/webhook"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
-	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 const simSecret = "sim-app-secret"

@@ -14,9 +14,9 @@ import (
 
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 const disableExpiration = events.PolicyDisablePasswordExpiration

@@ -19,9 +19,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // The webhook and the bare JetStream loop run the same shapes: senders

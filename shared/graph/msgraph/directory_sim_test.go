@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/pwsync/pwsync/shared/graph"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // Transitive members and the user list page through nextLinks (999 per

@@ -3,7 +3,7 @@ package msgraph_test
 import (
 	"testing"
 
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // TestIsGroupMember: checkMemberGroups answers for direct and nested

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/graph"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 func TestMessengerAgainstSimulator(t *testing.T) {

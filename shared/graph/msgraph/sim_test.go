@@ -24,11 +24,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
-	"github.com/pwsync/pwsync/shared/graphsim"
 	"github.com/pwsync/pwsync/shared/metrics"
+	"github.com/pwsync/pwsync/testrig/benchreport"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 const secret = "s3cret-do-not-log"

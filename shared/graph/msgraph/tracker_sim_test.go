@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/graph"
-	"github.com/pwsync/pwsync/shared/graphsim"
+	"github.com/pwsync/pwsync/testrig/graphsim"
 )
 
 // receiver answers Graph's validation handshake and accepts notifications.

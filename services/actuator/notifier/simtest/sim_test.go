@@ -13,14 +13,14 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/pwsync/pwsync/services/notifier"
+	"github.com/pwsync/pwsync/services/actuator/notifier"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
-	"github.com/pwsync/pwsync/shared/graphsim"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/graphsim"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 const secret = "sim-secret"

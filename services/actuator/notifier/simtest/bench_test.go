@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/services/notifier"
-	"github.com/pwsync/pwsync/shared/benchreport"
+	"github.com/pwsync/pwsync/services/actuator/notifier"
+	"github.com/pwsync/pwsync/testrig/benchreport"
 )
 
 // TestNotificationThroughputReport measures notices sent per window against
@@ -24,7 +24,7 @@ import (
 // message) as in production; the baseline has neither the pacing nor the
 // per-mailbox bound of 4 in flight.
 //
-//	PWSYNC_BENCH_REPORT=1 go test -count=1 -run ThroughputReport -v ./services/notifier/simtest/
+//	PWSYNC_BENCH_REPORT=1 go test -count=1 -run ThroughputReport -v ./services/actuator/notifier/simtest/
 //
 // benchreport: PWSYNC_BENCH_REPORT=1 -run ^TestNotificationThroughputReport$
 func TestNotificationThroughputReport(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/metrics"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // TestNotifyMetrics: sends, deferrals and failures are counted by channel,

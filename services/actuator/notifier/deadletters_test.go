@@ -15,8 +15,8 @@ import (
 
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // alertsOnly is the notifier with only the Workflows webhook (no notices).

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pwsync/pwsync/services/notifier/tmpl"
+	"github.com/pwsync/pwsync/services/actuator/notifier/tmpl"
 	"github.com/pwsync/pwsync/shared/events"
 )
 

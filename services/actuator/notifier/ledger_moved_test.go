@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/natstest"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/testrig/natstest"
 )
 
 // TestLedgerExpiryMoved: the 7-day notice went out; then a PSO moved the

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pwsync/pwsync/shared/benchreport"
+	"github.com/pwsync/pwsync/testrig/benchreport"
 )
 
 // BenchmarkFindByImmutableID is the identity-join lookup in a 10,000-user
