@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,12 +108,98 @@ func run(out, only string, list bool, log io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(log, "wrote %s\n", out)
+	fmt.Fprint(log, verdicts(results))
+	return failures(results)
+}
+
+// verdicts lists every figure with its target and verdict, one a line.
+func verdicts(results []result) string {
+	var b strings.Builder
 	for _, r := range results {
-		if r.Err != nil {
-			return fmt.Errorf("%s: %w", r.Job.Dir, r.Err)
+		for _, f := range r.Figures {
+			j := f.Judge()
+			fmt.Fprintf(&b, "%-8s %-45s %s %s  target %s\n", j.Verdict, f.Name, human(f.Value), f.Unit, targetCell(f, j))
 		}
 	}
-	return nil
+	return b.String()
+}
+
+// failures names every job that failed and every figure that missed its
+// target or cannot be judged; nil when there are none.
+func failures(results []result) error {
+	var errs []error
+	var missed []string
+	for _, r := range results {
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", r.Job.Dir, r.Err))
+		}
+		for _, f := range r.Figures {
+			switch j := f.Judge(); j.Verdict {
+			case benchreport.Missed:
+				missed = append(missed, fmt.Sprintf("%s (%s %s, target %s)", f.Name, human(f.Value), f.Unit, targetCell(f, j)))
+			case benchreport.Invalid:
+				missed = append(missed, fmt.Sprintf("%s (cannot be judged: %s)", f.Name, j.Why))
+			}
+		}
+	}
+	if len(missed) > 0 {
+		errs = append(errs, fmt.Errorf("%d figure(s) missed their target: %s", len(missed), strings.Join(missed, "; ")))
+	}
+	return errors.Join(errs...)
+}
+
+// summary is the generated section's closing line: how many targets were
+// met, which were missed.
+func summary(results []result) string {
+	var met, none int
+	var missed []string
+	for _, r := range results {
+		for _, f := range r.Figures {
+			switch j := f.Judge(); j.Verdict {
+			case benchreport.Met:
+				met++
+			case benchreport.NoTarget:
+				none++
+			default:
+				missed = append(missed, "`"+f.Name+"`")
+			}
+		}
+	}
+	s := fmt.Sprintf("Targets: %d met, %d missed or not judgeable", met, len(missed))
+	if len(missed) > 0 {
+		s += " (" + strings.Join(missed, ", ") + ")"
+	}
+	return s + fmt.Sprintf(", %d figure(s) without a target.", none)
+}
+
+// targetCell shows a target and, when it is relative, its bound.
+func targetCell(f benchreport.Figure, j benchreport.Judgement) string {
+	if f.Target == "" {
+		if f.Better != "" {
+			return "- (" + f.Better + " is better)"
+		}
+		return "-"
+	}
+	t, err := benchreport.ParseTarget(f.Target)
+	if err != nil || j.Verdict == benchreport.Invalid {
+		return f.Target
+	}
+	if t.Of == "" {
+		return fmt.Sprintf("%s %s %s", t.Op, human(t.Factor), f.Unit)
+	}
+	return fmt.Sprintf("%s (%s %s)", f.Target, human(j.Bound), f.Unit)
+}
+
+func verdictCell(j benchreport.Judgement) string {
+	switch j.Verdict {
+	case benchreport.Met:
+		return "met"
+	case benchreport.Missed:
+		return "**MISSED**"
+	case benchreport.Invalid:
+		return "**INVALID**: " + j.Why
+	}
+	return "-"
 }
 
 // discover finds the //benchreport: directives in _test.go files under root.
@@ -227,24 +314,36 @@ func render(results []result, host string, at time.Time, command string) string 
 	fmt.Fprintf(&b, "- Date: %s\n", at.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %s\n", host)
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "Each figure's baseline is measured in the same run; ratio = figure / baseline.")
+	fmt.Fprintln(&b, "Each baseline is measured in the same run (ratio = figure / baseline); a limit (a budget, a")
+	fmt.Fprintln(&b, "service's rate limit) is what the figure is held against, not a baseline. The target sits next")
+	fmt.Fprintln(&b, "to the figure's `// benchreport:` directive; `make bench` fails when one is missed.")
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "| figure | value | baseline (same run) | ratio | better | package |")
-	fmt.Fprintln(&b, "| --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(&b, "| figure | value | baseline (same run) | ratio | limit | target | verdict | package |")
+	fmt.Fprintln(&b, "| --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range results {
 		for _, f := range r.Figures {
 			desc := f.Desc
 			if desc == "" {
 				desc = f.Name
 			}
-			base, ratio := "-", "-"
+			value := human(f.Value) + " " + f.Unit
+			if f.Samples != 0 {
+				value += fmt.Sprintf(" (n=%d)", f.Samples)
+			}
+			base, ratio, limit := "-", "-", "-"
 			if f.Baseline != 0 {
 				base = fmt.Sprintf("%s %s (%s)", human(f.Baseline), f.Unit, f.BaselineName)
 				ratio = fmt.Sprintf("%.3gx", f.Ratio())
 			}
-			fmt.Fprintf(&b, "| %s (`%s`) | %s %s | %s | %s | %s | %s |\n", desc, f.Name, human(f.Value), f.Unit, base, ratio, f.Better, f.Package)
+			if f.Limit != 0 {
+				limit = fmt.Sprintf("%s %s (%s)", human(f.Limit), f.Unit, f.LimitName)
+			}
+			j := f.Judge()
+			fmt.Fprintf(&b, "| %s (`%s`) | %s | %s | %s | %s | %s | %s | %s |\n", desc, f.Name, value, base, ratio, limit, targetCell(f, j), verdictCell(j), f.Package)
 		}
 	}
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, summary(results))
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "Commands (found through `//benchreport:` directives):")
 	fmt.Fprintln(&b)
@@ -272,7 +371,7 @@ func human(v float64) string {
 			out = append(out, c)
 		}
 		return string(out)
-	case v >= 100:
+	case v >= 100 || v == math.Trunc(v):
 		return fmt.Sprintf("%.0f", v)
 	case v >= 10:
 		return fmt.Sprintf("%.1f", v)

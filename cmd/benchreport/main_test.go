@@ -59,7 +59,8 @@ func TestRepositoryHasDirectives(t *testing.T) {
 }
 
 func TestRenderAndUpdateKeepTheRest(t *testing.T) {
-	fig := benchreport.Figure{Name: "x_p99", Desc: "X p99", Value: 20.94, Unit: "ms", Baseline: 2012, BaselineName: "polling", Better: "lower", Package: "cmd/pwsync"}
+	fig := benchreport.Figure{Name: "x_p99", Desc: "X p99", Value: 20.94, Unit: "ms", Baseline: 2012, BaselineName: "polling", Better: "lower",
+		Target: "<= 0.5x baseline", Samples: 200, Package: "cmd/pwsync"}
 	out := strings.NewReader("=== RUN X\n    x_test.go:1: " + fig.Line() + "\n--- PASS\n")
 	figs, err := collect(out, "cmd/pwsync")
 	if err != nil || len(figs) != 1 || figs[0] != fig {
@@ -67,7 +68,8 @@ func TestRenderAndUpdateKeepTheRest(t *testing.T) {
 	}
 	res := []result{{Job: job{Dir: "cmd/pwsync", Args: []string{"-bench", "X"}}, Figures: figs, Duration: 3 * time.Second}}
 	sec := render(res, "2 CPUs (nproc), Test CPU, 24.0 GiB RAM, go1.26, linux/amd64", time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC), "make bench")
-	for _, want := range []string{"| X p99 (`x_p99`) | 20.9 ms | 2,012 ms (polling) | 0.0104x | lower | cmd/pwsync |",
+	for _, want := range []string{"| X p99 (`x_p99`) | 20.9 ms (n=200) | 2,012 ms (polling) | 0.0104x | - | <= 0.5x baseline (1,006 ms) | met | cmd/pwsync |",
+		"Targets: 1 met, 0 missed or not judgeable, 0 figure(s) without a target.",
 		"2 CPUs (nproc), Test CPU", "2026-11-22 08:00 UTC", "`make bench`", "go test -count=1 -v -timeout 60m -bench X ./cmd/pwsync`: ok, 3s, 1 figures"} {
 		if !strings.Contains(sec, want) {
 			t.Errorf("section lacks %q:\n%s", want, sec)
@@ -81,6 +83,40 @@ func TestRenderAndUpdateKeepTheRest(t *testing.T) {
 	twice := update(once, strings.Replace(sec, "20.9 ms", "19.0 ms", 1))
 	if strings.Count(twice, beginMarker) != 1 || !strings.Contains(twice, "19.0 ms") || strings.Contains(twice, "20.9 ms") || !strings.HasSuffix(twice, "kept\n") {
 		t.Fatalf("replace:\n%s", twice)
+	}
+}
+
+func TestFailuresNameEveryMissedFigure(t *testing.T) {
+	figs := []benchreport.Figure{
+		{Name: "webhook_1x16_notif_per_s", Value: 9417, Unit: "notif/s", Better: "higher", Target: ">= 10000"},
+		{Name: "webhook_10x64_p99", Value: 52.7, Unit: "ms", Better: "lower", Target: "<= 50", Samples: 1000},
+		{Name: "campaign_writes_per_s", Value: 199, Unit: "writes/s", Limit: 200, LimitName: "write budget", Better: "higher", Target: ">= 0.95x limit"},
+		{Name: "ad_p99", Value: 20, Unit: "ms", Better: "lower", Target: "<= 50", Samples: 50},
+		{Name: "untargeted", Value: 1, Unit: "ms", Better: "lower"},
+	}
+	res := []result{{Job: job{Dir: "x"}, Figures: figs}}
+	err := failures(res)
+	if err == nil {
+		t.Fatal("no error for missed targets")
+	}
+	for _, want := range []string{"3 figure(s) missed", "webhook_1x16_notif_per_s (9,417 notif/s, target >= 10,000 notif/s)",
+		"webhook_10x64_p99 (52.7 ms, target <= 50 ms)", "ad_p99 (cannot be judged: p99 of 50 samples"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "campaign_writes_per_s") || strings.Contains(err.Error(), "untargeted") {
+		t.Errorf("error names a figure that met or has no target: %v", err)
+	}
+	sec := render(res, "host", time.Now(), "make bench")
+	for _, want := range []string{"| 200 writes/s (write budget) | >= 0.95x limit (190 writes/s) | met |", "| **MISSED** |",
+		"Targets: 1 met, 3 missed or not judgeable (`webhook_1x16_notif_per_s`, `webhook_10x64_p99`, `ad_p99`), 1 figure(s) without a target."} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("section lacks %q:\n%s", want, sec)
+		}
+	}
+	if failures([]result{{Job: job{Dir: "x"}, Figures: figs[2:3]}}) != nil {
+		t.Error("error although every target was met")
 	}
 }
 

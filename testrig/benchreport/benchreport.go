@@ -2,17 +2,21 @@
 // figures to `make bench` (cmd/benchreport), which runs them and writes
 // docs/benchmarks.md:
 //
-//	BENCHREPORT name=ad_reset_to_graph_p99 value=20.9 unit=ms baseline=2012 baseline_name="DirSync poll every 2 s" ratio=0.0104 better=lower desc="AD reset -> Graph PATCH, p99"
+//	BENCHREPORT name=ad_reset_to_graph_p99 value=20.9 unit=ms baseline=2012 baseline_name="DirSync poll every 2 s" ratio=0.0104 better=lower desc="AD reset -> Graph PATCH, p99" target="<= 0.5x baseline" samples=200
 //
-// A figure always comes with a baseline measured in the same run (ratio =
-// value / baseline). A package takes part by printing such lines (Emit) from
+// A figure comes with a baseline measured in the same run (ratio = value /
+// baseline) or with a limit it is held against (a write budget, a
+// service's rate limit: not a baseline, nobody could pick it instead), and
+// with its target (see Target), which cmd/benchreport judges. A package takes part by printing such lines (Emit) from
 // a test or benchmark and by naming the command in a comment of one of its
 // _test.go files, e.g.
 //
 //	// benchreport: PWSYNC_BENCH_REPORT=1 -run ^TestThroughputReport$
 //
 // (leading KEY=VALUE words are environment, the rest are go test flags;
-// cmd/benchreport adds -count=1 -v and the package).
+// cmd/benchreport adds -count=1 -v and the package). cmd/benchreport
+// judges each figure against its Target, shows target and verdict in the
+// table and exits non-zero naming every figure that missed.
 package benchreport
 
 import (
@@ -36,7 +40,14 @@ type Figure struct {
 	Baseline     float64 // measured in the same run
 	BaselineName string  // what the baseline is
 	Better       string  // "lower" or "higher"
-	Package      string  // set by Parse's caller: where it came from
+	Limit        float64 // an external limit the figure is held against (0: none)
+	LimitName    string  // what the limit is: "write budget", "Exchange 30/min"
+	// Target is what the figure must reach: "<= 50", ">= 10000",
+	// "<= 2x baseline", ">= 0.95x limit", "<= 0" (see ParseTarget). The
+	// comparison must agree with Better. Empty: no target.
+	Target  string
+	Samples int    // how many samples a percentile or max is taken over (0: not a sample statistic)
+	Package string // set by Parse's caller: where it came from
 }
 
 // Ratio is Value / Baseline (0 without a baseline).
@@ -49,8 +60,18 @@ func (f Figure) Ratio() float64 {
 
 // Line formats f as a report line.
 func (f Figure) Line() string {
-	return fmt.Sprintf("%s name=%s value=%s unit=%s baseline=%s baseline_name=%q ratio=%s better=%s desc=%q",
+	s := fmt.Sprintf("%s name=%s value=%s unit=%s baseline=%s baseline_name=%q ratio=%s better=%s desc=%q",
 		Prefix, f.Name, num(f.Value), f.Unit, num(f.Baseline), f.BaselineName, num(f.Ratio()), f.Better, f.Desc)
+	if f.Limit != 0 || f.LimitName != "" {
+		s += fmt.Sprintf(" limit=%s limit_name=%q", num(f.Limit), f.LimitName)
+	}
+	if f.Target != "" {
+		s += fmt.Sprintf(" target=%q", f.Target)
+	}
+	if f.Samples != 0 {
+		s += fmt.Sprintf(" samples=%d", f.Samples)
+	}
+	return s
 }
 
 func num(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
@@ -80,7 +101,8 @@ func Parse(s string) (f Figure, ok bool, err error) {
 		}
 		kv[m[1]] = v
 	}
-	f = Figure{Name: kv["name"], Unit: kv["unit"], BaselineName: kv["baseline_name"], Better: kv["better"], Desc: kv["desc"]}
+	f = Figure{Name: kv["name"], Unit: kv["unit"], BaselineName: kv["baseline_name"], Better: kv["better"], Desc: kv["desc"],
+		LimitName: kv["limit_name"], Target: kv["target"]}
 	if f.Name == "" {
 		return f, true, fmt.Errorf("report line without name: %q", s)
 	}
@@ -90,6 +112,16 @@ func Parse(s string) (f Figure, ok bool, err error) {
 	if b := kv["baseline"]; b != "" {
 		if f.Baseline, err = strconv.ParseFloat(b, 64); err != nil {
 			return f, true, fmt.Errorf("report %s: baseline: %w", f.Name, err)
+		}
+	}
+	if l := kv["limit"]; l != "" {
+		if f.Limit, err = strconv.ParseFloat(l, 64); err != nil {
+			return f, true, fmt.Errorf("report %s: limit: %w", f.Name, err)
+		}
+	}
+	if n := kv["samples"]; n != "" {
+		if f.Samples, err = strconv.Atoi(n); err != nil {
+			return f, true, fmt.Errorf("report %s: samples: %w", f.Name, err)
 		}
 	}
 	return f, true, nil

@@ -7,7 +7,14 @@ import (
 
 func TestLineRoundTrips(t *testing.T) {
 	f := Figure{Name: "ad_reset_to_graph_p99", Desc: `AD reset -> Graph "PATCH", p99`, Value: 20.9, Unit: "ms",
-		Baseline: 2012, BaselineName: "DirSync poll every 2 s", Better: "lower"}
+		Baseline: 2012, BaselineName: "DirSync poll every 2 s", Better: "lower", Target: "<= 0.5x baseline", Samples: 200}
+	budget := Figure{Name: "campaign_writes_per_s", Value: 199, Unit: "writes/s", Limit: 200, LimitName: "write budget", Better: "higher", Target: ">= 0.95x limit"}
+	for _, f := range []Figure{f, budget} {
+		got, ok, err := Parse(f.Line())
+		if !ok || err != nil || got != f {
+			t.Fatalf("got %+v ok=%v err=%v, want %+v", got, ok, err, f)
+		}
+	}
 	for _, prefix := range []string{"", "    e2e_test.go:230: ", "\t"} {
 		got, ok, err := Parse(prefix + f.Line())
 		if !ok || err != nil {
@@ -32,6 +39,8 @@ func TestParseRejects(t *testing.T) {
 		{"BENCHREPORT name=x value=abc", true, true},
 		{"BENCHREPORT name=x value=1 baseline=zz", true, true},
 		{"BENCHREPORT name=x value=1", true, false},
+		{"BENCHREPORT name=x value=1 limit=q", true, true},
+		{"BENCHREPORT name=x value=1 samples=1.5", true, true},
 	} {
 		_, ok, err := Parse(tc.line)
 		if ok != tc.ok || (err != nil) != tc.bad {
