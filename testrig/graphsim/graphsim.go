@@ -195,6 +195,7 @@ type Server struct {
 	notifier      *notifier    // has its own lock
 	tenantWrites  *windowLimit // identity writes of all apps of the tenant
 	resourceUnits *windowLimit // identity resource units per app+tenant; limit set per request
+	risk          riskState    // Identity Protection (risk.go); has its own lock
 
 	mu           sync.Mutex // guards the fields below
 	store        *store

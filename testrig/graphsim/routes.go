@@ -95,6 +95,13 @@ var routes = []route{
 	{method: "GET", pattern: segs("/groups/{}/transitiveMembers/microsoft.graph.user"), roles: rolesGroupRead, handle: (*Server).listTransitiveMembers},
 	{method: "POST", pattern: segs("/groups/{}/members/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).addMember},
 	{method: "DELETE", pattern: segs("/groups/{}/members/{}/$ref"), write: true, roles: rolesMemberWrite, handle: (*Server).removeMember},
+	// Identity Protection (risk.go)
+	{method: "GET", pattern: segs("/identityProtection/riskyUsers"), roles: rolesRiskyUserRead, handle: (*Server).listRiskyUsers},
+	{method: "POST", pattern: segs("/identityProtection/riskyUsers/dismiss"), roles: rolesRiskyUserWrite, handle: (*Server).dismissRiskyUsers},
+	{method: "POST", pattern: segs("/identityProtection/riskyUsers/confirmCompromised"), roles: rolesRiskyUserWrite, handle: (*Server).confirmCompromised},
+	{method: "GET", pattern: segs("/identityProtection/riskyUsers/{}"), roles: rolesRiskyUserRead, handle: (*Server).getRiskyUser},
+	{method: "GET", pattern: segs("/identityProtection/riskDetections"), roles: rolesRiskEventRead, handle: (*Server).listRiskDetections},
+	{method: "GET", pattern: segs("/identityProtection/riskDetections/{}"), roles: rolesRiskEventRead, handle: (*Server).getRiskDetection},
 }
 
 func segs(p string) []string {
