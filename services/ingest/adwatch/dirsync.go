@@ -155,7 +155,7 @@ func (s *dirSync) fullSync(ctx context.Context, c *ldap.Conn) error {
 	if err != nil {
 		return err
 	}
-	n, err := s.w.scan(ctx, c, s.w.cfg.UserFilter, true)
+	n, err := s.w.scanAll(ctx, c, true)
 	if err != nil {
 		return fmt.Errorf("full sync: %w", err)
 	}

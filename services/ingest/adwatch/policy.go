@@ -3,6 +3,7 @@ package adwatch
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -65,6 +66,10 @@ type policy struct {
 	// the fingerprint: a group's type change moves its uSNChanged, which
 	// its signature in Groups already holds.
 	Targets map[string]string `json:"-"`
+	// PrimaryRIDs: RID -> DN (lower case) of the tracked global security
+	// groups, for users whose primary group (primaryGroupID, never in
+	// memberOf) is one of them. Not in the fingerprint, as Targets.
+	PrimaryRIDs map[uint32]string `json:"-"`
 }
 
 // fingerprint identifies a policy state.
@@ -138,45 +143,99 @@ func (w *Watcher) readPolicy(c *ldap.Conn) (policy, error) {
 		}
 	}
 	slices.SortFunc(p.PSOs, func(a, b pso) int { return compareFold(a.DN, b.DN) })
-	p.Groups, p.Targets = map[string]string{}, map[string]string{}
+	p.Groups, p.Targets, p.PrimaryRIDs = map[string]string{}, map[string]string{}, map[uint32]string{}
 	for _, g := range groups {
 		key := strings.ToLower(g)
 		if _, done := p.Groups[key]; done {
 			continue
 		}
-		sig, kind, err := w.groupSignature(c, g)
+		sig, kind, rid, err := w.groupSignature(c, g)
 		if err != nil {
 			return p, err
 		}
 		p.Groups[key], p.Targets[key] = sig, kind
+		if kind == targetGlobalSecGrp && rid != 0 {
+			p.PrimaryRIDs[rid] = key
+		}
 	}
 	return p, nil
+}
+
+// unreadablePSOs returns the PSOs the policy read (p) did not return but
+// the domain shows exist: entries of the Password Settings Container, and
+// PSOs named by the msDS-PSOApplied of users and groups. A bind account
+// without read on the PSOs (AD's default for non-admins) may still see
+// these (Samba lists the PSOs' DNs, and msDS-PSOApplied is readable); one
+// that sees neither cannot be told from a domain without PSOs.
+func (w *Watcher) unreadablePSOs(c *ldap.Conn, p policy) ([]string, error) {
+	read := make(map[string]bool, len(p.PSOs))
+	for _, x := range p.PSOs {
+		read[strings.ToLower(x.DN)] = true
+	}
+	missing := map[string]bool{}
+	psc := "CN=Password Settings Container,CN=System," + w.cfg.BaseDN
+	res, err := c.Search(ldap.NewSearchRequest(psc, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+		"(objectClass=*)", []string{"1.1"}, nil))
+	if err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return nil, fmt.Errorf("listing %s: %w", psc, err)
+	}
+	if res != nil {
+		for _, e := range res.Entries {
+			if !read[strings.ToLower(e.DN)] {
+				missing[strings.ToLower(e.DN)] = true
+			}
+		}
+	}
+	res, err = c.SearchWithPaging(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
+		"(msDS-PSOApplied=*)", []string{"msDS-PSOApplied"}, nil), uint32(w.cfg.PageSize))
+	if err != nil {
+		return nil, fmt.Errorf("reading msDS-PSOApplied below %s: %w", w.cfg.BaseDN, err)
+	}
+	for _, e := range res.Entries {
+		for _, dn := range e.GetAttributeValues("msDS-PSOApplied") {
+			if !read[strings.ToLower(dn)] {
+				missing[strings.ToLower(dn)] = true
+			}
+		}
+	}
+	return slices.Sorted(mapKeys(missing)), nil
 }
 
 // groupSignature is the uSNChanged of a group and of every group nested in
 // it: any membership change anywhere below changes it. A DN that is not a
 // group (a PSO may apply to a user) has its own uSNChanged. kind says what
-// dn is (target*), for the PSO fallback.
-func (w *Watcher) groupSignature(c *ldap.Conn, dn string) (sig, kind string, err error) {
+// dn is (target*), for the PSO fallback, and rid its RID (the last
+// sub-authority of its objectSid; 0 when unknown).
+func (w *Watcher) groupSignature(c *ldap.Conn, dn string) (sig, kind string, rid uint32, err error) {
 	filter := fmt.Sprintf("(|(distinguishedName=%s)(&(objectClass=group)(memberOf:%s:=%s)))", ldap.EscapeFilter(dn), inChain, ldap.EscapeFilter(dn))
 	res, err := c.Search(ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
-		filter, []string{"uSNChanged", "objectClass", "groupType"}, nil))
+		filter, []string{"uSNChanged", "objectClass", "groupType", "objectSid"}, nil))
 	if err != nil {
-		return "", "", fmt.Errorf("reading group %s: %w", dn, err)
+		return "", "", 0, fmt.Errorf("reading group %s: %w", dn, err)
 	}
 	parts := make([]string, 0, len(res.Entries))
 	kind = targetMissing
 	for _, e := range res.Entries {
 		parts = append(parts, strings.ToLower(e.DN)+"="+e.GetAttributeValue("uSNChanged"))
 		if sameDN(e.DN, dn) {
-			kind = targetKind(e)
+			kind, rid = targetKind(e), sidRID(e.GetRawAttributeValue("objectSid"))
 		}
 	}
 	slices.Sort(parts)
 	if len(parts) == 0 {
-		return "missing", targetMissing, nil
+		return "missing", targetMissing, 0, nil
 	}
-	return strings.Join(parts, ";"), kind, nil
+	return strings.Join(parts, ";"), kind, rid, nil
+}
+
+// sidRID is the last sub-authority of a binary SID (revision, count,
+// 6-byte authority, count little-endian 32-bit sub-authorities); 0 when
+// the SID is malformed.
+func sidRID(sid []byte) uint32 {
+	if len(sid) < 12 || len(sid) != 8+4*int(sid[1]) {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(sid[len(sid)-4:])
 }
 
 // targetKind classifies an object a PSO applies to. Only global security

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,8 +117,21 @@ func psoCN(dn string) string {
 	return dn
 }
 
+// uacNoExpiry are the userAccountControl flags besides DONT_EXPIRE_PASSWD
+// for which a DC computes "never" (Samba's _UF_NO_EXPIRY_ACCOUNTS):
+// SMARTCARD_REQUIRED and the trust accounts (interdomain, workstation,
+// server).
+const uacNoExpiry = 0x40000 | 0x800 | 0x1000 | 0x2000
+
 // setExpiry fills Expiry, ExpirySource and PolicyName: the DC's computed
-// value when it returned one, else pwdLastSet + the effective maximum age.
+// value when it returned one, else pwdLastSet + the effective maximum age,
+// as the DC computes msDS-UserPasswordExpiryTimeComputed (MS-ADTS
+// 3.1.1.4.5.24; Samba's get_msds_user_password_expiry_time_computed). Where
+// it differs from the DC: pwdLastSet 0 is must-change (Expiry 0) even with
+// DONT_EXPIRE_PASSWD, where the DC says never (neither expires: see
+// events.ADUser.PasswordExpiry); and Windows AD since 2016 lets
+// smartcard-only accounts expire when the domain says so
+// (msDS-ExpirePasswordsOnSmartCardOnlyAccounts), which is not read here.
 // nested: see effectiveAge.
 func setExpiry(u *events.ADUser, p *policy, nested map[string]bool) {
 	var name string
@@ -139,7 +153,7 @@ func setExpiry(u *events.ADUser, p *policy, nested map[string]bool) {
 		u.Expiry, u.ExpirySource = u.ExpiryComputed, events.ExpirySourceComputed
 	case p == nil, !known:
 		// no computed value and no (readable) policy: unknown, nothing scheduled
-	case age == 0:
+	case u.UserAccountControl&uacNoExpiry != 0, age == 0:
 		u.Expiry, u.ExpirySource = events.FileTimeNeverExpires, events.ExpirySourceNever
 	default:
 		u.Expiry = u.PwdLastSet + int64(age/100)
@@ -195,8 +209,9 @@ func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) (
 	if w.pol != nil {
 		p = &w.pol.cur
 	}
+	primary := primaryGroups(entries)
 	for i := range users {
-		setExpiry(&users[i], p, w.nestedPSOGroups(users[i]))
+		setExpiry(&users[i], p, w.nestedPSOGroups(users[i], primary[strings.ToLower(users[i].DN)]))
 		users[i].PolicyRev = w.policyRev
 		w.checkReadablePSO(c, users[i])
 	}
@@ -206,19 +221,39 @@ func (w *Watcher) complete(c *ldap.Conn, entries []*ldap.Entry, fullSync bool) (
 // nestedPSOGroups returns the global security groups PSOs apply to that u
 // is a member of, nested membership included, from the member lists the
 // policy watch keeps (primed at session start, refreshed when a group
-// changes); nil when no PSO could need it.
-func (w *Watcher) nestedPSOGroups(u events.ADUser) map[string]bool {
+// changes), plus its primary group (primaryRID, 0 = not read) when a PSO
+// applies to it; nil when no PSO could need it. A group the primary group
+// is nested in is not seen (memberOf lists neither).
+func (w *Watcher) nestedPSOGroups(u events.ADUser, primaryRID uint32) map[string]bool {
 	if w.pol == nil || u.ResultantPSO != "" {
 		return nil
 	}
 	dn := strings.ToLower(u.DN)
 	var out map[string]bool
+	add := func(g string) {
+		if out == nil {
+			out = map[string]bool{}
+		}
+		out[g] = true
+	}
 	for g, kind := range w.pol.cur.Targets {
 		if kind == targetGlobalSecGrp && w.pol.members[g][dn] {
-			if out == nil {
-				out = map[string]bool{}
-			}
-			out[g] = true
+			add(g)
+		}
+	}
+	if g, ok := w.pol.cur.PrimaryRIDs[primaryRID]; ok && primaryRID != 0 {
+		add(g)
+	}
+	return out
+}
+
+// primaryGroups maps each entry's DN (lower case) to its primaryGroupID,
+// when it was read.
+func primaryGroups(entries []*ldap.Entry) map[string]uint32 {
+	out := map[string]uint32{}
+	for _, e := range entries {
+		if v, err := strconv.ParseUint(e.GetAttributeValue(attrPrimaryGroupID), 10, 32); err == nil {
+			out[strings.ToLower(e.DN)] = uint32(v)
 		}
 	}
 	return out

@@ -64,7 +64,7 @@ func (w *Watcher) startPolicy(ctx context.Context, c *ldap.Conn) error {
 	}
 	w.log.Info().Str("fingerprint", fp).Msg("password policy changed while pwsync was down; re-reading every user")
 	w.policyRev = pw.saved.Rev + 1
-	if _, err := w.scan(ctx, c, w.cfg.UserFilter, false); err != nil {
+	if _, err := w.scanAll(ctx, c, false); err != nil {
 		return fmt.Errorf("re-reading users after a policy change: %w", err)
 	}
 	return w.savePolicy(ctx, fp, w.policyRev)
@@ -112,7 +112,7 @@ func (w *Watcher) checkPolicy(ctx context.Context, c *ldap.Conn) error {
 			return fmt.Errorf("reading policy group members: %w", err)
 		}
 		log.Info().Dur("max_pwd_age", next.DomainMaxAge).Msg("domain maxPwdAge changed; re-reading every user")
-		if _, err := w.scan(ctx, c, w.cfg.UserFilter, false); err != nil {
+		if _, err := w.scanAll(ctx, c, false); err != nil {
 			return fmt.Errorf("re-reading users after a policy change: %w", err)
 		}
 	} else {

@@ -159,7 +159,7 @@ func orNone(s string) string {
 // the USN read before the scan, so that nothing changed during it is lost.
 func (s *usnPoll) fullSync(ctx context.Context, c *ldap.Conn, dse rootDSE, id string) error {
 	start := time.Now()
-	n, err := s.w.scan(ctx, c, s.w.cfg.UserFilter, true)
+	n, err := s.w.scanAll(ctx, c, true)
 	if err != nil {
 		return fmt.Errorf("full sync: %w", err)
 	}
