@@ -21,6 +21,7 @@
 #   SAMBA_AD_START_TIMEOUT  [90]             seconds to wait for LDAP
 #   SAMBA_AD_SERVICES       [ldap, kdc, rpc] samba "server services"
 #   SAMBA_AD_PREFORK_CHILDREN [1]            samba "prefork children"
+#   SAMBA_AD_IP             [127.0.0.1]      the DC's address (a second DC: its own dir and address)
 set -euo pipefail
 
 log() { echo "samba-ad: $*" >&2; }
@@ -43,7 +44,7 @@ MARKER="$DIR/.samba-ad-test"
 SETTINGS="$DIR/settings.env"
 CONF="$DIR/etc/smb.conf"
 PIDFILE="$DIR/run/samba.pid"
-IP=127.0.0.1
+IP="${SAMBA_AD_IP:-127.0.0.1}"   # another loopback address for a second DC (the host must hold it: ip addr add)
 
 # ---------------------------------------------------------------- install
 PKGS=(samba samba-ad-dc samba-ad-provision winbind ldap-utils krb5-user openssl faketime)
@@ -130,7 +131,7 @@ if [ ! -s "$TLS/cert.pem" ] || [ ! -s "$TLS/ca.pem" ] || [ ! -s "$TLS/key.pem" ]
             -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
         openssl req -newkey rsa:2048 -nodes -sha256 -subj "/O=Samba AD test/CN=$DC_FQDN" \
             -keyout key.pem -out server.csr
-        printf '%s\n' "subjectAltName=DNS:$DC_FQDN,DNS:localhost,IP:127.0.0.1" \
+        printf '%s\n' "subjectAltName=DNS:$DC_FQDN,DNS:localhost,IP:127.0.0.1,IP:$IP" \
             "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
             "extendedKeyUsage=serverAuth" > server.ext
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
