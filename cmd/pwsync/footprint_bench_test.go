@@ -112,7 +112,8 @@ func TestFootprintReport(t *testing.T) {
 		Desc:  "pwsync run: VmHWM at idle (the start's peak: first full sync of the shared DC, Graph sync)",
 		Value: idle.hwm, Baseline: idle.rss, BaselineName: "VmRSS at idle"})
 
-	// The soak: helpdesk resets (a new password, must change) round-robin,
+	// The soak: password changes round-robin over the users, helpdesk resets
+	// (must change) and the users' own changes (lifting it) in turn,
 	// from a few connections: Samba takes ~0.3-1 s per reset on this shared
 	// box, one connection alone stays under one reset a second.
 	conns := int(envFloat("PWSYNC_SOAK_CONNS", 4))
@@ -144,7 +145,12 @@ func TestFootprintReport(t *testing.T) {
 			done, failed := 0, 0
 			defer func() { resets <- [2]int{done, failed} }()
 			for i := range next {
-				if err := soakReset(c, users[i%len(users)].DN, fmt.Sprintf("Soak.Passw0rd-%d", i)); err != nil {
+				// Odd rounds over the users are the users' own changes: a
+				// reset of a user who must change already leaves pwdLastSet
+				// at 0, which pwsync rightly ignores, so alternating keeps
+				// every change a decision with Graph work (require, undo).
+				mustChange := (i/len(users))%2 == 0
+				if err := soakReset(c, users[i%len(users)].DN, fmt.Sprintf("Soak.Passw0rd-%d", i), mustChange); err != nil {
 					failed++
 					if failed <= 3 {
 						t.Logf("soak reset %d: %v", i, err)
@@ -164,7 +170,7 @@ func TestFootprintReport(t *testing.T) {
 		smp := sample(t, pid, metricsURL)
 		smp.minute = m
 		samples = append(samples, smp)
-		t.Logf("soak minute %2d: VmRSS %6.1f MB, VmHWM %6.1f MB, %4d goroutines, %d resets and %d Graph requests so far",
+		t.Logf("soak minute %2d: VmRSS %6.1f MB, VmHWM %6.1f MB, %4d goroutines, %d password changes and %d Graph requests so far",
 			m, smp.rss, smp.hwm, smp.goroutines, resetCount.Load(), len(s.sim.Requests()))
 	}
 	close(stop)
@@ -306,7 +312,9 @@ func mean(samples []footprintSample, f func(footprintSample) float64) float64 {
 // soakReset is a helpdesk reset: a new password, then must change at next
 // sign-in. Errors are returned, not fatal: one refused modify in 30 minutes
 // is noise, not a failed soak.
-func soakReset(c *ldap.Conn, dn, pw string) error {
+// soakReset sets a new password; with mustChange, as the helpdesk does
+// (pwdLastSet 0 after), else as the user's own change.
+func soakReset(c *ldap.Conn, dn, pw string, mustChange bool) error {
 	u := utf16.Encode([]rune(`"` + pw + `"`))
 	b := make([]byte, 2*len(u))
 	for i, r := range u {
@@ -316,6 +324,9 @@ func soakReset(c *ldap.Conn, dn, pw string) error {
 	m.Replace("unicodePwd", []string{string(b)})
 	if err := c.Modify(m); err != nil {
 		return fmt.Errorf("setting the password of %s: %w", dn, err)
+	}
+	if !mustChange {
+		return nil
 	}
 	m = ldap.NewModifyRequest(dn, nil)
 	m.Replace("pwdLastSet", []string{"0"})
