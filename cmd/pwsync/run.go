@@ -128,8 +128,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 		services = append(services, ev)
 		if cfg.Evaluator.Expiry.Enabled {
-			sc, err := scheduler.New(setupCtx, conn.JS, scheduler.Config{Policy: evDeps.Policy, Now: clock,
-				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance}, log.With().Str("service", "evaluator").Logger())
+			sc, err := scheduler.New(setupCtx, scheduler.Deps{JS: conn.JS, Policy: evDeps.Policy, Now: clock,
+				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance, Log: log.With().Str("service", "evaluator").Logger()})
 			if err != nil {
 				return fmt.Errorf("starting expiry scheduler: %w", err)
 			}

@@ -29,8 +29,9 @@ import (
 // LeaseKey is the scheduler's singleton lease in natsx.BucketLeases.
 const LeaseKey = natsx.LeaseScheduler
 
-// Config configures a Scheduler.
-type Config struct {
+// Deps is what the scheduler needs from the process.
+type Deps struct {
+	JS     jetstream.JetStream
 	Policy rules.Policy
 	// Sweep: how often the whole users bucket is re-read (default 1h).
 	Sweep time.Duration
@@ -39,12 +40,12 @@ type Config struct {
 	MaxSleep time.Duration
 	Now      func() time.Time // default time.Now
 	Holder   string           // lease holder name (host + pid)
+	Log      zerolog.Logger
 }
 
-// Scheduler is the expiry scheduler.
-type Scheduler struct {
-	cfg    Config
-	js     jetstream.JetStream
+// Service is the expiry scheduler.
+type Service struct {
+	cfg    Deps
 	users  jetstream.KeyValue
 	leases jetstream.KeyValue
 	pub    *natsx.Publisher
@@ -53,7 +54,7 @@ type Scheduler struct {
 }
 
 // New opens the buckets.
-func New(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Logger) (*Scheduler, error) {
+func New(ctx context.Context, cfg Deps) (*Service, error) {
 	if cfg.Sweep <= 0 {
 		cfg.Sweep = time.Hour
 	}
@@ -63,20 +64,20 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Lo
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	users, err := natsx.Bucket(ctx, js, natsx.BucketUsers)
+	users, err := natsx.Bucket(ctx, cfg.JS, natsx.BucketUsers)
 	if err != nil {
 		return nil, err
 	}
-	leases, err := natsx.Bucket(ctx, js, natsx.BucketLeases)
+	leases, err := natsx.Bucket(ctx, cfg.JS, natsx.BucketLeases)
 	if err != nil {
 		return nil, err
 	}
-	return &Scheduler{cfg: cfg, js: js, users: users, leases: leases, pub: natsx.NewPublisher(js),
-		log: log.With().Str("component", "expiry_scheduler").Logger()}, nil
+	return &Service{cfg: cfg, users: users, leases: leases, pub: natsx.NewPublisher(cfg.JS),
+		log: cfg.Log.With().Str("component", "expiry_scheduler").Logger()}, nil
 }
 
 // Run holds the lease and schedules until ctx ends.
-func (s *Scheduler) Run(ctx context.Context) error {
+func (s *Service) Run(ctx context.Context) error {
 	if !s.cfg.Policy.Expiry.Enabled {
 		return nil
 	}
@@ -86,7 +87,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 // work runs while the lease is held: one watch of the users bucket per
 // sweep interval, each starting from every key's current value.
-func (s *Scheduler) work(ctx context.Context) error {
+func (s *Service) work(ctx context.Context) error {
 	for {
 		err := s.round(ctx)
 		if ctx.Err() != nil {
@@ -100,7 +101,7 @@ func (s *Scheduler) work(ctx context.Context) error {
 
 // round builds the schedule from the users bucket, keeps it current from
 // the watch, and fires what falls due, until the sweep interval is over.
-func (s *Scheduler) round(ctx context.Context) error {
+func (s *Service) round(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := s.users.WatchAll(ctx, jetstream.IgnoreDeletes())
@@ -151,7 +152,7 @@ func (s *Scheduler) round(ctx context.Context) error {
 }
 
 // track (re)computes one user's next due point from its stored state.
-func (s *Scheduler) track(q *queue, e jetstream.KeyValueEntry) {
+func (s *Service) track(q *queue, e jetstream.KeyValueEntry) {
 	var st rules.State
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
 		s.log.Warn().Err(err).Str("user_key", e.Key()).Msg("unreadable user state; not scheduled")
@@ -170,7 +171,7 @@ func (s *Scheduler) track(q *queue, e jetstream.KeyValueEntry) {
 // the evaluator's state update (which comes back through the watch) brings
 // the user's next one. A point whose timer the evaluator finds already
 // handled updates nothing, so nothing loops.
-func (s *Scheduler) fireDue(ctx context.Context, q *queue) error {
+func (s *Service) fireDue(ctx context.Context, q *queue) error {
 	now := s.cfg.Now()
 	for {
 		next, ok := q.peek()

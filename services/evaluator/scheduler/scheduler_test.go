@@ -58,7 +58,7 @@ func start(t *testing.T, conn *natsx.Conn, clk *clock, name string, p rules.Poli
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := New(ctx, conn.JS, Config{Policy: p, Now: clk.Now, MaxSleep: 20 * time.Millisecond, Holder: name}, log)
+	sc, err := New(ctx, Deps{JS: conn.JS, Policy: p, Now: clk.Now, MaxSleep: 20 * time.Millisecond, Holder: name, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
