@@ -4,5 +4,5 @@ package config
 // webhook's subscriptions and delta, and the evaluator when Entra groups
 // bring users into scope (their transitive members are read).
 func (c Config) NeedsGraph(t Targets) bool {
-	return t.Actuator || (t.Ingest && c.Webhook.Enabled) || (t.Evaluator && len(c.Evaluator.Scope.IncludeEntraGroups) > 0)
+	return t.Actuator || (t.Ingest && (c.Webhook.Enabled || c.Risk.Enabled)) || (t.Evaluator && len(c.Evaluator.Scope.IncludeEntraGroups) > 0)
 }

@@ -219,6 +219,7 @@ func (c *Config) Validate(t Targets) error {
 		add("admin.listen", "must differ from ops.listen (%s)", c.Ops.Listen)
 	}
 	errs = append(errs, validateInstance(c.Instance)...)
+	errs = append(errs, c.Risk.validate()...)
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
 			add("ad.domains", "at least one domain is required for the ingest target")

@@ -1,0 +1,34 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/pwsync/pwsync/shared/events"
+)
+
+// RiskReader reads Entra ID Protection (licence: Entra ID P2; application
+// permissions IdentityRiskyUser.Read.All and IdentityRiskEvent.Read.All,
+// IdentityRiskyUser.ReadWrite.All for Dismiss). *msgraph.Client implements it.
+type RiskReader interface {
+	// RiskyUsersSince lists the risky users whose riskLastUpdatedDateTime
+	// is at or after since, every page.
+	RiskyUsersSince(ctx context.Context, since time.Time) ([]events.RiskyUser, error)
+	// RiskyUser reads one; a user without a risk record is a 404 *Error.
+	RiskyUser(ctx context.Context, userID string) (*events.RiskyUser, error)
+	// RiskDetectionsSince lists the detections detected at or after since,
+	// of the given riskEventTypes (none = all), every page.
+	RiskDetectionsSince(ctx context.Context, since time.Time, eventTypes []string) ([]events.RiskDetection, error)
+	// DismissRisk dismisses the risk of up to 60 users.
+	DismissRisk(ctx context.Context, userIDs []string) error
+}
+
+// IsUnlicensed reports Graph's 403 on an Identity Protection call, which
+// a tenant without Entra ID P2 gets, as does an app without the
+// permission: the message tells them apart for a human, not for code.
+func IsUnlicensed(err error) bool {
+	var ge *Error
+	return errors.As(err, &ge) && ge.Status == http.StatusForbidden
+}
