@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/natsx"
 )
 
 // Admin alerts go to a Teams Workflows webhook ("Post to a channel when a
@@ -149,4 +153,57 @@ func redactURL(s, url string) string {
 		s = strings.ReplaceAll(s, url[i:], "?[redacted]")
 	}
 	return s
+}
+
+// alert posts an ActionAlert to the Workflows webhook, once per action.
+func (x *delivery) alert(ctx context.Context) error {
+	s, a := x.s, x.a
+	url := s.set.WorkflowsWebhookURL.Value()
+	if url == "" {
+		// No webhook: the alert is the audit record and the log line, as
+		// before notifications existed.
+		zerolog.Ctx(ctx).Error().Str("rule", a.Rule).Str("alert", a.Reason).Msg("alert")
+		return x.finish(ctx, events.OutcomeOK, a.Reason, nil)
+	}
+	if a.DryRun {
+		return x.finish(ctx, events.OutcomeDryRun, "would post the alert card", nil)
+	}
+	key := events.KeySafe("alert." + a.ID)
+	sl, err := s.take(ctx, s.hooks, channelWebhook)
+	if err != nil {
+		return err
+	}
+	res, rev, entry, err := s.ledger.claim(ctx, key, a.ID, "webhook", "")
+	if err != nil || res != claimed {
+		sl.Done(ctx, false)
+		if err != nil {
+			return err
+		}
+		return x.ledgerSkip(ctx, res, entry)
+	}
+	err = postCard(ctx, s.hc, url, alertFromAction(a))
+	sl.Done(ctx, true)
+	countSend(channelWebhook, err)
+	if err == nil {
+		x.audit(ctx, "post_alert", events.OutcomeOK, 0, "workflows webhook")
+		if err := s.ledger.sent(ctx, key, rev, entry); err != nil {
+			return err
+		}
+		return x.finish(ctx, events.OutcomeOK, a.Reason, nil)
+	}
+	we := &webhookError{msg: err.Error()}
+	errors.As(err, &we)
+	attempts, lerr := s.ledger.failed(ctx, key, rev, entry, true)
+	if lerr != nil {
+		return lerr
+	}
+	x.audit(ctx, "post_alert", events.OutcomeFailed, we.status, err.Error())
+	switch {
+	case !we.retryable() || attempts >= s.set.MaxAttempts:
+		return x.deadLetter(ctx, err)
+	case we.retryAfter > 0:
+		sl.Block(ctx, we.retryAfter)
+		return &natsx.RetryLater{After: we.retryAfter, Err: err}
+	}
+	return err
 }
