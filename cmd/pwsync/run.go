@@ -117,7 +117,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			Log:      log.With().Str("service", "evaluator").Logger(),
 			Backfill: evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
 			Reevaluate: evaluator.ReevaluateConfig{Enabled: cfg.Evaluator.Reevaluate.Enabled,
-				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance}
+				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance, RiskHourlyCap: cfg.Risk.HourlyCap}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
 			var dir graph.Directory = client // NeedsGraph made it for the evaluator
 			evDeps.Groups = evaluator.NewEntraGroups(dir, groups, cfg.Evaluator.Scope.EntraRefresh, log)
@@ -160,6 +160,12 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			services = append(services, nt)
 		}
 	}
+
+	risk, err := riskServices(setupCtx, cfg, t, conn, client, instance, log)
+	if err != nil {
+		return err
+	}
+	services = append(services, risk...)
 
 	var campaigns *campaign.Service
 	if cfg.Campaigns.Enabled && client != nil {
@@ -295,5 +301,6 @@ func policyOf(cfg config.Config) rules.Policy {
 		Cloud: rules.CloudPolicy{NeverExpires: e.NeverExpires.Enabled, DriftCooldown: e.Drift.Cooldown,
 			PendingTimeout: e.Drift.PendingTimeout, WritebackWindow: e.Writeback.Window},
 		Undo: rules.UndoPolicy{AwaitCloud: undo.AwaitCloud, ClearOnADChange: undo.ClearCloudFlag},
+		Risk: riskPolicyOf(cfg),
 	}
 }

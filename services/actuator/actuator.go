@@ -138,6 +138,9 @@ func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) 
 	if s.notifier && (a.Kind == events.ActionNotify || a.Kind == events.ActionAlert) {
 		return nil // delivered and audited by the notifier
 	}
+	if a.Kind == events.ActionADRequireChange || a.Kind == events.ActionDismissRisk {
+		return nil // the AD writer's (services/actuator/adwrite)
+	}
 	if a.Kind == events.ActionNotify {
 		return run.finish(ctx, events.OutcomeSkipped, "notifications are off (notify.enabled, notify.workflows_webhook_url)", nil)
 	}

@@ -36,6 +36,8 @@ type Deps struct {
 	Backfill   GateConfig
 	Reevaluate ReevaluateConfig
 	Holder     string
+	// RiskHourlyCap: risk actions per hour published at once; more are held (risk.go).
+	RiskHourlyCap int
 }
 
 // Service evaluates events.
@@ -53,6 +55,7 @@ type Service struct {
 	leases   jetstream.KeyValue
 	reeval   ReevaluateConfig
 	holder   string
+	riskCap  int
 }
 
 // New opens the evaluator's buckets.
@@ -80,7 +83,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, users: users, identity: identity, now: now, pub: pub, audit: audit.NewWriter(pub, nil),
 		policy: d.Policy, groups: d.Groups, log: d.Log, gate: gate, leases: leases, reeval: d.Reevaluate,
-		holder: holderName(d.Holder)}, nil
+		holder: holderName(d.Holder), riskCap: d.RiskHourlyCap}, nil
 }
 
 // Run consumes the EVENTS stream until ctx ends.
@@ -140,6 +143,8 @@ func (s *Service) Handle(ctx context.Context, ev events.Envelope, _ natsx.Meta) 
 		return s.evaluate(ctx, ev, guid, func(st rules.State) rules.Result {
 			return rules.EvaluateCloud(s.currentPolicy(), st, ev, c)
 		})
+	case ev.Source == events.SourceGraph && ev.Type == events.TypeGraphRisk:
+		return s.handleRisk(ctx, ev)
 	case ev.Source == events.SourceTimer && (ev.Type == events.TypeWriteback || ev.Type == events.TypeUndoBound):
 		var t events.Timer
 		if err := ev.Decode(&t); err != nil {

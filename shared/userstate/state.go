@@ -40,6 +40,8 @@ type State struct {
 	Expiry ExpiryState `json:"expiry,omitzero"`
 	// DryRun: what dry-run decided as though done, apart from what was done.
 	DryRun DryRunState `json:"dry_run,omitzero"`
+	// Risk: Identity Protection detections handled (risk.go).
+	Risk RiskState `json:"risk,omitzero"`
 }
 
 // What an undo waits for.

@@ -63,6 +63,7 @@ type Policy struct {
 	DryRun bool
 
 	Cloud CloudPolicy
+	Risk  RiskPolicy // Identity Protection detections (risk.go)
 }
 
 // Decision explains one rule's verdict, for the audit trail.

@@ -1,0 +1,173 @@
+// Package adwrite executes the actions that write AD rather than Graph:
+// the risk rule's "must change password at next logon" for synced users
+// (pwdLastSet 0; ingest sees it and the forced-change rule does the rest:
+// sessions revoked, the pending group, the undo at the password change),
+// and the dismissal of a user's Identity Protection risk. It consumes
+// natsx.ConsumerADWriter; the actuator acks these kinds unread.
+package adwrite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/audit"
+	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/ldapconn"
+	"github.com/pwsync/pwsync/shared/natsx"
+)
+
+// Domain is how to reach one AD domain. The bind account needs "Write
+// pwdLastSet" on the users (the helpdesk's "Reset user passwords and force
+// password change at next logon" delegation includes it).
+type Domain struct {
+	Name               string
+	URL                string
+	StartTLS           bool
+	CAFile             string
+	InsecureSkipVerify bool
+	BindDN             string
+	BindPassword       string
+}
+
+// Deps is what the writer needs.
+type Deps struct {
+	JS      jetstream.JetStream
+	Domains []Domain
+	Risk    graph.RiskReader // for dismiss_risk; nil = those actions fail
+	Log     zerolog.Logger
+}
+
+// Service consumes the AD writer's actions.
+type Service struct {
+	js      jetstream.JetStream
+	domains map[string]Domain
+	risk    graph.RiskReader
+	done    jetstream.KeyValue
+	audit   *audit.Writer
+	log     zerolog.Logger
+}
+
+// New ensures the consumer and opens the idempotency bucket.
+func New(ctx context.Context, d Deps) (*Service, error) {
+	if _, err := d.JS.CreateOrUpdateConsumer(ctx, natsx.StreamActions, natsx.ADWriterConsumer()); err != nil {
+		return nil, fmt.Errorf("ensuring consumer %s: %w", natsx.ConsumerADWriter, err)
+	}
+	done, err := natsx.Bucket(ctx, d.JS, natsx.BucketDone)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{js: d.JS, domains: map[string]Domain{}, risk: d.Risk, done: done,
+		audit: audit.NewWriter(natsx.NewPublisher(d.JS), nil), log: d.Log.With().Str("component", "adwrite").Logger()}
+	for _, dom := range d.Domains {
+		s.domains[strings.ToLower(dom.Name)] = dom
+	}
+	return s, nil
+}
+
+// Run consumes until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	s.log.Info().Int("domains", len(s.domains)).Msg("AD writer started")
+	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.Handle)
+	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerADWriter, 4, h)
+}
+
+func doneKey(a events.Action) string { return events.KeySafe("adwrite." + a.ID) }
+
+// Handle executes one action, once: a done record is kept per action ID.
+func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) error {
+	log := s.log.With().Str("action_id", a.ID).Str("action", string(a.Kind)).Str("upn", a.User.UPN).Logger()
+	if _, err := s.done.Get(ctx, doneKey(a)); err == nil {
+		return s.record(ctx, a, events.OutcomeSkipped, "already done", nil)
+	} else if !natsx.IsNotFound(err) {
+		return fmt.Errorf("reading %s: %w", doneKey(a), err)
+	}
+	if a.DryRun {
+		return s.record(ctx, a, events.OutcomeDryRun, "dry run: nothing written", nil)
+	}
+	var err error
+	step := ""
+	switch a.Kind {
+	case events.ActionADRequireChange:
+		step, err = "ad_pwdlastset_0", s.requireChange(ctx, a)
+	case events.ActionDismissRisk:
+		step, err = "dismiss_risk", s.dismiss(ctx, a)
+	default:
+		return natsx.Permanent(fmt.Errorf("adwrite: unknown action kind %q", a.Kind))
+	}
+	if err != nil {
+		outcome := events.OutcomeFailed
+		if errors.Is(err, natsx.ErrPermanent) {
+			outcome = events.OutcomeDeadLetter
+		}
+		_ = s.record(ctx, a, outcome, err.Error(), nil) // the error is what matters
+		return err
+	}
+	if _, err := s.done.Put(ctx, doneKey(a), []byte(step)); err != nil {
+		return fmt.Errorf("recording %s: %w", doneKey(a), err)
+	}
+	log.Info().Str("step", step).Float64("latency_ms", latencyMS(a)).Msg("AD writer: done")
+	return s.record(ctx, a, events.OutcomeOK, step, nil)
+}
+
+func (s *Service) requireChange(ctx context.Context, a events.Action) error {
+	dom, ok := s.domains[strings.ToLower(a.User.Domain)]
+	if !ok {
+		return natsx.Permanent(fmt.Errorf("no AD domain %q configured", a.User.Domain))
+	}
+	if a.User.DN == "" {
+		return natsx.Permanent(errors.New("the action names no DN"))
+	}
+	tc, err := ldapconn.TLSConfig(dom.URL, dom.CAFile, dom.InsecureSkipVerify)
+	if err != nil {
+		return natsx.Permanent(fmt.Errorf("LDAP TLS of %s: %w", dom.Name, err))
+	}
+	conn, err := ldapconn.Dial(ldapconn.Config{URL: dom.URL, StartTLS: dom.StartTLS, BindDN: dom.BindDN,
+		BindPassword: dom.BindPassword, RequestTimeout: 30 * time.Second}, tc)
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", dom.Name, err) // retried
+	}
+	defer conn.Close()
+	req := ldap.NewModifyRequest(a.User.DN, nil)
+	req.Replace("pwdLastSet", []string{"0"})
+	err = conn.Modify(req)
+	var le *ldap.Error
+	if errors.As(err, &le) && (le.ResultCode == ldap.LDAPResultNoSuchObject || le.ResultCode == ldap.LDAPResultInsufficientAccessRights) {
+		return natsx.Permanent(fmt.Errorf("setting pwdLastSet 0 on %s: %w", a.User.DN, err))
+	}
+	if err != nil {
+		return fmt.Errorf("setting pwdLastSet 0 on %s: %w", a.User.DN, err)
+	}
+	return nil
+}
+
+func (s *Service) dismiss(ctx context.Context, a events.Action) error {
+	if s.risk == nil || a.User.CloudID == "" {
+		return natsx.Permanent(errors.New("dismiss_risk needs Graph and the user's cloud ID"))
+	}
+	err := s.risk.DismissRisk(ctx, []string{a.User.CloudID})
+	var ge *graph.Error
+	if errors.As(err, &ge) && !ge.Retryable() {
+		return natsx.Permanent(err)
+	}
+	return err
+}
+
+func latencyMS(a events.Action) float64 {
+	if a.EventTime.IsZero() {
+		return 0
+	}
+	return float64(time.Since(a.EventTime).Microseconds()) / 1000
+}
+
+func (s *Service) record(ctx context.Context, a events.Action, outcome, detail string, _ error) error {
+	return s.audit.Write(ctx, events.AuditRecord{Kind: "action", EventID: a.EventID, ActionID: a.ID, Rule: a.Rule,
+		Action: string(a.Kind), User: a.User, CloudID: a.User.CloudID, Outcome: outcome, Detail: detail, LatencyMS: latencyMS(a)})
+}
