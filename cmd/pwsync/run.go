@@ -18,6 +18,7 @@ import (
 	"github.com/pwsync/pwsync/services/actuator"
 	"github.com/pwsync/pwsync/services/actuator/budget"
 	"github.com/pwsync/pwsync/services/actuator/notifier"
+	"github.com/pwsync/pwsync/services/auditship"
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/services/evaluator"
 	"github.com/pwsync/pwsync/services/evaluator/rules"
@@ -117,7 +118,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			Log:      log.With().Str("service", "evaluator").Logger(),
 			Backfill: evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
 			Reevaluate: evaluator.ReevaluateConfig{Enabled: cfg.Evaluator.Reevaluate.Enabled,
-				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance, RiskHourlyCap: cfg.Risk.HourlyCap}
+				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
 			var dir graph.Directory = client // NeedsGraph made it for the evaluator
 			evDeps.Groups = evaluator.NewEntraGroups(dir, groups, cfg.Evaluator.Scope.EntraRefresh, log)
@@ -128,8 +129,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 		services = append(services, ev)
 		if cfg.Evaluator.Expiry.Enabled {
-			sc, err := scheduler.New(setupCtx, scheduler.Deps{JS: conn.JS, Policy: evDeps.Policy, Now: clock,
-				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance, Log: log.With().Str("service", "evaluator").Logger()})
+			sc, err := scheduler.New(setupCtx, conn.JS, scheduler.Config{Policy: evDeps.Policy, Now: clock,
+				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance}, log.With().Str("service", "evaluator").Logger())
 			if err != nil {
 				return fmt.Errorf("starting expiry scheduler: %w", err)
 			}
@@ -161,12 +162,6 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 	}
 
-	risk, err := riskServices(setupCtx, cfg, t, conn, client, instance, log)
-	if err != nil {
-		return err
-	}
-	services = append(services, risk...)
-
 	var campaigns *campaign.Service
 	if cfg.Campaigns.Enabled && client != nil {
 		svc, runner, closeAD, err := campaignParts(setupCtx, cfg, conn, client, writes, instance, log)
@@ -189,6 +184,14 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			campaign.Register(adm, campaigns)
 		}
 		services = append(services, adm)
+	}
+
+	if len(cfg.Audit.Sinks) > 0 {
+		ship, err := auditShipper(setupCtx, cfg, conn, instance, log)
+		if err != nil {
+			return fmt.Errorf("starting audit shipping: %w", err)
+		}
+		services = append(services, ship)
 	}
 
 	storage := &storageHealth{js: conn.JS, log: log}
@@ -239,6 +242,29 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	}
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// auditShipper ships the audit trail to the SIEM sinks (any target: each
+// sink runs under its own lease).
+func auditShipper(ctx context.Context, cfg config.Config, conn *natsx.Conn, instance string, log zerolog.Logger) (*auditship.Service, error) {
+	var entra *auditship.Entra
+	if cfg.Audit.NeedsEntraCredential() {
+		g := cfg.Graph
+		cred, hc, err := msgraph.NewCredential(msgraph.Config{TenantID: g.TenantID, ClientID: g.ClientID,
+			ClientSecret: g.ClientSecret.Value(), CertificateFile: g.CertificateFile,
+			CertificatePassword: g.CertificatePassword.Value(), AuthorityHost: g.AuthorityHost,
+			GraphBaseURL: g.BaseURL, CAFile: g.CAFile, Timeout: g.Timeout})
+		if err != nil {
+			return nil, fmt.Errorf("entra credential for the sentinel sink: %w", err)
+		}
+		entra = &auditship.Entra{Credential: cred, HTTP: hc}
+	}
+	targets, err := auditship.Targets(ctx, cfg.Audit.Sinks, entra, version)
+	if err != nil {
+		return nil, err
+	}
+	return auditship.New(ctx, auditship.Deps{JS: conn.JS, Pub: natsx.NewPublisher(conn.JS), Targets: targets,
+		Holder: instance, Log: log.With().Str("service", "auditship").Logger()})
 }
 
 // startOps serves /healthz (the process is alive), /readyz (NATS connected,
@@ -301,6 +327,5 @@ func policyOf(cfg config.Config) rules.Policy {
 		Cloud: rules.CloudPolicy{NeverExpires: e.NeverExpires.Enabled, DriftCooldown: e.Drift.Cooldown,
 			PendingTimeout: e.Drift.PendingTimeout, WritebackWindow: e.Writeback.Window},
 		Undo: rules.UndoPolicy{AwaitCloud: undo.AwaitCloud, ClearOnADChange: undo.ClearCloudFlag},
-		Risk: riskPolicyOf(cfg),
 	}
 }

@@ -20,7 +20,7 @@ type Config struct {
 	Campaigns Campaigns `yaml:"campaigns"`
 	Ops       Ops       `yaml:"ops"`
 	Admin     Admin     `yaml:"admin"`
-	Risk      Risk      `yaml:"risk"` // Entra ID Protection -> AD (risk.go)
+	Audit     Audit     `yaml:"audit"`    // shipping the audit trail to SIEMs (audit.go)
 	Instance  string    `yaml:"instance"` // this replica's stable name in leases (instance.go)
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -310,7 +310,6 @@ func Default() Config {
 		Campaigns:       defaultCampaigns(),
 		Ops:             Ops{Listen: "127.0.0.1:9090", Metrics: true, SampleInterval: 15 * time.Second},
 		Admin:           defaultAdmin(),
-		Risk:            defaultRisk(),
 		ShutdownTimeout: 20 * time.Second,
 	}
 }

@@ -72,6 +72,9 @@ func Parse(data []byte, getenv func(string) string) (Config, error) {
 	for i := range cfg.AD.Domains {
 		cfg.AD.Domains[i].applyDefaults()
 	}
+	for i := range cfg.Audit.Sinks {
+		cfg.Audit.Sinks[i].applyDefaults()
+	}
 	return cfg, cfg.resolveSecrets(getenv)
 }
 
@@ -161,6 +164,14 @@ func (c *Config) resolveSecrets(getenv func(string) string) error {
 	if err := c.Notify.WorkflowsWebhookURL.resolve(getenv); err != nil {
 		return fmt.Errorf("notify.workflows_webhook_url: %w", err)
 	}
+	for i, s := range c.Audit.Sinks {
+		for k, h := range s.OTLP.Headers {
+			if err := h.resolve(getenv); err != nil {
+				return fmt.Errorf("audit.sinks[%d].otlp.headers.%s: %w", i, k, err)
+			}
+			s.OTLP.Headers[k] = h
+		}
+	}
 	return nil
 }
 
@@ -169,6 +180,13 @@ func (c *Config) hasLiteralSecret() bool {
 	for _, d := range c.AD.Domains {
 		if lit(d.BindPassword) {
 			return true
+		}
+	}
+	for _, s := range c.Audit.Sinks {
+		for _, h := range s.OTLP.Headers {
+			if lit(h) {
+				return true
+			}
 		}
 	}
 	return lit(c.Graph.ClientSecret) || lit(c.Graph.CertificatePassword) || lit(c.Notify.WorkflowsWebhookURL)
@@ -219,7 +237,7 @@ func (c *Config) Validate(t Targets) error {
 		add("admin.listen", "must differ from ops.listen (%s)", c.Ops.Listen)
 	}
 	errs = append(errs, validateInstance(c.Instance)...)
-	errs = append(errs, c.Risk.validate()...)
+	errs = append(errs, c.Audit.validate(c.Graph)...)
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
 			add("ad.domains", "at least one domain is required for the ingest target")

@@ -48,10 +48,9 @@ const (
 	BucketNotices       = "notices"              // the notifier's exactly-once ledger
 	BucketPacing        = "pacing"               // the notifier's send pacing, for a successor
 
-	// ConsumerADWriter executes the actions that write AD rather than
-	// Graph (risk: pwdLastSet 0) and dismiss Identity Protection risk
-	// (services/actuator/adwrite); the actuator acks these kinds unread.
-	ConsumerADWriter = "adwriter"
+	// ConsumerAuditSinkPrefix + sink name: one durable consumer per SIEM
+	// sink on StreamAudit (services/auditship), ensured when it runs.
+	ConsumerAuditSinkPrefix = "audit-sink-"
 )
 
 // Lease keys in BucketLeases: one holder each across replicas.
@@ -62,9 +61,11 @@ const (
 	LeaseNotifier          = "notifier"           // notifier: sends and dead-letter alerts
 	LeaseGraphSubscription = "graph-subscription" // graphwatch: the subscription
 	LeaseGraphDelta        = "graph-delta"        // graphwatch: delta rounds
-	LeaseGraphRisk         = "graph-risk"         // graphwatch: Identity Protection polls
 	// LeaseADWatchPrefix + AD domain: one DirSync/USN watcher per domain.
 	LeaseADWatchPrefix = "adwatch."
+	// LeaseAuditSinkPrefix + sink name: one shipper per SIEM sink, so that
+	// records reach it in stream order.
+	LeaseAuditSinkPrefix = "auditship."
 )
 
 // Topology is the set of streams, consumers and KV buckets pwsync needs.
@@ -155,16 +156,6 @@ func NewTopology(o Options) Topology {
 	}
 }
 
-// ADWriterConsumer is the AD writer's consumer on StreamActions, ensured
-// when risk is enabled: its kinds are events.ActionADRequireChange and
-// events.ActionDismissRisk.
-func ADWriterConsumer() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable: ConsumerADWriter, FilterSubjects: []string{"actions." + string(events.ActionADRequireChange), "actions." + string(events.ActionDismissRisk)},
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 64,
-	}
-}
-
 // NotifierConsumer is the notifier's consumer on StreamActions. Deferrals
 // (quiet hours, pacing) are redeliveries too, hence no MaxDeliver: the
 // ledger counts real failures and dead-letters after max_attempts.
@@ -182,6 +173,24 @@ func DeadLetterConsumer(ackWait time.Duration, maxHeld int) jetstream.ConsumerCo
 		Durable: ConsumerDeadLetters, AckPolicy: jetstream.AckExplicitPolicy,
 		AckWait: ackWait, MaxDeliver: -1, MaxAckPending: 2 * maxHeld,
 	}
+}
+
+// AuditSinkConsumer is a SIEM sink's consumer on StreamAudit. Kinds
+// filter the records (empty = all). MaxAckPending is one batch: nothing
+// is delivered past a batch the sink has not accepted, so a redelivery
+// comes before anything newer and order holds. No MaxDeliver: a sink that
+// is down keeps its backlog (bounded by the stream's MaxAge). Acks are
+// cumulative: acking a batch's last record acks the batch.
+func AuditSinkConsumer(sink string, kinds []string, batch int, ackWait time.Duration) jetstream.ConsumerConfig {
+	cc := jetstream.ConsumerConfig{Durable: ConsumerAuditSinkPrefix + sink, AckPolicy: jetstream.AckAllPolicy,
+		AckWait: ackWait, MaxDeliver: -1, MaxAckPending: max(batch, 1), DeliverPolicy: jetstream.DeliverAllPolicy}
+	for _, k := range kinds {
+		cc.FilterSubjects = append(cc.FilterSubjects, "audit."+k)
+	}
+	if len(cc.FilterSubjects) == 0 {
+		cc.FilterSubject = "audit.>"
+	}
+	return cc
 }
 
 // NotifierBucket is BucketNotices or BucketPacing with its TTL.

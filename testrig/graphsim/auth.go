@@ -40,6 +40,8 @@ func (s *Server) serveIdentity(w http.ResponseWriter, r *http.Request) bool {
 		writeJSON(w, http.StatusOK, map[string]any{"keys": []any{}})
 	case len(parts) == 4 && parts[1] == "oauth2" && parts[2] == "v2.0" && parts[3] == "token":
 		s.serveToken(w, r, parts[0])
+	case len(parts) == 4 && parts[0] == "dataCollectionRules" && parts[2] == "streams":
+		s.serveLogsIngestion(w, r, parts[1], parts[3]) // logsingestion.go: same host, as a DCE would be
 	default:
 		return false
 	}
@@ -128,7 +130,8 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 		s.aadError(w, http.StatusBadRequest, "unsupported_grant_type", 70003, fmt.Sprintf("The app requested an unsupported grant type '%s'.", gt))
 		return
 	}
-	if errCode, code, msg := checkScope(f.Get("scope")); errCode != "" {
+	aud, errCode, code, msg := checkScope(f.Get("scope"))
+	if errCode != "" {
 		s.aadError(w, http.StatusBadRequest, errCode, code, msg)
 		return
 	}
@@ -140,7 +143,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 
 	now := time.Now()
 	claims := accessClaims{
-		Aud:      graphResource,
+		Aud:      aud,
 		Iss:      "https://sts.windows.net/" + s.opts.TenantID + "/",
 		Iat:      now.Unix(),
 		Nbf:      now.Unix(),
@@ -174,29 +177,34 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request, tenant strin
 	})
 }
 
-// checkScope accepts exactly one Graph "/.default" scope plus the OIDC
-// scopes MSAL always adds (openid profile offline_access).
-func checkScope(scope string) (errCode string, code int, msg string) {
+// checkScope accepts exactly one "/.default" scope of Graph or of Azure
+// Monitor (the Logs Ingestion API, logsingestion.go) plus the OIDC scopes
+// MSAL always adds (openid profile offline_access); aud is the token's.
+func checkScope(scope string) (aud, errCode string, code int, msg string) {
 	if strings.TrimSpace(scope) == "" {
-		return "invalid_request", 900144, "The request body must contain the following parameter: 'scope'."
+		return "", "invalid_request", 900144, "The request body must contain the following parameter: 'scope'."
 	}
 	graph := 0
+	aud = graphResource
 	for _, sc := range strings.Fields(scope) {
 		switch strings.ToLower(sc) {
 		case "openid", "profile", "offline_access":
 		case graphResource + "/.default", graphResource + "//.default", graphAppID + "/.default":
 			graph++
+		case monitorResource + "/.default", monitorResource + "//.default":
+			graph++
+			aud = monitorResource
 		default:
 			if !strings.HasSuffix(sc, "/.default") {
-				return "invalid_scope", 1002012, fmt.Sprintf("The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", sc)
+				return "", "invalid_scope", 1002012, fmt.Sprintf("The provided value for scope %s is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).", sc)
 			}
-			return "invalid_resource", 500011, fmt.Sprintf("The resource principal named %s was not found in the tenant. This simulator only serves Microsoft Graph.", strings.TrimSuffix(sc, "/.default"))
+			return "", "invalid_resource", 500011, fmt.Sprintf("The resource principal named %s was not found in the tenant. This simulator only serves Microsoft Graph.", strings.TrimSuffix(sc, "/.default"))
 		}
 	}
 	if graph != 1 {
-		return "invalid_scope", 70011, "The provided request must include exactly one 'https://graph.microsoft.com/.default' scope."
+		return "", "invalid_scope", 70011, "The provided request must include exactly one 'https://graph.microsoft.com/.default' scope."
 	}
-	return "", 0, ""
+	return aud, "", 0, ""
 }
 
 // authenticateClient checks the client credential: a client assertion, a
