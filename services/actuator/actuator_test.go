@@ -187,6 +187,13 @@ func (f *fakeGraph) writes() []string {
 			out = append(out, c)
 		}
 	}
+	// A synced user's revoke and group add go out at once: their order is
+	// the scheduler's, not the actuator's, and is shown revoke first.
+	for i := 1; i < len(out); i++ {
+		if id, ok := strings.CutPrefix(out[i-1], "group+ "); ok && out[i] == "revoke "+id {
+			out[i-1], out[i] = out[i], out[i-1]
+		}
+	}
 	return out
 }
 
@@ -486,6 +493,39 @@ func TestUndoGate(t *testing.T) {
 			}
 			if got := g.writes(); fmt.Sprint(got) != fmt.Sprint(tt.want) {
 				t.Fatalf("writes = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestUndoGateCloudManaged: a cloud-managed user's gated undo waits for a
+// cloud change at or after the threshold the evaluator put in the gate
+// (UserChangeFrom, within the clock skew); the actuator adds no margin of
+// its own.
+func TestUndoGateCloudManaged(t *testing.T) {
+	from := time.Now().Add(-time.Minute)
+	tests := []struct {
+		name      string
+		from      time.Time
+		cloudSet  time.Time // the user's lastPasswordChangeDateTime
+		wantLater bool
+	}{
+		{"waits_for_a_change_after_the_threshold", from, from.Add(-undoClockSkew - time.Second), true},
+		{"a_change_within_the_skew_counts", from, from.Add(-undoClockSkew + time.Second), false},
+		{"a_change_after_the_threshold_counts", from, from.Add(time.Second), false},
+		{"no_threshold_undoes_at_once", time.Time{}, time.Time{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := cloudUser
+			u.LastPasswordChange = tt.cloudSet
+			s := newService(t, newFakeGraph(u), settings())
+			a := undo(action(events.ActionClearChange, "alice@example.test", "imm-alice", 2), action(events.ActionRequireChange, "alice@example.test", "imm-alice", 1))
+			a.AwaitCloud = &events.UndoGate{RequiredAt: from.Add(-time.Hour), UserChangeFrom: tt.from, Until: time.Now().Add(time.Hour)}
+			err := s.Handle(context.Background(), a, natsx.Meta{NumDelivered: 1})
+			var later *natsx.RetryLater
+			if errors.As(err, &later) != tt.wantLater || (err != nil && !tt.wantLater) {
+				t.Fatalf("Handle = %v, want retry later: %v", err, tt.wantLater)
 			}
 		})
 	}

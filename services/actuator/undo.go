@@ -49,8 +49,9 @@ func (x *execution) clearChange(ctx context.Context) error {
 func (x *execution) awaitCloud(ctx context.Context, g events.UndoGate) (done bool, err error) {
 	u, since, what := x.user, g.ADPasswordSet, "the AD password set at "+g.ADPasswordSet.UTC().Format(time.RFC3339)+" (password hash sync)"
 	if !u.SyncEnabled {
-		// pwsync's own temporary password (fallback) comes seconds after
-		since, what = g.RequiredAt.Add(30*time.Second), "a cloud password change after pwsync required one"
+		// pwsync's own temporary password (fallback) comes seconds after: the
+		// evaluator's margin is in the gate
+		since, what = g.UserChangeFrom, "a cloud password change after pwsync required one"
 		if since.IsZero() {
 			return false, nil // not known when it was required: undo as before
 		}

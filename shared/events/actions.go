@@ -126,12 +126,16 @@ type Action struct {
 // A synced user's undo waits until Entra's lastPasswordChangeDateTime
 // reaches ADPasswordSet (password hash sync carried it), at most until
 // Until, then goes ahead with an alert. A cloud-managed user's waits for a
-// cloud password change after RequiredAt; at Until it gives up and leaves
-// the block (the user has not changed the cloud password).
+// cloud password change at or after UserChangeFrom; at Until it gives up
+// and leaves the block (the user has not changed the cloud password).
 type UndoGate struct {
 	ADPasswordSet time.Time `json:"ad_password_set"`
 	RequiredAt    time.Time `json:"required_at,omitzero"`
-	Until         time.Time `json:"until"`
+	// UserChangeFrom is RequiredAt plus the evaluator's own-write margin
+	// (and clock skew): an earlier cloud change is pwsync's own temporary
+	// password, not the user's. Zero: not known when pwsync required one.
+	UserChangeFrom time.Time `json:"user_change_from,omitzero"`
+	Until          time.Time `json:"until"`
 }
 
 // Subject is the NATS subject the action is published on.

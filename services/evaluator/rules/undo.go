@@ -36,7 +36,17 @@ const ownWriteMargin = 30 * time.Second
 // userChangedCloud reports whether the cloud account shows a password change
 // by the user after pwsync required one at requiredAt.
 func userChangedCloud(c *events.CloudUser, requiredAt time.Time) bool {
-	return !requiredAt.IsZero() && cloudHasSince(c, requiredAt.Add(ownWriteMargin+cloudSkew))
+	return !requiredAt.IsZero() && cloudHasSince(c, userChangeFrom(requiredAt))
+}
+
+// userChangeFrom is the threshold for cloudHasSince past which a cloud
+// change is the user's; the actuator's undo gate carries it
+// (events.UndoGate.UserChangeFrom) and compares with the same skew.
+func userChangeFrom(requiredAt time.Time) time.Time {
+	if requiredAt.IsZero() {
+		return time.Time{}
+	}
+	return requiredAt.Add(ownWriteMargin + cloudSkew)
 }
 
 // cloudHasSince reports whether the cloud account's password was set at or
@@ -60,7 +70,7 @@ func awaitUndo(p Policy, s State, next *State, res *Result, ev events.Envelope, 
 		}
 		g := &events.UndoGate{ADPasswordSet: adSet, Until: ev.Time.Add(p.Undo.AwaitCloud)}
 		if !p.Undo.ClearOnADChange {
-			g.RequiredAt = s.RequiredAt
+			g.RequiredAt, g.UserChangeFrom = s.RequiredAt, userChangeFrom(s.RequiredAt)
 		}
 		return false, g, "; the actuator checks Entra has the new password first"
 	}

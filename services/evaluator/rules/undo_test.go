@@ -123,7 +123,8 @@ func TestUndoGateWithoutCloudState(t *testing.T) {
 			t.Fatalf("want one gated undo, got %+v", res.Actions)
 		}
 		g := res.Actions[0].AwaitCloud
-		if !g.ADPasswordSet.Equal(events.FileTime(setTime+1)) || !g.Until.Equal(at.Add(7*time.Minute)) || !g.RequiredAt.Equal(at.Add(time.Minute)) {
+		if !g.ADPasswordSet.Equal(events.FileTime(setTime+1)) || !g.Until.Equal(at.Add(7*time.Minute)) || !g.RequiredAt.Equal(at.Add(time.Minute)) ||
+			!g.UserChangeFrom.Equal(at.Add(time.Minute+ownWriteMargin+cloudSkew)) {
 			t.Errorf("gate = %+v", *g)
 		}
 	}
