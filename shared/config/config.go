@@ -21,6 +21,7 @@ type Config struct {
 	Ops       Ops       `yaml:"ops"`
 	Admin     Admin     `yaml:"admin"`
 	Audit     Audit     `yaml:"audit"`    // shipping the audit trail to SIEMs (audit.go)
+	Risk      Risk      `yaml:"risk"`     // Entra ID Protection -> AD (risk.go)
 	Instance  string    `yaml:"instance"` // this replica's stable name in leases (instance.go)
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -310,6 +311,7 @@ func Default() Config {
 		Campaigns:       defaultCampaigns(),
 		Ops:             Ops{Listen: "127.0.0.1:9090", Metrics: true, SampleInterval: 15 * time.Second},
 		Admin:           defaultAdmin(),
+		Risk:            defaultRisk(),
 		ShutdownTimeout: 20 * time.Second,
 	}
 }

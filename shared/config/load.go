@@ -238,6 +238,7 @@ func (c *Config) Validate(t Targets) error {
 	}
 	errs = append(errs, validateInstance(c.Instance)...)
 	errs = append(errs, c.Audit.validate(c.Graph)...)
+	errs = append(errs, c.Risk.validate()...)
 	if t.Ingest {
 		if len(c.AD.Domains) == 0 && !c.Webhook.Enabled {
 			add("ad.domains", "at least one domain is required for the ingest target")

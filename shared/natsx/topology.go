@@ -51,6 +51,11 @@ const (
 	// ConsumerAuditSinkPrefix + sink name: one durable consumer per SIEM
 	// sink on StreamAudit (services/auditship), ensured when it runs.
 	ConsumerAuditSinkPrefix = "audit-sink-"
+
+	// ConsumerADWriter executes the actions that write AD rather than
+	// Graph (risk: pwdLastSet 0) and dismiss Identity Protection risk
+	// (services/actuator/adwrite); the actuator acks these kinds unread.
+	ConsumerADWriter = "adwriter"
 )
 
 // Lease keys in BucketLeases: one holder each across replicas.
@@ -61,6 +66,7 @@ const (
 	LeaseNotifier          = "notifier"           // notifier: sends and dead-letter alerts
 	LeaseGraphSubscription = "graph-subscription" // graphwatch: the subscription
 	LeaseGraphDelta        = "graph-delta"        // graphwatch: delta rounds
+	LeaseGraphRisk         = "graph-risk"         // graphwatch: Identity Protection polls
 	// LeaseADWatchPrefix + AD domain: one DirSync/USN watcher per domain.
 	LeaseADWatchPrefix = "adwatch."
 	// LeaseAuditSinkPrefix + sink name: one shipper per SIEM sink, so that
@@ -153,6 +159,16 @@ func NewTopology(o Options) Topology {
 			{Bucket: BucketCampaigns, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 			{Bucket: BucketBackfill, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		},
+	}
+}
+
+// ADWriterConsumer is the AD writer's consumer on StreamActions, ensured
+// when risk is enabled: its kinds are events.ActionADRequireChange and
+// events.ActionDismissRisk.
+func ADWriterConsumer() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: ConsumerADWriter, FilterSubjects: []string{"actions." + string(events.ActionADRequireChange), "actions." + string(events.ActionDismissRisk)},
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 64,
 	}
 }
 
