@@ -170,8 +170,8 @@ func TestFootprintReport(t *testing.T) {
 		smp := sample(t, pid, metricsURL)
 		smp.minute = m
 		samples = append(samples, smp)
-		t.Logf("soak minute %2d: VmRSS %6.1f MB, VmHWM %6.1f MB, %4d goroutines, %d password changes and %d Graph requests so far",
-			m, smp.rss, smp.hwm, smp.goroutines, resetCount.Load(), len(s.sim.Requests()))
+		t.Logf("soak minute %2d: VmRSS %6.1f MB, VmHWM %6.1f MB, Go heap in use %5.1f MB, %4d goroutines, %d password changes and %d Graph requests so far",
+			m, smp.rss, smp.hwm, smp.heap, smp.goroutines, resetCount.Load(), len(s.sim.Requests()))
 	}
 	close(stop)
 	var r [2]int
@@ -230,6 +230,7 @@ func ready(opsAddr string) bool {
 type footprintSample struct {
 	minute     int
 	rss, hwm   float64 // MB
+	heap       float64 // MB, go_memstats_heap_inuse_bytes
 	goroutines int
 }
 
@@ -264,6 +265,13 @@ func sample(t *testing.T, pid int, metricsURL string) footprintSample {
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+			// Go's heap beside the RSS: tells the runtime's own growth from
+			// the process's (the embedded NATS server's caches, fragmentation).
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				s.heap = f / 1e6
+			}
+		}
 		if v, ok := strings.CutPrefix(sc.Text(), "go_goroutines "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
