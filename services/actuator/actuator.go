@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/services/actuator/budget"
+	"github.com/pwsync/pwsync/services/actuator/cloudjoin"
 	"github.com/pwsync/pwsync/shared/audit"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
@@ -35,6 +36,11 @@ type Deps struct {
 	// priority, shared with the campaign runner of the same process; nil =
 	// unlimited.
 	Budget *budget.Scheduler
+	// Join is the AD <-> Entra join kept in memory (see cloudjoin): a
+	// require-change action of a joined user writes without reading Graph
+	// first. nil = every action looks its user up in Graph. The caller
+	// runs its sync (cloudjoin.Index.Run).
+	Join *cloudjoin.Index
 	// Notifier: notify and alert actions are delivered by services/actuator/notifier
 	// through its own consumer (one replica at a time, paced); the
 	// actuator acks them without doing anything.
@@ -52,6 +58,7 @@ type Service struct {
 	log      zerolog.Logger
 	now      func() time.Time
 	budget   *budget.Scheduler
+	join     *cloudjoin.Index
 	newPass  func() (string, error)
 	notifier bool
 	// Graph calls in flight, per class: live work has its own
@@ -76,7 +83,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, graph: d.Graph, done: done, identity: identity,
 		audit: audit.NewWriter(natsx.NewPublisher(d.JS), now), set: d.Settings, log: d.Log, now: now,
-		budget: d.Budget, newPass: mustchange.TemporaryPassword, notifier: d.Notifier,
+		budget: d.Budget, join: d.Join, newPass: mustchange.TemporaryPassword, notifier: d.Notifier,
 		liveSlots: make(chan struct{}, max(d.Settings.Concurrency, 1)),
 		lowSlots:  make(chan struct{}, max(d.Settings.Concurrency, 1))}, nil
 }
@@ -168,30 +175,31 @@ func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) 
 	} else if superseded {
 		return run.finish(ctx, events.OutcomeSkipped, "superseded by a newer action for this user", nil)
 	}
-	u, err := s.resolve(ctx, a.User)
+	u, local, err := s.lookup(ctx, a)
 	if err != nil {
-		if errors.Is(err, ErrNoCloudAccount) || errors.Is(err, natsx.ErrPermanent) {
-			_ = run.finish(ctx, events.OutcomeDeadLetter, err.Error(), nil)
-			return natsx.Permanent(err)
-		}
-		return err
+		return run.unresolved(ctx, err)
 	}
-	run.user = u
-	switch a.Kind {
-	case events.ActionRequireChange:
-		err = run.requireChange(ctx)
-	case events.ActionClearChange:
-		err = run.clearChange(ctx)
-	case events.ActionSetPasswordPolicies:
-		err = run.setPolicies(ctx)
-	default:
-		err = natsx.Permanent(fmt.Errorf("unknown action kind %q", a.Kind))
+	run.user, run.local = u, local
+	err = run.do(ctx)
+	if local && graph.IsNotFound(err) {
+		// The join is stale (the account deleted, or recreated under a new
+		// ID): forget it, look the user up in Graph and try once more.
+		log.Info().Str("cloud_id", u.ID).Msg("cloud account not found by its joined ID; looking it up again")
+		s.join.Remove(u.ID)
+		if u, err = s.resolve(ctx, a.User, u.ID); err != nil {
+			return run.unresolved(ctx, err)
+		}
+		run.user, run.local = u, false
+		err = run.do(ctx)
 	}
 	var later *natsx.RetryLater
 	switch {
 	case errors.As(err, &later):
 		return err // waiting (audited when the wait began), not failing
 	case err == nil:
+		if run.local {
+			s.rememberJoin(ctx, a.User, run.user)
+		}
 		if err := run.recordResult(ctx); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -19,7 +20,7 @@ import (
 // is checked before and written after. In dry-run it only audits.
 func (x *execution) step(ctx context.Context, name string, fn func(context.Context) error) error {
 	if _, err := x.s.done.Get(ctx, stepKey(x.a.ID, name)); err == nil {
-		x.done = append(x.done, name)
+		x.did(name)
 		return nil // done before a crash or redelivery
 	} else if !natsx.IsNotFound(err) {
 		return fmt.Errorf("checking step %s: %w", name, err)
@@ -36,8 +37,34 @@ func (x *execution) step(ctx context.Context, name string, fn func(context.Conte
 		return err
 	}
 	x.audit(ctx, name, events.OutcomeOK, 0, "")
-	x.done = append(x.done, name)
+	x.did(name)
 	return x.markDone(ctx, name)
+}
+
+// did records that step name is carried out; steps may run at once.
+func (x *execution) did(name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.done = append(x.done, name)
+}
+
+// together runs independent steps at once and waits for all of them: a
+// step needs only what came before the call, never its sibling. The first
+// failure in argument order is returned; the others are audited by their
+// steps and settled on the redelivery by their step records.
+func together(ctx context.Context, fns ...func(context.Context) error) error {
+	errs := make([]error, len(fns))
+	var wg sync.WaitGroup
+	for i, fn := range fns {
+		wg.Go(func() { errs[i] = fn(ctx) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // paced sends one write under the budget at the action's priority; a 429
@@ -76,7 +103,7 @@ func (x *execution) stepChecked(ctx context.Context, name string, took func(cont
 		return x.step(ctx, name, fn)
 	}
 	if _, err := x.s.done.Get(ctx, stepKey(x.a.ID, name)); err == nil {
-		x.done = append(x.done, name)
+		x.did(name)
 		return nil
 	} else if !natsx.IsNotFound(err) {
 		return fmt.Errorf("checking step %s: %w", name, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/pwsync/pwsync/services/actuator/budget"
@@ -19,9 +20,27 @@ type execution struct {
 	s        *Service
 	a        events.Action
 	user     *graph.User
-	done     []string // steps carried out (now or before a redelivery)
+	mu       sync.Mutex
+	done     []string // steps carried out (now or before a redelivery); under mu
 	delivery uint64   // JetStream's delivery count of the action
 	prio     budget.Priority
+	// local: user is the cloud join's record (no passwordProfile), not a
+	// read of Graph made for this action.
+	local bool
+}
+
+// do carries out the action's kind on x.user.
+func (x *execution) do(ctx context.Context) error {
+	switch x.a.Kind {
+	case events.ActionRequireChange:
+		return x.requireChange(ctx)
+	case events.ActionClearChange:
+		return x.clearChange(ctx)
+	case events.ActionSetPasswordPolicies:
+		return x.setPolicies(ctx)
+	default:
+		return natsx.Permanent(fmt.Errorf("unknown action kind %q", x.a.Kind))
+	}
 }
 
 // requireChange makes the cloud account demand a new password.
@@ -45,6 +64,13 @@ func (x *execution) requireChange(ctx context.Context) error {
 		}, func(ctx context.Context) error {
 			return x.s.graph.SetForceChange(ctx, x.user.ID, true, set.CloudManaged.WithMFA)
 		})
+		if graph.IsOnPremMastered(err) && x.local {
+			// The join said cloud-managed and Graph says synced: the join
+			// lags a change of onPremisesSyncEnabled. Ask Graph itself.
+			if rerr := x.reread(ctx); rerr != nil {
+				return rerr
+			}
+		}
 		if graph.IsOnPremMastered(err) && x.user.SyncEnabled {
 			// Mastered on-prem, by Graph's own words and by the user's
 			// onPremisesSyncEnabled: Graph will refuse this write every
@@ -60,21 +86,46 @@ func (x *execution) requireChange(ctx context.Context) error {
 			// synced case: a dead letter that quotes Graph's message.
 			return refused(err)
 		}
-		if set.CloudManaged.Verify && !x.a.DryRun {
-			took, err := x.verifyFlag(ctx)
-			if err != nil {
-				return err
+		// The read-back and the revoke need only the PATCH: both at once.
+		verify := set.CloudManaged.Verify && !x.a.DryRun
+		var took bool
+		err = together(ctx, func(ctx context.Context) error {
+			if !verify {
+				return nil
 			}
-			if !took {
-				if err := x.fallback(ctx); err != nil {
-					return err
-				}
+			var err error
+			took, err = x.verifyFlag(ctx)
+			return err
+		}, func(ctx context.Context) error {
+			if !set.CloudManaged.RevokeSessions {
+				return nil
 			}
+			return x.revoke(ctx)
+		})
+		if err != nil || !verify || took {
+			return err
 		}
+		return x.fallback(ctx)
 	}
 	if set.CloudManaged.RevokeSessions {
 		return x.revoke(ctx)
 	}
+	return nil
+}
+
+// reread replaces the join's record of the user with a read from Graph.
+func (x *execution) reread(ctx context.Context) error {
+	var u *graph.User
+	err := x.s.retry(ctx, "get_user", func(ctx context.Context) error {
+		var err error
+		u, err = x.s.graph.GetUser(ctx, x.user.ID)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	x.s.observe(*u)
+	x.user, x.local = u, false
 	return nil
 }
 
@@ -119,6 +170,7 @@ func (x *execution) verifyFlag(ctx context.Context) (bool, error) {
 		if err != nil {
 			return err
 		}
+		x.s.observe(*u)
 		took = mustchange.Took(*u)
 		return nil
 	})
@@ -168,12 +220,17 @@ func (x *execution) syncedChain(ctx context.Context) error {
 	if !set.Synced.RevokeSessions && set.Synced.PendingGroupID == "" {
 		return natsx.Permanent(errors.New("synced user and no chain configured (actuator.synced.revoke_sessions, actuator.synced.pending_group_id)"))
 	}
-	if set.Synced.RevokeSessions {
-		if err := x.revoke(ctx); err != nil {
-			return err
+	// Neither needs the other: both at once.
+	return together(ctx, func(ctx context.Context) error {
+		if !set.Synced.RevokeSessions {
+			return nil
 		}
-	}
-	if g := set.Synced.PendingGroupID; g != "" {
+		return x.revoke(ctx)
+	}, func(ctx context.Context) error {
+		g := set.Synced.PendingGroupID
+		if g == "" {
+			return nil
+		}
 		// An add whose answer was lost is settled by asking Graph whether
 		// the user is a member; a client that cannot ask sends it again,
 		// and Graph's "already exist" answer is success.
@@ -186,8 +243,7 @@ func (x *execution) syncedChain(ctx context.Context) error {
 		}, func(ctx context.Context) error {
 			return x.s.graph.AddGroupMember(ctx, g, x.user.ID)
 		})
-	}
-	return nil
+	})
 }
 
 // setPolicies writes passwordPolicies unless the cloud already has it (our

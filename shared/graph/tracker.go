@@ -61,9 +61,16 @@ type Tracker interface {
 	DeleteSubscription(ctx context.Context, id string) error
 	// UsersDelta fetches one page of the users delta query. link "" starts a
 	// new round (a full sync) with $select of DeltaSelect; otherwise link is
-	// a nextLink or deltaLink that Graph returned, followed as is.
+	// a nextLink or deltaLink that Graph returned, followed as is;
+	// DeltaLatest starts from now without enumerating the users.
 	UsersDelta(ctx context.Context, link string) (DeltaPage, error)
 }
+
+// DeltaLatest, passed to UsersDelta as the link, asks for a deltaLink from
+// now on without enumerating anybody ($deltatoken=latest): for a caller
+// that reads the users some other way (a paged /users read) and follows
+// delta from before that read, so that no change falls between the two.
+const DeltaLatest = "latest"
 
 // DeltaSelect are the user properties delta query tracks: the
 // password-relevant ones. Changes to any other property do not surface.

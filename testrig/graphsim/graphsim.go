@@ -49,6 +49,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -82,6 +83,9 @@ var DefaultRoles = []string{
 	"GroupMember.ReadWrite.All",
 	"Mail.Send",
 	"TeamsActivity.Send",
+	// risk.enabled (issue 17): riskyUsers and riskDetections, dismiss
+	"IdentityRiskyUser.ReadWrite.All",
+	"IdentityRiskEvent.Read.All",
 }
 
 // Options configure a simulator. The zero value is usable.
@@ -177,6 +181,7 @@ type Options struct {
 // Server is a running simulator. All methods are safe for concurrent use.
 type Server struct {
 	opts     Options
+	latency  atomic.Int64 // nanoseconds added to every Graph request (Options.Latency, SetLatency)
 	ca       *authority
 	listener net.Listener
 	http     *http.Server
@@ -216,6 +221,11 @@ type Server struct {
 	stats        Stats
 }
 
+// SetLatency changes the latency added to every Graph request
+// (Options.Latency) while the simulator runs, e.g. between a benchmark's
+// phases.
+func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
+
 // Start listens on opts.Addr and serves until Close.
 func Start(opts Options) (*Server, error) {
 	opts = withDefaults(opts)
@@ -239,6 +249,7 @@ func Start(opts Options) (*Server, error) {
 		activityLimit: newWindowLimit(limitOrDefault(opts.ActivityPerSecond, defaultActivityPerSecond), durationOr(opts.ActivityWindow, time.Second)),
 		stats:         Stats{ByStatus: map[int]int{}},
 	}
+	s.latency.Store(int64(opts.Latency))
 	s.store.onChange = s.userChanged
 	s.domains, s.syncFeatures = defaultDirectory()
 	if len(opts.ClientCertPEM) > 0 {

@@ -208,8 +208,8 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 
 	body, rep := readBody(r)
 	c.body = body
-	if s.opts.Latency > 0 {
-		s.hang(c.done, s.opts.Latency)
+	if d := time.Duration(s.latency.Load()); d > 0 {
+		s.hang(c.done, d)
 	}
 	var after *Fault // lost after the request is carried out
 	if rep == nil {

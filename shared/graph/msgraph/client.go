@@ -10,6 +10,7 @@
 package msgraph
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -30,6 +31,7 @@ import (
 	"github.com/microsoftgraph/msgraph-sdk-go-core/authentication"
 
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/graph/tokencache"
 	"github.com/pwsync/pwsync/shared/metrics"
 )
 
@@ -66,14 +68,17 @@ type Client struct {
 	sdk     *msgraphsdk.GraphServiceClient
 	adapter *msgraphsdk.GraphRequestAdapter
 	cred    azcore.TokenCredential
-	scopes  []string
-	baseURL string // without trailing slash, e.g. https://graph.microsoft.com/v1.0
+	// stopKeep stops the background token renewal (Close).
+	stopKeep func()
+	scopes   []string
+	baseURL  string // without trailing slash, e.g. https://graph.microsoft.com/v1.0
 }
 
 var _ graph.Client = (*Client)(nil)
 
-// New validates cfg and builds the credential and the SDK client. It does not
-// talk to the network: a wrong secret shows up on the first call (or Token).
+// New validates cfg and builds the credential and the SDK client, and starts
+// renewing the token in the background (until Close). A wrong secret shows
+// up on the first call (or Token).
 func New(cfg Config) (*Client, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -85,10 +90,13 @@ func New(cfg Config) (*Client, error) {
 	base, _ := url.Parse(cfg.GraphBaseURL) // validated by setDefaults
 	scopes := []string{scopeFor(base.Hostname())}
 
-	cred, err := newCredential(cfg, &http.Client{Transport: tr, Timeout: cfg.Timeout})
+	inner, err := newCredential(cfg, &http.Client{Transport: tr, Timeout: cfg.Timeout})
 	if err != nil {
 		return nil, err
 	}
+	// The token is renewed in the background ahead of expiry (until
+	// Close): no Graph request waits for the token endpoint.
+	cred := tokencache.New(inner, scopes, 0)
 
 	// The SDK's convenience constructor only attaches tokens for Microsoft's
 	// Graph hosts; name the configured host so the simulator/proxy gets one too.
@@ -112,11 +120,18 @@ func New(cfg Config) (*Client, error) {
 	// Before NewGraphServiceClient: set afterwards, $batch items would keep
 	// https://graph.microsoft.com URLs.
 	adapter.SetBaseUrl(cfg.GraphBaseURL)
+	keepCtx, stopKeep := context.WithCancel(context.Background())
+	keepDone := make(chan struct{})
+	go func() { defer close(keepDone); cred.Run(keepCtx) }()
 	return &Client{
 		tr:      tr,
 		sdk:     msgraphsdk.NewGraphServiceClient(adapter),
 		adapter: adapter,
 		cred:    cred,
+		stopKeep: func() {
+			stopKeep()
+			<-keepDone
+		},
 		scopes:  scopes,
 		baseURL: cfg.GraphBaseURL,
 	}, nil
@@ -124,7 +139,10 @@ func New(cfg Config) (*Client, error) {
 
 // Close releases idle connections (HTTP/2 included, which a server shutting
 // down would otherwise wait on). The Client must not be used afterwards.
-func (c *Client) Close() { c.tr.CloseIdleConnections() }
+func (c *Client) Close() {
+	c.stopKeep()
+	c.tr.CloseIdleConnections()
+}
 
 func (cfg *Config) setDefaults() error {
 	switch {

@@ -126,8 +126,11 @@ func toSubscription(op string, s models.Subscriptionable) (graph.Subscription, e
 // because unchanged) from a null one, and leaves @removed in an untyped
 // additional-data bag. Both matter here.
 func (c *Client) UsersDelta(ctx context.Context, link string) (graph.DeltaPage, error) {
-	if link == "" {
+	switch link {
+	case "":
 		link = c.baseURL + "/users/delta?$select=" + strings.Join(graph.DeltaSelect, ",")
+	case graph.DeltaLatest:
+		link = c.baseURL + "/users/delta?$select=" + strings.Join(graph.DeltaSelect, ",") + "&$deltatoken=latest"
 	}
 	u, err := c.checkLink(link)
 	if err != nil {
