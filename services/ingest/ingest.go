@@ -224,10 +224,11 @@ func (dw domainWatch) run(ctx context.Context) {
 }
 
 // Ready reports whether this replica does its part: the Graph secrets are
-// loaded, and for each domain either this replica holds the lease and its
-// watcher finished its first sync, or another replica holds it (standby).
+// loaded and the first delta round is stored (or another replica polls),
+// and for each domain either this replica holds the lease and its watcher
+// finished its first sync, or another replica holds it (standby).
 func (s *Service) Ready() bool {
-	if s.graph != nil && !s.graph.Ready() {
+	if s.graph != nil && (!s.graph.Ready() || !s.graph.Synced()) {
 		return false
 	}
 	for _, dw := range s.watchers {

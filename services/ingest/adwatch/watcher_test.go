@@ -55,13 +55,16 @@ func TestFullSyncPublishesEveryUser(t *testing.T) {
 		}
 	}
 	if u := got[plain.GUID]; u.Mail != "fs-plain@example.test" || u.PwdLastSet == 0 || u.MustChange() ||
-		u.NeverExpires() || u.Disabled() || events.FileTime(u.ExpiryComputed).Sub(events.FileTime(u.PwdLastSet)) != 42*24*time.Hour {
+		u.NeverExpires() || u.Disabled() || u.ExpirySource != events.ExpirySourceDomain ||
+		events.FileTime(u.Expiry).Sub(events.FileTime(u.PwdLastSet)) != 42*24*time.Hour {
 		t.Errorf("plain user published as %+v", u)
 	}
-	if u := got[must.GUID]; !u.MustChange() || u.UACComputed&events.UACPasswordExpiredFlag == 0 {
+	// the full sync reads no constructed attribute (msDS-User-Account-Control-Computed
+	// among them): must-change comes from pwdLastSet alone
+	if u := got[must.GUID]; !u.MustChange() || u.ExpirySource != events.ExpirySourceMustChange {
 		t.Errorf("must-change user published as %+v", u)
 	}
-	if u := got[never.GUID]; !u.NeverExpires() || u.ExpiryComputed != events.FileTimeNeverExpires {
+	if u := got[never.GUID]; !u.NeverExpires() || u.Expiry != events.FileTimeNeverExpires {
 		t.Errorf("never-expires user published as %+v", u)
 	}
 	if u := got[off.GUID]; !u.Disabled() {
@@ -85,7 +88,8 @@ func TestSeededMembershipAndPSO(t *testing.T) {
 	r := start(t, dcConfig(dc), sink, newMemCursors(), testLogger(t))
 	r.waitReady(t, fullSyncWait)
 	p, _ := sink.waitFor(t, 0, time.Second, "alice", func(u events.ADUser) bool { return u.DN == alice })
-	if !strings.HasPrefix(p.user.ResultantPSO, "CN=PSO-Privileged,") || len(p.user.MemberOf) == 0 ||
+	// computed locally: the full sync reads no msDS-ResultantPSO
+	if p.user.PolicyName != "PSO-Privileged" || p.user.ExpirySource != events.ExpirySourcePSO || len(p.user.MemberOf) == 0 ||
 		!strings.HasPrefix(p.user.MemberOf[0], "CN=Privileged-Users,") {
 		t.Errorf("alice published as %+v; want the PSO and the group", p.user)
 	}

@@ -122,6 +122,7 @@ func (w *Watcher) round(ctx context.Context) error {
 				return err
 			}
 			w.stats.rounds.Add(1)
+			w.synced.Store(true)
 			lvl := zerolog.DebugLevel
 			if resync || users > 0 {
 				lvl = zerolog.InfoLevel

@@ -59,6 +59,7 @@ type Watcher struct {
 	trigger chan struct{}
 	secrets secretCache
 	ready   atomic.Bool
+	synced  atomic.Bool // a delta round completed since start: the cloud side is stored
 	stats   counters
 }
 
@@ -113,6 +114,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 // for a subscription: Graph validates the receiver before it creates one, so
 // a receiver that waited for the subscription would never get one.
 func (w *Watcher) Ready() bool { return w.ready.Load() }
+
+// Synced reports whether the cloud side is stored: this replica's delta
+// poller completed a round since start (the first one of a new deployment
+// reads every user), or another replica polls. Until then a reset may wait
+// behind the initial read's events.
+func (w *Watcher) Synced() bool {
+	if w.deltaLease.Held() {
+		return w.synced.Load()
+	}
+	return w.deltaLease.Standby()
+}
 
 // ClientState implements webhook.SecretLookup: the clientState of a current
 // subscription, or of a replaced one for a short grace period (notifications
