@@ -118,7 +118,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			Log:      log.With().Str("service", "evaluator").Logger(),
 			Backfill: evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
 			Reevaluate: evaluator.ReevaluateConfig{Enabled: cfg.Evaluator.Reevaluate.Enabled,
-				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance}
+				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance, RiskHourlyCap: cfg.Risk.HourlyCap}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
 			var dir graph.Directory = client // NeedsGraph made it for the evaluator
 			evDeps.Groups = evaluator.NewEntraGroups(dir, groups, cfg.Evaluator.Scope.EntraRefresh, log)
@@ -129,8 +129,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		}
 		services = append(services, ev)
 		if cfg.Evaluator.Expiry.Enabled {
-			sc, err := scheduler.New(setupCtx, conn.JS, scheduler.Config{Policy: evDeps.Policy, Now: clock,
-				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance}, log.With().Str("service", "evaluator").Logger())
+			sc, err := scheduler.New(setupCtx, scheduler.Deps{JS: conn.JS, Policy: evDeps.Policy, Now: clock,
+				Sweep: cfg.Evaluator.Expiry.SweepInterval, Holder: instance, Log: log.With().Str("service", "evaluator").Logger()})
 			if err != nil {
 				return fmt.Errorf("starting expiry scheduler: %w", err)
 			}
@@ -161,6 +161,12 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			services = append(services, nt)
 		}
 	}
+
+	risk, err := riskServices(setupCtx, cfg, t, conn, client, instance, log)
+	if err != nil {
+		return err
+	}
+	services = append(services, risk...)
 
 	var campaigns *campaign.Service
 	if cfg.Campaigns.Enabled && client != nil {
@@ -330,5 +336,6 @@ func policyOf(cfg config.Config) rules.Policy {
 		Cloud: rules.CloudPolicy{NeverExpires: e.NeverExpires.Enabled, DriftCooldown: e.Drift.Cooldown,
 			PendingTimeout: e.Drift.PendingTimeout, WritebackWindow: e.Writeback.Window},
 		Undo: rules.UndoPolicy{AwaitCloud: undo.AwaitCloud, ClearOnADChange: undo.ClearCloudFlag},
+		Risk: riskPolicyOf(cfg),
 	}
 }
