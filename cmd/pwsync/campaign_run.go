@@ -13,7 +13,6 @@ import (
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
-	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
@@ -92,65 +91,55 @@ func budgetOf(cfg config.Config) (config.Actuator, float64) {
 
 func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, client *msgraph.Client, writes *budget.Scheduler,
 	holder string, log zerolog.Logger) (*campaign.Service, service, func(), error) {
-	store, err := campaign.OpenStore(ctx, conn.JS)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	ad := &campaignLDAP{cfg: cfg, pools: map[string]*campaign.LDAP{}}
 	cc := cfg.Campaigns
-	svc := &campaign.Service{Store: store, Limits: campaign.Limits{ApprovalThreshold: cc.ApprovalThreshold, HardCap: cc.HardCap},
-		Verify: mustchange.FromConfig(cfg.Actuator), // the actuator's read-back and fallback (actuator.cloud_managed)
-		Resolver: func(domain string) (*campaign.Resolver, error) {
-			s := cfg.Evaluator.Scope
-			r := &campaign.Resolver{Cloud: client, Batch: client, Scope: campaign.Scope{IncludeOUs: s.IncludeOUs,
-				BreakGlassUPNs: s.BreakGlassUPNs, BreakGlassGroups: s.BreakGlassGroups, IncludeDisabled: s.IncludeDisabled}}
-			if len(cfg.AD.Domains) == 0 {
-				return r, nil // cloud-only: AD selectors are refused
-			}
-			d, err := ad.domain(domain)
-			if err != nil {
-				return nil, err
-			}
-			p, err := ad.pool(d.Name)
-			if err != nil {
-				return nil, err
-			}
-			r.AD = p
-			r.Scope.Domain, r.Scope.BaseDN, r.Scope.UserFilter = d.Name, d.BaseDN, d.UserFilter
-			return r, nil
-		}}
-	if writes == nil { // no actuator here: no runner either
-		return svc, nil, ad.close, nil
+	resolver := func(domain string) (*campaign.Resolver, error) {
+		s := cfg.Evaluator.Scope
+		r := &campaign.Resolver{Cloud: client, Batch: client, Scope: campaign.Scope{IncludeOUs: s.IncludeOUs,
+			BreakGlassUPNs: s.BreakGlassUPNs, BreakGlassGroups: s.BreakGlassGroups, IncludeDisabled: s.IncludeDisabled}}
+		if len(cfg.AD.Domains) == 0 {
+			return r, nil // cloud-only: AD selectors are refused
+		}
+		d, err := ad.domain(domain)
+		if err != nil {
+			return nil, err
+		}
+		p, err := ad.pool(d.Name)
+		if err != nil {
+			return nil, err
+		}
+		r.AD = p
+		r.Scope.Domain, r.Scope.BaseDN, r.Scope.UserFilter = d.Name, d.BaseDN, d.UserFilter
+		return r, nil
 	}
-	leases, err := natsx.Bucket(ctx, conn.JS, natsx.BucketLeases)
+	deps := campaign.Deps{JS: conn.JS, Resolver: resolver, Limits: campaign.Limits{ApprovalThreshold: cc.ApprovalThreshold, HardCap: cc.HardCap},
+		Verify: mustchange.FromConfig(cfg.Actuator), // the actuator's read-back and fallback (actuator.cloud_managed)
+		Holder: holder, Log: log.With().Str("service", "campaign").Logger()}
+	if writes != nil { // the runner goes with the actuator
+		deps.Runner = &campaign.RunnerDeps{Batch: client,
+			Pacer: writes.Lane(budget.Campaign), // the actuator's scheduler: live resets go first
+			AD: func(domain string) (campaign.ADWriter, error) {
+				return ad.pool(domain)
+			},
+			// evaluator.scope's break-glass accounts, read again while a campaign runs
+			BreakGlass: func(ctx context.Context, domain string) (*campaign.BreakGlass, error) {
+				r, err := resolver(domain)
+				if err != nil {
+					return nil, err
+				}
+				return r.BreakGlass(ctx)
+			},
+			Cfg: campaign.RunConfig{Concurrency: cc.Concurrency, ADConcurrency: cc.ADConcurrency, MaxAttempts: cc.MaxAttempts,
+				WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait, ADOutageAlert: cc.ADOutageAlert,
+				GraphBaseURL: cfg.Graph.BaseURL}}
+	}
+	svc, err := campaign.New(ctx, deps)
 	if err != nil {
+		ad.close()
 		return nil, nil, nil, err
 	}
-	rlog := log.With().Str("service", "campaign").Logger()
-	runner := &campaign.Runner{Store: store, Batch: client, Pub: natsx.NewPublisher(conn.JS), Log: rlog,
-		Pacer: writes.Lane(budget.Campaign), // the actuator's scheduler: live resets go first
-		AD: func(domain string) (campaign.ADWriter, error) {
-			return ad.pool(domain)
-		},
-		// evaluator.scope's break-glass accounts, read again while a campaign runs
-		BreakGlass: func(ctx context.Context, domain string) (*campaign.BreakGlass, error) {
-			r, err := svc.Resolver(domain)
-			if err != nil {
-				return nil, err
-			}
-			return r.BreakGlass(ctx)
-		},
-		Cfg: campaign.RunConfig{Concurrency: cc.Concurrency, ADConcurrency: cc.ADConcurrency, MaxAttempts: cc.MaxAttempts,
-			WithMFA: cc.WithMFA, UncertainWait: cc.UncertainWait, ADOutageAlert: cc.ADOutageAlert,
-			GraphBaseURL: cfg.Graph.BaseURL}}
-	l := lease.New(leases, campaign.LeaseKey, holder, natsx.LeaseRenew, rlog)
-	return svc, leasedRunner{l: l, r: runner}, ad.close, nil
+	if deps.Runner == nil { // no actuator here: no runner either
+		return svc, nil, ad.close, nil
+	}
+	return svc, svc, ad.close, nil
 }
-
-// leasedRunner runs the campaign runner on the one replica holding the lease.
-type leasedRunner struct {
-	l *lease.Lease
-	r *campaign.Runner
-}
-
-func (lr leasedRunner) Run(ctx context.Context) error { return lr.l.Run(ctx, lr.r.Run) }

@@ -109,8 +109,8 @@ func TestCampaignFailedAlertsAdmins(t *testing.T) {
 		Actions: campaign.Actions{RequireChange: true}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r := &campaign.Runner{Store: w.store, Batch: w.client, Pub: natsx.NewPublisher(w.conn.JS), Pacer: campaign.NewPacer(100, time.Second, 1),
-		Log: zerolog.New(zerolog.NewTestWriter(t)), Cfg: campaign.RunConfig{PollEvery: 50 * time.Millisecond, GraphBaseURL: w.graphBase}}
+	r := w.runner(&campaign.RunnerDeps{Batch: w.client, Pacer: campaign.NewPacer(100, time.Second, 1),
+		Cfg: campaign.RunConfig{PollEvery: 50 * time.Millisecond, GraphBaseURL: w.graphBase}}, zerolog.New(zerolog.NewTestWriter(t)))
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	for ctx.Err() == nil {

@@ -63,7 +63,7 @@ func fail(w http.ResponseWriter, err error) {
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	cs, err := a.svc.Store.List(r.Context())
+	cs, err := a.svc.store.List(r.Context())
 	if err != nil {
 		fail(w, err)
 		return
@@ -106,12 +106,12 @@ type PreviewView struct {
 
 func (a *api) getPreview(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	c, _, err := a.svc.Store.Get(r.Context(), id)
+	c, _, err := a.svc.store.Get(r.Context(), id)
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	d, err := a.svc.Store.Details(r.Context(), id)
+	d, err := a.svc.store.Details(r.Context(), id)
 	if err != nil {
 		fail(w, err)
 		return

@@ -30,7 +30,7 @@ func wantStatus(t *testing.T, err error, status int) {
 // approve, an injected filter, and the report in both formats.
 func TestAPIRolesApprovalAndReport(t *testing.T) {
 	w := newWorld(t, false, graphsim.Options{})
-	w.svc.Limits.ApprovalThreshold = 0
+	w.svcWith(func(d *campaign.Deps) { d.Limits.ApprovalThreshold = 0 })
 	w.putCloudUsers("", "api", 3)
 	tokAlice, alice := adminapitest.NewToken(t, "alice", adminapi.RoleOperator)
 	tokBob, bob := adminapitest.NewToken(t, "bob", adminapi.RoleApprover)

@@ -13,8 +13,12 @@
 // to, filters built and escaped here), ldapfilter.go (user-supplied filters:
 // parsed, validated, bounded), upnlist.go (CSV import), resolve.go (selectors
 // -> targets, exclusions), store.go (KV layout), pacer.go (write budget),
-// runner.go and steps.go (execution), ad.go (LDAP), service.go (the
-// operations the API calls), api.go (HTTP routes), report.go.
+// service.go (Deps, New, Run; the operations the API calls), api.go (HTTP
+// routes), report.go. Execution: runner.go orchestrates a run's progress
+// ledger (ledger.go: records, intents, counters, audit), its Graph lane
+// (graphlane.go: $batch writes within the budget; readback.go: read-backs
+// and the must-change fallback; notice.go) and its AD lane (adlane.go;
+// ad.go: LDAP), each behind a narrow interface (recorder, lane).
 package campaign
 
 import (

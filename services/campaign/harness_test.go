@@ -23,7 +23,6 @@ import (
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
-	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/mustchange"
 	"github.com/pwsync/pwsync/shared/natsx"
 	"github.com/pwsync/pwsync/testrig/adtest"
@@ -64,6 +63,7 @@ type world struct {
 	ou     string
 	scope  campaign.Scope
 	svc    *campaign.Service
+	deps   campaign.Deps             // svc's: svcWith changes them
 	runCfg func(*campaign.RunConfig) // adjusts runInProcess's runner
 	// graphBase is the simulator's Graph root reached as "localhost", not
 	// the 127.0.0.1 of its own URL: a Graph host that is not configuration
@@ -105,24 +105,52 @@ func newWorld(t *testing.T, withAD bool, opts graphsim.Options) *world {
 		t.Cleanup(w.ldap.Close)
 		w.scope.BaseDN = w.dc.BaseDN
 	}
-	w.svc = &campaign.Service{Store: w.store, Limits: campaign.Limits{ApprovalThreshold: 100, HardCap: 20000},
+	w.deps = campaign.Deps{JS: w.conn.JS, Limits: campaign.Limits{ApprovalThreshold: 100, HardCap: 20000},
 		// as in production: the actuator's default read-back and fallback
-		Verify: mustchange.FromConfig(config.Default().Actuator),
-		Resolver: func(string) (*campaign.Resolver, error) {
-			r := &campaign.Resolver{Cloud: w.client, Batch: w.client, Scope: w.scope}
-			if w.ldap != nil {
-				r.AD = w.ldap
-			}
-			return r, nil
-		}}
+		Verify: mustchange.FromConfig(config.Default().Actuator), Resolver: w.resolver}
+	w.svcWith(nil)
 	return w
+}
+
+// resolver is the service's Resolver: the world's scope as it is now.
+func (w *world) resolver(string) (*campaign.Resolver, error) {
+	r := &campaign.Resolver{Cloud: w.client, Batch: w.client, Scope: w.scope}
+	if w.ldap != nil {
+		r.AD = w.ldap
+	}
+	return r, nil
+}
+
+// svcWith rebuilds the world's service with its deps changed by fn (nil:
+// as they are).
+func (w *world) svcWith(fn func(*campaign.Deps)) {
+	w.t.Helper()
+	if fn != nil {
+		fn(&w.deps)
+	}
+	svc, err := campaign.New(ctxT(w.t), w.deps)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.svc = svc
+}
+
+// runner is a campaign service that runs campaigns (under the runner's
+// lease, as this test's one holder) with rd.
+func (w *world) runner(rd *campaign.RunnerDeps, log zerolog.Logger) *campaign.Service {
+	w.t.Helper()
+	r, err := campaign.New(ctxT(w.t), campaign.Deps{JS: w.conn.JS, Runner: rd, Holder: "test-runner", Log: log})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return r
 }
 
 // breakGlass is the Runner's BreakGlass: the world's scope as it is now.
 // Each read that succeeds records when it started (readBreakGlassSince).
 func (w *world) breakGlass(ctx context.Context, domain string) (*campaign.BreakGlass, error) {
 	start := time.Now()
-	r, err := w.svc.Resolver(domain)
+	r, err := w.resolver(domain)
 	if err != nil {
 		return nil, err
 	}
@@ -272,8 +300,7 @@ func childMain() int {
 		return fail(err)
 	}
 	client := newSimClient(emb[0], emb[1], emb[2], emb[3], emb[4])
-	r := &campaign.Runner{Store: store, Batch: client, Pub: natsx.NewPublisher(conn.JS), Log: log,
-		Pacer: campaign.NewPacer(budget, window, 1),
+	rd := &campaign.RunnerDeps{Batch: client, Pacer: campaign.NewPacer(budget, window, 1),
 		Cfg: campaign.RunConfig{UncertainWait: 2 * time.Second, RetryBase: 100 * time.Millisecond, RetryMax: 2 * time.Second,
 			PollEvery: 100 * time.Millisecond, VerifyDelay: 100 * time.Millisecond, GraphBaseURL: emb[1]}}
 	if l := os.Getenv(envLDAP); l != "" {
@@ -282,9 +309,9 @@ func childMain() int {
 		if err != nil {
 			return fail(err)
 		}
-		r.AD = func(string) (campaign.ADWriter, error) { return ad, nil }
+		rd.AD = func(string) (campaign.ADWriter, error) { return ad, nil }
 	}
-	leases, err := natsx.Bucket(ctx, conn.JS, natsx.BucketLeases)
+	r, err := campaign.New(ctx, campaign.Deps{JS: conn.JS, Runner: rd, Holder: fmt.Sprintf("child-%d", os.Getpid()), Log: log})
 	if err != nil {
 		return fail(err)
 	}
@@ -296,8 +323,7 @@ func childMain() int {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}()
-	l := lease.New(leases, campaign.LeaseKey, fmt.Sprintf("child-%d", os.Getpid()), natsx.LeaseRenew, log)
-	if err := l.Run(ctx, r.Run); err != nil {
+	if err := r.Run(ctx); err != nil {
 		return fail(err)
 	}
 	return 0

@@ -42,15 +42,15 @@ func (s *Service) Report(ctx context.Context, id string) (Report, error) {
 	if c.Targets == 0 {
 		return rep, nil
 	}
-	targets, err := s.Store.Targets(ctx, id, c.Targets)
+	targets, err := s.store.Targets(ctx, id, c.Targets)
 	if err != nil {
 		return rep, err
 	}
-	prog, err := s.Store.AllProgress(ctx, id)
+	prog, err := s.store.AllProgress(ctx, id)
 	if err != nil {
 		return rep, err
 	}
-	if rep.Details, err = s.Store.Details(ctx, id); err != nil {
+	if rep.Details, err = s.store.Details(ctx, id); err != nil {
 		return rep, err
 	}
 	rep.Users = make([]ReportRow, len(targets))

@@ -4,11 +4,20 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/mustchange"
+	"github.com/pwsync/pwsync/shared/natsx"
 )
 
 // Limits are the approval rules.
@@ -68,22 +77,106 @@ const maxDetails = 5000
 // sampleSize is how many targets the preview shows.
 const sampleSize = 20
 
-// Service is what the admin API and the CLI do to campaigns.
-type Service struct {
-	Store    *Store
+// Deps is what campaigns need from the process.
+type Deps struct {
+	JS jetstream.JetStream
+	// Resolver resolves a spec's selectors in its domain (Create, Preview,
+	// Start); nil refuses them (a runner alone, in tests).
 	Resolver func(domain string) (*Resolver, error)
 	Limits   Limits
 	// Verify is the must-change read-back and fallback a campaign previewed
 	// now will use (mustchange.FromConfig); nil = no read-back.
 	Verify *mustchange.Strategy
-	Now    func() time.Time
+	// Runner runs the started campaigns; nil: this process runs none (no
+	// actuator here) and Run returns at once.
+	Runner *RunnerDeps
+	Holder string // this replica in the runner's lease; default hostname-pid
+	Log    zerolog.Logger
+	Now    func() time.Time // nil = time.Now
+}
+
+// RunnerDeps is what the runner needs beyond Deps.
+type RunnerDeps struct {
+	Batch graph.Batcher
+	// Pacer is the campaign's lane of the process's write budget (the
+	// actuator's scheduler: live resets go first).
+	Pacer *Pacer
+	AD    func(domain string) (ADWriter, error) // nil: no AD
+	// BreakGlass reads the domain's break-glass accounts (Resolver.BreakGlass)
+	// when a run starts and every Cfg.BreakGlassEvery: an account that
+	// became break-glass after the preview is not written. A run does not
+	// start while it fails. nil: no check beyond the preview's (tests).
+	BreakGlass func(ctx context.Context, domain string) (*BreakGlass, error)
+	Cfg        RunConfig
+}
+
+// Service is what the admin API and the CLI do to campaigns, and, where
+// the process runs them, their runner.
+type Service struct {
+	store    *Store
+	resolver func(domain string) (*Resolver, error)
+	limits   Limits
+	verify   *mustchange.Strategy
+	clock    func() time.Time
+	runner   *runner // nil: campaigns run elsewhere
+	leases   jetstream.KeyValue
+	holder   string
+	log      zerolog.Logger
+}
+
+// New opens the campaigns bucket and, for a runner, the leases bucket.
+func New(ctx context.Context, d Deps) (*Service, error) {
+	store, err := OpenStore(ctx, d.JS)
+	if err != nil {
+		return nil, err
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	s := &Service{store: store, resolver: d.Resolver, limits: d.Limits, verify: d.Verify, clock: now, holder: d.Holder, log: d.Log}
+	if d.Runner == nil {
+		return s, nil
+	}
+	rd := d.Runner
+	cfg := rd.Cfg.withDefaults()
+	if u, err := url.Parse(cfg.GraphBaseURL); err != nil || !u.IsAbs() || u.Host == "" {
+		return nil, fmt.Errorf("campaign runner: Graph base URL %q: want the absolute URL of graph.base_url", cfg.GraphBaseURL)
+	}
+	if rd.Batch == nil || rd.Pacer == nil {
+		return nil, errors.New("campaign runner: a Graph batcher and a pacer are required")
+	}
+	if s.leases, err = natsx.Bucket(ctx, d.JS, natsx.BucketLeases); err != nil {
+		return nil, err
+	}
+	if s.holder == "" {
+		host, _ := os.Hostname()
+		s.holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	s.runner = &runner{store: store, batch: rd.Batch, ad: rd.AD, pub: natsx.NewPublisher(d.JS), pacer: rd.Pacer,
+		breakGlass: rd.BreakGlass, cfg: cfg, log: d.Log, now: now}
+	return s, nil
+}
+
+// Run executes the running campaigns, one at a time (they share the write
+// budget), on the one replica holding the runner's lease, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	if s.runner == nil {
+		return nil
+	}
+	return lease.New(s.leases, LeaseKey, s.holder, natsx.LeaseRenew, s.log).Run(ctx, s.runner.run)
 }
 
 func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now().UTC()
+	return s.clock().UTC()
+}
+
+// resolve is the domain's Resolver.
+func (s *Service) resolve(domain string) (*Resolver, error) {
+	if s.resolver == nil {
+		return nil, errors.New("campaigns: no resolver configured")
 	}
-	return time.Now().UTC()
+	return s.resolver(domain)
 }
 
 // Create validates the spec and stores a draft.
@@ -99,7 +192,7 @@ func (s *Service) Create(ctx context.Context, spec Spec, by string) (Campaign, e
 	case !spec.Actions.RequireChange && !spec.Actions.RevokeSessions && !spec.Actions.Notify:
 		return Campaign{}, fmt.Errorf("%w: no action: set require_change, revoke_sessions and/or notify", ErrInvalid)
 	}
-	r, err := s.Resolver(spec.Domain)
+	r, err := s.resolve(spec.Domain)
 	if err != nil {
 		return Campaign{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -113,7 +206,7 @@ func (s *Service) Create(ctx context.Context, spec Spec, by string) (Campaign, e
 	now := s.now()
 	c := Campaign{ID: newID(now), Spec: spec, State: StateDraft, CreatedBy: by, CreatedAt: now, UpdatedAt: now,
 		Log: []Change{{At: now, By: by, To: StateDraft}}}
-	if err := s.Store.Create(ctx, c); err != nil {
+	if err := s.store.Create(ctx, c); err != nil {
 		return Campaign{}, err
 	}
 	return c, nil
@@ -130,14 +223,14 @@ func newID(now time.Time) string {
 // summary. Nothing is written to AD or Graph. A campaign above the hard cap
 // is refused (it stays a draft).
 func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) {
-	c, _, err := s.Store.Get(ctx, id)
+	c, _, err := s.store.Get(ctx, id)
 	if err != nil {
 		return c, err
 	}
 	if !CanMove(c.State, StatePreviewed) {
 		return c, fmt.Errorf("%w: campaign %s is %s: preview only before it runs", ErrConflict, id, c.State)
 	}
-	r, err := s.Resolver(c.Spec.Domain)
+	r, err := s.resolve(c.Spec.Domain)
 	if err != nil {
 		return c, err
 	}
@@ -145,18 +238,18 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 	if err != nil {
 		return c, err
 	}
-	if s.Limits.HardCap > 0 && len(res.Targets) > s.Limits.HardCap {
+	if s.limits.HardCap > 0 && len(res.Targets) > s.limits.HardCap {
 		return c, fmt.Errorf("%w: %d users selected, above the hard cap of %d (campaigns.hard_cap): narrow the selection or split it",
-			ErrTooLarge, len(res.Targets), s.Limits.HardCap)
+			ErrTooLarge, len(res.Targets), s.limits.HardCap)
 	}
 	var verify *mustchange.Strategy
-	if s.Verify != nil && c.Spec.Actions.RequireChange {
-		v := *s.Verify
+	if s.verify != nil && c.Spec.Actions.RequireChange {
+		v := *s.verify
 		verify = &v
 	}
 	p := summarize(res, Campaign{Spec: c.Spec, Verify: verify}, s.now(), by)
-	p.ApprovalThreshold, p.HardCap = s.Limits.ApprovalThreshold, s.Limits.HardCap
-	p.NeedsApproval = len(res.Targets) > s.Limits.ApprovalThreshold
+	p.ApprovalThreshold, p.HardCap = s.limits.ApprovalThreshold, s.limits.HardCap
+	p.NeedsApproval = len(res.Targets) > s.limits.ApprovalThreshold
 	d := Details{Excluded: res.Excluded, Unmatched: res.Unmatched}
 	if len(d.Excluded) > maxDetails {
 		d.Excluded, d.Truncated = d.Excluded[:maxDetails], true
@@ -164,10 +257,10 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 	if len(d.Unmatched) > maxDetails {
 		d.Unmatched, d.Truncated = d.Unmatched[:maxDetails], true
 	}
-	if err := s.Store.SaveTargets(ctx, id, res.Targets, d); err != nil {
+	if err := s.store.SaveTargets(ctx, id, res.Targets, d); err != nil {
 		return c, err
 	}
-	return s.Store.Update(ctx, id, func(c *Campaign) error {
+	return s.store.Update(ctx, id, func(c *Campaign) error {
 		if err := c.move(StatePreviewed, by, p.At, fmt.Sprintf("%d users", p.Total)); err != nil {
 			return err
 		}
@@ -207,7 +300,7 @@ func summarize(res Resolution, c Campaign, at time.Time, by string) Preview {
 // Approve records a second person's approval. The approver must hold the
 // approver role (checked by the API) and must not be the creator.
 func (s *Service) Approve(ctx context.Context, id, by string) (Campaign, error) {
-	return s.Store.Update(ctx, id, func(c *Campaign) error {
+	return s.store.Update(ctx, id, func(c *Campaign) error {
 		if strings.EqualFold(by, c.CreatedBy) {
 			return fmt.Errorf("%w: the creator of a campaign cannot approve it", ErrForbidden)
 		}
@@ -229,7 +322,7 @@ func (s *Service) Start(ctx context.Context, id, by string) (Campaign, error) {
 	if err != nil {
 		return Campaign{}, err
 	}
-	return s.Store.Update(ctx, id, func(c *Campaign) error {
+	return s.store.Update(ctx, id, func(c *Campaign) error {
 		if c.State == StatePreviewed && c.NeedsApproval {
 			return fmt.Errorf("%w: %d users is above the approval threshold: a second person with the approver role must approve first",
 				ErrConflict, c.Targets)
@@ -249,14 +342,14 @@ func (s *Service) Start(ctx context.Context, id, by string) (Campaign, error) {
 // campaign's targets are among them now ("" when none, or when the campaign
 // is not about to start).
 func (s *Service) breakGlassNote(ctx context.Context, id string) (string, error) {
-	c, _, err := s.Store.Get(ctx, id)
+	c, _, err := s.store.Get(ctx, id)
 	if err != nil {
 		return "", err
 	}
 	if c.State != StatePreviewed && c.State != StateApproved {
 		return "", nil // the move below refuses it
 	}
-	r, err := s.Resolver(c.Spec.Domain)
+	r, err := s.resolve(c.Spec.Domain)
 	if err != nil {
 		return "", err
 	}
@@ -264,7 +357,7 @@ func (s *Service) breakGlassNote(ctx context.Context, id string) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("start refused: %w", err)
 	}
-	targets, err := s.Store.Targets(ctx, id, c.Targets)
+	targets, err := s.store.Targets(ctx, id, c.Targets)
 	if err != nil {
 		return "", err
 	}
@@ -282,12 +375,12 @@ func (s *Service) breakGlassNote(ctx context.Context, id string) (string, error)
 
 // Pause stops dispatching new writes; in-flight ones finish and are recorded.
 func (s *Service) Pause(ctx context.Context, id, by string) (Campaign, error) {
-	return s.Store.Update(ctx, id, func(c *Campaign) error { return c.move(StatePaused, by, s.now(), "") })
+	return s.store.Update(ctx, id, func(c *Campaign) error { return c.move(StatePaused, by, s.now(), "") })
 }
 
 // Resume continues a paused campaign.
 func (s *Service) Resume(ctx context.Context, id, by string) (Campaign, error) {
-	return s.Store.Update(ctx, id, func(c *Campaign) error {
+	return s.store.Update(ctx, id, func(c *Campaign) error {
 		if c.State != StatePaused {
 			return fmt.Errorf("%w: campaign %s is %s, not paused", ErrConflict, id, c.State)
 		}
@@ -297,7 +390,7 @@ func (s *Service) Resume(ctx context.Context, id, by string) (Campaign, error) {
 
 // Cancel ends a campaign; users not yet written are left alone.
 func (s *Service) Cancel(ctx context.Context, id, by string) (Campaign, error) {
-	return s.Store.Update(ctx, id, func(c *Campaign) error {
+	return s.store.Update(ctx, id, func(c *Campaign) error {
 		if err := c.move(StateCancelled, by, s.now(), ""); err != nil {
 			return err
 		}
@@ -314,11 +407,11 @@ type Status struct {
 
 // Status returns the campaign and its run counters.
 func (s *Service) Status(ctx context.Context, id string) (Status, error) {
-	c, _, err := s.Store.Get(ctx, id)
+	c, _, err := s.store.Get(ctx, id)
 	if err != nil {
 		return Status{}, err
 	}
-	st, err := s.Store.GetStats(ctx, id)
+	st, err := s.store.GetStats(ctx, id)
 	if err != nil {
 		return Status{}, err
 	}

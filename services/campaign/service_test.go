@@ -32,17 +32,16 @@ func (w *world) runInProcessWith(id string, batch graph.Batcher, ad campaign.ADW
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	r := &campaign.Runner{Store: w.store, Batch: batch, Pub: natsx.NewPublisher(w.conn.JS), Pacer: pacer,
-		Log: zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.InfoLevel),
+	rd := &campaign.RunnerDeps{Batch: batch, Pacer: pacer, BreakGlass: w.breakGlass,
 		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond, VerifyDelay: 50 * time.Millisecond,
 			BreakGlassEvery: 100 * time.Millisecond, GraphBaseURL: w.graphBase}}
 	if w.runCfg != nil {
-		w.runCfg(&r.Cfg)
+		w.runCfg(&rd.Cfg)
 	}
 	if ad != nil {
-		r.AD = func(string) (campaign.ADWriter, error) { return ad, nil }
+		rd.AD = func(string) (campaign.ADWriter, error) { return ad, nil }
 	}
-	r.BreakGlass = w.breakGlass
+	r := w.runner(rd, zerolog.New(zerolog.NewTestWriter(w.t)).Level(zerolog.InfoLevel))
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	for ctx.Err() == nil {
@@ -97,7 +96,7 @@ func TestApprovalAndInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.svc.Limits.ApprovalThreshold = 0 // every campaign needs a second person
+	w.svcWith(func(d *campaign.Deps) { d.Limits.ApprovalThreshold = 0 }) // every campaign needs a second person
 	if _, err := w.svc.Approve(ctx, c.ID, "bob"); !errors.Is(err, campaign.ErrConflict) {
 		t.Fatalf("approve before preview: %v", err)
 	}
@@ -118,7 +117,7 @@ func TestApprovalAndInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.svc.Limits.HardCap = 2
+	w.svcWith(func(d *campaign.Deps) { d.Limits.HardCap = 2 })
 	if _, err := w.svc.Preview(ctx, big.ID, "alice"); !errors.Is(err, campaign.ErrTooLarge) || !strings.Contains(err.Error(), "campaigns.hard_cap") {
 		t.Fatalf("3 users under a hard cap of 2: %v", err)
 	}
@@ -128,7 +127,7 @@ func TestApprovalAndInjection(t *testing.T) {
 	if _, err := w.svc.Approve(ctx, big.ID, "bob"); !errors.Is(err, campaign.ErrConflict) {
 		t.Fatalf("approving a campaign refused at preview: %v", err)
 	}
-	w.svc.Limits.HardCap = 3 // at the cap is allowed
+	w.svcWith(func(d *campaign.Deps) { d.Limits.HardCap = 3 }) // at the cap is allowed
 	if _, err := w.svc.Preview(ctx, big.ID, "alice"); err != nil {
 		t.Fatalf("3 users under a hard cap of 3: %v", err)
 	}
@@ -160,9 +159,9 @@ func TestPauseResumeCancel(t *testing.T) {
 		return c.ID
 	}
 	writes := func() int { return w.sim.Stats().Writes }
-	runner := &campaign.Runner{Store: w.store, Batch: w.client, Pub: natsx.NewPublisher(w.conn.JS),
-		Pacer: campaign.NewPacer(200, time.Second, 1), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-		Cfg: campaign.RunConfig{PollEvery: 20 * time.Millisecond, GraphBaseURL: w.graphBase}}
+	runner := w.runner(&campaign.RunnerDeps{Batch: w.client, Pacer: campaign.NewPacer(200, time.Second, 1),
+		Cfg: campaign.RunConfig{PollEvery: 20 * time.Millisecond, GraphBaseURL: w.graphBase}},
+		zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runner.Run(rctx) }()

@@ -126,7 +126,7 @@ func TestMustChangeReadBack(t *testing.T) {
 			// "flag takes" is the kinder world on purpose: it pins that no
 			// fallback runs when the read-back sees the flag.
 			w := newWorld(t, false, graphsim.Options{ForceChangeApplies: !tc.noop})
-			w.svc.Verify = &tc.strategy
+			w.svcWith(func(d *campaign.Deps) { d.Verify = &tc.strategy })
 			const gid = "cccccccc-0000-4000-8000-00000000000a"
 			w.sim.PutGroup(gid, "Ops")
 			w.sim.PutGroup(pending, "Password change pending")
@@ -241,7 +241,9 @@ func TestMustChangeReadBack(t *testing.T) {
 func TestMustChangeFallbackExactlyOnceThroughKill(t *testing.T) {
 	const budget, window = 3000, 3 * time.Second
 	w := newWorld(t, false, graphsim.Options{Latency: 15 * time.Millisecond, WriteBudget: budget}.TimeScaled(window))
-	w.svc.Verify = &mustchange.Strategy{Fallback: mustchange.FallbackTemporaryPassword}
+	w.svcWith(func(d *campaign.Deps) {
+		d.Verify = &mustchange.Strategy{Fallback: mustchange.FallbackTemporaryPassword}
+	})
 	const gid = "dddddddd-0000-4000-8000-00000000000a"
 	w.sim.PutGroup(gid, "Everyone")
 	const n = 1500
