@@ -172,7 +172,7 @@ func summary(results []result) string {
 	return s + fmt.Sprintf(", %d figure(s) without a target.", none)
 }
 
-// targetCell shows a target and, when it is relative, its bound.
+// targetCell shows a target and, for its relative parts, their bounds.
 func targetCell(f benchreport.Figure, j benchreport.Judgement) string {
 	if f.Target == "" {
 		if f.Better != "" {
@@ -180,14 +180,18 @@ func targetCell(f benchreport.Figure, j benchreport.Judgement) string {
 		}
 		return "-"
 	}
-	t, err := benchreport.ParseTarget(f.Target)
-	if err != nil || j.Verdict == benchreport.Invalid {
+	if j.Verdict == benchreport.Invalid {
 		return f.Target
 	}
-	if t.Of == "" {
-		return fmt.Sprintf("%s %s %s", t.Op, human(t.Factor), f.Unit)
+	parts := make([]string, 0, len(j.Parts))
+	for _, p := range j.Parts {
+		if p.Of == "" {
+			parts = append(parts, fmt.Sprintf("%s %s %s", p.Op, human(p.Factor), f.Unit))
+		} else {
+			parts = append(parts, fmt.Sprintf("%s %gx %s (%s %s)", p.Op, p.Factor, p.Of, human(p.Value), f.Unit))
+		}
 	}
-	return fmt.Sprintf("%s (%s %s)", f.Target, human(j.Bound), f.Unit)
+	return strings.Join(parts, " and ")
 }
 
 func verdictCell(j benchreport.Judgement) string {

@@ -88,7 +88,7 @@ func TestRenderAndUpdateKeepTheRest(t *testing.T) {
 
 func TestFailuresNameEveryMissedFigure(t *testing.T) {
 	figs := []benchreport.Figure{
-		{Name: "webhook_1x16_notif_per_s", Value: 9417, Unit: "notif/s", Better: "higher", Target: ">= 10000"},
+		{Name: "webhook_1x16_notif_per_s", Value: 9417, Unit: "notif/s", Baseline: 21502, Better: "higher", Target: ">= 10000 and >= 0.5x baseline"},
 		{Name: "webhook_10x64_p99", Value: 52.7, Unit: "ms", Better: "lower", Target: "<= 50", Samples: 1000},
 		{Name: "campaign_writes_per_s", Value: 199, Unit: "writes/s", Limit: 200, LimitName: "write budget", Better: "higher", Target: ">= 0.95x limit"},
 		{Name: "ad_p99", Value: 20, Unit: "ms", Better: "lower", Target: "<= 50", Samples: 50},
@@ -99,7 +99,7 @@ func TestFailuresNameEveryMissedFigure(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error for missed targets")
 	}
-	for _, want := range []string{"3 figure(s) missed", "webhook_1x16_notif_per_s (9,417 notif/s, target >= 10,000 notif/s)",
+	for _, want := range []string{"3 figure(s) missed", "webhook_1x16_notif_per_s (9,417 notif/s, target >= 10,000 notif/s and >= 0.5x baseline (10,751 notif/s))",
 		"webhook_10x64_p99 (52.7 ms, target <= 50 ms)", "ad_p99 (cannot be judged: p99 of 50 samples"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)

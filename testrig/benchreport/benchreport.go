@@ -43,8 +43,9 @@ type Figure struct {
 	Limit        float64 // an external limit the figure is held against (0: none)
 	LimitName    string  // what the limit is: "write budget", "Exchange 30/min"
 	// Target is what the figure must reach: "<= 50", ">= 10000",
-	// "<= 2x baseline", ">= 0.95x limit", "<= 0" (see ParseTarget). The
-	// comparison must agree with Better. Empty: no target.
+	// "<= 2x baseline", ">= 0.95x limit", "<= 0" (see ParseTarget), or
+	// several joined by " and ". The comparison must agree with Better.
+	// Empty: no target.
 	Target  string
 	Samples int    // how many samples a percentile or max is taken over (0: not a sample statistic)
 	Package string // set by Parse's caller: where it came from

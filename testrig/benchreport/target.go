@@ -45,18 +45,24 @@ func (v Verdict) String() string {
 	return [...]string{"no target", "met", "MISSED", "INVALID"}[v]
 }
 
-// Judgement is a Verdict with the bound it was judged against.
+// Judgement is a Verdict with the bounds it was judged against.
 type Judgement struct {
 	Verdict Verdict
-	Bound   float64 // the target in the figure's unit
-	Op      string  // "<=" or ">="
+	Parts   []Bound // one per part of the target ("... and ...")
 	Why     string  // for Invalid
 }
 
-// Judge holds f against its target. A relative target needs its baseline
-// or limit; the comparison must agree with Better; a percentile needs
-// enough samples to have one above it (>= 100 for a p99, else report the
-// max).
+// Bound is one part of a target resolved in the figure's unit.
+type Bound struct {
+	TargetExpr
+	Value float64 // the bound in the figure's unit
+	Met   bool
+}
+
+// Judge holds f against its target, every part of it ("<= 50 and <= 2x
+// baseline"). A relative part needs its baseline or limit; the comparison
+// must agree with Better; a percentile needs enough samples to have one
+// above it (>= 100 for a p99, else report the max).
 func (f Figure) Judge() Judgement {
 	if why := f.percentileProblem(); why != "" {
 		return Judgement{Verdict: Invalid, Why: why}
@@ -64,29 +70,33 @@ func (f Figure) Judge() Judgement {
 	if f.Target == "" {
 		return Judgement{Verdict: NoTarget}
 	}
-	t, err := ParseTarget(f.Target)
-	if err != nil {
-		return Judgement{Verdict: Invalid, Why: err.Error()}
-	}
-	if (t.Op == "<=" && f.Better == "higher") || (t.Op == ">=" && f.Better == "lower") {
-		return Judgement{Verdict: Invalid, Op: t.Op, Why: fmt.Sprintf("target %q disagrees with better=%s", f.Target, f.Better)}
-	}
-	bound := t.Factor
-	switch t.Of {
-	case "baseline":
-		if f.Baseline == 0 {
-			return Judgement{Verdict: Invalid, Op: t.Op, Why: "target relative to a baseline, but no baseline measured"}
+	j := Judgement{Verdict: Met}
+	for _, part := range strings.Split(f.Target, " and ") {
+		t, err := ParseTarget(part)
+		if err != nil {
+			return Judgement{Verdict: Invalid, Why: err.Error()}
 		}
-		bound *= f.Baseline
-	case "limit":
-		if f.Limit == 0 {
-			return Judgement{Verdict: Invalid, Op: t.Op, Why: "target relative to a limit, but no limit given"}
+		if (t.Op == "<=" && f.Better == "higher") || (t.Op == ">=" && f.Better == "lower") {
+			return Judgement{Verdict: Invalid, Why: fmt.Sprintf("target %q disagrees with better=%s", part, f.Better)}
 		}
-		bound *= f.Limit
-	}
-	j := Judgement{Verdict: Missed, Bound: bound, Op: t.Op}
-	if (t.Op == "<=" && f.Value <= bound) || (t.Op == ">=" && f.Value >= bound) {
-		j.Verdict = Met
+		b := Bound{TargetExpr: t, Value: t.Factor}
+		switch t.Of {
+		case "baseline":
+			if f.Baseline == 0 {
+				return Judgement{Verdict: Invalid, Why: "target relative to a baseline, but no baseline measured"}
+			}
+			b.Value *= f.Baseline
+		case "limit":
+			if f.Limit == 0 {
+				return Judgement{Verdict: Invalid, Why: "target relative to a limit, but no limit given"}
+			}
+			b.Value *= f.Limit
+		}
+		b.Met = (t.Op == "<=" && f.Value <= b.Value) || (t.Op == ">=" && f.Value >= b.Value)
+		if !b.Met {
+			j.Verdict = Missed
+		}
+		j.Parts = append(j.Parts, b)
 	}
 	return j
 }

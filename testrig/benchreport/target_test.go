@@ -29,9 +29,13 @@ func TestJudge(t *testing.T) {
 		{"p99 of 50 without target", Figure{Name: "x_p99", Value: 1, Samples: 50}, Invalid, 0},
 		{"p50 of 10", Figure{Name: "x_p50", Value: 1, Better: "lower", Target: "<= 50", Samples: 10}, Met, 50},
 		{"max of 10", Figure{Name: "x_max", Value: 1, Better: "lower", Target: "<= 50", Samples: 10}, Met, 50},
+		{"both parts met", Figure{Name: "w", Value: 12000, Baseline: 20000, Better: "higher", Target: ">= 10000 and >= 0.5x baseline"}, Met, 10000},
+		{"second part missed", Figure{Name: "w", Value: 12000, Baseline: 30000, Better: "higher", Target: ">= 10000 and >= 0.5x baseline"}, Missed, 10000},
+		{"first part missed", Figure{Name: "w", Value: 9000, Baseline: 10000, Better: "higher", Target: ">= 10000 and >= 0.5x baseline"}, Missed, 10000},
+		{"bad second part", Figure{Name: "w", Value: 9000, Better: "higher", Target: ">= 10000 and quickly"}, Invalid, 0},
 	} {
 		got := tc.f.Judge()
-		if got.Verdict != tc.want || (tc.want == Met || tc.want == Missed) && got.Bound != tc.bound {
+		if got.Verdict != tc.want || (tc.want == Met || tc.want == Missed) && got.Parts[0].Value != tc.bound {
 			t.Errorf("%s: got %+v, want %v bound %v", tc.name, got, tc.want, tc.bound)
 		}
 		if (got.Verdict == Invalid) != (got.Why != "") {
