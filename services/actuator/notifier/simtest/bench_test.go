@@ -21,8 +21,10 @@ import (
 // fifth concurrent sendMail on a mailbox): pacing overhead is a few
 // milliseconds per window, so the real one-minute window only does better.
 // The paced run writes each sender's pacing through to KV (two puts per
-// message) as in production; the baseline has neither the pacing nor the
-// per-mailbox bound of 4 in flight.
+// message) as in production. The limit is shown as a limit (target: >= 95%
+// of it, zero violations; design.md §7); the same-run baseline is what a
+// user could run instead, a sequential unpaced sender: no pacing, one
+// sendMail at a time per mailbox, 429s retried after Retry-After.
 //
 //	PWSYNC_BENCH_REPORT=1 go test -count=1 -run ThroughputReport -v ./services/actuator/notifier/simtest/
 //
@@ -57,7 +59,7 @@ func TestNotificationThroughputReport(t *testing.T) {
 		conc := 0 // Outlook's 4
 		if !paced {
 			set.Pacing.MailPerWindow, set.Pacing.MailPerDay, set.MaxAttempts = 1_000_000, 0, 1000
-			conc = 1_000_000
+			conc = 1 // sequential
 		}
 		e.publish(t, users, false)
 		start := time.Now()
@@ -106,7 +108,7 @@ func TestNotificationThroughputReport(t *testing.T) {
 	}
 	results = append(results,
 		mail(fmt.Sprintf("email, %d senders x %d/%s, paced", senders, l.mailPerWindow, l.mailWindow), true),
-		mail("email, unpaced baseline (429s retried on another sender)", false),
+		mail("email, sequential unpaced baseline (429s retried on another sender)", false),
 		teams(fmt.Sprintf("Teams, %d/%s per app+tenant, paced", l.teamsPerWindow, l.teamsWindow), true),
 		teams("Teams, unpaced baseline", false),
 	)
@@ -114,14 +116,20 @@ func TestNotificationThroughputReport(t *testing.T) {
 		t.Logf("%-55s sent %4d in the measured windows of a limit of %4d = %5.1f%%; max %d per window per sender/app (limit %d); max %d sendMail in flight on a mailbox (limit 4); violations (429 by the simulator) %d, %d of them concurrency; total %s",
 			r.name, r.sent, r.limit, 100*r.ratio, r.maxInWindow, r.limit1, r.maxInFlight, r.violations, r.concRefused, r.elapsed.Round(10*time.Millisecond))
 	}
-	emit := func(name, desc string, paced, base result) {
-		benchreport.Emit(benchreport.Figure{Name: name + "_pct_of_limit", Desc: desc + " (% of the limit, scaled windows)",
-			Value: 100 * paced.ratio, Unit: "%", Baseline: 100 * base.ratio, BaselineName: "same run, pacing off", Better: "higher"})
+	emit := func(name, desc, unit, baseName string, paced, base result) {
+		// Per sender (mailbox, app) and window: limit is limit1 x windows x senders.
+		perWindow := func(r result) float64 { return float64(r.sent) * float64(r.limit1) / float64(r.limit) }
+		benchreport.Emit(benchreport.Figure{Name: name + "_per_window", Desc: desc + " (scaled windows)",
+			Value: perWindow(paced), Unit: unit, Baseline: perWindow(base), BaselineName: baseName,
+			Limit: float64(paced.limit1), LimitName: "the service's limit", Better: "higher", Target: ">= 0.95x limit"})
 		benchreport.Emit(benchreport.Figure{Name: name + "_violations", Desc: desc + ": sends refused by the limit (429)",
-			Value: float64(paced.violations), Unit: "count", Baseline: float64(base.violations), BaselineName: "same run, pacing off", Better: "lower"})
+			Value: float64(paced.violations), Unit: "429s", Baseline: float64(base.violations), BaselineName: baseName,
+			Better: "lower", Target: "<= 0"})
 	}
-	emit("notify_email", "email notices per window, 3 senders x 30", results[0], results[1])
-	emit("notify_teams", "Teams notices per window, 5 per app+tenant", results[2], results[3])
+	emit("notify_email", "email notices per window per sender mailbox, 3 senders, limit 30 per window each", "msgs/window",
+		"sequential unpaced sender (1 in flight per mailbox), same run", results[0], results[1])
+	emit("notify_teams", "Teams notices per window per app+tenant, limit 5 per window", "notices/window",
+		"unpaced sender, same run", results[2], results[3])
 	for _, r := range results[:1] {
 		if r.ratio < 0.95 || r.violations != 0 {
 			t.Errorf("%s: %.1f%% of the limit with %d violations; want >= 95%% and 0", r.name, 100*r.ratio, r.violations)
