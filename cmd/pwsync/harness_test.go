@@ -69,6 +69,8 @@ type stack struct {
 type stackOpts struct {
 	BreakGlassUPNs []string
 	TryCloudFlag   bool
+	// CloudRevoke: actuator.cloud_managed.revoke_sessions (off by default here).
+	CloudRevoke bool
 	// Webhook runs the Graph side: receiver (TLS), subscription, delta;
 	// and turns the never-expires rule on.
 	Webhook bool
@@ -187,7 +189,7 @@ evaluator:
   expiry: {enabled: true, lead_days: [{{range $i, $l := .Opts.Expiry}}{{if $i}}, {{end}}{{$l}}{{end}}], max_late: 2000h}
 {{- end}}
 actuator:
-  cloud_managed: {verify: true, fallback: {{with .Opts.Fallback}}{{.}}{{else}}chain{{end}}, revoke_sessions: false}
+  cloud_managed: {verify: true, fallback: {{with .Opts.Fallback}}{{.}}{{else}}chain{{end}}, revoke_sessions: {{.Opts.CloudRevoke}}}
   synced: {revoke_sessions: true, pending_group_id: "{{.Group}}", try_cloud_flag: {{.Opts.TryCloudFlag}}}
   retry: {max_attempts: 3, initial_interval: 50ms, max_interval: 500ms, long_wait: 2s}
 {{- if .Opts.WriteBudget}}
@@ -465,6 +467,13 @@ func (s *stack) writes(cloudID string) []string {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s %s %d", r.Method, describe(r), r.Status))
+	}
+	// The revoke and the group add of the chain go out at once (issue 21):
+	// their arrival order is the scheduler's, shown revoke first.
+	for i := 1; i < len(out); i++ {
+		if strings.HasPrefix(out[i-1], "POST members ") && strings.HasPrefix(out[i], "POST revoke ") {
+			out[i-1], out[i] = out[i], out[i-1]
+		}
 	}
 	return out
 }

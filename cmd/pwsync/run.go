@@ -17,6 +17,7 @@ import (
 
 	"github.com/pwsync/pwsync/services/actuator"
 	"github.com/pwsync/pwsync/services/actuator/budget"
+	"github.com/pwsync/pwsync/services/actuator/cloudjoin"
 	"github.com/pwsync/pwsync/services/actuator/notifier"
 	"github.com/pwsync/pwsync/services/auditship"
 	"github.com/pwsync/pwsync/services/campaign"
@@ -142,9 +143,20 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	var writes *budget.Scheduler
 	if t.Actuator {
 		writes = actuator.NewBudget(budgetOf(cfg))
+		// The AD <-> Entra join in memory: with the Graph side on, graphwatch
+		// follows delta (wherever its lease is) and its events keep the
+		// join; with it off, the join polls delta itself. Ready once loaded:
+		// a reset is written without a read only then.
+		join := cloudjoin.Keeper{Index: cloudjoin.New(), Sync: cloudjoin.Sync{Source: client, NC: conn.NC,
+			Log: log.With().Str("service", "actuator").Logger()}}
+		if !cfg.Webhook.Enabled {
+			join.Sync.Poll = cloudjoin.DefaultPoll
+		}
+		services, targets = append(services, join), append(targets, health.Target{Name: "cloud_join", Ready: join.Index.Loaded})
 		act, err := actuator.New(setupCtx, actuator.Deps{JS: conn.JS, Graph: client, Settings: cfg.Actuator,
 			Log:      log.With().Str("service", "actuator").Logger(),
 			Budget:   writes,
+			Join:     join.Index,
 			Notifier: cfg.Notify.Active()})
 		if err != nil {
 			return fmt.Errorf("starting actuator: %w", err)

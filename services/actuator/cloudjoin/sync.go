@@ -141,3 +141,18 @@ func (ix *Index) follow(ctx context.Context, src Source, link string) (string, e
 		link = page.NextLink
 	}
 }
+
+// DefaultPoll is the delta poll interval when nothing else follows delta:
+// a user's kind rarely changes, and a write Graph refuses for it is
+// settled by reading the user (see the actuator), so this bounds how long
+// a reset may take the old strategy.
+const DefaultPoll = 10 * time.Second
+
+// Keeper runs an index's sync as one of the process's services.
+type Keeper struct {
+	Index *Index
+	Sync  Sync
+}
+
+// Run keeps the index until ctx ends.
+func (k Keeper) Run(ctx context.Context) error { return k.Index.Run(ctx, k.Sync) }
