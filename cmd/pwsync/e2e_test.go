@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"sort"
@@ -196,25 +197,44 @@ func TestKilledBetweenEventAndAction(t *testing.T) {
 // BenchmarkResetToGraphWrite measures AD change -> Graph write latency over
 // real Samba AD and the simulator: the time from the LDAP modify returning to
 // the simulator receiving the PATCH. Run: make bench-latency.
-// The baseline, measured in the same run, is pwsync with LDAP change
-// notifications off: DirSync polling every 2 s (Entra Connect polls every
-// 2 minutes, which cannot be run here).
+// The baseline, measured in the same run, is what a user could pick
+// instead: the same pipeline with LDAP change notifications off, DirSync
+// polling every 2 s (Entra Connect polls every 2 minutes, which cannot be
+// run here). Both variants reset at random moments (a uniform pause of
+// 0-2 s before each reset), so a poll's wait is its average, not the whole
+// interval as when a reset follows the previous write at once.
+// Targets: design.md §7, p99 <= 1 s; and notifications must at least halve
+// the polling wait at p50.
 //
 // benchreport: PWSYNC_REQUIRE_AD=1 -run ^$ -bench ^BenchmarkResetToGraphWrite$ -benchtime 1x
 func BenchmarkResetToGraphWrite(b *testing.B) {
 	n := benchUsers()
-	var fast, slow map[string]float64
+	// A p99 needs >= 100 samples; the polling baseline costs ~2 s a reset.
+	np := max(n/2, 100)
+	var fast, slow latencies
 	b.Run("notifications", func(b *testing.B) { fast = benchLatency(b, stackOpts{}, n) })
-	b.Run("poll_only_2s", func(b *testing.B) { slow = benchLatency(b, stackOpts{PollOnly: true}, max(n/4, 10)) })
-	for _, p := range []string{"p50", "p99"} {
-		benchreport.Emit(benchreport.Figure{Name: "ad_reset_to_graph_" + p, Unit: "ms", Better: "lower",
-			Desc:  fmt.Sprintf("AD reset -> Graph PATCH %s (%d resets, change notifications)", p, n),
-			Value: fast[p], Baseline: slow[p], BaselineName: "same pipeline, DirSync poll every 2 s"})
+	b.Run("poll_only_2s", func(b *testing.B) { slow = benchLatency(b, stackOpts{PollOnly: true}, np) })
+	if fast.n == 0 || slow.n == 0 {
+		return // a variant failed: no figure rather than a zero
 	}
+	const base = "same pipeline, DirSync poll every 2 s, resets at random moments"
+	benchreport.Emit(benchreport.Figure{Name: "ad_reset_to_graph_p50", Unit: "ms", Better: "lower", Samples: fast.n,
+		Desc:  fmt.Sprintf("AD reset -> Graph PATCH p50 (%d resets at random moments, change notifications; baseline %d resets)", fast.n, slow.n),
+		Value: fast.p50, Baseline: slow.p50, BaselineName: base, Target: "<= 0.5x baseline"})
+	benchreport.Emit(benchreport.Figure{Name: "ad_reset_to_graph_p99", Unit: "ms", Better: "lower", Samples: fast.n,
+		Desc:  fmt.Sprintf("AD reset -> Graph PATCH p99 (%d resets at random moments, change notifications; baseline %d resets)", fast.n, slow.n),
+		Value: fast.p99, Baseline: slow.p99, BaselineName: base, Target: "<= 1000"})
 }
 
-// benchLatency returns p50, p99 and max in milliseconds.
-func benchLatency(b *testing.B, o stackOpts, n int) map[string]float64 {
+// latencies are a run's percentiles in milliseconds over n samples.
+type latencies struct {
+	n             int
+	p50, p99, max float64
+}
+
+// benchLatency resets n users, one at a time, each after a random pause of
+// 0-2 s (one poll interval), and measures reset -> Graph PATCH.
+func benchLatency(b *testing.B, o stackOpts, n int) latencies {
 	tt := b
 	s := newStack(tt, o)
 	users := make([]adtest.User, n)
@@ -229,6 +249,7 @@ func benchLatency(b *testing.B, o stackOpts, n int) map[string]float64 {
 	b.ResetTimer()
 	lat := make([]time.Duration, 0, n)
 	for i, u := range users {
+		time.Sleep(rand.N(2 * time.Second))
 		// The modify returns once the DC committed it: that is when the change exists.
 		s.dc.ForceChange(tt, u.DN)
 		start := time.Now()
@@ -247,12 +268,13 @@ func benchLatency(b *testing.B, o stackOpts, n int) map[string]float64 {
 	b.StopTimer()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) time.Duration { return lat[int(math.Ceil(p*float64(len(lat))))-1] }
-	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "p50_ms")
-	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "p99_ms")
-	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
-	b.Logf("AD reset -> Graph PATCH over %d resets: p50 %v, p99 %v, max %v", len(lat), pct(0.5), pct(0.99), lat[len(lat)-1])
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return map[string]float64{"p50": ms(pct(0.5)), "p99": ms(pct(0.99)), "max": ms(lat[len(lat)-1])}
+	l := latencies{n: len(lat), p50: ms(pct(0.5)), p99: ms(pct(0.99)), max: ms(lat[len(lat)-1])}
+	b.ReportMetric(l.p50, "p50_ms")
+	b.ReportMetric(l.p99, "p99_ms")
+	b.ReportMetric(l.max, "max_ms")
+	b.Logf("AD reset -> Graph PATCH over %d resets: p50 %v, p99 %v, max %v", len(lat), pct(0.5), pct(0.99), lat[len(lat)-1])
+	return l
 }
 
 func contains(list []string, s string) bool {
