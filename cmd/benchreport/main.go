@@ -103,7 +103,12 @@ func run(out, only string, list bool, log io.Writer) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	section := render(results, machine(), started, "make bench")
+	command := "make bench (= go run ./cmd/benchreport -out " + out + ")"
+	if only != "" {
+		// A partial run says so: its table lacks the other packages' figures.
+		command = fmt.Sprintf("go run ./cmd/benchreport -out %s -only '%s' (partial run: only the packages matching the pattern)", out, only)
+	}
+	section := render(results, machine(), started, command)
 	if err := os.WriteFile(out, []byte(update(string(old), section)), 0o644); err != nil {
 		return err
 	}
@@ -312,9 +317,9 @@ func machine() string {
 func render(results []result, host string, at time.Time, command string) string {
 	var b strings.Builder
 	fmt.Fprintln(&b, beginMarker)
-	fmt.Fprintln(&b, "## Latest run (all benchmarks, one command)")
+	fmt.Fprintln(&b, "## Latest run (generated, one command)")
 	fmt.Fprintln(&b)
-	fmt.Fprintf(&b, "- Command: `%s` (= `go run ./cmd/benchreport -out docs/benchmarks.md`)\n", command)
+	fmt.Fprintf(&b, "- Command: %s\n", command)
 	fmt.Fprintf(&b, "- Date: %s\n", at.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %s\n", host)
 	fmt.Fprintln(&b)

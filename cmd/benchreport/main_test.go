@@ -67,10 +67,10 @@ func TestRenderAndUpdateKeepTheRest(t *testing.T) {
 		t.Fatalf("collect: %+v %v", figs, err)
 	}
 	res := []result{{Job: job{Dir: "cmd/pwsync", Args: []string{"-bench", "X"}}, Figures: figs, Duration: 3 * time.Second}}
-	sec := render(res, "2 CPUs (nproc), Test CPU, 24.0 GiB RAM, go1.26, linux/amd64", time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC), "make bench")
+	sec := render(res, "2 CPUs (nproc), Test CPU, 24.0 GiB RAM, go1.26, linux/amd64", time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC), "make bench (= go run ./cmd/benchreport -out docs/benchmarks.md)")
 	for _, want := range []string{"| X p99 (`x_p99`) | 20.9 ms (n=200) | 2,012 ms (polling) | 0.0104x | - | <= 0.5x baseline (1,006 ms) | met | cmd/pwsync |",
 		"Targets: 1 met, 0 missed or not judgeable, 0 figure(s) without a target.",
-		"2 CPUs (nproc), Test CPU", "2026-11-22 08:00 UTC", "`make bench`", "go test -count=1 -v -timeout 60m -bench X ./cmd/pwsync`: ok, 3s, 1 figures"} {
+		"2 CPUs (nproc), Test CPU", "2026-11-22 08:00 UTC", "- Command: make bench (= go run ./cmd/benchreport -out docs/benchmarks.md)", "go test -count=1 -v -timeout 60m -bench X ./cmd/pwsync`: ok, 3s, 1 figures"} {
 		if !strings.Contains(sec, want) {
 			t.Errorf("section lacks %q:\n%s", want, sec)
 		}
