@@ -128,6 +128,8 @@ type stackOpts struct {
 	// write_window (0: the defaults), e.g. time-scaled like the simulator's.
 	WriteBudget int
 	WriteWindow time.Duration
+	// ExtraYAML is appended to the config as it is (top-level keys, e.g. risk:).
+	ExtraYAML string
 }
 
 type undoOpts struct {
@@ -232,6 +234,9 @@ admin:
 {{- if .ApproveAbove}}
 campaigns: {approval_threshold: {{.ApproveAbove}}}
 {{- end}}
+{{- end}}
+{{- with .Opts.ExtraYAML}}
+{{.}}
 {{- end}}
 `))
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -88,17 +89,42 @@ func (s *Service) riskBrake(ctx context.Context, a events.Action) (string, error
 	} else if !natsx.IsNotFound(err) {
 		return batch, fmt.Errorf("reading %s: %w", key, err)
 	}
-	counted, err := s.gate.keys(ctx, "riskcount."+hour+".>")
-	if err != nil {
-		return batch, err
-	}
+	// One counter per hour under optimistic concurrency: evaluator workers
+	// deciding at once must not both take the last place.
+	counter := "riskhour." + hour
 	verdict := "published"
-	if len(counted) >= s.riskCap {
-		verdict = "held"
+	for attempt := 0; ; attempt++ {
+		if attempt == 10 {
+			return batch, fmt.Errorf("counting %s: %w", counter, errConflict)
+		}
+		n, rev := 0, uint64(0)
+		e, err := kv.Get(ctx, counter)
+		switch {
+		case err == nil:
+			n, rev = atoiOr0(string(e.Value())), e.Revision()
+		case !natsx.IsNotFound(err):
+			return batch, fmt.Errorf("reading %s: %w", counter, err)
+		}
+		if n >= s.riskCap {
+			verdict = "held"
+		}
+		next := []byte(strconv.Itoa(n + 1))
+		if rev == 0 {
+			_, err = kv.Create(ctx, counter, next)
+		} else {
+			_, err = kv.Update(ctx, counter, next, rev)
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
+			return batch, fmt.Errorf("counting %s: %w", counter, err)
+		}
+		verdict = "published"
 	}
 	if _, err := kv.Create(ctx, key, []byte(verdict)); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
-			return s.riskBrake(ctx, a) // a concurrent delivery counted it
+			return s.riskBrake(ctx, a) // a concurrent delivery counted it first
 		}
 		return batch, fmt.Errorf("counting %s: %w", key, err)
 	}
@@ -142,4 +168,9 @@ func (s *Service) holdRisk(ctx context.Context, id string, a events.Action) erro
 		return fmt.Errorf("alerting the hold of %s: %w", id, err)
 	}
 	return g.record(ctx, b, "held", "")
+}
+
+func atoiOr0(v string) int {
+	n, _ := strconv.Atoi(v)
+	return n
 }

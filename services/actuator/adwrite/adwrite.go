@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -53,6 +54,9 @@ type Service struct {
 	done    jetstream.KeyValue
 	audit   *audit.Writer
 	log     zerolog.Logger
+
+	mu    sync.Mutex            // guards conns
+	conns map[string]*ldap.Conn // per domain: kept, since an LDAPS dial and bind cost seconds on a busy DC
 }
 
 // New ensures the consumer and opens the idempotency bucket.
@@ -64,7 +68,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{js: d.JS, domains: map[string]Domain{}, risk: d.Risk, done: done,
+	s := &Service{js: d.JS, domains: map[string]Domain{}, risk: d.Risk, done: done, conns: map[string]*ldap.Conn{},
 		audit: audit.NewWriter(natsx.NewPublisher(d.JS), nil), log: d.Log.With().Str("component", "adwrite").Logger()}
 	for _, dom := range d.Domains {
 		s.domains[strings.ToLower(dom.Name)] = dom
@@ -76,6 +80,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	s.log.Info().Int("domains", len(s.domains)).Msg("AD writer started")
 	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.Handle)
+	defer s.Close()
 	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerADWriter, 4, h)
 }
 
@@ -125,19 +130,7 @@ func (s *Service) requireChange(ctx context.Context, a events.Action) error {
 	if a.User.DN == "" {
 		return natsx.Permanent(errors.New("the action names no DN"))
 	}
-	tc, err := ldapconn.TLSConfig(dom.URL, dom.CAFile, dom.InsecureSkipVerify)
-	if err != nil {
-		return natsx.Permanent(fmt.Errorf("LDAP TLS of %s: %w", dom.Name, err))
-	}
-	conn, err := ldapconn.Dial(ldapconn.Config{URL: dom.URL, StartTLS: dom.StartTLS, BindDN: dom.BindDN,
-		BindPassword: dom.BindPassword, RequestTimeout: 30 * time.Second}, tc)
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", dom.Name, err) // retried
-	}
-	defer conn.Close()
-	req := ldap.NewModifyRequest(a.User.DN, nil)
-	req.Replace("pwdLastSet", []string{"0"})
-	err = conn.Modify(req)
+	err := s.modify(dom, a.User.DN)
 	var le *ldap.Error
 	if errors.As(err, &le) && (le.ResultCode == ldap.LDAPResultNoSuchObject || le.ResultCode == ldap.LDAPResultInsufficientAccessRights) {
 		return natsx.Permanent(fmt.Errorf("setting pwdLastSet 0 on %s: %w", a.User.DN, err))
@@ -146,6 +139,46 @@ func (s *Service) requireChange(ctx context.Context, a events.Action) error {
 		return fmt.Errorf("setting pwdLastSet 0 on %s: %w", a.User.DN, err)
 	}
 	return nil
+}
+
+// modify sets pwdLastSet 0 on dn over the domain's kept connection, made
+// anew when it is missing or failed. One write at a time per domain: the
+// actions are rare (a handful an hour), the lock keeps it simple.
+func (s *Service) modify(dom Domain, dn string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := strings.ToLower(dom.Name)
+	c := s.conns[key]
+	if c == nil || c.IsClosing() {
+		tc, err := ldapconn.TLSConfig(dom.URL, dom.CAFile, dom.InsecureSkipVerify)
+		if err != nil {
+			return natsx.Permanent(fmt.Errorf("LDAP TLS of %s: %w", dom.Name, err))
+		}
+		c, err = ldapconn.Dial(ldapconn.Config{URL: dom.URL, StartTLS: dom.StartTLS, BindDN: dom.BindDN,
+			BindPassword: dom.BindPassword, DialTimeout: 30 * time.Second, RequestTimeout: 30 * time.Second}, tc)
+		if err != nil {
+			return fmt.Errorf("connecting to %s: %w", dom.Name, err) // retried
+		}
+		s.conns[key] = c
+	}
+	req := ldap.NewModifyRequest(dn, nil)
+	req.Replace("pwdLastSet", []string{"0"})
+	err := c.Modify(req)
+	if err != nil && (c.IsClosing() || ldapconn.IsNetwork(err)) {
+		c.Close()
+		delete(s.conns, key)
+	}
+	return err
+}
+
+// Close closes the kept connections.
+func (s *Service) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, c := range s.conns {
+		c.Close()
+		delete(s.conns, k)
+	}
 }
 
 func (s *Service) dismiss(ctx context.Context, a events.Action) error {

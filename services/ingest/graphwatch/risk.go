@@ -158,7 +158,7 @@ func (p *RiskPoller) Round(ctx context.Context) (int, error) {
 	fresh := map[string]bool{} // users with a detection newer than the cursor
 	for _, d := range dets {
 		byUser[d.UserID] = append(byUser[d.UserID], d)
-		if !d.Detected.Before(cur.Detections) {
+		if d.Detected.After(cur.Detections) {
 			fresh[d.UserID] = true
 		}
 		if d.Detected.After(next.Detections) {
@@ -200,12 +200,17 @@ func (p *RiskPoller) Round(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if _, err := p.pub.PublishJSON(ctx, env.Subject(), env.ID, env); err != nil {
+		dup, err := p.pub.PublishJSON(ctx, env.Subject(), env.ID, env)
+		if err != nil {
 			return n, fmt.Errorf("publishing %s: %w", env.ID, err)
 		}
 		n++
 		p.published.Add(1)
-		p.log.Info().Str("event_id", env.ID).Str("cloud_id", u.ID).Str("upn", u.UPN).Str("risk_level", u.Level).
+		lvl := p.log.Info()
+		if dup {
+			lvl = p.log.Debug() // the same state read again: the cursor's second is inclusive
+		}
+		lvl.Str("event_id", env.ID).Str("cloud_id", u.ID).Str("upn", u.UPN).Str("risk_level", u.Level).
 			Str("risk_state", u.State).Int("detections", len(ev.Detections)).Msg("risk event published")
 	}
 	if next != cur || rev == 0 {
