@@ -8,6 +8,9 @@ type RiskState struct {
 	Handled  []string  `json:"handled,omitempty"`   // riskDetection IDs, newest last
 	ActedAt  time.Time `json:"acted_at,omitzero"`   // when the last detection was acted on
 	ActionID string    `json:"action_id,omitempty"` // the action it decided
+	CloudID  string    `json:"cloud_id,omitempty"`  // the risky user in Entra
+	// ChangedAt: AD's new password after the act (the loop closed).
+	ChangedAt time.Time `json:"changed_at,omitzero"`
 }
 
 // MaxHandled bounds RiskState.Handled; the oldest IDs are forgotten first

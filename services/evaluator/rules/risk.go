@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/userstate"
@@ -24,6 +25,9 @@ type RiskPolicy struct {
 	DetectionTypes []string // riskEventTypes that trigger; empty = any
 	DryRun         bool
 	Notify         bool
+	// DismissAfterChange: dismiss the user's risk in Entra once AD shows
+	// the new password.
+	DismissAfterChange bool
 }
 
 // triggers reports whether a detection is one the policy acts on.
@@ -105,7 +109,7 @@ func EvaluateRisk(p Policy, s State, ev events.Envelope, r events.RiskEvent) (re
 			next.ChangeRequired, next.RequiredByAction, next.RequiredAt = true, act.ID, ev.Time
 		}
 	}
-	next.Risk.ActedAt, next.Risk.ActionID = ev.Time, act.ID
+	next.Risk.ActedAt, next.Risk.ActionID, next.Risk.CloudID, next.Risk.ChangedAt = ev.Time, act.ID, cid, time.Time{}
 	res.Actions = append(res.Actions, act)
 	alert := newAction(events.ActionAlert, RuleRisk, fmt.Sprintf("Identity Protection: %s; pwsync requires a password change (%s)", what, act.Kind), trigger, ref, seq, dry)
 	alert.ID += ".alert"
@@ -118,4 +122,35 @@ func EvaluateRisk(p Policy, s State, ev events.Envelope, r events.RiskEvent) (re
 	}
 	res.Decisions = append(res.Decisions, Decision{RuleRisk, "act", what})
 	return res
+}
+
+// RuleRiskDismiss closes the loop: the user set a new password in AD after
+// a risk act; unless Entra remediates the risk itself (the tenant lets an
+// on-premises password change reset user risk: riskDetail
+// userChangedPasswordOnPremises), pwsync dismisses it when configured.
+const RuleRiskDismiss = "risk-dismiss"
+
+// riskAfterChange is the AD side of the loop, run by EvaluateAD on every
+// AD state of a user: a new non-zero pwdLastSet after the risk act is the
+// change the act asked for. It records it once and, with
+// risk.dismiss_after_change, decides the dismissal.
+func riskAfterChange(p Policy, s State, next *State, res *Result, ev events.Envelope, u events.ADUser) {
+	r := s.Risk
+	if r.ActionID == "" || !r.ChangedAt.IsZero() || u.PwdLastSet == 0 || u.Deleted ||
+		!events.FileTime(u.PwdLastSet).After(r.ActedAt) {
+		return
+	}
+	next.Risk.ChangedAt = events.FileTime(u.PwdLastSet)
+	res.Changed = true
+	if !p.Risk.DismissAfterChange || r.CloudID == "" {
+		res.Decisions = append(res.Decisions, Decision{RuleRiskDismiss, "skip", "password changed after the risk act; dismissal not configured (Entra remediates when the tenant allows on-premises changes to)"})
+		return
+	}
+	ref := Ref(u)
+	ref.CloudID = r.CloudID
+	trigger := ev
+	trigger.ID = events.KeySafe("risk-dismiss." + r.ActionID)
+	a := newAction(events.ActionDismissRisk, RuleRiskDismiss, "password changed in AD after the risk act", trigger, ref, u.USNChanged, p.DryRun || p.Risk.DryRun)
+	res.Actions = append(res.Actions, a)
+	res.Decisions = append(res.Decisions, Decision{RuleRiskDismiss, "act", "password changed in AD after the risk act: dismissing the user's risk"})
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/userstate"
 )
 
 func TestEvaluateRisk(t *testing.T) {
@@ -90,3 +91,68 @@ func TestEvaluateRisk(t *testing.T) {
 		t.Fatalf("action IDs differ: %s, %s", a.Actions[0].ID, b.Actions[0].ID)
 	}
 }
+
+func TestRiskAfterChange(t *testing.T) {
+	acted := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	ad := events.ADUser{Domain: "example.test", ObjectGUID: "g1", UPN: "alice@example.test", DN: "CN=Alice,DC=example,DC=test", USNChanged: 9}
+	afterAct := State{AD: ad, Seen: true, InScope: true}
+	afterAct.AD.PwdLastSet = 0
+	afterAct.Risk = riskStateOf("risk.g1.risk.d1", "c1", acted)
+	tests := []struct {
+		name    string
+		dismiss bool
+		s       State
+		pwd     time.Time // the new pwdLastSet; zero = 0 (must change)
+		kinds   []events.ActionKind
+		changed bool // ChangedAt recorded
+	}{
+		{"new password, dismissal on", true, afterAct, acted.Add(time.Minute), []events.ActionKind{events.ActionDismissRisk}, true},
+		{"new password, dismissal off", false, afterAct, acted.Add(time.Minute), nil, true},
+		{"still must change", true, afterAct, time.Time{}, nil, false},
+		{"a password older than the act", true, afterAct, acted.Add(-time.Hour), nil, false},
+		{"no risk act", true, State{AD: ad, Seen: true, InScope: true}, acted.Add(time.Minute), nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := ad
+			u.USNChanged = 10
+			if !tc.pwd.IsZero() {
+				u.PwdLastSet = events.ToFileTime(tc.pwd)
+			}
+			p := Policy{PasswordChanged: true, ForcedChange: true, Risk: RiskPolicy{Enabled: true, DismissAfterChange: tc.dismiss}}
+			res := EvaluateAD(p, tc.s, events.Envelope{ID: "ad.g1.10", Time: acted.Add(2 * time.Minute)}, u)
+			var kinds []events.ActionKind
+			for _, a := range res.Actions {
+				if a.Rule == RuleRiskDismiss {
+					kinds = append(kinds, a.Kind)
+					if a.User.CloudID != "c1" {
+						t.Errorf("dismissal names cloud ID %q", a.User.CloudID)
+					}
+				}
+			}
+			if len(kinds) != len(tc.kinds) {
+				t.Fatalf("dismiss actions %v, want %v", kinds, tc.kinds)
+			}
+			if got := !res.State.Risk.ChangedAt.IsZero(); got != tc.changed {
+				t.Fatalf("ChangedAt recorded %v, want %v", got, tc.changed)
+			}
+			// Once: the next AD state decides no second dismissal.
+			u.USNChanged = 11
+			if again := EvaluateAD(p, res.State, events.Envelope{ID: "ad.g1.11"}, u); len(again.Actions) != 0 {
+				for _, a := range again.Actions {
+					if a.Rule == RuleRiskDismiss {
+						t.Fatalf("dismissed twice")
+					}
+				}
+			}
+		})
+	}
+}
+
+// riskStateOf is the risk state right after an act.
+func riskStateOf(actionID, cloudID string, at time.Time) (r userstateRisk) {
+	r.ActionID, r.CloudID, r.ActedAt = actionID, cloudID, at
+	return r
+}
+
+type userstateRisk = userstate.RiskState

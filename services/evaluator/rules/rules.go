@@ -105,6 +105,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 	res.Changed = true
 	// Every return below hands back next, whatever it became.
 	defer func() { res.State = next }()
+	defer riskAfterChange(p, s, &next, &res, ev, u) // risk.go: the loop's AD side
 
 	if !p.DryRun && s.DryRun.Active {
 		endDryRun(p, &next, &res, ev)
