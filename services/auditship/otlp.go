@@ -1,16 +1,24 @@
 package auditship
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlplog/otlploghttp"
 	otellog "go.opentelemetry.io/otel/log"
 	"go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/resource"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	logspb "go.opentelemetry.io/proto/otlp/logs/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pwsync/pwsync/shared/events"
 )
@@ -46,13 +54,16 @@ const (
 	attrPrincipal   = "pwsync.admin.principal"
 )
 
-// otlpSink emits records through the SDK's logger into a collecting
-// processor, then exports them with one synchronous Export call: the
-// batch is acked only when the collector answered 2xx. (The SDK's own
-// batch processor exports in the background, which would ack too early.)
+// otlpSink emits records through the OpenTelemetry SDK's logger into a
+// collecting processor, then posts them as one OTLP/HTTP protobuf request
+// (the official otlp/logs/v1 types) and returns only when the collector
+// answered: the batch is acked after a 2xx. The SDK's batch processor
+// would export in the background and ack too early; the otlploghttp
+// exporter links grpc and its gateway (text/template: the binary grew by
+// 90 MB), so the request is built here.
 type otlpSink struct {
 	cfg      OTLPConfig
-	exporter *otlploghttp.Exporter
+	http     *http.Client
 	provider *log.LoggerProvider
 	logger   otellog.Logger
 	pending  *collector
@@ -69,25 +80,23 @@ func (c *collector) OnEmit(_ context.Context, r *log.Record) error {
 func (c *collector) Shutdown(context.Context) error   { return nil }
 func (c *collector) ForceFlush(context.Context) error { return nil }
 
-// NewOTLP returns an OTLP/HTTP logs sink. Retries are the shipper's (one
-// retry policy for every sink), so the exporter's own are off.
-func NewOTLP(ctx context.Context, cfg OTLPConfig) (Sink, error) {
-	opts := []otlploghttp.Option{otlploghttp.WithEndpointURL(cfg.Endpoint), otlploghttp.WithTimeout(cfg.Timeout),
-		otlploghttp.WithRetry(otlploghttp.RetryConfig{Enabled: false}), otlploghttp.WithHeaders(cfg.Headers)}
-	if cfg.TLS != nil {
-		opts = append(opts, otlploghttp.WithTLSClientConfig(cfg.TLS))
+// NewOTLP returns an OTLP/HTTP logs sink.
+func NewOTLP(_ context.Context, cfg OTLPConfig) (Sink, error) {
+	u, err := url.Parse(cfg.Endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("otlp endpoint %q: want an http(s) URL", cfg.Endpoint)
 	}
-	exp, err := otlploghttp.New(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("otlp exporter: %w", err)
-	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg.TLS
 	res := resource.NewSchemaless(serviceAttrs(cfg.Version)...)
 	col := &collector{}
 	lp := log.NewLoggerProvider(log.WithResource(res), log.WithProcessor(col),
 		log.WithAttributeValueLengthLimit(max(cfg.MaxField, 256)))
-	return &otlpSink{cfg: cfg, exporter: exp, provider: lp, pending: col,
-		logger: lp.Logger("github.com/pwsync/pwsync/services/auditship", otellog.WithInstrumentationVersion(cfg.Version))}, nil
+	return &otlpSink{cfg: cfg, http: &http.Client{Transport: tr, Timeout: cfg.Timeout}, provider: lp, pending: col,
+		logger: lp.Logger(otlpScope, otellog.WithInstrumentationVersion(cfg.Version))}, nil
 }
+
+const otlpScope = "github.com/pwsync/pwsync/services/auditship"
 
 func (s *otlpSink) Send(ctx context.Context, recs []events.AuditRecord) error {
 	s.pending.recs = s.pending.recs[:0]
@@ -95,10 +104,93 @@ func (s *otlpSink) Send(ctx context.Context, recs []events.AuditRecord) error {
 	for _, r := range recs {
 		s.logger.Emit(ctx, otlpRecord(bounded(r, s.cfg.MaxField), now))
 	}
-	if err := s.exporter.Export(ctx, s.pending.recs); err != nil {
-		return fmt.Errorf("otlp %s: %w", s.cfg.Endpoint, err)
+	body, err := proto.Marshal(logsData(s.pending.recs))
+	if err != nil {
+		return fmt.Errorf("otlp: encoding: %w", err)
 	}
-	return nil
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.Endpoint, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("otlp: %w", err)
+	}
+	for k, v := range s.cfg.Headers {
+		req.Header.Set(k, v)
+	}
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("otlp %s: %w", redactURL(s.cfg.Endpoint), err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode/100 == 2:
+		// A partial success (records the collector rejected for good) is
+		// accepted too: sending them again would not help.
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable ||
+		resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout:
+		after := 5 * time.Second
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+			after = time.Duration(secs) * time.Second
+		}
+		return &retryAfterError{After: after, Err: fmt.Errorf("otlp %s: %s", redactURL(s.cfg.Endpoint), resp.Status)}
+	}
+	return fmt.Errorf("otlp %s: %s: %s", redactURL(s.cfg.Endpoint), resp.Status, clip(string(msg), 300))
+}
+
+// logsData is the OTLP request: ExportLogsServiceRequest and LogsData are
+// the same message on the wire (field 1, resource_logs).
+func logsData(recs []log.Record) *logspb.LogsData {
+	if len(recs) == 0 {
+		return &logspb.LogsData{}
+	}
+	rl := &logspb.ResourceLogs{Resource: &resourcepb.Resource{Attributes: kvs(recs[0].Resource().Attributes())}}
+	scope := recs[0].InstrumentationScope()
+	sl := &logspb.ScopeLogs{Scope: &commonpb.InstrumentationScope{Name: scope.Name, Version: scope.Version}}
+	for i := range recs {
+		r := &recs[i]
+		lr := &logspb.LogRecord{TimeUnixNano: uint64(r.Timestamp().UnixNano()), ObservedTimeUnixNano: uint64(r.ObservedTimestamp().UnixNano()),
+			SeverityNumber: logspb.SeverityNumber(r.Severity()), SeverityText: r.SeverityText(), Body: anyValue(r.Body()),
+			EventName: r.EventName()}
+		r.WalkAttributes(func(kv attribute.KeyValue) bool {
+			lr.Attributes = append(lr.Attributes, &commonpb.KeyValue{Key: string(kv.Key), Value: anyValue(kv.Value)})
+			return true
+		})
+		sl.LogRecords = append(sl.LogRecords, lr)
+	}
+	rl.ScopeLogs = []*logspb.ScopeLogs{sl}
+	return &logspb.LogsData{ResourceLogs: []*logspb.ResourceLogs{rl}}
+}
+
+func kvs(in []attribute.KeyValue) []*commonpb.KeyValue {
+	out := make([]*commonpb.KeyValue, 0, len(in))
+	for _, kv := range in {
+		out = append(out, &commonpb.KeyValue{Key: string(kv.Key), Value: anyValue(kv.Value)})
+	}
+	return out
+}
+
+// anyValue covers the value types otlpRecord sets.
+func anyValue(v attribute.Value) *commonpb.AnyValue {
+	switch v.Type() {
+	case attribute.BOOL:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: v.AsBool()}}
+	case attribute.INT64:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: v.AsInt64()}}
+	case attribute.FLOAT64:
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: v.AsFloat64()}}
+	}
+	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v.Emit()}}
+}
+
+// redactURL drops user info and the query (tokens live there sometimes).
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "[endpoint]"
+	}
+	u.User, u.RawQuery = nil, ""
+	return u.String()
 }
 
 func otlpRecord(r events.AuditRecord, now time.Time) otellog.Record {
@@ -149,8 +241,8 @@ func otlpRecord(r events.AuditRecord, now time.Time) otellog.Record {
 func (s *otlpSink) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = s.provider.Shutdown(ctx)
-	return s.exporter.Shutdown(ctx)
+	s.http.CloseIdleConnections()
+	return s.provider.Shutdown(ctx)
 }
 
 // serviceAttrs are the resource's service.* attributes.
