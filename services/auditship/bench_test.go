@@ -22,7 +22,7 @@ func benchRecords(n int, round string) []events.AuditRecord {
 		u := i % 500
 		out[i] = events.AuditRecord{Time: time.Now().UTC(), Kind: "step", EventID: fmt.Sprintf("ev-%s-%d", round, i), ActionID: fmt.Sprintf("act-%d", i),
 			Rule: "forced-change", Action: "require_password_change", Step: "patch_password_profile", Outcome: events.OutcomeOK, HTTPStatus: 204,
-			User: events.UserRef{UPN: fmt.Sprintf("user%d@example.test", u), ObjectGUID: fmt.Sprintf("6f1c0a3e-0000-4000-8000-%012d", u), Domain: "example.test"},
+			User:   events.UserRef{UPN: fmt.Sprintf("user%d@example.test", u), ObjectGUID: fmt.Sprintf("6f1c0a3e-0000-4000-8000-%012d", u), Domain: "example.test"},
 			Detail: fmt.Sprintf("u%d#%s.%d passwordProfile.forceChangePasswordNextSignIn set", u, round, i), LatencyMS: 150}
 	}
 	return out
