@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # stall a 10 s run after its first find (measured: 20 execs in 11 s).
 FUZZMINIMIZE ?= 1s
 
-.PHONY: docker all build test test-unit samba-ad samba-ad-stop demo bench bench-latency bench-footprint check-pure fuzz vet clean
+.PHONY: docker all build test test-unit rsyslog samba-ad samba-ad-stop demo bench bench-latency bench-footprint check-pure fuzz vet clean
 
 all: build
 
@@ -23,8 +23,8 @@ docker:
 	docker build -f deployments/Dockerfile -t ghcr.io/pwsync/pwsync:$$(git describe --always --dirty) --build-arg VERSION=$$(git describe --always --dirty) .
 
 ## test: the whole suite, against a real Samba AD DC (installed and started when missing)
-test: samba-ad chromium vet check-pure
-	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 28m ./...
+test: samba-ad chromium rsyslog vet check-pure
+	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_REQUIRE_RSYSLOG=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 28m ./...
 	$(MAKE) --no-print-directory fuzz
 
 ## test-unit: everything that needs no AD (AD tests skip)
@@ -58,6 +58,10 @@ fuzz:
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+## rsyslog: Debian's rsyslog with GnuTLS, the real syslog receiver of the audit shipping tests (services/auditship)
+rsyslog:
+	@dpkg -s rsyslog rsyslog-gnutls >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq rsyslog rsyslog-gnutls >/dev/null; }
+
 ## screenshots: refresh docs/console-*.png from the browser test
 screenshots: samba-ad chromium
 	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_SCREENSHOTS_DIR=$(CURDIR)/docs $(GO) test -count=1 -run TestConsoleInBrowser ./cmd/pwsync
@@ -86,7 +90,7 @@ bench-footprint: samba-ad
 ## bench: every benchmark that reports (// benchreport: directives, see docs/benchmarks.md); figures
 ## with their same-run baselines or limits, targets and verdicts written to docs/benchmarks.md; fails
 ## naming every figure that missed its target
-bench: samba-ad
+bench: samba-ad rsyslog
 	PWSYNC_REQUIRE_AD=1 $(GO) run ./cmd/benchreport -out docs/benchmarks.md
 
 clean:
