@@ -103,8 +103,11 @@ func (d *doctor) run(ctx context.Context) {
 			d.checkDomain(ctx, fmt.Sprintf("ad.domains[%d]", i), dom)
 		}
 	}
-	if d.targets.Actuator || (d.targets.Ingest && d.cfg.Webhook.Enabled) {
+	if d.targets.Actuator || (d.targets.Ingest && (d.cfg.Webhook.Enabled || d.cfg.Risk.Enabled)) {
 		d.checkGraph(ctx)
+	}
+	if d.targets.Ingest && d.cfg.Risk.Enabled {
+		d.checkRisk(ctx)
 	}
 	d.checkNATS(ctx)
 	if d.targets.Ingest && d.cfg.Webhook.Enabled {

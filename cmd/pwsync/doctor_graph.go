@@ -59,6 +59,9 @@ func neededRoles(c config.Config, t config.Targets) []roleNeed {
 	if t.Ingest && c.Webhook.Enabled {
 		n = append(n, roleNeed{Feature: "users delta and change notifications", Roles: read})
 	}
+	if t.Ingest && c.Risk.Enabled {
+		n = append(n, riskRoles(c.Risk.DismissAfterChange)...)
+	}
 	return n
 }
 
