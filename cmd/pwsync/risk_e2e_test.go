@@ -17,8 +17,8 @@ import (
 // credentials act, at most riskCap actions an hour before approval.
 const (
 	riskPoll  = time.Second
-	riskCap   = 2
-	riskYAML  = "risk: {enabled: true, poll_interval: 1s, levels: [high], detection_types: [leakedCredentials], hourly_cap: 2, notify: false, dismiss_after_change: true}"
+	riskCap   = 3
+	riskYAML  = "risk: {enabled: true, poll_interval: 1s, levels: [high], detection_types: [leakedCredentials], hourly_cap: 3, notify: false, dismiss_after_change: true}"
 	riskGrace = time.Second // the bound: one poll interval plus a second
 )
 
@@ -35,12 +35,14 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 	const pw = "Start.Passw0rd-1"
 	alice := s.dc.CreateUser(t, s.ou, "risk-alice", adtest.UserOpts{Password: pw})
 	dave := s.dc.CreateUser(t, s.ou, "risk-dave", adtest.UserOpts{Password: pw})
+	bob := s.dc.CreateUser(t, s.ou, "risk-bob", adtest.UserOpts{Password: pw})
 	var storm []adtest.User
 	for _, n := range []string{"risk-s1", "risk-s2", "risk-s3"} {
 		storm = append(storm, s.dc.CreateUser(t, s.ou, n, adtest.UserOpts{Password: pw}))
 	}
 	aliceID := s.cloudUser(alice, true)
 	daveID := s.cloudUser(dave, true)
+	bobID := s.cloudUser(bob, false) // cloud-managed: joined by UPN
 	for _, u := range storm {
 		s.cloudUser(u, true)
 	}
@@ -61,6 +63,16 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 		t.Logf("detection -> AD pwdLastSet 0: %v (poll interval %v, target %v)", d, riskPoll, riskPoll+riskGrace)
 		// The forced-change rule carries it to the cloud: sessions, pending group.
 		s.waitWrites(t, aliceID, []string{"POST revoke 200", "POST members 204"}, 1500*time.Millisecond)
+	})
+	t.Run("a2_a_cloud_managed_user_must_change_in_the_cloud", func(t *testing.T) {
+		if _, err := s.sim.RaiseRisk(bobID, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
+			t.Fatal(err)
+		}
+		// as a helpdesk reset: the flag (Graph's no-op), then the chain
+		s.waitWrites(t, bobID, cloudResetWrites, 1500*time.Millisecond)
+		if v := s.dc.Read(t, bob.DN, "pwdLastSet").GetAttributeValue("pwdLastSet"); v == "0" {
+			t.Fatal("a cloud-managed user's AD password was reset")
+		}
 	})
 	t.Run("b_exactly_once_across_rounds", func(t *testing.T) {
 		time.Sleep(4 * riskPoll) // rounds that read the same detection again
@@ -116,7 +128,7 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 		}
 	})
 	t.Run("d_a_storm_above_the_hourly_cap_waits_for_approval", func(t *testing.T) {
-		// alice used one of the hour's 2: s1 is acted on, s2 and s3 are held.
+		// alice and bob used two of the hour's 3: one storm user is acted on, two are held.
 		for _, u := range storm {
 			if _, err := s.sim.RaiseRisk("cloud-"+u.SAM, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
 				t.Fatal(err)
