@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"github.com/pwsync/pwsync/services/actuator/notifier"
+	"github.com/pwsync/pwsync/services/auditship"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/logx"
 	"github.com/pwsync/pwsync/testrig/graphsim"
@@ -149,6 +150,9 @@ func configCheck(args []string, stdout io.Writer) error {
 		if _, err := notifier.LoadTemplates(cfg.Notify.TemplatesDir, cfg.Notify.DefaultLanguage); err != nil {
 			return fmt.Errorf("notify templates: %w", err)
 		}
+	}
+	if err := auditship.Check(context.Background(), cfg.Audit.Sinks); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", f.config)
 	return nil

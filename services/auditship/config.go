@@ -93,3 +93,20 @@ func newSink(ctx context.Context, c config.AuditSink, entra *Entra, version stri
 	}
 	return nil, fmt.Errorf("unknown sink type %q", c.Type)
 }
+
+// Check builds every sink that needs no credential (syslog, OTLP), without
+// connecting: unreadable CA bundles and client certificates are found by
+// `pwsync config check` rather than at start.
+func Check(ctx context.Context, sinks []config.AuditSink) error {
+	for _, c := range sinks {
+		if c.Type == "sentinel" {
+			continue // its credential is graph.*'s, checked there
+		}
+		sink, err := newSink(ctx, c, nil, "check")
+		if err != nil {
+			return fmt.Errorf("audit sink %s: %w", c.Name, err)
+		}
+		_ = sink.Close()
+	}
+	return nil
+}
