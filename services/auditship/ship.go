@@ -15,6 +15,7 @@ import (
 	"github.com/pwsync/pwsync/shared/lease"
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // Target is one configured sink and its delivery settings.
@@ -146,7 +147,7 @@ func (s *Service) ship(ctx context.Context, t Target, log zerolog.Logger) error 
 				return nil
 			}
 			log.Warn().Err(err).Msg("fetching audit records")
-			sleep(ctx, s.d.RetryMin)
+			retry.Sleep(ctx, s.d.RetryMin)
 			continue
 		}
 		var msgs []jetstream.Msg
@@ -210,7 +211,7 @@ func (sh *shipper) deliver(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		ev.Err(err).Int("failures", failures+1).Dur("retry_in", after).Uint64("lag", lag).Msg("audit sink refused a batch; keeping it")
 		sh.checkLag(ctx, lag)
-		if !sleep(ctx, after) {
+		if !retry.Sleep(ctx, after) {
 			return nil
 		}
 		if sh.s.d.Now().Sub(lastTouch) > sh.s.d.AckWait/3 {
@@ -273,16 +274,5 @@ func (sh *shipper) checkLag(ctx context.Context, lag uint64) {
 	case lag <= limit/2 && sh.alerted:
 		sh.alerted = false
 		sh.log.Info().Uint64("lag", lag).Msg("audit sink caught up")
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
