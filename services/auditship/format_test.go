@@ -270,3 +270,19 @@ func FuzzRFC5424(f *testing.F) {
 		}
 	})
 }
+
+// TestUDPMessageFitsADatagram: every free-text field at max_field still
+// makes a datagram UDP can carry.
+func TestUDPMessageFitsADatagram(t *testing.T) {
+	r := sample()
+	long := strings.Repeat("x", 60000)
+	r.Detail, r.User.UPN, r.Rule, r.Step, r.Action, r.EventID, r.ActionID, r.CloudID = long, long, long, long, long, long, long, long
+	s := &syslogSink{cfg: SyslogConfig{Network: "udp", Format: "json", MaxField: 60000, Header: syslogHeader{Facility: 10, Hostname: "h", AppName: "pwsync"}}}
+	if n := len(s.message(r)); n > maxDatagram {
+		t.Fatalf("UDP message of %d bytes", n)
+	}
+	s.cfg.Network = "tls"
+	if n := len(s.message(r)); n <= maxDatagram {
+		t.Fatalf("TLS message cut to %d bytes: only UDP needs it", n)
+	}
+}

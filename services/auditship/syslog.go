@@ -68,7 +68,19 @@ func SyslogTLS(caFile, serverName, certFile, keyFile string) (*tls.Config, error
 }
 
 func (s *syslogSink) message(r events.AuditRecord) []byte {
-	r = bounded(r, s.cfg.MaxField)
+	m := s.render(bounded(r, s.cfg.MaxField))
+	if s.cfg.Network == "udp" && len(m) > maxDatagram {
+		// Many long fields: a datagram cannot carry it, and a send that
+		// always fails would hold the sink's backlog for ever.
+		m = s.render(bounded(r, 512))
+	}
+	return m
+}
+
+// maxDatagram keeps a UDP message within one IPv4 datagram.
+const maxDatagram = 65000
+
+func (s *syslogSink) render(r events.AuditRecord) []byte {
 	var msg []byte
 	if s.cfg.Format == "cef" {
 		msg = cefMessage(r, s.cfg.Version)
