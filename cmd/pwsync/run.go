@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"slices"
@@ -300,6 +301,10 @@ func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, storage *
 	if o.Metrics {
 		mux.Handle("GET /metrics", metrics.Handler())
 	}
+	if o.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("ops.listen %s: %w", o.Listen, err)
@@ -310,7 +315,7 @@ func startOps(o config.Ops, conn *natsx.Conn, targets []health.Target, storage *
 			log.Error().Err(err).Msg("ops listener stopped")
 		}
 	}()
-	log.Info().Str("addr", ln.Addr().String()).Bool("metrics", o.Metrics).Msg("ops listener started")
+	log.Info().Str("addr", ln.Addr().String()).Bool("metrics", o.Metrics).Bool("pprof", o.Pprof).Msg("ops listener started")
 	return srv, nil
 }
 

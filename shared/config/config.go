@@ -270,6 +270,10 @@ type Ops struct {
 	Listen string `yaml:"listen"`
 	// Metrics serves Prometheus metrics on the listener's /metrics.
 	Metrics bool `yaml:"metrics"`
+	// Pprof serves Go's profiles (net/http/pprof) on /debug/pprof/: off by
+	// default, for finding where memory goes (the soak benchmark uses it).
+	// The listener has no authentication: turn it on where only operators reach it.
+	Pprof bool `yaml:"pprof"`
 	// SampleInterval: how often consumer lag and lease holders are read from NATS.
 	SampleInterval time.Duration `yaml:"sample_interval"`
 }
