@@ -179,27 +179,60 @@ func (w *Watcher) scan(ctx context.Context, c *ldap.Conn, filter string, fullSyn
 	return w.scanWith(ctx, c, filter, userAttrs, fullSync)
 }
 
+// scanWith pipelines the scan: while one page is being stored (Publish
+// waits for JetStream's acks) the next is read from the DC, so a full sync
+// costs about the slower of the two rather than their sum. Pages are
+// published in order, at most one waiting: memory stays at two pages.
 func (w *Watcher) scanWith(ctx context.Context, c *ldap.Conn, filter string, attrs []string, fullSync bool) (int, error) {
-	paging := ldap.NewControlPaging(uint32(w.cfg.PageSize))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan []events.ADUser, 1)
+	published := make(chan error, 1)
 	total := 0
+	go func() { // owned: ends when pages is closed or ctx ends, and reports once
+		var err error
+		for users := range pages {
+			if err == nil {
+				if err = w.publish(ctx, users); err != nil {
+					cancel() // stops the reader at its next send
+				} else {
+					total += len(users)
+				}
+			}
+		}
+		published <- err
+	}()
+	readErr := w.readPages(ctx, c, filter, attrs, fullSync, pages)
+	close(pages)
+	pubErr := <-published // after this, total is the publisher's no more
+	if pubErr != nil {
+		return total, pubErr
+	}
+	return total, readErr
+}
+
+// readPages reads the pages of a scan and hands each to pages.
+func (w *Watcher) readPages(ctx context.Context, c *ldap.Conn, filter string, attrs []string, fullSync bool, pages chan<- []events.ADUser) error {
+	paging := ldap.NewControlPaging(uint32(w.cfg.PageSize))
 	for {
 		req := ldap.NewSearchRequest(w.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
 			0, 0, false, filter, attrs, []ldap.Control{paging})
 		res, err := c.Search(req)
 		if err != nil {
-			return total, fmt.Errorf("searching %s for %s: %w", w.cfg.BaseDN, filter, err)
+			return fmt.Errorf("searching %s for %s: %w", w.cfg.BaseDN, filter, err)
 		}
 		users, err := w.complete(c, res.Entries, fullSync)
 		if err != nil {
-			return total, err
+			return err
 		}
-		if err := w.publish(ctx, users); err != nil {
-			return total, err
+		select {
+		case pages <- users:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		total += len(users)
 		resp, ok := ldap.FindControl(res.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
 		if !ok || len(resp.Cookie) == 0 {
-			return total, nil
+			return nil
 		}
 		paging.SetCookie(resp.Cookie)
 	}
