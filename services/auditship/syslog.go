@@ -37,6 +37,9 @@ type syslogSink struct {
 	cfg  SyslogConfig
 	conn net.Conn
 	buf  []byte
+	// probed: when the connection was last found open (after a batch):
+	// a batch right after needs no probe of its own.
+	probed time.Time
 }
 
 // NewSyslog returns a syslog sink; it connects at the first Send.
@@ -122,6 +125,7 @@ func (s *syslogSink) Send(ctx context.Context, recs []events.AuditRecord) error 
 		s.drop()
 		return fmt.Errorf("syslog %s %s: connection closed by the server during the batch: %w", s.cfg.Network, s.cfg.Address, err)
 	}
+	s.probed = time.Now()
 	return nil
 }
 
@@ -129,7 +133,7 @@ func (s *syslogSink) Send(ctx context.Context, recs []events.AuditRecord) error 
 // the one we have: a write to a connection the server already closed
 // succeeds locally and its records are lost, so it is probed first.
 func (s *syslogSink) connect(ctx context.Context) error {
-	if s.conn != nil && s.cfg.Network != "udp" {
+	if s.conn != nil && s.cfg.Network != "udp" && time.Since(s.probed) > 50*time.Millisecond {
 		if s.alive() != nil {
 			s.drop()
 		}
