@@ -82,7 +82,7 @@ func TestFootprintReport(t *testing.T) {
 		Value: strippedMB, Target: fmt.Sprintf("<= %d", targetStrippedMB)})
 
 	// The stack: 1,000 bulk users in scope, each with its cloud account.
-	s := newStack(t, stackOpts{Webhook: true, ChildBinary: stripped})
+	s := newStack(t, stackOpts{Webhook: true, ChildBinary: stripped, Pprof: true})
 	ou, users := s.dc.BulkUsers(t, "footprint", nUsers, 10*time.Minute)
 	s.ou = ou
 	for i, u := range users {
@@ -163,6 +163,7 @@ func TestFootprintReport(t *testing.T) {
 		}()
 	}
 	samples := []footprintSample{idle}
+	var heapMid string
 	t.Logf("soak: %s at %.1f resets/s", soak, rate)
 	soakStart := time.Now()
 	for m := 1; time.Duration(m)*time.Minute <= soak; m++ {
@@ -172,6 +173,18 @@ func TestFootprintReport(t *testing.T) {
 		samples = append(samples, smp)
 		t.Logf("soak minute %2d: VmRSS %6.1f MB, VmHWM %6.1f MB, Go heap in use %5.1f MB, %4d goroutines, %d password changes and %d Graph requests so far",
 			m, smp.rss, smp.hwm, smp.heap, smp.goroutines, resetCount.Load(), len(s.sim.Requests()))
+		if m == int(soak/time.Minute)/2 {
+			heapMid = heapProfile(t, s.opsAddr, "mid")
+		}
+	}
+	// Where the heap went between the soak's middle and its end: what a
+	// growth is made of, or that it is the same things, no more.
+	if heapMid != "" {
+		heapEnd := heapProfile(t, s.opsAddr, "end")
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "15", "-sample_index", "inuse_space",
+			"-diff_base", heapMid, heapEnd).CombinedOutput()
+		t.Logf("heap in use, end minus middle of the soak (go tool pprof -top -diff_base; profiles in %s):\n%s%s",
+			filepath.Dir(heapEnd), out, errText(err))
 	}
 	close(stop)
 	var r [2]int
@@ -371,4 +384,42 @@ func envFloat(key string, def float64) float64 {
 		return f
 	}
 	return def
+}
+
+// heapProfile saves the child's heap profile (ops.pprof) and returns its
+// path: in PWSYNC_SOAK_PROFILES when set (kept), else in the test's temp dir.
+func heapProfile(t *testing.T, opsAddr, name string) string {
+	t.Helper()
+	dir := os.Getenv("PWSYNC_SOAK_PROFILES")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	resp, err := http.Get("http://" + opsAddr + "/debug/pprof/heap")
+	if err != nil {
+		t.Logf("heap profile %s: %v", name, err)
+		return ""
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Logf("heap profile %s: %s", name, resp.Status)
+		return ""
+	}
+	path := filepath.Join(dir, "heap-"+name+".pb.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatalf("heap profile: %v", err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		t.Logf("heap profile %s: %v", name, err)
+		return ""
+	}
+	return path
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "(" + err.Error() + ")"
 }

@@ -130,6 +130,8 @@ type stackOpts struct {
 	WriteWindow time.Duration
 	// ExtraYAML is appended to the config as it is (top-level keys, e.g. risk:).
 	ExtraYAML string
+	// Pprof is ops.pprof: Go's profiles on the ops listener.
+	Pprof bool
 }
 
 type undoOpts struct {
@@ -201,7 +203,7 @@ actuator:
 {{- with .Opts.Undo}}
   undo: {await_cloud: {{.AwaitCloud}}, clear_cloud_flag: {{.ClearCloudFlag}}}
 {{- end}}
-ops: {listen: "{{.Ops}}"}
+ops: {listen: "{{.Ops}}"{{if .Opts.Pprof}}, pprof: true{{end}}}
 {{- if .Opts.Notify}}
 notify:
   enabled: true
