@@ -203,7 +203,10 @@ func TestReevaluateAfterPolicyChangeEndToEnd(t *testing.T) {
 		ids = append(ids, s.cloudUser(u, false))
 	}
 	s.writeConfig(t)
-	editConfig(t, s.cfgPath, "evaluator:\n", "evaluator:\n  forced_change: {enabled: false}\n")
+	// The pass re-evaluates every user of the shared DC (thousands after
+	// the other packages' tests) before its batch is counted and released:
+	// at the default 20 users/s that is minutes.
+	editConfig(t, s.cfgPath, "evaluator:\n", "evaluator:\n  reevaluate: {rate: 2000}\n  forced_change: {enabled: false}\n")
 	stop := s.runStoppable(t, 1)
 	time.Sleep(5 * time.Second) // the first full sync has stored the users
 	stop()

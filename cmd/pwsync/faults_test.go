@@ -476,29 +476,31 @@ func TestFaultGraphStorm(t *testing.T) {
 	s.startInProcess(t)
 	type fault = struct {
 		method, prefix string
+		suffix         string // the revoke, not the group add's membership check (also a POST /users/...)
 		status         int
 		retryAfter     time.Duration
 		count          int
 		hang           time.Duration
 		reset, after   bool // after: the write takes effect, then its answer is lost
 	}
+	const revoke = "/revokeSignInSessions"
 	storm := []fault{
 		{method: http.MethodGet, prefix: "/v1.0/users", status: http.StatusServiceUnavailable, count: 3},
 		{method: http.MethodGet, prefix: "/v1.0/users", status: http.StatusTooManyRequests, retryAfter: time.Second, count: 1},
 		{method: http.MethodPatch, status: http.StatusTooManyRequests, retryAfter: time.Second, count: 2},
 		{method: http.MethodPatch, reset: true, count: 2},
-		{method: http.MethodPatch, hang: 4 * time.Second, count: 1},                        // lost answer, write done
-		{method: http.MethodPost, prefix: "/v1.0/users/", hang: 4 * time.Second, count: 1}, // revoke: lost answer
-		{method: http.MethodPost, prefix: "/v1.0/users/", status: http.StatusServiceUnavailable, count: 2},
-		{method: http.MethodPost, prefix: "/v1.0/users/", reset: true, count: 1},
+		{method: http.MethodPatch, hang: 4 * time.Second, count: 1},                                        // lost answer, write done
+		{method: http.MethodPost, prefix: "/v1.0/users/", suffix: revoke, hang: 4 * time.Second, count: 1}, // revoke: lost answer
+		{method: http.MethodPost, prefix: "/v1.0/users/", suffix: revoke, status: http.StatusServiceUnavailable, count: 2},
+		{method: http.MethodPost, prefix: "/v1.0/users/", suffix: revoke, reset: true, count: 1},
 		{method: http.MethodPost, prefix: "/v1.0/groups/", status: http.StatusTooManyRequests, retryAfter: 3 * time.Second, count: 1}, // long: back to JetStream
 		{method: http.MethodPost, prefix: "/v1.0/groups/", hang: 4 * time.Second, count: 1},
 		{method: http.MethodPost, prefix: "/v1.0/groups/", status: http.StatusBadGateway, count: 1},
 		// Graph applies the write and the answer is lost.
 		{method: http.MethodPatch, status: http.StatusServiceUnavailable, after: true, count: 1},
 		{method: http.MethodPatch, reset: true, after: true, count: 1},
-		{method: http.MethodPost, prefix: "/v1.0/users/", status: http.StatusInternalServerError, after: true, count: 1},
-		{method: http.MethodPost, prefix: "/v1.0/users/", reset: true, after: true, count: 1},
+		{method: http.MethodPost, prefix: "/v1.0/users/", suffix: revoke, status: http.StatusInternalServerError, after: true, count: 1},
+		{method: http.MethodPost, prefix: "/v1.0/users/", suffix: revoke, reset: true, after: true, count: 1},
 		{method: http.MethodPost, prefix: "/v1.0/groups/", status: http.StatusServiceUnavailable, after: true, count: 1},
 		{method: http.MethodPost, prefix: "/v1.0/groups/", hang: 4 * time.Second, reset: true, after: true, count: 1}, // never answered
 	}
@@ -523,7 +525,7 @@ func TestFaultGraphStorm(t *testing.T) {
 	}
 	injected := map[string]int{}
 	for _, f := range append(storm, tokenFaults...) {
-		s.sim.InjectFault(graphsim.Fault{Method: f.method, PathPrefix: f.prefix, Status: f.status,
+		s.sim.InjectFault(graphsim.Fault{Method: f.method, PathPrefix: f.prefix, PathSuffix: f.suffix, Status: f.status,
 			RetryAfter: f.retryAfter, Count: f.count, Hang: f.hang, Reset: f.reset, After: f.after})
 	}
 	for _, f := range storm {
@@ -572,7 +574,7 @@ func TestFaultGraphStorm(t *testing.T) {
 	// from when the answer left the simulator.
 	retryAfter := func(r graphsim.Request) time.Duration {
 		for _, f := range storm {
-			if f.status == http.StatusTooManyRequests && f.method == r.Method && strings.HasPrefix(r.Path, f.prefix) {
+			if f.status == http.StatusTooManyRequests && f.method == r.Method && strings.HasPrefix(r.Path, f.prefix) && strings.HasSuffix(r.Path, f.suffix) {
 				return f.retryAfter
 			}
 		}

@@ -9,8 +9,9 @@ import (
 )
 
 // Fault makes the next Count matching requests fail. A request matches when
-// Method is empty or equal (case-insensitive) and its path starts with
-// PathPrefix. Paths are full server paths ("/v1.0/users/..."; batch items
+// Method is empty or equal (case-insensitive), its path starts with
+// PathPrefix and ends with PathSuffix (when set: "/revokeSignInSessions"
+// picks the revoke of any user, not the checkMemberGroups beside it). Paths are full server paths ("/v1.0/users/..."; batch items
 // "/v1.0" + item url), so an empty PathPrefix matches every Graph request
 // (the outer $batch POST included) and a PathPrefix such as
 // "/{tenant}/oauth2" reaches the token endpoint, which an empty prefix never
@@ -36,6 +37,7 @@ import (
 type Fault struct {
 	Method     string
 	PathPrefix string
+	PathSuffix string
 	Status     int
 	RetryAfter time.Duration
 	Count      int // < 0: forever
@@ -84,7 +86,7 @@ func (s *Server) takeFault(method, path string) (Fault, bool) {
 		if f.Method != "" && !strings.EqualFold(f.Method, method) {
 			continue
 		}
-		if f.PathPrefix == "" && !graph || !strings.HasPrefix(path, f.PathPrefix) {
+		if f.PathPrefix == "" && !graph || !strings.HasPrefix(path, f.PathPrefix) || !strings.HasSuffix(path, f.PathSuffix) {
 			continue
 		}
 		hit := *f
