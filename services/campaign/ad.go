@@ -106,7 +106,7 @@ func (l *LDAP) with(ctx context.Context, fn func(*ldap.Conn) error) error {
 	return err
 }
 
-var adAttrs = []string{"objectGUID", "userPrincipalName", "displayName", "userAccountControl"}
+var adAttrs = []string{"objectGUID", "userPrincipalName", "displayName", "userAccountControl", "pwdLastSet"}
 
 // Search implements ADDirectory (paged).
 func (l *LDAP) Search(ctx context.Context, base, filter string) ([]ADUser, error) {
@@ -237,8 +237,9 @@ func adUser(e *ldap.Entry) (ADUser, bool) {
 		return ADUser{}, false
 	}
 	uac, _ := strconv.ParseInt(e.GetAttributeValue("userAccountControl"), 10, 64)
+	pls, _ := strconv.ParseInt(e.GetAttributeValue("pwdLastSet"), 10, 64)
 	return ADUser{DN: e.DN, GUID: guid, UPN: strings.ToLower(e.GetAttributeValue("userPrincipalName")),
-		Name: e.GetAttributeValue("displayName"), Disabled: uac&events.UACAccountDisable != 0}, true
+		Name: e.GetAttributeValue("displayName"), Disabled: uac&events.UACAccountDisable != 0, PwdLastSet: pls}, true
 }
 
 // ForceChange implements ADWriter: the helpdesk's "User must change

@@ -314,11 +314,14 @@ func (a *adLane) readBack(ctx context.Context, it *item, dn string, retry func()
 		a.ledger.count(func(s *Stats) { s.Verified++ })
 		a.record(ctx, it, StepResult{Status: StatusDone, At: a.now().UTC(), LDAP: "pwdLastSet=0 (read back)", Verified: true})
 		return true
-	case v > 0 && !it.sentAt.IsZero() && !events.FileTime(v).Before(it.sentAt.Add(-time.Second)):
+	case v > 0 && v != a.targets[it.idx].PwdLastSet && !it.sentAt.IsZero() && !events.FileTime(v).Before(it.sentAt.Add(-time.Second)):
 		// A password set since the write was sent (a second of clock
 		// skew allowed): the write took and the user has changed the
 		// password since, or changed it anyway. Writing again would
-		// force a second change.
+		// force a second change. The value read when the campaign was
+		// planned, found again, is no such change: a password set in
+		// the second before the write (the skew allowed) is not
+		// mistaken for one set after it.
 		a.ledger.count(func(s *Stats) { s.Verified++ })
 		a.record(ctx, it, StepResult{Status: StatusDone, At: a.now().UTC(), Verified: true,
 			LDAP:   "pwdLastSet=" + events.FileTime(v).UTC().Format(time.RFC3339Nano) + " (read back)",

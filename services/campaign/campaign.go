@@ -188,6 +188,7 @@ type Target struct {
 	CloudID    string `json:"c,omitempty"`    // cloud (and synced when known)
 	Name       string `json:"n,omitempty"`    // display name
 	Lang       string `json:"lang,omitempty"` // preferredLanguage, for the notice
+	PwdLastSet int64  `json:"pls,omitempty"`  // synced: pwdLastSet when planned (ADUser.PwdLastSet)
 }
 
 // Key identifies the user across selectors: AD users by objectGUID, cloud

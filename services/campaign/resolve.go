@@ -23,6 +23,10 @@ type ADUser struct {
 	UPN      string // lower case
 	Name     string
 	Disabled bool
+	// PwdLastSet as read when the campaign was planned (FILETIME; 0 =
+	// must change already, or not read): a read-back after an unanswered
+	// write that finds it unchanged knows the write did not take.
+	PwdLastSet int64
 }
 
 // ADDirectory searches one AD domain (below base, with a complete filter).
@@ -216,7 +220,7 @@ func (r *Resolver) collect(ctx context.Context, s Selector) (map[string]*candida
 		return c
 	}
 	addAD := func(u ADUser, source, cloudID string) {
-		add(Target{Kind: KindSynced, UPN: u.UPN, DN: u.DN, ObjectGUID: u.GUID, CloudID: cloudID, Name: u.Name}, source, u.Disabled)
+		add(Target{Kind: KindSynced, UPN: u.UPN, DN: u.DN, ObjectGUID: u.GUID, CloudID: cloudID, Name: u.Name, PwdLastSet: u.PwdLastSet}, source, u.Disabled)
 	}
 
 	foundUPN := map[string]bool{}
