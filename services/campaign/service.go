@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -150,8 +149,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		return nil, err
 	}
 	if s.holder == "" {
-		host, _ := os.Hostname()
-		s.holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+		s.holder = lease.DefaultHolder()
 	}
 	s.runner = &runner{store: store, batch: rd.Batch, ad: rd.AD, pub: natsx.NewPublisher(d.JS), pacer: rd.Pacer,
 		breakGlass: rd.BreakGlass, cfg: cfg, log: d.Log, now: now}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -62,8 +61,7 @@ func holderName(h string) string {
 		return h
 	}
 	// unique per Service: two evaluators in one process must not share a lease
-	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), rand.Text()[:8])
+	return lease.DefaultHolder() + "-" + rand.Text()[:8]
 }
 
 // runGate holds the gate lease: on one replica at a time, the re-evaluation

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -95,8 +94,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		}
 	}
 	if d.Holder == "" {
-		host, _ := os.Hostname()
-		d.Holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+		d.Holder = lease.DefaultHolder()
 	}
 	var sink adwatch.Sink = NewEventSink(d.JS)
 	if d.Sink != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -30,7 +31,15 @@ type Lease struct {
 	standby atomic.Bool
 }
 
-// New returns a lease on key for holder (e.g. hostname + pid). renew must be
+// DefaultHolder names this process as a lease holder when the config names
+// none: host and pid, so that an operator reading a lease knows where it is
+// held.
+func DefaultHolder() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// New returns a lease on key for holder (e.g. DefaultHolder). renew must be
 // well below the bucket's TTL (a third is usual).
 func New(kv jetstream.KeyValue, key, holder string, renew time.Duration, log zerolog.Logger) *Lease {
 	return &Lease{kv: kv, key: key, holder: holder, renew: renew,

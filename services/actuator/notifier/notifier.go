@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -141,8 +140,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	holder := d.Holder
 	if holder == "" {
-		host, _ := os.Hostname()
-		holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+		holder = lease.DefaultHolder()
 	}
 	hc := d.HTTP
 	if hc == nil {

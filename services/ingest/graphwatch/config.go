@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"time"
+
+	"github.com/pwsync/pwsync/shared/lease"
 )
 
 // Graph's limit for subscriptions on users and other directory resources is
@@ -61,8 +62,7 @@ func (c Config) withDefaults() Config {
 		c.FollowUp = 70 * time.Second
 	}
 	if c.Holder == "" {
-		host, _ := os.Hostname()
-		c.Holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.Holder = lease.DefaultHolder()
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -72,8 +71,7 @@ func NewRiskPoller(ctx context.Context, cfg RiskConfig, r graph.RiskReader, user
 		cfg.Lookback = time.Hour
 	}
 	if cfg.Holder == "" {
-		host, _ := os.Hostname()
-		cfg.Holder = fmt.Sprintf("%s-%d", host, os.Getpid())
+		cfg.Holder = lease.DefaultHolder()
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
