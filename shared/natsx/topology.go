@@ -101,6 +101,17 @@ func DefaultOptions() Options {
 	}
 }
 
+// MaxParked is MaxAckPending of the consumers whose handlers park messages
+// with a delayed NAK: the evaluator's timers (an undo's wait for hash sync,
+// the writeback check), the actuator's undos waiting for the cloud and its
+// long Retry-Afters, the notifier's deferrals (quiet hours, pacing). A
+// parked message counts as pending until it is acked, so with a small bound
+// a few hundred users changing their passwords within an undo's wait
+// (expiry morning) held every new event, helpdesk resets included, until a
+// timer came due: minutes. Work in flight is bounded by the consumers'
+// concurrency and pull size (Consume), not by this.
+const MaxParked = 100_000
+
 // AckWait only catches crashes and hangs; retry timing lives in Process.
 const (
 	evaluatorAckWait = 15 * time.Second
@@ -138,7 +149,7 @@ func NewTopology(o Options) Topology {
 		Consumers: map[string][]jetstream.ConsumerConfig{
 			StreamEvents: {
 				{Durable: ConsumerEvaluator, FilterSubject: "events.>",
-					AckPolicy: jetstream.AckExplicitPolicy, AckWait: evaluatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256},
+					AckPolicy: jetstream.AckExplicitPolicy, AckWait: evaluatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: MaxParked},
 				// Acked on receipt: a trigger's only content is "run a delta
 				// round", and a new lease holder always starts with one. A
 				// new consumer starts at new messages for the same reason.
@@ -147,7 +158,7 @@ func NewTopology(o Options) Topology {
 					MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverNewPolicy},
 			},
 			StreamActions: {{Durable: ConsumerActuator, FilterSubject: "actions.>",
-				AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 256}},
+				AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: MaxParked}},
 		},
 		Buckets: []jetstream.KeyValueConfig{
 			{Bucket: BucketUsers, History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
@@ -178,7 +189,7 @@ func ADWriterConsumer() jetstream.ConsumerConfig {
 func NotifierConsumer(ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable: ConsumerNotifier, FilterSubjects: []string{"actions." + string(events.ActionNotify), "actions." + string(events.ActionAlert)},
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1, MaxAckPending: 256,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait, MaxDeliver: -1, MaxAckPending: MaxParked,
 	}
 }
 
