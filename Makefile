@@ -45,7 +45,10 @@ fuzz:
 	@set -e; out=$$(mktemp); trap 'rm -f $$out' EXIT; targets=0; execs=0; \
 	for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$spec/*_test.go | sed 's/func //'); do \
-			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$spec >$$out 2>&1 || { cat $$out; echo "fuzz $$spec $$f: FAILED"; exit 1; }; \
+			if ! $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) $$spec >$$out 2>&1; then \
+				if grep -q 'Failing input written' $$out || ! grep -q '^    context deadline exceeded$$' $$out; then cat $$out; echo "fuzz $$spec $$f: FAILED"; exit 1; fi; \
+				echo "fuzz $$spec $$f: ended by Go's fuzztime race (go.dev/issue/75804, fixed in Go 1.27): no failing input"; \
+			fi; \
 			last=$$(grep -o 'elapsed: .*, execs: [0-9]*' $$out | tail -1); \
 			test -n "$$last" || { cat $$out; echo "fuzz $$spec $$f: no progress line"; exit 1; }; \
 			echo "fuzz $$spec $$f: $$last"; \
