@@ -11,7 +11,8 @@ import (
 // Fault makes the next Count matching requests fail. A request matches when
 // Method is empty or equal (case-insensitive), its path starts with
 // PathPrefix and ends with PathSuffix (when set: "/revokeSignInSessions"
-// picks the revoke of any user, not the checkMemberGroups beside it). Paths are full server paths ("/v1.0/users/..."; batch items
+// picks the revoke of any user, not the checkMemberGroups beside it).
+// Paths are full server paths ("/v1.0/users/..."; batch items
 // "/v1.0" + item url), so an empty PathPrefix matches every Graph request
 // (the outer $batch POST included) and a PathPrefix such as
 // "/{tenant}/oauth2" reaches the token endpoint, which an empty prefix never
