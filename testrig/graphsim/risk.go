@@ -92,8 +92,11 @@ type RiskDetection struct {
 type riskState struct {
 	mu         sync.Mutex
 	unlicensed bool
-	users      map[string]*RiskyUser // by user ID
-	detections []*RiskDetection      // in detection order
+	// clearedOnReset: "Allow on-premises password change to reset user
+	// risk" (riskpolicy.go)
+	clearedOnReset bool
+	users          map[string]*RiskyUser // by user ID
+	detections     []*RiskDetection      // in detection order
 }
 
 var riskLevelRank = map[string]int{RiskLevelNone: 0, RiskLevelLow: 1, RiskLevelMedium: 2, RiskLevelHigh: 3}

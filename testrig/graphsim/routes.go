@@ -15,6 +15,7 @@ import (
 
 const (
 	graphPrefix  = "/v1.0"
+	betaPrefix   = "/beta" // betaRoutes only (riskpolicy.go)
 	maxBodyBytes = 4 << 20 // Graph refuses request bodies above 4 MB
 )
 
@@ -23,7 +24,8 @@ const (
 type call struct {
 	method   string
 	path     string     // full path, "/v1.0/users/{id}"
-	segs     []string   // path segments after /v1.0
+	segs     []string   // path segments after /v1.0 (or /beta)
+	beta     bool       // under /beta: routed by betaRoutes
 	vars     []string   // values of the route's {placeholders}, in order
 	query    url.Values // parsed query
 	rawQuery string
@@ -143,11 +145,13 @@ func match(pattern, path []string) ([]string, bool) {
 	return vars, true
 }
 
-// ServeHTTP routes login endpoints and Graph v1.0.
+// ServeHTTP routes login endpoints, Graph v1.0 and the few beta routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == graphPrefix || strings.HasPrefix(r.URL.Path, graphPrefix+"/") {
-		s.serveGraph(w, r)
-		return
+	for _, prefix := range []string{graphPrefix, betaPrefix} {
+		if r.URL.Path == prefix || strings.HasPrefix(r.URL.Path, prefix+"/") {
+			s.serveGraph(w, r, prefix)
+			return
+		}
 	}
 	if f, ok := s.takeFault(r.Method, r.URL.Path); ok {
 		if s.wireFault(w, r, f) {
@@ -189,18 +193,19 @@ func resetConn(w http.ResponseWriter) {
 	panic(http.ErrAbortHandler)
 }
 
-func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request, prefix string) {
 	c := &call{
 		method:   r.Method,
 		path:     r.URL.Path,
 		rawQuery: r.URL.RawQuery,
 		query:    r.URL.Query(),
 		header:   r.Header.Clone(),
-		base:     "https://" + r.Host + graphPrefix,
+		base:     "https://" + r.Host + prefix,
+		beta:     prefix == betaPrefix,
 		arrived:  time.Now(),
 		done:     r.Context().Done(),
 	}
-	c.segs = splitPath(strings.TrimPrefix(r.URL.Path, graphPrefix))
+	c.segs = splitPath(strings.TrimPrefix(r.URL.Path, prefix))
 	entry := func(status int) Request {
 		return Request{Time: c.arrived, Method: c.method, Path: c.path, Query: c.rawQuery, Header: c.header,
 			Body: c.body, Status: status, BatchID: c.batchID, Duration: time.Since(c.arrived)}
@@ -239,7 +244,7 @@ func (s *Server) serveGraph(w http.ResponseWriter, r *http.Request) {
 	}
 	if rep == nil {
 		var out reply
-		if len(c.segs) == 1 && c.segs[0] == "$batch" {
+		if len(c.segs) == 1 && c.segs[0] == "$batch" && !c.beta {
 			c.batchID = newGUID()
 			out = s.serveBatch(c)
 		} else {
@@ -317,14 +322,18 @@ func splitPath(p string) []string {
 func (s *Server) graphCall(c *call) reply {
 	var found *route
 	pathKnown := false
-	for i := range routes {
-		vars, ok := match(routes[i].pattern, c.segs)
+	table := routes
+	if c.beta {
+		table = betaRoutes
+	}
+	for i := range table {
+		vars, ok := match(table[i].pattern, c.segs)
 		if !ok {
 			continue
 		}
 		pathKnown = true
-		if routes[i].method == c.method {
-			found, c.vars = &routes[i], vars
+		if table[i].method == c.method {
+			found, c.vars = &table[i], vars
 			break
 		}
 	}
