@@ -53,5 +53,6 @@ func riskServices(ctx context.Context, cfg config.Config, t config.Targets, conn
 func riskPolicyOf(cfg config.Config) rules.RiskPolicy {
 	r := cfg.Risk
 	return rules.RiskPolicy{Enabled: r.Enabled, Levels: r.Levels, States: r.States, DetectionTypes: r.DetectionTypes,
-		DryRun: r.DryRun, Notify: r.Notify, DismissAfterChange: r.DismissAfterChange}
+		DryRun: r.DryRun, Notify: r.Notify, DismissAfterChange: r.DismissAfterChange,
+		StillAtRiskAfter: r.StillAtRiskAfter}
 }

@@ -145,7 +145,7 @@ func (s *Service) Handle(ctx context.Context, a events.Action, meta natsx.Meta) 
 	if s.notifier && (a.Kind == events.ActionNotify || a.Kind == events.ActionAlert) {
 		return nil // delivered and audited by the notifier
 	}
-	if a.Kind == events.ActionADRequireChange || a.Kind == events.ActionDismissRisk {
+	if a.Kind == events.ActionADRequireChange || a.Kind == events.ActionDismissRisk || a.Kind == events.ActionCheckRisk {
 		return nil // the AD writer's (services/actuator/adwrite)
 	}
 	if a.Kind == events.ActionNotify {

@@ -33,6 +33,10 @@ type Risk struct {
 	// DismissAfterChange: once AD shows the new password, dismiss the
 	// user's risk if Entra did not remediate it itself.
 	DismissAfterChange bool `yaml:"dismiss_after_change"`
+	// StillAtRiskAfter: this long after AD shows the new password, read
+	// the user's risk again and alert the admins if it is still at risk
+	// (neither Entra nor the dismissal remediated it). 0 = no check.
+	StillAtRiskAfter time.Duration `yaml:"still_at_risk_after"`
 }
 
 // Risk levels and states the rules know.
@@ -44,7 +48,7 @@ var (
 func defaultRisk() Risk {
 	return Risk{PollInterval: time.Minute, Lookback: time.Hour, Levels: []string{"high"},
 		States: []string{"atRisk", "confirmedCompromised"}, DetectionTypes: []string{"leakedCredentials"},
-		HourlyCap: 20, Notify: true}
+		HourlyCap: 20, Notify: true, StillAtRiskAfter: time.Hour}
 }
 
 func (r Risk) validate() []error {
@@ -76,6 +80,9 @@ func (r Risk) validate() []error {
 		if !slices.Contains(riskStates, s) {
 			add("states", "%q is not one of %v", s, riskStates)
 		}
+	}
+	if r.StillAtRiskAfter < 0 {
+		add("still_at_risk_after", "must not be negative (0 = no check)")
 	}
 	if r.HourlyCap < 0 {
 		add("hourly_cap", "must not be negative")

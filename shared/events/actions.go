@@ -120,6 +120,9 @@ type Action struct {
 	// state, e.g. with the Graph side off): undo only once Entra has the new
 	// password, which the actuator reads.
 	AwaitCloud *UndoGate `json:"await_cloud,omitempty"`
+	// NotBefore: the action is not carried out before this time (check_risk
+	// waits some time after the change it checks).
+	NotBefore time.Time `json:"not_before,omitzero"`
 }
 
 // UndoGate is what an undo waits for when pwsync cannot watch the cloud.

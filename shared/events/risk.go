@@ -24,6 +24,12 @@ const ActionADRequireChange ActionKind = "ad_require_change"
 // writer's companion, the risk closer, not the actuator.
 const ActionDismissRisk ActionKind = "dismiss_risk"
 
+// ActionCheckRisk: at NotBefore, read the user's risk in Entra ID
+// Protection and alert the admins if it is still at risk after the AD
+// password change that should have remediated it. Executed by the AD
+// writer's consumer, not the actuator.
+const ActionCheckRisk ActionKind = "check_risk"
+
 // Risk detail Entra sets when an on-premises password change remediated
 // the user's risk (the tenant setting that allows it).
 const RiskDetailChangedOnPrem = "userChangedPasswordOnPremises"

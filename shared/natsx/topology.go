@@ -174,12 +174,14 @@ func NewTopology(o Options) Topology {
 }
 
 // ADWriterConsumer is the AD writer's consumer on StreamActions, ensured
-// when risk is enabled: its kinds are events.ActionADRequireChange and
-// events.ActionDismissRisk.
+// when risk is enabled: its kinds are events.ActionADRequireChange,
+// events.ActionDismissRisk and events.ActionCheckRisk. The checks wait
+// (delayed NAKs) until their time, hence MaxParked.
 func ADWriterConsumer() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable: ConsumerADWriter, FilterSubjects: []string{"actions." + string(events.ActionADRequireChange), "actions." + string(events.ActionDismissRisk)},
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: 64,
+		Durable: ConsumerADWriter, FilterSubjects: []string{"actions." + string(events.ActionADRequireChange),
+			"actions." + string(events.ActionDismissRisk), "actions." + string(events.ActionCheckRisk)},
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: actuatorAckWait, MaxDeliver: MaxDeliver, MaxAckPending: MaxParked,
 	}
 }
 

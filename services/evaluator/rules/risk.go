@@ -28,6 +28,9 @@ type RiskPolicy struct {
 	// DismissAfterChange: dismiss the user's risk in Entra once AD shows
 	// the new password.
 	DismissAfterChange bool
+	// StillAtRiskAfter: how long after the AD change the user's risk is
+	// read again; still at risk then is an alert. 0 = no check.
+	StillAtRiskAfter time.Duration
 }
 
 // triggers reports whether a detection is one the policy acts on.
@@ -142,6 +145,18 @@ func riskAfterChange(p Policy, s State, next *State, res *Result, ev events.Enve
 	}
 	next.Risk.ChangedAt = events.FileTime(u.PwdLastSet)
 	res.Changed = true
+	dry := p.DryRun || p.Risk.DryRun
+	if p.Risk.StillAtRiskAfter > 0 && r.CloudID != "" {
+		// Whoever remediates (Entra on the on-premises change, or the
+		// dismissal below), a user still at risk later is for a human.
+		ref := Ref(u)
+		ref.CloudID = r.CloudID
+		trigger := ev
+		trigger.ID = events.KeySafe("risk-check." + r.ActionID)
+		c := newAction(events.ActionCheckRisk, RuleRiskDismiss, fmt.Sprintf("is the risk gone %s after the password change?", p.Risk.StillAtRiskAfter), trigger, ref, u.USNChanged, dry)
+		c.NotBefore = ev.Time.Add(p.Risk.StillAtRiskAfter)
+		res.Actions = append(res.Actions, c)
+	}
 	if !p.Risk.DismissAfterChange || r.CloudID == "" {
 		res.Decisions = append(res.Decisions, Decision{RuleRiskDismiss, "skip", "password changed after the risk act; dismissal not configured (Entra remediates when the tenant allows on-premises changes to)"})
 		return
@@ -150,7 +165,7 @@ func riskAfterChange(p Policy, s State, next *State, res *Result, ev events.Enve
 	ref.CloudID = r.CloudID
 	trigger := ev
 	trigger.ID = events.KeySafe("risk-dismiss." + r.ActionID)
-	a := newAction(events.ActionDismissRisk, RuleRiskDismiss, "password changed in AD after the risk act", trigger, ref, u.USNChanged, p.DryRun || p.Risk.DryRun)
+	a := newAction(events.ActionDismissRisk, RuleRiskDismiss, "password changed in AD after the risk act", trigger, ref, u.USNChanged, dry)
 	res.Actions = append(res.Actions, a)
 	res.Decisions = append(res.Decisions, Decision{RuleRiskDismiss, "act", "password changed in AD after the risk act: dismissing the user's risk"})
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -98,19 +99,23 @@ func TestRiskAfterChange(t *testing.T) {
 	afterAct := State{AD: ad, Seen: true, InScope: true}
 	afterAct.AD.PwdLastSet = 0
 	afterAct.Risk = riskStateOf("risk.g1.risk.d1", "c1", acted)
+	check := []events.ActionKind{events.ActionCheckRisk}
 	tests := []struct {
 		name    string
 		dismiss bool
+		after   time.Duration // risk.still_at_risk_after
 		s       State
 		pwd     time.Time // the new pwdLastSet; zero = 0 (must change)
 		kinds   []events.ActionKind
 		changed bool // ChangedAt recorded
 	}{
-		{"new password, dismissal on", true, afterAct, acted.Add(time.Minute), []events.ActionKind{events.ActionDismissRisk}, true},
-		{"new password, dismissal off", false, afterAct, acted.Add(time.Minute), nil, true},
-		{"still must change", true, afterAct, time.Time{}, nil, false},
-		{"a password older than the act", true, afterAct, acted.Add(-time.Hour), nil, false},
-		{"no risk act", true, State{AD: ad, Seen: true, InScope: true}, acted.Add(time.Minute), nil, false},
+		{"new password, dismissal on", true, 0, afterAct, acted.Add(time.Minute), []events.ActionKind{events.ActionDismissRisk}, true},
+		{"new password, dismissal off", false, 0, afterAct, acted.Add(time.Minute), nil, true},
+		{"new password, dismissal and check on", true, time.Hour, afterAct, acted.Add(time.Minute), append(check, events.ActionDismissRisk), true},
+		{"new password, check on", false, time.Hour, afterAct, acted.Add(time.Minute), check, true},
+		{"still must change", true, time.Hour, afterAct, time.Time{}, nil, false},
+		{"a password older than the act", true, time.Hour, afterAct, acted.Add(-time.Hour), nil, false},
+		{"no risk act", true, time.Hour, State{AD: ad, Seen: true, InScope: true}, acted.Add(time.Minute), nil, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -119,19 +124,23 @@ func TestRiskAfterChange(t *testing.T) {
 			if !tc.pwd.IsZero() {
 				u.PwdLastSet = events.ToFileTime(tc.pwd)
 			}
-			p := Policy{PasswordChanged: true, ForcedChange: true, Risk: RiskPolicy{Enabled: true, DismissAfterChange: tc.dismiss}}
-			res := EvaluateAD(p, tc.s, events.Envelope{ID: "ad.g1.10", Time: acted.Add(2 * time.Minute)}, u)
+			p := Policy{PasswordChanged: true, ForcedChange: true, Risk: RiskPolicy{Enabled: true, DismissAfterChange: tc.dismiss, StillAtRiskAfter: tc.after}}
+			seen := acted.Add(2 * time.Minute)
+			res := EvaluateAD(p, tc.s, events.Envelope{ID: "ad.g1.10", Time: seen}, u)
 			var kinds []events.ActionKind
 			for _, a := range res.Actions {
 				if a.Rule == RuleRiskDismiss {
 					kinds = append(kinds, a.Kind)
 					if a.User.CloudID != "c1" {
-						t.Errorf("dismissal names cloud ID %q", a.User.CloudID)
+						t.Errorf("%s names cloud ID %q", a.Kind, a.User.CloudID)
+					}
+					if a.Kind == events.ActionCheckRisk && !a.NotBefore.Equal(seen.Add(tc.after)) {
+						t.Errorf("check not before %v, want %v (the change seen + still_at_risk_after)", a.NotBefore, seen.Add(tc.after))
 					}
 				}
 			}
-			if len(kinds) != len(tc.kinds) {
-				t.Fatalf("dismiss actions %v, want %v", kinds, tc.kinds)
+			if !slices.Equal(kinds, tc.kinds) {
+				t.Fatalf("loop-closing actions %v, want %v", kinds, tc.kinds)
 			}
 			if got := !res.State.Risk.ChangedAt.IsZero(); got != tc.changed {
 				t.Fatalf("ChangedAt recorded %v, want %v", got, tc.changed)
@@ -141,7 +150,7 @@ func TestRiskAfterChange(t *testing.T) {
 			if again := EvaluateAD(p, res.State, events.Envelope{ID: "ad.g1.11"}, u); len(again.Actions) != 0 {
 				for _, a := range again.Actions {
 					if a.Rule == RuleRiskDismiss {
-						t.Fatalf("dismissed twice")
+						t.Fatalf("%s decided twice", a.Kind)
 					}
 				}
 			}
