@@ -25,6 +25,22 @@ type RiskReader interface {
 	DismissRisk(ctx context.Context, userIDs []string) error
 }
 
+// IdentityProtectionPolicy is Identity Protection's tenant settings,
+// which Graph serves only in beta (GET /beta/identityProtection/policy).
+type IdentityProtectionPolicy struct {
+	// UserRiskClearedOnPasswordReset is the setting "Allow on-premises
+	// password change to reset user risk": with password hash sync, an AD
+	// password change remediates the user's risk (riskDetail
+	// userChangedPasswordOnPremises). Opt-in: off unless an admin set it.
+	UserRiskClearedOnPasswordReset bool `json:"isUserRiskClearedOnPasswordReset"`
+}
+
+// RiskPolicyReader reads Identity Protection's tenant settings (application
+// permission Policy.Read.IdentityProtection). *msgraph.Client implements it.
+type RiskPolicyReader interface {
+	IdentityProtectionPolicy(ctx context.Context) (IdentityProtectionPolicy, error)
+}
+
 // IsUnlicensed reports Graph's 403 on an Identity Protection call, which
 // a tenant without Entra ID P2 gets, as does an app without the
 // permission: the message tells them apart for a human, not for code.
