@@ -11,7 +11,8 @@ import (
 
 // RiskReader reads Entra ID Protection (licence: Entra ID P2; application
 // permissions IdentityRiskyUser.Read.All and IdentityRiskEvent.Read.All,
-// IdentityRiskyUser.ReadWrite.All for Dismiss). *msgraph.Client implements it.
+// IdentityRiskyUser.ReadWrite.All for DismissRisk and ConfirmCompromised).
+// *msgraph.Client implements it.
 type RiskReader interface {
 	// RiskyUsersSince lists the risky users whose riskLastUpdatedDateTime
 	// is at or after since, every page.
@@ -21,9 +22,18 @@ type RiskReader interface {
 	// RiskDetectionsSince lists the detections detected at or after since,
 	// of the given riskEventTypes (none = all), every page.
 	RiskDetectionsSince(ctx context.Context, since time.Time, eventTypes []string) ([]events.RiskDetection, error)
-	// DismissRisk dismisses the risk of up to 60 users.
+	// DismissRisk dismisses the risk of up to MaxRiskUserIDs users.
 	DismissRisk(ctx context.Context, userIDs []string) error
+	// ConfirmCompromised marks up to MaxRiskUserIDs users compromised
+	// (risk state confirmedCompromised, level high): the tenant's own
+	// user-risk policies then apply to them.
+	ConfirmCompromised(ctx context.Context, userIDs []string) error
 }
+
+// MaxRiskUserIDs is the most userIds one riskyUsers/dismiss or
+// riskyUsers/confirmCompromised call takes (the limit Graph documents on
+// the beta pages of both).
+const MaxRiskUserIDs = 60
 
 // IdentityProtectionPolicy is Identity Protection's tenant settings,
 // which Graph serves only in beta (GET /beta/identityProtection/policy).

@@ -23,6 +23,7 @@ const (
 	opRiskyUser      = "GET /identityProtection/riskyUsers/{id}"
 	opRiskDetections = "GET /identityProtection/riskDetections"
 	opDismissRisk    = "POST /identityProtection/riskyUsers/dismiss"
+	opConfirmRisk    = "POST /identityProtection/riskyUsers/confirmCompromised"
 	riskPageSize     = 500
 )
 
@@ -90,20 +91,31 @@ func (c *Client) RiskDetectionsSince(ctx context.Context, since time.Time, event
 
 // DismissRisk implements graph.RiskReader.
 func (c *Client) DismissRisk(ctx context.Context, userIDs []string) error {
+	return c.riskUsersAction(ctx, opDismissRisk, "dismiss", userIDs)
+}
+
+// ConfirmCompromised implements graph.RiskReader.
+func (c *Client) ConfirmCompromised(ctx context.Context, userIDs []string) error {
+	return c.riskUsersAction(ctx, opConfirmRisk, "confirmCompromised", userIDs)
+}
+
+// riskUsersAction POSTs {"userIds": [...]} to a riskyUsers action, which
+// answers 204 No Content.
+func (c *Client) riskUsersAction(ctx context.Context, op, action string, userIDs []string) error {
 	if len(userIDs) == 0 {
 		return nil
 	}
 	payload, err := json.Marshal(map[string][]string{"userIds": userIDs})
 	if err != nil {
-		return fmt.Errorf("graph %s: encode: %w", opDismissRisk, err)
+		return fmt.Errorf("graph %s: encode: %w", op, err)
 	}
 	ri := abs.NewRequestInformation()
 	ri.Method = abs.POST
-	ri.UrlTemplate = "{+baseurl}/identityProtection/riskyUsers/dismiss"
+	ri.UrlTemplate = "{+baseurl}/identityProtection/riskyUsers/" + action
 	ri.PathParameters["baseurl"] = c.adapter.GetBaseUrl()
 	ri.Headers.Add("Accept", "application/json")
 	ri.SetStreamContentAndContentType(payload, "application/json")
-	return mapError(opDismissRisk, c.adapter.SendNoContent(ctx, ri, abs.ErrorMappings{
+	return mapError(op, c.adapter.SendNoContent(ctx, ri, abs.ErrorMappings{
 		"XXX": odataerrors.CreateODataErrorFromDiscriminatorValue,
 	}))
 }
