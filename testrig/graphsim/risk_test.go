@@ -1,6 +1,7 @@
 package graphsim
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -150,5 +151,42 @@ func TestRiskDismissConfirmAndLicence(t *testing.T) {
 	r := e.do("GET", "/v1.0/identityProtection/riskyUsers", nil)
 	if r.status != http.StatusForbidden || !strings.Contains(r.errorMessage(), "P2") {
 		t.Fatalf("unlicensed: %d %s", r.status, r.raw)
+	}
+}
+
+// TestRiskActionsTakeAtMost60IDs: dismiss and confirmCompromised take at
+// most 60 userIds a call (docs/graph-fidelity.md); 61 is a 400 that
+// changes nobody.
+func TestRiskActionsTakeAtMost60IDs(t *testing.T) {
+	e := riskEnv(t)
+	ids := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = "u1" // a repeated ID counts as given
+		}
+		return out
+	}
+	tests := []struct {
+		action string
+		n      int
+		want   int
+	}{
+		{"confirmCompromised", 61, http.StatusBadRequest},
+		{"dismiss", 61, http.StatusBadRequest},
+		{"confirmCompromised", 60, http.StatusNoContent},
+		{"dismiss", 60, http.StatusNoContent},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%s %d", tc.action, tc.n), func(t *testing.T) {
+			before, _ := e.srv.RiskyUser("u1")
+			r := e.do("POST", "/v1.0/identityProtection/riskyUsers/"+tc.action, map[string]any{"userIds": ids(tc.n)})
+			if r.status != tc.want {
+				t.Fatalf("%d %s, want %d", r.status, r.raw, tc.want)
+			}
+			after, _ := e.srv.RiskyUser("u1")
+			if changed := after != before; changed != (tc.want == http.StatusNoContent) {
+				t.Fatalf("u1 before %+v, after %+v", before, after)
+			}
+		})
 	}
 }
