@@ -15,6 +15,9 @@ import (
 type Tenant struct {
 	Domains []graph.Domain
 	Sync    *graph.OnPremisesSync // nil: no directory synchronization
+	// RiskReset: Identity Protection's on-premises password change
+	// setting (report_risk.go); nil: not asked.
+	RiskReset *RiskReset
 }
 
 // UserCounts come from pwsync's users bucket (what delta query and AD showed).
@@ -182,7 +185,7 @@ func Analyse(p rules.Policy, ads []events.ADPolicy, t Tenant, u UserCounts) []Fi
 				"nothing, if intended (service accounts); otherwise clear \"password never expires\" in AD, after which AD's own must-change applies")
 		}
 	}
-	return out
+	return append(out, riskResetFindings(p, t)...)
 }
 
 // neverExpiresOptIn says what the stricter opt-in does.
@@ -258,6 +261,7 @@ func PrintFacts(w io.Writer, ads []events.ADPolicy, t Tenant, u UserCounts) {
 			graph.FeatureForceChangeOnLogon, t.Sync.Features[graph.FeatureForceChangeOnLogon],
 			graph.FeaturePasswordWriteback, t.Sync.Features[graph.FeaturePasswordWriteback])
 	}
+	printRiskResetFact(w, t)
 	fmt.Fprintln(w)
 }
 
