@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,8 +20,8 @@ import (
 // credentials act, at most riskCap actions an hour before approval.
 const (
 	riskPoll  = time.Second
-	riskCap   = 3
-	riskYAML  = "risk: {enabled: true, poll_interval: 1s, levels: [high], detection_types: [leakedCredentials], hourly_cap: 3, notify: false, dismiss_after_change: true}"
+	riskCap   = 4
+	riskYAML  = "risk: {enabled: true, poll_interval: 1s, levels: [high], detection_types: [leakedCredentials], hourly_cap: 4, notify: false, dismiss_after_change: true, still_at_risk_after: 2s}"
 	riskGrace = time.Second // the bound: one poll interval plus a second
 )
 
@@ -36,6 +39,7 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 	alice := s.dc.CreateUser(t, s.ou, "risk-alice", adtest.UserOpts{Password: pw})
 	dave := s.dc.CreateUser(t, s.ou, "risk-dave", adtest.UserOpts{Password: pw})
 	bob := s.dc.CreateUser(t, s.ou, "risk-bob", adtest.UserOpts{Password: pw})
+	erin := s.dc.CreateUser(t, s.ou, "risk-erin", adtest.UserOpts{Password: pw})
 	var storm []adtest.User
 	for _, n := range []string{"risk-s1", "risk-s2", "risk-s3"} {
 		storm = append(storm, s.dc.CreateUser(t, s.ou, n, adtest.UserOpts{Password: pw}))
@@ -43,6 +47,7 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 	aliceID := s.cloudUser(alice, true)
 	daveID := s.cloudUser(dave, true)
 	bobID := s.cloudUser(bob, false) // cloud-managed: joined by UPN
+	erinID := s.cloudUser(erin, true)
 	for _, u := range storm {
 		s.cloudUser(u, true)
 	}
@@ -115,6 +120,33 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 			t.Fatalf("more writes after the loop closed: %v", got)
 		}
 	})
+	t.Run("b3_still_at_risk_after_the_change_is_an_alert", func(t *testing.T) {
+		// alice's risk was dismissed: her check found nothing to say.
+		time.Sleep(3 * time.Second) // her check's time (still_at_risk_after 2s) has come
+		if n := stillAtRiskAlerts(t, s, alice.UPN); n != 0 {
+			t.Fatalf("%d still-at-risk alerts for alice, whose risk was dismissed", n)
+		}
+		// erin's dismissal is refused, so her risk stays after her new password.
+		if _, err := s.sim.RaiseRisk(erinID, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
+			t.Fatal(err)
+		}
+		waitPwdLastSetZero(t, s, erin.DN, 30*time.Second)
+		s.sim.InjectFault(graphsim.Fault{Method: http.MethodPost, PathSuffix: "/riskyUsers/dismiss", Status: http.StatusForbidden, Count: -1})
+		defer s.sim.ClearFaults()
+		s.dc.ResetPassword(t, erin.DN, "Changed.Passw0rd-2", false)
+		deadline := time.Now().Add(30 * time.Second)
+		for stillAtRiskAlerts(t, s, erin.UPN) == 0 {
+			if time.Now().After(deadline) {
+				ru, _ := s.sim.RiskyUser(erinID)
+				t.Fatalf("no still-at-risk alert for erin within 30 s (her risk: %+v)", ru)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		time.Sleep(time.Second)
+		if n := stillAtRiskAlerts(t, s, erin.UPN); n != 1 {
+			t.Fatalf("%d still-at-risk alerts for erin, want 1", n)
+		}
+	})
 	t.Run("c_break_glass_is_untouched", func(t *testing.T) {
 		if _, err := s.sim.RaiseRisk(daveID, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
 			t.Fatal(err)
@@ -128,7 +160,7 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 		}
 	})
 	t.Run("d_a_storm_above_the_hourly_cap_waits_for_approval", func(t *testing.T) {
-		// alice and bob used two of the hour's 3: one storm user is acted on, two are held.
+		// alice, bob and erin used three of the hour's 4: one storm user is acted on, two are held.
 		for _, u := range storm {
 			if _, err := s.sim.RaiseRisk("cloud-"+u.SAM, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
 				t.Fatal(err)
@@ -161,6 +193,68 @@ func TestRiskySyncedUserMustChangeInAD(t *testing.T) {
 	})
 }
 
+// TestRiskActsOnceThroughRestart kills pwsync (SIGKILL) mid-way through the
+// risk loop and checks that each detection acts exactly once: killed while
+// the poller reads Identity Protection, the detection acts after the
+// restart; killed right after the AD write, the detection read again after
+// the restart does not force the user, who has set a new password since,
+// a second time.
+func TestRiskActsOnceThroughRestart(t *testing.T) {
+	s := newStack(t, stackOpts{ExtraYAML: riskYAML})
+	const pw = "Start.Passw0rd-1"
+	amy := s.dc.CreateUser(t, s.ou, "riskr-amy", adtest.UserOpts{Password: pw})
+	ben := s.dc.CreateUser(t, s.ou, "riskr-ben", adtest.UserOpts{Password: pw})
+	amyID, benID := s.cloudUser(amy, true), s.cloudUser(ben, true)
+	p := s.startProcess(t)
+
+	// 1. Killed while the poller reads the detections.
+	held := make(chan struct{}, 1)
+	s.sim.OnRequest(func(r graphsim.Request) {
+		if r.Status == 0 && strings.Contains(r.Path, "/identityProtection/riskDetections") {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+		}
+	})
+	s.sim.InjectFault(graphsim.Fault{Method: http.MethodGet, PathPrefix: "/v1.0/identityProtection/riskDetections", Hang: time.Minute, Reset: true, Count: -1})
+	select {
+	case <-held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the risk poller never read the detections")
+	}
+	if _, err := s.sim.RaiseRisk(amyID, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	s.sim.ClearFaults()
+	s.sim.OnRequest(nil)
+	p = s.startProcess(t)
+	waitPwdLastSetZero(t, s, amy.DN, 30*time.Second)
+
+	// 2. Killed right after the AD write; the user sets a new password
+	// before pwsync is back.
+	if _, err := s.sim.RaiseRisk(benID, "leakedCredentials", graphsim.RiskLevelHigh); err != nil {
+		t.Fatal(err)
+	}
+	waitPwdLastSetZero(t, s, ben.DN, 30*time.Second)
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	s.dc.ResetPassword(t, ben.DN, "Changed.Passw0rd-2", false)
+	p = s.startProcess(t)
+	time.Sleep(5 * riskPoll) // rounds that read both detections again
+	if v := s.dc.Read(t, ben.DN, "pwdLastSet").GetAttributeValue("pwdLastSet"); v == "0" {
+		t.Fatal("ben was forced to change again after the restart: the detection acted twice")
+	}
+	if v := s.dc.Read(t, amy.DN, "pwdLastSet").GetAttributeValue("pwdLastSet"); v != "0" {
+		t.Fatalf("amy's pwdLastSet %s after the restarts, want still 0", v)
+	}
+	if n := adWrites(t, s, amy.UPN); n != 1 {
+		t.Fatalf("AD writer wrote %d times for amy, want 1", n)
+	}
+}
+
 // waitPwdLastSetZero polls the DC until dn's pwdLastSet is 0 and returns
 // when it saw it.
 func waitPwdLastSetZero(t *testing.T, s *stack, dn string, within time.Duration) time.Time {
@@ -180,6 +274,16 @@ func waitPwdLastSetZero(t *testing.T, s *stack, dn string, within time.Duration)
 func adWrites(t *testing.T, s *stack, upn string) int {
 	return logCount(t, s, func(m map[string]any) bool {
 		return m["message"] == "AD writer: done" && m["upn"] == upn && m["step"] == "ad_pwdlastset_0"
+	})
+}
+
+// stillAtRiskAlerts counts the admin alerts that upn is still at risk
+// after the password change (the actuator logs alerts when the notifier is
+// off).
+func stillAtRiskAlerts(t *testing.T, s *stack, upn string) int {
+	return logCount(t, s, func(m map[string]any) bool {
+		a, _ := m["alert"].(string)
+		return m["message"] == "alert" && m["upn"] == upn && strings.Contains(a, "still at risk")
 	})
 }
 
