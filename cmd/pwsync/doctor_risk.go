@@ -38,7 +38,9 @@ func (d *doctor) checkRisk(ctx context.Context) {
 	_, err = client.RiskyUsersSince(ctx, time.Now().Add(-time.Minute))
 	switch {
 	case err == nil:
-		d.add(checkResult{Status: statusPass, Name: name, Detail: "riskyUsers readable (Entra ID P2)"})
+		// One line on the setting that decides whether an AD change clears the risk (details: pwsync policy report).
+		d.add(checkResult{Status: statusPass, Name: name, Detail: "riskyUsers readable (Entra ID P2); on-premises password change resets user risk: " +
+			readRiskReset(ctx, client).String()})
 	case graph.IsUnlicensed(err):
 		d.add(checkResult{statusFail, name, "403 from /identityProtection/riskyUsers: " + err.Error(),
 			"the tenant needs Entra ID P2 (Identity Protection), and the app IdentityRiskyUser.Read.All and IdentityRiskEvent.Read.All with admin consent; or set risk.enabled: false"})

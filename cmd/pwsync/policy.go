@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/shared/config"
 	"github.com/pwsync/pwsync/shared/events"
+	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/natsx"
 	"github.com/pwsync/pwsync/shared/userstore"
 )
@@ -175,6 +177,7 @@ func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
 	if t.Sync, err = client.OnPremisesSync(ctx); err != nil {
 		return fmt.Errorf("reading onPremisesSynchronization (needs OnPremDirectorySynchronization.Read.All): %w", err)
 	}
+	t.RiskReset = readRiskReset(ctx, client)
 	var counts policy.UserCounts
 	if js, closeNATS, err := cliNATS(cfg); err == nil {
 		defer closeNATS()
@@ -193,6 +196,22 @@ func policyReport(ctx context.Context, args []string, stdout io.Writer) error {
 	policy.PrintFacts(stdout, ads, t, counts)
 	policy.Print(stdout, policy.Analyse(policyOf(cfg), ads, t, counts))
 	return nil
+}
+
+// readRiskReset reads Identity Protection's "Allow on-premises password
+// change to reset user risk". The permission is optional, so a failure is
+// reported as unknown, with why, and never fails the report.
+func readRiskReset(ctx context.Context, r graph.RiskPolicyReader) *policy.RiskReset {
+	p, err := r.IdentityProtectionPolicy(ctx)
+	switch {
+	case err == nil:
+		return &policy.RiskReset{On: p.UserRiskClearedOnPasswordReset}
+	case graph.StatusOf(err) == http.StatusForbidden:
+		return &policy.RiskReset{Unknown: "Graph answered 403: the app needs Policy.Read.IdentityProtection and the tenant Entra ID P2; " + err.Error()}
+	case graph.IsNotFound(err):
+		return &policy.RiskReset{Unknown: "Graph answered 404: this cloud has no beta identityProtection/policy; " + err.Error()}
+	}
+	return &policy.RiskReset{Unknown: err.Error()}
 }
 
 // cliNATS connects to the running pwsync's NATS (nats.url, or the embedded

@@ -110,6 +110,7 @@ func TestPolicyReportCLI(t *testing.T) {
 	psoName := strings.TrimPrefix(strings.SplitN(pso, ",", 2)[0], "CN=")
 
 	roles := append(slices.Clone(graphsim.DefaultRoles), "Domain.Read.All", "OnPremDirectorySynchronization.Read.All")
+	roles = append(roles, graphsim.RiskPolicyRoles...) // else the risk setting's fact line says "unknown"
 	sim, err := graphsim.Start(graphsim.Options{ClientSecret: simSecret, Roles: roles})
 	if err != nil {
 		t.Fatal(err)

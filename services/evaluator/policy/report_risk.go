@@ -22,19 +22,23 @@ const riskResetName = `Identity Protection's "Allow on-premises password change 
 // riskResetWhere is where an admin sees and sets it.
 const riskResetWhere = "Entra admin center > ID Protection > Dashboard > Settings"
 
+// String is "on", "off" or "unknown: why".
+func (r RiskReset) String() string {
+	switch {
+	case r.Unknown != "":
+		return "unknown: " + r.Unknown
+	case r.On:
+		return "on"
+	}
+	return "off"
+}
+
 // printRiskResetFact writes the setting as read (nil: not asked).
 func printRiskResetFact(w io.Writer, t Tenant) {
 	if t.RiskReset == nil {
 		return
 	}
-	state := "off"
-	switch {
-	case t.RiskReset.Unknown != "":
-		state = "unknown: " + t.RiskReset.Unknown
-	case t.RiskReset.On:
-		state = "on"
-	}
-	fmt.Fprintf(w, "Entra ID Protection: Allow on-premises password change to reset user risk (isUserRiskClearedOnPasswordReset): %s\n", state)
+	fmt.Fprintf(w, "Entra ID Protection: Allow on-premises password change to reset user risk (isUserRiskClearedOnPasswordReset): %s\n", t.RiskReset)
 }
 
 // riskResetFindings: whether a user the risk loop made change the password
