@@ -199,25 +199,12 @@ func bareLDAPRead(t *testing.T, dc *adtest.DC) (time.Duration, int) {
 func bareUsersRead(t *testing.T, s *stack) (time.Duration, int) {
 	hc := s.sim.HTTPClient()
 	start := time.Now()
-	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {s.sim.ClientID()},
-		"client_secret": {s.secret}, "scope": {"https://graph.microsoft.com/.default"}}
-	resp, err := hc.PostForm(s.sim.URL()+"/"+s.sim.TenantID()+"/oauth2/v2.0/token", form)
-	if err != nil {
-		t.Fatalf("token: %v", err)
-	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&tok)
-	resp.Body.Close()
-	if err != nil || tok.AccessToken == "" {
-		t.Fatalf("token: %v (status %d)", err, resp.StatusCode)
-	}
+	tok := simToken(t, s)
 	link := s.sim.GraphBaseURL() + "/users?$top=999&$select=id,userPrincipalName,onPremisesImmutableId,onPremisesSyncEnabled,accountEnabled,passwordPolicies"
 	n := 0
 	for link != "" {
 		req, _ := http.NewRequest(http.MethodGet, link, nil)
-		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		req.Header.Set("Authorization", "Bearer "+tok)
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("GET /users: %v", err)
@@ -275,4 +262,24 @@ func utf16Password(pw string) []byte {
 		b = append(b, byte(r), byte(r>>8))
 	}
 	return b
+}
+
+// simToken is an app token from the simulator, as a bare client gets one
+// (client credentials).
+func simToken(t *testing.T, s *stack) string {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {s.sim.ClientID()},
+		"client_secret": {s.secret}, "scope": {"https://graph.microsoft.com/.default"}}
+	resp, err := s.sim.HTTPClient().PostForm(s.sim.URL()+"/"+s.sim.TenantID()+"/oauth2/v2.0/token", form)
+	if err != nil {
+		t.Fatalf("token: %v", err)
+	}
+	defer resp.Body.Close()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
+		t.Fatalf("token: %v (status %d)", err, resp.StatusCode)
+	}
+	return tok.AccessToken
 }
