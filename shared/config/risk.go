@@ -31,7 +31,9 @@ type Risk struct {
 	// Notify: tell the user their password was reset.
 	Notify bool `yaml:"notify"`
 	// DismissAfterChange: once AD shows the new password, dismiss the
-	// user's risk if Entra did not remediate it itself.
+	// user's risk. pwsync does it at once, so it comes before Entra's own
+	// remediation (which waits for password hash sync) even when the tenant
+	// setting is on: the risk then reads dismissed, not remediated.
 	DismissAfterChange bool `yaml:"dismiss_after_change"`
 	// StillAtRiskAfter: this long after AD shows the new password, read
 	// the user's risk again and alert the admins if it is still at risk
