@@ -5,7 +5,9 @@
 // users selected in AD and synced users selected in Entra (the helpdesk
 // operation, which the normal pipeline carries to the cloud), a cloud write,
 // the must-change and a session revoke through $batch, for unsynced cloud
-// users, and a notice. The runner paces Graph writes under the tenant's write
+// users, and a notice; optionally the targets are marked compromised in
+// Entra ID Protection, so that the tenant's own user-risk policies apply.
+// The runner paces Graph writes under the tenant's write
 // budget, records each write's intent before sending it and its answer
 // after, so that a crash and restart continue without doubling a write.
 //
@@ -17,8 +19,10 @@
 // routes), report.go. Execution: runner.go orchestrates a run's progress
 // ledger (ledger.go: records, intents, counters, audit), its Graph lane
 // (graphlane.go: $batch writes within the budget; readback.go: read-backs
-// and the must-change fallback; notice.go) and its AD lane (adlane.go;
-// ad.go: LDAP), each behind a narrow interface (recorder, lane).
+// and the must-change fallback; notice.go), its AD lane (adlane.go;
+// ad.go: LDAP) and its risk lane (risklane.go; compromised.go: the
+// preview's cloud IDs and what a mark's failure means), each behind a
+// narrow interface (recorder, lane).
 package campaign
 
 import (
@@ -84,6 +88,13 @@ type Actions struct {
 	// Notify: a password_reset notice to cloud-managed users (synced users
 	// are told by the pipeline's forced-change rule, for the same reason).
 	Notify bool `json:"notify"`
+	// ConfirmCompromised: every target with a cloud account, synced or
+	// not, is marked compromised in Entra ID Protection
+	// (riskyUsers/confirmCompromised: risk state confirmedCompromised, level
+	// high), so that the tenant's own user-risk policies apply. Needs Entra
+	// ID P2 and IdentityRiskyUser.ReadWrite.All; without them the mark fails
+	// and the password work goes on. It goes with one of the actions above.
+	ConfirmCompromised bool `json:"confirm_compromised"`
 }
 
 // Spec is what the creator asks for.
@@ -219,6 +230,11 @@ func (t Target) Steps(a Actions) []Step {
 			out = append(out, StepNotify)
 		}
 	}
+	// A cloud-side marker: for synced users too, when their cloud account
+	// is known (the preview looks it up), after the password steps.
+	if a.ConfirmCompromised && t.CloudID != "" {
+		out = append(out, StepConfirmCompromised)
+	}
 	return out
 }
 
@@ -248,6 +264,9 @@ const (
 	StepVerifyMustChange Step = "verify_must_change"
 	StepRevoke           Step = "revoke" // POST revokeSignInSessions
 	StepNotify           Step = "notify" // publish actions.notify
+	// StepConfirmCompromised: POST riskyUsers/confirmCompromised (the risk
+	// lane, up to 60 users a call).
+	StepConfirmCompromised Step = "confirm_compromised"
 )
 
 // Graph reports whether the step is a Graph write (paced, batched).

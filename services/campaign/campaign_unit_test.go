@@ -1,6 +1,7 @@
 package campaign
 
 import (
+	"slices"
 	"testing"
 )
 
@@ -35,5 +36,39 @@ func TestTargetSteps(t *testing.T) {
 	}
 	if got := (Target{Kind: KindCloud}).Steps(all); len(got) != 3 {
 		t.Fatalf("cloud: %v", got)
+	}
+}
+
+// TestConfirmCompromisedSteps: the mark is a step of every target with a
+// cloud account, after its password steps; a user's outcome is judged by
+// the password steps unless the mark is all it gets.
+func TestConfirmCompromisedSteps(t *testing.T) {
+	mark := Actions{RequireChange: true, RevokeSessions: true, ConfirmCompromised: true}
+	tests := []struct {
+		name    string
+		t       Target
+		a       Actions
+		want    []Step
+		judgeBy []Step
+	}{
+		{"cloud", Target{Kind: KindCloud, CloudID: "c1"}, mark,
+			[]Step{StepCloudMustChange, StepRevoke, StepConfirmCompromised}, []Step{StepCloudMustChange, StepRevoke}},
+		{"synced with a cloud account", Target{Kind: KindSynced, CloudID: "c2"}, mark,
+			[]Step{StepADMustChange, StepConfirmCompromised}, []Step{StepADMustChange}},
+		{"synced without a known cloud account", Target{Kind: KindSynced}, mark, []Step{StepADMustChange}, []Step{StepADMustChange}},
+		{"synced, the mark its only step", Target{Kind: KindSynced, CloudID: "c3"}, Actions{RevokeSessions: true, ConfirmCompromised: true},
+			[]Step{StepConfirmCompromised}, []Step{StepConfirmCompromised}},
+		{"option off", Target{Kind: KindCloud, CloudID: "c4"}, Actions{RevokeSessions: true}, []Step{StepRevoke}, []Step{StepRevoke}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.t.Steps(tc.a)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("steps %v, want %v", got, tc.want)
+			}
+			if j := judged(got); !slices.Equal(j, tc.judgeBy) {
+				t.Fatalf("judged by %v, want %v", j, tc.judgeBy)
+			}
+		})
 	}
 }

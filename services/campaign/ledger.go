@@ -38,8 +38,8 @@ type ledger struct {
 	log     zerolog.Logger
 	now     func() time.Time
 	auditW  *audit.Writer
-	// open counts the Graph and AD steps not yet terminal (progress log).
-	open func() (graph, ad int64)
+	// open counts the Graph, AD and risk steps not yet terminal (progress log).
+	open func() (graph, ad, risk int64)
 
 	mu      sync.Mutex
 	prog    map[int]*Progress
@@ -107,6 +107,9 @@ func (l *ledger) load(ctx context.Context) error {
 		if v := p.Steps[StepVerifyMustChange]; v != nil && (v.Fallback != "" || len(v.FallbackDone) > 0) {
 			l.stats.Fallbacks++ // from the records: the saved counter may lag a kill
 		}
+		if r := p.Steps[StepConfirmCompromised]; r.Terminal() {
+			l.stats.countMark(r)
+		}
 		l.countUser(t, l.c.StepsFor(t), p)
 	}
 	return nil
@@ -132,15 +135,17 @@ func (l *ledger) result(idx int, st Step) *StepResult {
 	return &c
 }
 
-// countUser adds a user whose steps are all terminal to the counters; l.mu
-// held or single-threaded.
+// countUser adds a user whose steps are all terminal to the counters, by
+// the steps its outcome is judged by; l.mu held or single-threaded.
 func (l *ledger) countUser(t Target, steps []Step, p *Progress) {
-	failed, excluded := false, false
 	for _, st := range steps {
-		r := p.Steps[st]
-		if !r.Terminal() {
+		if !p.Steps[st].Terminal() {
 			return
 		}
+	}
+	failed, excluded := false, false
+	for _, st := range judged(steps) {
+		r := p.Steps[st]
 		failed = failed || r.Status == StatusFailed
 		excluded = excluded || r.Status == StatusExcluded
 	}
@@ -221,6 +226,9 @@ func (l *ledger) put(ctx context.Context, it *item, res StepResult) (terminal, n
 				}
 				p.Steps[StepNotify] = n
 			}
+		}
+		if it.step == StepConfirmCompromised {
+			l.stats.countMark(&res)
 		}
 		l.countUser(t, l.c.StepsFor(t), p)
 	}
@@ -309,10 +317,10 @@ func (l *ledger) saveStats(ctx context.Context) {
 	l.mu.Unlock()
 	if now.Sub(l.logged) >= 5*time.Second {
 		l.logged = now
-		graphOpen, adOpen := l.open()
+		graphOpen, adOpen, riskOpen := l.open()
 		l.log.Info().Int("done", st.Done).Int("failed", st.Failed).Int("remaining", st.Remaining).Int("writes", st.Writes).
 			Int("throttled", st.Throttled).Int("verified", st.Verified).Float64("rate", st.Rate).
-			Int64("graph_open", graphOpen).Int64("ad_open", adOpen).Msg("campaign progress")
+			Int64("graph_open", graphOpen).Int64("ad_open", adOpen).Int64("risk_open", riskOpen).Msg("campaign progress")
 	}
 	if err := l.store.PutStats(context.WithoutCancel(ctx), l.c.ID, st); err != nil {
 		l.log.Warn().Err(err).Msg("storing campaign stats")

@@ -58,14 +58,20 @@ func (s *Service) Report(ctx context.Context, id string) (Report, error) {
 		row := ReportRow{Idx: t.Idx, UPN: t.UPN, Kind: t.Kind, DN: t.DN, ObjectGUID: t.ObjectGUID, CloudID: t.CloudID,
 			Steps: map[Step]*StepResult{}, Outcome: StatusDone}
 		p := prog[t.Idx]
-		for _, step := range c.StepsFor(t) {
-			r := p.Steps[step]
-			row.Steps[step] = r
-			switch {
-			case r == nil || !r.Terminal():
-				if row.Outcome != StatusFailed {
-					row.Outcome = "pending"
-				}
+		steps := c.StepsFor(t)
+		for _, step := range steps {
+			row.Steps[step] = p.Steps[step]
+		}
+		// Pending until every step ended; failed or excluded by the steps
+		// the user is judged by (a failed compromised mark shows in its step).
+		for _, step := range steps {
+			if !p.Steps[step].Terminal() {
+				row.Outcome = "pending"
+			}
+		}
+		for _, step := range judged(steps) {
+			switch r := p.Steps[step]; {
+			case !r.Terminal():
 			case r.Status == StatusFailed:
 				row.Outcome = StatusFailed
 			case r.Status == StatusExcluded && row.Outcome == StatusDone:
@@ -84,7 +90,7 @@ func (r Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-var reportSteps = []Step{StepADMustChange, StepCloudMustChange, StepVerifyMustChange, StepRevoke, StepNotify}
+var reportSteps = []Step{StepADMustChange, StepCloudMustChange, StepVerifyMustChange, StepRevoke, StepNotify, StepConfirmCompromised}
 
 // WriteCSV writes one line per user and step: what was done, Graph's or
 // LDAP's answer, when.

@@ -44,6 +44,11 @@ type RunConfig struct {
 	// ADOutageAlert: a DC unreachable this long alerts the admins, and its
 	// return too (default 2m).
 	ADOutageAlert time.Duration
+	// RiskInterval is the least time between two Identity Protection calls
+	// of the risk lane (confirmCompromised, its read-backs): Graph allows 1
+	// request per second per tenant for all apps there, outside the
+	// directory write budget. Default 1s.
+	RiskInterval time.Duration
 	// GraphBaseURL is graph.base_url ("https://graph.microsoft.com/v1.0" or
 	// a national cloud's): the pending group's $ref names the user by a URL
 	// on it, and Graph refuses one on another host. Required.
@@ -72,6 +77,7 @@ func (c RunConfig) withDefaults() RunConfig {
 	defd(&c.StatsEvery, time.Second)
 	defd(&c.BreakGlassEvery, 30*time.Second)
 	defd(&c.ADOutageAlert, 2*time.Minute)
+	defd(&c.RiskInterval, time.Second)
 	return c
 }
 
@@ -90,6 +96,7 @@ type runner struct {
 	store      *Store
 	batch      graph.Batcher
 	ad         func(domain string) (ADWriter, error) // nil: no AD
+	risk       RiskMarker                            // nil: confirm_compromised campaigns fail
 	pub        Publisher
 	pacer      *Pacer
 	breakGlass func(ctx context.Context, domain string) (*BreakGlass, error) // nil: the preview's check alone
@@ -138,7 +145,8 @@ type item struct {
 }
 
 // lane is one way a run's writes leave: the Graph lane ($batch, paced by
-// the write budget) and the AD lane (LDAP).
+// the write budget), the AD lane (LDAP) and the risk lane (Identity
+// Protection, paced on its own).
 type lane interface {
 	// load queues the work the ledger's records leave (ctx: the run's
 	// parent context).
@@ -161,6 +169,7 @@ type run struct {
 	guard   *breakGlassWatch
 	graph   *graphLane
 	ad      *adLane
+	risk    *riskLane
 }
 
 func (r *runner) runOne(parent context.Context, id string) error {
@@ -183,6 +192,9 @@ func (r *runner) runOne(parent context.Context, id string) error {
 			return x.fail(parent, err)
 		}
 	}
+	if c.Spec.Actions.ConfirmCompromised && r.risk == nil {
+		return x.fail(parent, errors.New("confirm_compromised is set but this runner has no Identity Protection client"))
+	}
 	if err := x.guard.first(parent); err != nil {
 		return err
 	}
@@ -191,14 +203,15 @@ func (r *runner) runOne(parent context.Context, id string) error {
 	if err := x.ledger.load(parent); err != nil {
 		return err
 	}
-	x.graph, x.ad = newGraphLane(x, r.batch, r.pacer), newADLane(x, ad, r.pacer)
-	x.ledger.open = func() (int64, int64) { return x.graph.open(), x.ad.open() }
-	lanes := []lane{x.ad, x.graph} // the AD lane's workers start first; the Graph lane dispatches until done
+	x.graph, x.ad, x.risk = newGraphLane(x, r.batch, r.pacer), newADLane(x, ad, r.pacer), newRiskLane(x, r.risk)
+	x.ledger.open = func() (int64, int64, int64) { return x.graph.open(), x.ad.open(), x.risk.open() }
+	// The AD and risk lanes' workers start first; the Graph lane dispatches until done.
+	lanes := []lane{x.ad, x.risk, x.graph}
 	for _, l := range lanes {
 		l.load(parent)
 	}
 	log.Info().Int("users", len(x.targets)).Int64("graph_steps", x.graph.open()).Int64("ad_steps", x.ad.open()).
-		Int("done", x.ledger.totals().Done).Msg("campaign running")
+		Int64("risk_steps", x.risk.open()).Int("done", x.ledger.totals().Done).Msg("campaign running")
 
 	// ctx stops dispatching (pause, cancel, lease lost); work already sent
 	// finishes under parent and is recorded.
@@ -219,7 +232,7 @@ func (r *runner) runOne(parent context.Context, id string) error {
 	bg.Wait()
 	x.ledger.saveStats(parent)
 
-	if parent.Err() != nil || x.graph.open() > 0 || x.ad.open() > 0 {
+	if parent.Err() != nil || x.graph.open() > 0 || x.ad.open() > 0 || x.risk.open() > 0 {
 		return nil // paused, cancelled or stopped: a later run continues
 	}
 	return x.finish(parent)
@@ -235,11 +248,20 @@ func (x *run) finish(ctx context.Context) error {
 		x.alert(ctx, "finished_with_failures", fmt.Sprintf("campaign %q finished: %d of %d users could not be reset "+
 			"(pwsync campaign report %s)", x.c.Spec.Name, st.Failed, st.Done+st.Failed, x.c.ID))
 	}
+	if st.ConfirmFailed > 0 {
+		x.alert(ctx, "confirm_compromised_failed", fmt.Sprintf("campaign %q finished: %d of %d users could not be marked compromised "+
+			"in Entra ID Protection; their password work is not affected (step confirm_compromised in pwsync campaign report %s; "+
+			"a 403 means no Entra ID P2 licence or no IdentityRiskyUser.ReadWrite.All permission)",
+			x.c.Spec.Name, st.ConfirmFailed, st.Confirmed+st.ConfirmFailed, x.c.ID))
+	}
 	_, err := x.r.store.Update(ctx, x.c.ID, func(c *Campaign) error {
 		if c.State != StateRunning {
 			return nil
 		}
 		note := fmt.Sprintf("%d done, %d failed", st.Done, st.Failed)
+		if st.Confirmed+st.ConfirmFailed > 0 {
+			note += fmt.Sprintf(", %d marked compromised, %d marks failed", st.Confirmed, st.ConfirmFailed)
+		}
 		if st.Excluded > 0 {
 			note += fmt.Sprintf(", %d excluded (break-glass since the preview)", st.Excluded)
 		}

@@ -101,6 +101,9 @@ type RunnerDeps struct {
 	// actuator's scheduler: live resets go first).
 	Pacer *Pacer
 	AD    func(domain string) (ADWriter, error) // nil: no AD
+	// Risk marks the targets of confirm_compromised campaigns compromised
+	// in Entra ID Protection (*msgraph.Client); nil: such campaigns fail.
+	Risk RiskMarker
 	// BreakGlass reads the domain's break-glass accounts (Resolver.BreakGlass)
 	// when a run starts and every Cfg.BreakGlassEvery: an account that
 	// became break-glass after the preview is not written. A run does not
@@ -151,7 +154,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if s.holder == "" {
 		s.holder = lease.DefaultHolder()
 	}
-	s.runner = &runner{store: store, batch: rd.Batch, ad: rd.AD, pub: natsx.NewPublisher(d.JS), pacer: rd.Pacer,
+	s.runner = &runner{store: store, batch: rd.Batch, ad: rd.AD, risk: rd.Risk, pub: natsx.NewPublisher(d.JS), pacer: rd.Pacer,
 		breakGlass: rd.BreakGlass, cfg: cfg, log: d.Log, now: now}
 	return s, nil
 }
@@ -188,6 +191,9 @@ func (s *Service) Create(ctx context.Context, spec Spec, by string) (Campaign, e
 	case spec.Include.Empty():
 		return Campaign{}, fmt.Errorf("%w: include selects nobody: give ad_groups, ous, ldap_filter, entra_groups, upns or all_in_scope", ErrInvalid)
 	case !spec.Actions.RequireChange && !spec.Actions.RevokeSessions && !spec.Actions.Notify:
+		if spec.Actions.ConfirmCompromised {
+			return Campaign{}, fmt.Errorf("%w: confirm_compromised goes with a reset: set require_change, revoke_sessions and/or notify too", ErrInvalid)
+		}
 		return Campaign{}, fmt.Errorf("%w: no action: set require_change, revoke_sessions and/or notify", ErrInvalid)
 	}
 	r, err := s.resolve(spec.Domain)
@@ -239,6 +245,11 @@ func (s *Service) Preview(ctx context.Context, id, by string) (Campaign, error) 
 	if s.limits.HardCap > 0 && len(res.Targets) > s.limits.HardCap {
 		return c, fmt.Errorf("%w: %d users selected, above the hard cap of %d (campaigns.hard_cap): narrow the selection or split it",
 			ErrTooLarge, len(res.Targets), s.limits.HardCap)
+	}
+	if c.Spec.Actions.ConfirmCompromised {
+		if err := r.fillCloudIDs(ctx, res.Targets); err != nil {
+			return c, err
+		}
 	}
 	var verify *mustchange.Strategy
 	if s.verify != nil && c.Spec.Actions.RequireChange {

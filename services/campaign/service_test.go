@@ -32,7 +32,7 @@ func (w *world) runInProcessWith(id string, batch graph.Batcher, ad campaign.ADW
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	rd := &campaign.RunnerDeps{Batch: batch, Pacer: pacer, BreakGlass: w.breakGlass,
+	rd := &campaign.RunnerDeps{Batch: batch, Pacer: pacer, BreakGlass: w.breakGlass, Risk: w.client,
 		Cfg: campaign.RunConfig{RetryBase: 50 * time.Millisecond, PollEvery: 50 * time.Millisecond, VerifyDelay: 50 * time.Millisecond,
 			BreakGlassEvery: 100 * time.Millisecond, GraphBaseURL: w.graphBase}}
 	if w.runCfg != nil {

@@ -354,6 +354,11 @@ type Stats struct {
 	// (a 2xx that changed nothing) and who got the configured fallback.
 	Fallbacks int `json:"fallbacks,omitempty"`
 	LDAP      int `json:"ldap_writes"`
+	// Confirmed and ConfirmFailed count the users marked compromised in
+	// Entra ID Protection and those whose mark failed (confirm_compromised;
+	// a failed mark does not make the user failed, see judged).
+	Confirmed     int `json:"confirmed_compromised,omitempty"`
+	ConfirmFailed int `json:"confirm_compromised_failed,omitempty"`
 	// ADUnreachable: since when the DC cannot be reached (the AD lane
 	// waits; zero when it can).
 	ADUnreachable time.Time `json:"ad_unreachable_since,omitzero"`
