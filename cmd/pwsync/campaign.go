@@ -26,6 +26,8 @@ const campaignUsage = `Usage: pwsync campaign <command> [flags]
            exclusions: --exclude-ad-group, --exclude-ou, --exclude-ldap-filter, --exclude-entra-group,
              --exclude-upn, --exclude-csv
            actions: --require-change --revoke --notify   (or --spec FILE with a JSON spec)
+             --confirm-compromised  also mark the targets compromised in Entra ID Protection
+                                    (Entra ID P2, IdentityRiskyUser.ReadWrite.All)
   preview  ID        resolve the selection; nothing is written
   approve  ID        approver role; not the creator
   start|pause|resume|cancel ID
@@ -93,6 +95,9 @@ func campaignCommand(ctx context.Context, args []string, stdout, stderr io.Write
 		fs.BoolVar(&spec.Actions.RequireChange, "require-change", false, "must change password (AD pwdLastSet=0 / cloud flag)")
 		fs.BoolVar(&spec.Actions.RevokeSessions, "revoke", false, "revoke sign-in sessions (cloud-managed users)")
 		fs.BoolVar(&spec.Actions.Notify, "notify", false, "send the password-reset notice (cloud-managed users)")
+		fs.BoolVar(&spec.Actions.ConfirmCompromised, "confirm-compromised", false,
+			"also mark every target with a cloud account compromised in Entra ID Protection, so the tenant's user-risk policies apply "+
+				"(Entra ID P2, IdentityRiskyUser.ReadWrite.All)")
 		fs.StringVar(&specFile, "spec", "", "JSON spec file (instead of the flags)")
 	}
 	// Flags may come after the ID too (pwsync campaign report ID --format json).
@@ -226,13 +231,19 @@ func printPreview(w io.Writer, c campaign.Campaign, d campaign.Details) {
 	p := c.Preview
 	writes := p.Writes()
 	fmt.Fprintf(w, "campaign %s %q: %d users (AD write %d, cloud write %d)\n", c.ID, c.Spec.Name, p.Total, writes[campaign.WriteAD], writes[campaign.WriteCloud])
-	for _, st := range []campaign.Step{campaign.StepADMustChange, campaign.StepCloudMustChange, campaign.StepVerifyMustChange, campaign.StepRevoke, campaign.StepNotify} {
+	for _, st := range []campaign.Step{campaign.StepADMustChange, campaign.StepCloudMustChange, campaign.StepVerifyMustChange, campaign.StepRevoke,
+		campaign.StepNotify, campaign.StepConfirmCompromised} {
 		if n := p.ByStep[st]; n > 0 {
 			fmt.Fprintf(w, "  %-18s %d\n", st, n)
 		}
 	}
 	if v := c.Verify; v != nil && p.ByStep[campaign.StepVerifyMustChange] > 0 {
 		fmt.Fprintf(w, "  (must_change is read back; a flag Graph accepted but did not set gets the fallback: %s)\n", v.Fallback)
+	}
+	if c.Spec.Actions.ConfirmCompromised {
+		fmt.Fprintf(w, "  (confirm_compromised is on: the targets are marked compromised in Entra ID Protection and the tenant's user-risk "+
+			"policies apply; needs Entra ID P2 and IdentityRiskyUser.ReadWrite.All, else the mark fails and the resets go on; "+
+			"%d without a known cloud account are not marked)\n", p.Total-p.ByStep[campaign.StepConfirmCompromised])
 	}
 	fmt.Fprintln(w, "sample:")
 	for _, t := range p.Sample {
@@ -323,6 +334,9 @@ func progressLine(st campaign.Status, width int) string {
 	}
 	line := fmt.Sprintf("[%s] %5.1f%% done %d failed %d remaining %d | %.1f users/s | ETA %s | %s",
 		bar, 100*float64(finished)/float64(total), s.Done, s.Failed, s.Remaining, s.Rate, eta, st.Campaign.State)
+	if s.Confirmed+s.ConfirmFailed > 0 {
+		line += fmt.Sprintf(" | marked compromised %d, failed %d", s.Confirmed, s.ConfirmFailed)
+	}
 	if !s.ADUnreachable.IsZero() {
 		line += " | DC unreachable since " + s.ADUnreachable.Local().Format(time.TimeOnly) + ", AD writes waiting"
 	}

@@ -118,6 +118,7 @@ func campaignParts(ctx context.Context, cfg config.Config, conn *natsx.Conn, cli
 	if writes != nil { // the runner goes with the actuator
 		deps.Runner = &campaign.RunnerDeps{Batch: client,
 			Pacer: writes.Lane(budget.Campaign), // the actuator's scheduler: live resets go first
+			Risk:  client,                       // confirm_compromised: Identity Protection, paced on its own
 			AD: func(domain string) (campaign.ADWriter, error) {
 				return ad.pool(domain)
 			},

@@ -30,6 +30,8 @@ func TestProgressLine(t *testing.T) {
 			"[#############.................]  45.0% done 40 failed 5 remaining 55 | 11.0 users/s | ETA 5s | running"},
 		{campaign.Stats{Total: 0}, "[..............................]   0.0% done 0 failed 0 remaining 0 | 0.0 users/s | ETA - | running"},
 		{campaign.Stats{Total: 3, Done: 3}, "[##############################] 100.0% done 3 failed 0 remaining 0 | 0.0 users/s | ETA - | running"},
+		{campaign.Stats{Total: 3, Done: 3, Confirmed: 1, ConfirmFailed: 2}, "[##############################] 100.0% done 3 failed 0 remaining 0 | 0.0 users/s | ETA - | running" +
+			" | marked compromised 1, failed 2"},
 		{campaign.Stats{Total: 3, Done: 1, Remaining: 2, ADUnreachable: down}, "[##########....................]  33.3% done 1 failed 0 remaining 2 | 0.0 users/s | ETA - | running" +
 			" | DC unreachable since " + down.Local().Format(time.TimeOnly) + ", AD writes waiting"},
 	}
@@ -105,5 +107,14 @@ func TestCampaignCLI(t *testing.T) {
 	}
 	if out = run(tokOp, "report", id, "--format", "json"); !strings.Contains(out, `"users"`) {
 		t.Fatalf("report: %s", out)
+	}
+	// --confirm-compromised is the spec's confirm_compromised, and the preview says it is on.
+	out = run(tokOp, "create", "--name", "cli-mark", "--upn", "a@contoso.example", "--revoke", "--confirm-compromised")
+	id = strings.Fields(strings.TrimPrefix(out, "created "))[0]
+	out = run(tokOp, "preview", id)
+	for _, want := range []string{"confirm_compromised 1", "confirm_compromised is on", "IdentityRiskyUser.ReadWrite.All", "0 without a known cloud account"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("preview lacks %q:\n%s", want, out)
+		}
 	}
 }
