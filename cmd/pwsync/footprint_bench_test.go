@@ -42,11 +42,11 @@ const (
 // above every sample of the first half. A leak meets both; the noise of a
 // plateau (GC cycles, requests in flight) does not set new highs.
 //
-// Knobs: PWSYNC_SOAK (default 30m), PWSYNC_SOAK_RATE (resets/s, default 3),
+// Knobs: PWSYNC_SOAK (default 30m; make bench runs 60m), PWSYNC_SOAK_RATE (resets/s, default 3),
 // PWSYNC_SOAK_CONNS (LDAP connections resetting, default 4),
 // PWSYNC_FOOTPRINT_USERS (default 1000). Not part of make test: make bench.
 //
-// benchreport: PWSYNC_REQUIRE_AD=1 PWSYNC_BENCH_REPORT=1 -run ^TestFootprintReport$
+// benchreport: PWSYNC_REQUIRE_AD=1 PWSYNC_BENCH_REPORT=1 PWSYNC_SOAK=60m -run ^TestFootprintReport$ -timeout 90m
 func TestFootprintReport(t *testing.T) {
 	if os.Getenv("PWSYNC_BENCH_REPORT") != "1" {
 		t.Skip("a 30-minute soak: run by make bench (PWSYNC_BENCH_REPORT=1)")
@@ -163,7 +163,8 @@ func TestFootprintReport(t *testing.T) {
 		}()
 	}
 	samples := []footprintSample{idle}
-	var heapMid string
+	var heapMid, heapPeak string
+	peakHeap := 0.0
 	t.Logf("soak: %s at %.1f resets/s", soak, rate)
 	soakStart := time.Now()
 	for m := 1; time.Duration(m)*time.Minute <= soak; m++ {
@@ -176,6 +177,10 @@ func TestFootprintReport(t *testing.T) {
 		if m == int(soak/time.Minute)/2 {
 			heapMid = heapProfile(t, s.opsAddr, "mid")
 		}
+		if m > int(soak/time.Minute)/2 && smp.heap > peakHeap {
+			// The second half's highest minute: what is live at a peak.
+			peakHeap, heapPeak = smp.heap, heapProfile(t, s.opsAddr, "peak")
+		}
 	}
 	// Where the heap went between the soak's middle and its end: what a
 	// growth is made of, or that it is the same things, no more.
@@ -185,6 +190,11 @@ func TestFootprintReport(t *testing.T) {
 			"-diff_base", heapMid, heapEnd).CombinedOutput()
 		t.Logf("heap in use, end minus middle of the soak (go tool pprof -top -diff_base; profiles in %s):\n%s%s",
 			filepath.Dir(heapEnd), out, errText(err))
+		if heapPeak != "" {
+			out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount", "15", "-sample_index", "inuse_space",
+				"-diff_base", heapEnd, heapPeak).CombinedOutput()
+			t.Logf("heap in use at the second half's peak minute (%.1f MB in use) minus the end:\n%s%s", peakHeap, out, errText(err))
+		}
 	}
 	close(stop)
 	var r [2]int
