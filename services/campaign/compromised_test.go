@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/pwsync/pwsync/services/campaign"
 	"github.com/pwsync/pwsync/shared/events"
 	"github.com/pwsync/pwsync/shared/graph"
@@ -159,7 +161,7 @@ func TestConfirmCompromised(t *testing.T) {
 					t.Fatalf("%s revoked %d times", u.UserPrincipalName, revokes[u.ID])
 				}
 			}
-			w.checkCalls(tc.wantCalls, tc.unlicensed)
+			w.checkCalls(tc.wantCalls, tc.unlicensed, riskInterval)
 			w.checkMarks(c.ID, users, tc.wantStatus, tc.wantRisk, tc.unlicensed)
 
 			wantConfirmed, wantFailed := 0, 0
@@ -193,9 +195,9 @@ func TestConfirmCompromised(t *testing.T) {
 }
 
 // checkCalls: the confirmCompromised requests carry want users each (none:
-// no Identity Protection request at all), each user once, riskInterval
+// no Identity Protection request at all), each user once, at least minGap
 // apart, answered 204 (403 unlicensed; the lost answer's 500).
-func (w *world) checkCalls(want []int, unlicensed bool) {
+func (w *world) checkCalls(want []int, unlicensed bool, minGap time.Duration) {
 	w.t.Helper()
 	if want == nil {
 		for _, r := range w.sim.Requests() {
@@ -222,8 +224,8 @@ func (w *world) checkCalls(want []int, unlicensed bool) {
 		if wantStatus := map[bool]int{false: http.StatusNoContent, true: http.StatusForbidden}[unlicensed]; r.Status != wantStatus && r.Status != 500 {
 			w.t.Errorf("call %d answered %d, want %d", i, r.Status, wantStatus)
 		}
-		if i > 0 && r.Time.Sub(calls[i-1].Time) < riskInterval-10*time.Millisecond {
-			w.t.Errorf("calls %d and %d %s apart, want at least %s", i-1, i, r.Time.Sub(calls[i-1].Time), riskInterval)
+		if i > 0 && r.Time.Sub(calls[i-1].Time) < minGap-10*time.Millisecond {
+			w.t.Errorf("calls %d and %d %s apart, want at least %s", i-1, i, r.Time.Sub(calls[i-1].Time), minGap)
 		}
 	}
 	if !slices.Equal(sizes, want) {
@@ -325,7 +327,7 @@ func TestConfirmCompromisedSyncedUsers(t *testing.T) {
 			t.Fatalf("%s: pwdLastSet %d, want 0", u.UPN, v)
 		}
 	}
-	w.checkCalls([]int{2}, false)
+	w.checkCalls([]int{2}, false, 0)
 	for _, id := range mirrors {
 		if ru, ok := w.sim.RiskyUser(id); !ok || ru.RiskState != graphsim.RiskStateConfirmedCompromised {
 			t.Fatalf("synced user %s: %+v", id, ru)
@@ -344,4 +346,72 @@ func TestConfirmCompromisedSyncedUsers(t *testing.T) {
 			t.Fatalf("%s: confirm_compromised step %v, want %v; outcome %s", row.UPN, marked, want, row.Outcome)
 		}
 	}
+}
+
+// TestConfirmCompromisedResumesAfterStop: the runner stops while a
+// confirmCompromised call that took effect is unanswered (the process
+// going away); the next run finds the call's intent, reads the 60 users
+// back (confirmedCompromised) instead of sending them again, and sends
+// the 10 never sent: each user is marked by exactly one call.
+func TestConfirmCompromisedResumesAfterStop(t *testing.T) {
+	w := riskWorld(t, false)
+	w.runCfg = func(c *campaign.RunConfig) { c.RiskInterval, c.UncertainWait = riskInterval, 100*time.Millisecond }
+	users := w.putCloudUsers("", "rs", 70)
+	var upns []string
+	for _, u := range users {
+		upns = append(upns, u.UserPrincipalName)
+	}
+	c := w.startCampaign(campaign.Spec{Name: "mark resume", Include: campaign.Selector{UPNs: upns},
+		Actions: campaign.Actions{RevokeSessions: true, ConfirmCompromised: true}})
+
+	held := make(chan struct{}, 1)
+	w.sim.OnRequest(func(r graphsim.Request) {
+		if r.Path == confirmPath && r.Status == 0 {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+		}
+	})
+	w.sim.InjectFault(graphsim.Fault{Method: http.MethodPost, PathPrefix: confirmPath, After: true, Hang: 30 * time.Second, Count: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := w.runner(&campaign.RunnerDeps{Batch: w.client, Pacer: campaign.NewPacer(1000, time.Second, 1), Risk: w.client,
+		Cfg: campaign.RunConfig{PollEvery: 50 * time.Millisecond, RiskInterval: riskInterval, GraphBaseURL: w.graphBase}}, zerolog.Nop())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no confirmCompromised call was sent")
+	}
+	cancel() // the process goes away with the call unanswered
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	w.sim.OnRequest(nil)
+	if got := w.confirmedByEffect(); len(got) != 60 {
+		t.Fatalf("the first call marked %d users, want 60", len(got))
+	}
+
+	w.runInProcess(c.ID, campaign.NewPacer(1000, time.Second, 1), time.Minute)
+	st, err := w.svc.Status(ctxT(t), c.ID)
+	if err != nil || st.Campaign.State != campaign.StateDone || st.Stats.Done != 70 || st.Stats.Confirmed != 70 {
+		t.Fatalf("status %+v, %v", st.Stats, err)
+	}
+	rep, err := w.svc.Report(ctxT(t), c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verified := 0
+	for _, row := range rep.Users {
+		if res := row.Steps[campaign.StepConfirmCompromised]; res != nil && res.Verified {
+			verified++
+		}
+	}
+	if verified != 60 {
+		t.Fatalf("%d marks found by reading back, want 60", verified)
+	}
+	w.checkCalls([]int{60, 10}, false, 0) // two runs: the second starts unpaced
+	w.checkMarks(c.ID, users, campaign.StatusDone, graphsim.RiskStateConfirmedCompromised, false)
 }

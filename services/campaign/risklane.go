@@ -57,7 +57,7 @@ type riskLane struct {
 
 func newRiskLane(x *run, risk RiskMarker) *riskLane {
 	return &riskLane{c: x.c, targets: x.targets, risk: risk, store: x.r.store, ledger: x.ledger, guard: x.guard,
-		cfg: x.r.cfg, now: x.r.now, log: x.log, nonce: fmt.Sprintf("r%x", x.r.now().UnixNano())}
+		cfg: x.r.cfg, now: x.r.now, log: x.log, nonce: fmt.Sprintf("r%x", x.r.now().UnixNano()), next: x.r.riskNext}
 }
 
 // load queues the marks the records leave; one sent without a recorded

@@ -103,6 +103,9 @@ type runner struct {
 	cfg        RunConfig
 	log        zerolog.Logger
 	now        func() time.Time
+	// riskNext: no Identity Protection call before; kept across runs, so
+	// that a pause and resume keeps the pace (runs are one at a time).
+	riskNext time.Time
 }
 
 // run picks up running campaigns until ctx ends.
@@ -227,6 +230,7 @@ func (r *runner) runOne(parent context.Context, id string) error {
 		l.run(ctx, parent, &work)
 	}
 	work.Wait()
+	r.riskNext = x.risk.next // the lane's goroutine has ended
 	x.ad.stop()
 	cancel()
 	bg.Wait()
