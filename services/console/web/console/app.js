@@ -53,7 +53,8 @@ const clock = (t) => t ? new Date(t).toLocaleTimeString(undefined, { hour12: fal
 const plural = (n, one, many) => `${n} ${n === 1 ? one : (many || one + 's')}`;
 const sentences = (...parts) => parts.filter(Boolean).map((x) => /[.!?]$/.test(x) ? x : x + '.').join(' ');
 const stepLabels = { ad_must_change: 'AD must-change (pwdLastSet=0)', must_change: 'cloud must-change',
-  verify_must_change: 'read-back of the cloud flag', revoke: 'session revoke', notify: 'notice' };
+  verify_must_change: 'read-back of the cloud flag', revoke: 'session revoke', notify: 'notice',
+  confirm_compromised: 'mark compromised in Entra ID Protection' };
 // What a campaign writes per user (by_write), and the ledger's kinds of a
 // sample row (k) mapped to it: 'synced' is every user selected in AD.
 const writeLabels = { ad_write: 'AD write', cloud_write: 'cloud write' };
