@@ -29,6 +29,7 @@ import (
 	"github.com/pwsync/pwsync/services/ingest/adwatch"
 	"github.com/pwsync/pwsync/services/ingest/graphwatch"
 	"github.com/pwsync/pwsync/shared/config"
+	"github.com/pwsync/pwsync/shared/dclocator"
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/health"
@@ -113,7 +114,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 		if err != nil {
 			return fmt.Errorf("starting ingest: %w", err)
 		}
-		services, targets = append(services, in), append(targets, health.Target{Name: "ingest", Ready: in.Ready})
+		services, targets = append(services, in), append(targets, health.Target{Name: "ingest", Ready: in.Ready, Detail: in.DCs})
 	}
 	if t.Evaluator {
 		evDeps := evaluator.Deps{JS: conn.JS, Policy: policyOf(cfg), Now: clock,
@@ -332,11 +333,31 @@ var clock = func() func() time.Time {
 
 func domainConfig(d config.Domain) adwatch.Config {
 	return adwatch.Config{
-		Domain: d.Name, URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
+		Domain: d.Name, URLs: d.DCs(), Locate: dcLocate(d), PreferredProbe: d.PreferredProbe,
+		StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
 		AllowPlain: d.AllowPlain, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(), BaseDN: d.BaseDN,
 		UserFilter: d.UserFilter, Mode: d.Mode, PollInterval: d.PollInterval, Notifications: *d.Notifications,
 		PageSize: d.PageSize, Anchor: d.SourceAnchor,
 	}
+}
+
+// dcLocate lists a domain's DCs with DNS discovery (nil without it: the
+// named DCs are the list).
+func dcLocate(d config.Domain) func(context.Context) ([]string, error) {
+	l, err := domainLocator(d)
+	if err != nil || d.Discover == nil {
+		return nil // the config was validated: without discovery, no error here
+	}
+	return l.Candidates
+}
+
+// domainLocator is the DC locator of a domain's configuration.
+func domainLocator(d config.Domain) (*dclocator.Locator, error) {
+	c := dclocator.Config{URLs: d.DCs()}
+	if x := d.Discover; x != nil {
+		c.DNSDomain, c.Site, c.Scheme, c.Resolver = d.DiscoverDomain(), x.Site, x.Scheme, x.Resolver
+	}
+	return dclocator.New(c)
 }
 
 func policyOf(cfg config.Config) rules.Policy {

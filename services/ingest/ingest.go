@@ -241,6 +241,19 @@ func (s *Service) Ready() bool {
 	return true
 }
 
+// DCs says which DC each AD watcher of this replica uses, for /readyz.
+func (s *Service) DCs() string {
+	var parts []string
+	for _, dw := range s.watchers {
+		if dw.lease.Held() {
+			if dc := dw.w.DC(); dc != "" {
+				parts = append(parts, dw.domain+" via "+dc)
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
 // Watching lists the domains whose AD watcher runs on this replica.
 func (s *Service) Watching() []string {
 	var out []string

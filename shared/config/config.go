@@ -56,10 +56,17 @@ type AD struct {
 	Domains []Domain `yaml:"domains"`
 }
 
-// Domain is one AD domain (one DC connection).
+// Domain is one AD domain and how to reach its DCs.
 type Domain struct {
-	Name               string        `yaml:"name"`
-	URL                string        `yaml:"url"`
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"` // one DC; or urls, or discover
+	// URLs are the domain's DCs, preferred first (after url, if set).
+	URLs []string `yaml:"urls"`
+	// Discover finds (more) DCs in DNS, after the ones named.
+	Discover *Discover `yaml:"discover"`
+	// PreferredProbe: while on a fallback DC, how often the preferred ones
+	// are tried again (default 30s).
+	PreferredProbe     time.Duration `yaml:"preferred_probe"`
 	StartTLS           bool          `yaml:"start_tls"`
 	CAFile             string        `yaml:"ca_file"`
 	InsecureSkipVerify bool          `yaml:"insecure_skip_verify"`

@@ -350,16 +350,17 @@ func (d Domain) validate(key string) []error {
 	if d.Name == "" {
 		add("name", "required")
 	}
-	u, err := url.Parse(d.URL)
-	switch {
-	case d.URL == "":
-		add("url", "required")
-	case err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") || u.Host == "":
-		add("url", "must be ldaps://host:port or ldap://host:port (got %q)", d.URL)
-	case u.Scheme == "ldap" && !d.StartTLS && !d.AllowPlain:
-		add("url", "plain ldap:// sends the bind password in clear: use ldaps://, set start_tls: true, or set allow_plain: true explicitly")
-	case u.Scheme == "ldaps" && d.StartTLS:
-		add("start_tls", "cannot be combined with ldaps://")
+	if d.URL == "" && len(d.URLs) == 0 && d.Discover == nil {
+		add("url", "required (one DC; or urls: [...] for several, or discover: to find them in DNS)")
+	}
+	if d.URL != "" {
+		errs = append(errs, d.validateURL(key+".url", d.URL)...)
+	}
+	for i, x := range d.URLs {
+		errs = append(errs, d.validateURL(fmt.Sprintf("%s.urls[%d]", key, i), x)...)
+	}
+	if d.Discover != nil {
+		errs = append(errs, d.Discover.validate(key+".discover", d)...)
 	}
 	if d.BindDN == "" {
 		add("bind_dn", "required")

@@ -5,6 +5,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -93,10 +94,18 @@ type ADUser struct {
 	Language string   `json:"language,omitempty"` // preferredLanguage
 	// PolicyRev is set when a policy change (maxPwdAge, PSO, group) made
 	// ingest re-read the user: the same uSNChanged, maybe another expiry.
-	PolicyRev  int64 `json:"policy_rev,omitempty"`
-	USNChanged int64 `json:"usn_changed"`
-	Deleted    bool  `json:"deleted,omitempty"`
-	FullSync   bool  `json:"full_sync,omitempty"` // read during a full sync (backfill)
+	PolicyRev int64 `json:"policy_rev,omitempty"`
+	// USNChanged is the DC's own: USNs of different DCs do not compare
+	// (MS-ADTS 3.1.1.1.9). DC names the DC (its invocationId) it is from.
+	USNChanged int64  `json:"usn_changed"`
+	DC         string `json:"dc,omitempty"`
+	// PwdVersion is pwdLastSet's version in the replication metadata
+	// (replPropertyMetaData): every originating write raises it, on every
+	// DC alike, so it orders password states read from different DCs.
+	// 0 = not read.
+	PwdVersion uint32 `json:"pwd_version,omitempty"`
+	Deleted    bool   `json:"deleted,omitempty"`
+	FullSync   bool   `json:"full_sync,omitempty"` // read during a full sync (backfill)
 }
 
 // MustChange reports whether AD demands a password change at next logon:
@@ -116,11 +125,26 @@ func (u ADUser) Disabled() bool { return u.UserAccountControl&UACAccountDisable 
 func (u ADUser) NeverExpires() bool { return u.UserAccountControl&UACDontExpirePassword != 0 }
 
 // EventID is the stable ID of the event that carries this state.
+// A USN is one DC's, so the DC is part of it: the same number read from
+// another DC is another state, not a duplicate to drop.
 func (u ADUser) EventID() string {
-	if u.PolicyRev != 0 {
-		return fmt.Sprintf("ad.%s.%d.p%d", u.ObjectGUID, u.USNChanged, u.PolicyRev)
+	usn := fmt.Sprint(u.USNChanged)
+	if u.DC != "" {
+		usn = dcTag(u.DC) + "." + usn
 	}
-	return fmt.Sprintf("ad.%s.%d", u.ObjectGUID, u.USNChanged)
+	if u.PolicyRev != 0 {
+		return fmt.Sprintf("ad.%s.%s.p%d", u.ObjectGUID, usn, u.PolicyRev)
+	}
+	return fmt.Sprintf("ad.%s.%s", u.ObjectGUID, usn)
+}
+
+// dcTag is a short name of a DC's invocationId for IDs.
+func dcTag(invocationID string) string {
+	t := strings.ReplaceAll(invocationID, "-", "")
+	if len(t) > 8 {
+		t = t[:8]
+	}
+	return t
 }
 
 // FileTime converts an AD FILETIME to time.Time; zero and "never" give the zero time.

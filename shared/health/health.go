@@ -27,6 +27,8 @@ import (
 type Target struct {
 	Name  string
 	Ready func() bool
+	// Detail, when set, adds what the target is using (e.g. the DC in use).
+	Detail func() string
 }
 
 // Checker runs the checks. Streams are the streams that must exist.
@@ -95,6 +97,11 @@ func (c *Checker) Ready(ctx context.Context) []Result {
 	for _, t := range c.Targets {
 		r := Result{Name: t.Name, OK: t.Ready()}
 		r.Detail = map[bool]string{true: "ready", false: "not ready (e.g. first sync not done)"}[r.OK]
+		if t.Detail != nil {
+			if d := t.Detail(); d != "" {
+				r.Detail += "; " + d
+			}
+		}
 		res = append(res, r)
 	}
 	return res

@@ -75,12 +75,17 @@ var (
 	CampaignADUnreachable = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pwsync_campaign_ad_unreachable", Help: "1 while a running campaign's AD writes wait for a DC that cannot be reached, else 0."},
 		[]string{"campaign"})
+	// ADDC is 1 for the DC the AD watcher of a domain uses, 0 for the
+	// domain's other known DCs.
+	ADDC = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pwsync_ad_dc_in_use", Help: "1 for the DC the AD watcher of the domain uses, 0 for its other known DCs."},
+		[]string{"domain", "dc"})
 )
 
 func init() {
 	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		EventsIngested, RuleDecisions, Actions, GraphRequests, GraphThrottled, ADToGraph,
-		ConsumerPending, ConsumerAckPending, LeaseHeld, LeaseHolder, CampaignADUnreachable)
+		ConsumerPending, ConsumerAckPending, LeaseHeld, LeaseHolder, CampaignADUnreachable, ADDC)
 }
 
 // Handler serves the registry in the Prometheus exposition format.
@@ -104,6 +109,17 @@ func Action(kind, outcome string, eventTime, done time.Time) {
 	Actions.WithLabelValues(kind, outcome).Inc()
 	if outcome == "ok" && !eventTime.IsZero() && done.After(eventTime) {
 		ADToGraph.WithLabelValues(kind).Observe(done.Sub(eventTime).Seconds())
+	}
+}
+
+// ADDCInUse records the DC a domain's watcher uses among the known ones.
+func ADDCInUse(domain, inUse string, known []string) {
+	for _, dc := range known {
+		v := 0.0
+		if dc == inUse {
+			v = 1
+		}
+		ADDC.WithLabelValues(domain, dc).Set(v)
 	}
 }
 

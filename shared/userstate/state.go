@@ -40,6 +40,11 @@ type State struct {
 	Expiry ExpiryState `json:"expiry,omitzero"`
 	// DryRun: what dry-run decided as though done, apart from what was done.
 	DryRun DryRunState `json:"dry_run,omitzero"`
+	// USNOffset maps the uSNChanged of the DC the user was last read from
+	// (AD.DC) onto the sequence of the states already evaluated: after a
+	// move to another DC, whose USNs are its own, the user's sequence (and
+	// the actions' Seq) keeps growing. 0 on a domain read from one DC.
+	USNOffset int64 `json:"usn_offset,omitempty"`
 	// Risk: Identity Protection detections handled (risk.go).
 	Risk RiskState `json:"risk,omitzero"`
 }

@@ -87,10 +87,11 @@ type Result struct {
 // redelivered event decides exactly the same thing.
 func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Result) {
 	res.State = s
-	// Stale or repeated: an older uSNChanged than what we already decided on.
+	// Stale or repeated: an older state than what we already decided on.
 	// A full resync re-reads users with their current USN: equal USN and equal
 	// state means nothing changed, so no action storm after a lost cookie.
-	if s.Seen && u.USNChanged < s.AD.USNChanged {
+	u, offset, stale := placeUSN(s, u)
+	if stale {
 		res.Decisions = append(res.Decisions, Decision{RuleScope, "skip", "stale event: older than the state already evaluated"})
 		return res
 	}
@@ -101,7 +102,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 
 	inScope, why := InScope(p, u, cloudID(s))
 	next := s
-	next.AD, next.Seen, next.InScope = u, true, inScope
+	next.AD, next.Seen, next.InScope, next.USNOffset = u, true, inScope, offset
 	res.Changed = true
 	// Every return below hands back next, whatever it became.
 	defer func() { res.State = next }()

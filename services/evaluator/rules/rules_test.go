@@ -33,6 +33,11 @@ func user(usn, pwdLastSet int64, mods ...func(*events.ADUser)) events.ADUser {
 	return u
 }
 
+// dc says which DC the state was read from and pwdLastSet's replication version there.
+func dc(id string, pwdVersion uint32) func(*events.ADUser) {
+	return func(u *events.ADUser) { u.DC, u.PwdVersion = id, pwdVersion }
+}
+
 func neverExpires(u *events.ADUser)  { u.UserAccountControl |= events.UACDontExpirePassword }
 func disabled(u *events.ADUser)      { u.UserAccountControl |= events.UACAccountDisable }
 func breakGlassUPN(u *events.ADUser) { u.UPN = "bg@EXAMPLE.test" }
@@ -93,6 +98,24 @@ func TestEvaluateSequences(t *testing.T) {
 			[]events.ADUser{user(10, 0), user(11, 0, deleted)}, []string{"require_password_change", "-"}},
 		{"no_include_ous_means_everyone", func(p *Policy) { p.IncludeOUs = nil },
 			[]events.ADUser{user(10, setTime, outsideOU), user(11, 0, outsideOU)}, []string{"-", "require_password_change"}},
+		// Two DCs (the watcher moved): USNs are each DC's own.
+		{"other_dc_lower_usn_reset_acts", nil,
+			[]events.ADUser{user(900, setTime, dc("dc1", 1)), user(40, 0, dc("dc2", 2))}, []string{"-", "require_password_change"}},
+		{"other_dc_same_state_is_quiet", nil,
+			[]events.ADUser{user(900, 0, dc("dc1", 2)), user(40, 0, dc("dc2", 2), func(u *events.ADUser) { u.FullSync = true })},
+			[]string{"require_password_change", "-"}},
+		{"other_dc_not_yet_replicated_does_not_undo", nil,
+			[]events.ADUser{user(900, setTime, dc("dc1", 1)), user(901, 0, dc("dc1", 2)), user(40, setTime, dc("dc2", 1))},
+			[]string{"-", "require_password_change", "-"}},
+		{"other_dc_then_its_own_next_change", nil,
+			[]events.ADUser{user(900, setTime, dc("dc1", 1)), user(40, setTime, dc("dc2", 1)), user(41, 0, dc("dc2", 2)), user(42, setTime2, dc("dc2", 3))},
+			[]string{"-", "-", "require_password_change", "clear_password_change"}},
+		{"other_dc_older_than_its_own_last_is_stale", nil,
+			[]events.ADUser{user(900, setTime, dc("dc1", 1)), user(41, setTime, dc("dc2", 1)), user(40, 0, dc("dc2", 2))},
+			[]string{"-", "-", "-"}},
+		{"back_on_the_first_dc_after_the_second", nil,
+			[]events.ADUser{user(900, setTime, dc("dc1", 1)), user(40, 0, dc("dc2", 2)), user(905, setTime2, dc("dc1", 3))},
+			[]string{"-", "require_password_change", "clear_password_change"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,11 +125,19 @@ func TestEvaluateSequences(t *testing.T) {
 			}
 			var s State
 			var got []string
+			lastSeq := int64(0)
 			for i, u := range tt.steps {
 				ev := events.Envelope{ID: u.EventID(), Time: at.Add(time.Duration(i) * time.Second)}
 				res := EvaluateAD(p, s, ev, u)
 				if res.Changed {
 					s = res.State
+				}
+				for _, a := range res.Actions {
+					// The actuator drops an action whose Seq is below one applied.
+					if a.Seq < lastSeq {
+						t.Fatalf("step %d: %s has Seq %d below an earlier action's %d", i, a.Kind, a.Seq, lastSeq)
+					}
+					lastSeq = a.Seq
 				}
 				kinds := "-"
 				if len(res.Actions) > 0 {

@@ -1,6 +1,7 @@
 package adwatch
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -25,8 +26,18 @@ const DefaultUserFilter = "(&(objectCategory=person)(objectClass=user))"
 
 // Config is one AD domain to watch.
 type Config struct {
-	Domain             string        // label copied into events.ADUser.Domain, e.g. "example.test"
-	URL                string        // ldaps://host:636 or ldap://host:389
+	Domain string // label copied into events.ADUser.Domain, e.g. "example.test"
+	URL    string // ldaps://host:636 or ldap://host:389 (one DC; or URLs)
+	// URLs are the domain's DCs, preferred first (URL is the one-DC form).
+	// The watcher uses the first that answers, moves to the next when the
+	// one in use fails, and returns to an earlier one when it is back.
+	URLs []string
+	// Locate, when set, lists the DCs to try instead of URLs (DNS SRV
+	// discovery, shared/dclocator); called at every (re)connect.
+	Locate func(ctx context.Context) ([]string, error)
+	// PreferredProbe: while on a DC other than the first, how often the
+	// earlier ones are tried (default 30s).
+	PreferredProbe     time.Duration
 	StartTLS           bool          // upgrade ldap:// with StartTLS
 	CAFile             string        // CA bundle to verify the DC; empty = system roots
 	InsecureSkipVerify bool          // do not verify the DC's certificate (explicit opt-out only)
@@ -94,6 +105,15 @@ func (c Config) withDefaults() Config {
 	if c.PolicyInterval == 0 {
 		c.PolicyInterval = d.PolicyInterval
 	}
+	if len(c.URLs) == 0 && c.URL != "" {
+		c.URLs = []string{c.URL}
+	}
+	if c.URL == "" && len(c.URLs) > 0 {
+		c.URL = c.URLs[0]
+	}
+	if c.PreferredProbe == 0 {
+		c.PreferredProbe = 30 * time.Second
+	}
 	return c
 }
 
@@ -107,21 +127,13 @@ func (c Config) validate() error {
 	if c.Domain == "" {
 		bad("Domain is empty")
 	}
-	u, err := url.Parse(c.URL)
-	switch {
-	case c.URL == "":
-		bad("URL is empty")
-	case err != nil:
-		bad("URL %q: %w", c.URL, err)
-	case u.Scheme != "ldap" && u.Scheme != "ldaps":
-		bad("URL %q: scheme must be ldaps or ldap", c.URL)
-	case u.Host == "":
-		bad("URL %q has no host", c.URL)
-	case u.Scheme == "ldaps" && c.StartTLS:
-		bad("StartTLS is set but URL %q is already ldaps", c.URL)
-	case u.Scheme == "ldap" && !c.StartTLS && !c.AllowPlain:
-		bad("URL %q is plain LDAP: the bind password would cross the network in clear; "+
-			"use ldaps://, set StartTLS, or set AllowPlain to accept that", c.URL)
+	if len(c.URLs) == 0 && c.Locate == nil {
+		bad("URL is empty (name a DC, several in URLs, or discover them)")
+	}
+	for _, x := range c.URLs {
+		if err := c.checkURL(x); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.BindDN == "" {
 		bad("BindDN is empty (DirSync and the uSNChanged poll need an authenticated account)")
@@ -170,9 +182,31 @@ func (c Config) validate() error {
 	return nil
 }
 
-// tlsConfig is how the DC's certificate is checked, for ldaps:// and StartTLS.
-func (c Config) tlsConfig() (*tls.Config, error) {
-	tc, err := ldapconn.TLSConfig(c.URL, c.CAFile, c.InsecureSkipVerify)
+// checkURL checks one DC's URL; the error names it.
+func (c Config) checkURL(x string) error {
+	u, err := url.Parse(x)
+	switch {
+	case x == "":
+		return errors.New("URL is empty")
+	case err != nil:
+		return fmt.Errorf("URL %q: %w", x, err)
+	case u.Scheme != "ldap" && u.Scheme != "ldaps":
+		return fmt.Errorf("URL %q: scheme must be ldaps or ldap", x)
+	case u.Host == "":
+		return fmt.Errorf("URL %q has no host", x)
+	case u.Scheme == "ldaps" && c.StartTLS:
+		return fmt.Errorf("StartTLS is set but URL %q is already ldaps", x)
+	case u.Scheme == "ldap" && !c.StartTLS && !c.AllowPlain:
+		return fmt.Errorf("URL %q is plain LDAP: the bind password would cross the network in clear; "+
+			"use ldaps://, set StartTLS, or set AllowPlain to accept that", x)
+	}
+	return nil
+}
+
+// tlsConfig is how a DC's certificate is checked, for ldaps:// and
+// StartTLS: against the CA file, for the DC's own host name.
+func (c Config) tlsConfig(dcURL string) (*tls.Config, error) {
+	tc, err := ldapconn.TLSConfig(dcURL, c.CAFile, c.InsecureSkipVerify)
 	if err != nil {
 		return nil, fmt.Errorf("TLS from URL and CAFile: %w", err)
 	}

@@ -17,12 +17,30 @@ import (
 // a DirSync after a mass change returns every changed object in one response.
 const requestTimeout = 2 * time.Minute
 
-// dial connects to the DC over TLS (or plain LDAP when explicitly allowed) and
-// binds as the service account.
+// dial connects to the DC in use (the first configured before any
+// session picked one): the change notifications and policy reads must ask
+// the DC the session polls.
 func (w *Watcher) dial() (*ldap.Conn, error) {
-	return ldapconn.Dial(ldapconn.Config{URL: w.cfg.URL, StartTLS: w.cfg.StartTLS,
+	dc := w.DC()
+	if dc == "" && len(w.cfg.URLs) > 0 {
+		dc = w.cfg.URLs[0]
+	}
+	if dc == "" {
+		return nil, fmt.Errorf("no DC of %s known yet", w.cfg.Domain)
+	}
+	return w.dialURL(dc)
+}
+
+// dialURL connects to one DC over TLS (or plain LDAP when explicitly
+// allowed) and binds as the service account.
+func (w *Watcher) dialURL(dc string) (*ldap.Conn, error) {
+	tc, err := w.cfg.tlsConfig(dc)
+	if err != nil {
+		return nil, err
+	}
+	return ldapconn.Dial(ldapconn.Config{URL: dc, StartTLS: w.cfg.StartTLS,
 		BindDN: w.cfg.BindDN, BindPassword: w.cfg.BindPassword,
-		DialTimeout: w.cfg.DialTimeout, KeepAlive: 30 * time.Second, RequestTimeout: requestTimeout}, w.tls)
+		DialTimeout: w.cfg.DialTimeout, KeepAlive: 30 * time.Second, RequestTimeout: requestTimeout}, tc)
 }
 
 // ldapCode is the LDAP result code of err, or -1 when err is not an LDAP result.

@@ -1,7 +1,6 @@
 package adwatch
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/go-ldap/ldap/v3"
@@ -12,11 +11,7 @@ import (
 // `pwsync conformance`. The caller closes the connection.
 func Dial(cfg Config) (*ldap.Conn, error) {
 	cfg = cfg.withDefaults()
-	tc, err := cfg.tlsConfig()
-	if err != nil {
-		return nil, fmt.Errorf("adwatch config for domain %q: %w", cfg.Domain, err)
-	}
-	w := &Watcher{cfg: cfg, tls: tc}
+	w := &Watcher{cfg: cfg}
 	return w.dial()
 }
 

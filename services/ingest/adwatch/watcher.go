@@ -9,7 +9,6 @@ package adwatch
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -61,8 +60,10 @@ type Watcher struct {
 	sink    Sink
 	cursors Cursors
 	log     zerolog.Logger
-	tls     *tls.Config
 	auditor Auditor // nil: nothing is audited (tests, one-off reads)
+
+	dc           atomic.Pointer[string] // the DC in use (URL); nil before the first connect
+	dcInvocation atomic.Pointer[string] // its invocationId, stamped on every user event
 
 	ready     atomic.Bool
 	notifying atomic.Bool   // the change notification search is open
@@ -85,18 +86,19 @@ func New(cfg Config, sink Sink, cursors Cursors, log zerolog.Logger, opts ...Opt
 	if sink == nil || cursors == nil {
 		return nil, errors.New("adwatch: New needs a Sink and Cursors")
 	}
-	tc, err := cfg.tlsConfig()
-	if err != nil {
-		return nil, fmt.Errorf("adwatch config for domain %q: %w", cfg.Domain, err)
+	for _, u := range cfg.URLs {
+		if _, err := cfg.tlsConfig(u); err != nil {
+			return nil, fmt.Errorf("adwatch config for domain %q: %w", cfg.Domain, err)
+		}
 	}
-	log = log.With().Str("component", "adwatch").Str("domain", cfg.Domain).Str("ldap_url", cfg.URL).Logger()
+	log = log.With().Str("component", "adwatch").Str("domain", cfg.Domain).Logger()
 	if cfg.InsecureSkipVerify {
 		log.Warn().Msg("InsecureSkipVerify is set: the DC's certificate is not verified")
 	}
 	if cfg.AllowPlain && !cfg.StartTLS {
 		log.Warn().Msg("AllowPlain: plain LDAP without StartTLS; the bind password is sent in clear")
 	}
-	w := &Watcher{cfg: cfg, sink: sink, cursors: cursors, log: log, tls: tc, trigger: make(chan struct{}, 1)}
+	w := &Watcher{cfg: cfg, sink: sink, cursors: cursors, log: log, trigger: make(chan struct{}, 1)}
 	w.policySink, _ = sink.(PolicySink)
 	for _, o := range opts {
 		o(w)
@@ -134,11 +136,11 @@ type source interface {
 
 // session connects, syncs and polls until an error or the end of ctx.
 func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	defer func() { cancel(nil); wg.Wait() }()
 
-	c, err := w.dial()
+	c, dc, earlier, err := w.pick(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -147,7 +149,18 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 	// search when ctx ends.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	if len(earlier) > 0 {
+		// Not on the preferred DC: go back to an earlier one once it answers.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.probeEarlier(ctx, cancel, dc, earlier)
+		}()
+	}
 
+	if err := w.readDCID(c); err != nil {
+		return false, fmt.Errorf("reading the identity of %s: %w", dc, err)
+	}
 	src, err := w.source(c)
 	if err != nil {
 		return false, err
@@ -161,7 +174,7 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 		return false, err
 	}
 	w.ready.Store(true)
-	log.Info().Dur("poll_interval", w.cfg.PollInterval).Bool("notifications", w.cfg.Notifications).Msg("watching AD")
+	log.Info().Str("dc", dc).Dur("poll_interval", w.cfg.PollInterval).Bool("notifications", w.cfg.Notifications).Msg("watching AD")
 
 	if w.cfg.Notifications {
 		wg.Add(1)
@@ -176,6 +189,9 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 		periodic := false
 		select {
 		case <-ctx.Done():
+			if err := context.Cause(ctx); errors.Is(err, errEarlierBack) {
+				return true, err // reconnect at once, to the earlier DC
+			}
 			return true, nil
 		case <-w.trigger:
 		case <-poll.C:
