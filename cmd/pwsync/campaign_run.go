@@ -50,7 +50,7 @@ func (c *campaignLDAP) pool(name string) (*campaign.LDAP, error) {
 	if p, ok := c.pools[d.Name]; ok {
 		return p, nil
 	}
-	p, err := campaign.NewLDAP(campaign.LDAPConfig{URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile,
+	p, err := campaign.NewLDAP(campaign.LDAPConfig{URLs: domainDCs(context.Background(), d), StartTLS: d.StartTLS, CAFile: d.CAFile,
 		InsecureSkipVerify: d.InsecureSkipVerify, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(),
 		Conns: c.cfg.Campaigns.ADConcurrency})
 	if err != nil {

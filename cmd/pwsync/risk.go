@@ -37,7 +37,7 @@ func riskServices(ctx context.Context, cfg config.Config, t config.Targets, conn
 	if t.Actuator {
 		var doms []adwrite.Domain
 		for _, d := range cfg.AD.Domains {
-			doms = append(doms, adwrite.Domain{Name: d.Name, URL: d.URL, StartTLS: d.StartTLS, CAFile: d.CAFile,
+			doms = append(doms, adwrite.Domain{Name: d.Name, URLs: domainDCs(ctx, d), StartTLS: d.StartTLS, CAFile: d.CAFile,
 				InsecureSkipVerify: d.InsecureSkipVerify, BindDN: d.BindDN, BindPassword: d.BindPassword.Value()})
 		}
 		w, err := adwrite.New(ctx, adwrite.Deps{JS: conn.JS, Domains: doms, Risk: client,

@@ -351,6 +351,20 @@ func dcLocate(d config.Domain) func(context.Context) ([]string, error) {
 	return l.Candidates
 }
 
+// domainDCs lists a domain's DCs now, discovery included; when DNS fails,
+// the DCs named in the configuration.
+func domainDCs(ctx context.Context, d config.Domain) []string {
+	l, err := domainLocator(d)
+	if err != nil {
+		return d.DCs()
+	}
+	urls, err := l.Candidates(ctx)
+	if err != nil {
+		return d.DCs()
+	}
+	return urls
+}
+
 // domainLocator is the DC locator of a domain's configuration.
 func domainLocator(d config.Domain) (*dclocator.Locator, error) {
 	c := dclocator.Config{URLs: d.DCs()}

@@ -23,11 +23,13 @@ import (
 // next logon" includes it), granted on the OUs campaigns may touch.
 type LDAPConfig struct {
 	URL                string
+	URLs               []string // the domain's DCs, preferred first (after URL); the first that answers is used
 	StartTLS           bool
 	CAFile             string
 	InsecureSkipVerify bool
 	BindDN             string
 	BindPassword       string
+	Kerberos           *ldapconn.Kerberos // instead of BindDN/BindPassword
 	Timeout            time.Duration // per request, default 30s
 	Conns              int           // pooled connections, default 4
 }
@@ -41,9 +43,14 @@ type LDAP struct {
 
 // NewLDAP checks cfg; connections are made on first use.
 func NewLDAP(cfg LDAPConfig) (*LDAP, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") {
-		return nil, fmt.Errorf("LDAP URL %q: must be ldaps:// or ldap://", cfg.URL)
+	if cfg.URL == "" && len(cfg.URLs) > 0 {
+		cfg.URL, cfg.URLs = cfg.URLs[0], cfg.URLs[1:]
+	}
+	for _, x := range append([]string{cfg.URL}, cfg.URLs...) {
+		u, err := url.Parse(x)
+		if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") {
+			return nil, fmt.Errorf("LDAP URL %q: must be ldaps:// or ldap://", x)
+		}
 	}
 	tc, err := ldapconn.TLSConfig(cfg.URL, cfg.CAFile, cfg.InsecureSkipVerify)
 	if err != nil {
@@ -71,8 +78,17 @@ func (l *LDAP) Close() {
 }
 
 func (l *LDAP) dial() (*ldap.Conn, error) {
+	if len(l.cfg.URLs) > 0 {
+		urls := append([]string{l.cfg.URL}, l.cfg.URLs...)
+		if l.cfg.URL == "" {
+			urls = l.cfg.URLs
+		}
+		c, _, err := ldapconn.DialFirst(urls, ldapconn.Config{StartTLS: l.cfg.StartTLS, BindDN: l.cfg.BindDN,
+			BindPassword: l.cfg.BindPassword, RequestTimeout: l.cfg.Timeout}, l.cfg.CAFile, l.cfg.InsecureSkipVerify)
+		return c, err
+	}
 	return ldapconn.Dial(ldapconn.Config{URL: l.cfg.URL, StartTLS: l.cfg.StartTLS,
-		BindDN: l.cfg.BindDN, BindPassword: l.cfg.BindPassword, RequestTimeout: l.cfg.Timeout}, l.tls)
+		BindDN: l.cfg.BindDN, BindPassword: l.cfg.BindPassword, Kerberos: l.cfg.Kerberos, RequestTimeout: l.cfg.Timeout}, l.tls)
 }
 
 // with runs fn on a pooled connection; a connection that failed at the

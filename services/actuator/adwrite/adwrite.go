@@ -32,12 +32,22 @@ import (
 // password change at next logon" delegation includes it).
 type Domain struct {
 	Name               string
-	URL                string
+	URL                string   // the preferred DC
+	URLs               []string // more DCs, tried in order when the ones before do not answer
 	StartTLS           bool
 	CAFile             string
 	InsecureSkipVerify bool
 	BindDN             string
 	BindPassword       string
+	Kerberos           *ldapconn.Kerberos // instead of BindDN/BindPassword
+}
+
+// dcs are the domain's DCs in the order to try them.
+func (d Domain) dcs() []string {
+	if d.URL == "" {
+		return d.URLs
+	}
+	return append([]string{d.URL}, d.URLs...)
 }
 
 // Risk is the part of Identity Protection the writer uses (the
@@ -227,12 +237,10 @@ func (s *Service) withConn(dom Domain, op func(*ldap.Conn) error) error {
 	key := strings.ToLower(dom.Name)
 	c := s.conns[key]
 	if c == nil || c.IsClosing() {
-		tc, err := ldapconn.TLSConfig(dom.URL, dom.CAFile, dom.InsecureSkipVerify)
-		if err != nil {
-			return natsx.Permanent(fmt.Errorf("LDAP TLS of %s: %w", dom.Name, err))
-		}
-		c, err = ldapconn.Dial(ldapconn.Config{URL: dom.URL, StartTLS: dom.StartTLS, BindDN: dom.BindDN,
-			BindPassword: dom.BindPassword, DialTimeout: 30 * time.Second, RequestTimeout: 30 * time.Second}, tc)
+		var err error
+		c, _, err = ldapconn.DialFirst(dom.dcs(), ldapconn.Config{StartTLS: dom.StartTLS, BindDN: dom.BindDN,
+			BindPassword: dom.BindPassword, DialTimeout: 10 * time.Second, RequestTimeout: 30 * time.Second},
+			dom.CAFile, dom.InsecureSkipVerify)
 		if err != nil {
 			return fmt.Errorf("connecting to %s: %w", dom.Name, err) // retried
 		}
