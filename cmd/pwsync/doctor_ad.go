@@ -29,6 +29,15 @@ const (
 
 func (d *doctor) checkDomain(ctx context.Context, key string, dom config.Domain) {
 	name := "ad " + dom.Name
+	if len(dom.DCs()) > 1 || dom.Discover != nil {
+		// Several DCs: say which answer; the checks below run on the
+		// first that does, the one pwsync would use.
+		first, ok := d.checkDCs(ctx, key, dom)
+		if !ok {
+			return
+		}
+		dom.URL = first
+	}
 	u, err := url.Parse(dom.URL)
 	if err != nil {
 		d.add(checkResult{statusFail, name + " connect", err.Error(), key + ".url: use ldaps://dc.example.com:636"})
@@ -205,4 +214,50 @@ func certFix(key string, dom config.Domain, host string) string {
 	}
 	return fmt.Sprintf("%s.ca_file (%s) must hold the CA that issued the DC's certificate, and the certificate must name %q (use the DC's FQDN in %s.url)",
 		key, dom.CAFile, host, key)
+}
+
+// checkDCs lists the domain's DCs (named and discovered) and which answer
+// (TCP and TLS); it returns the first that does.
+func (d *doctor) checkDCs(ctx context.Context, key string, dom config.Domain) (string, bool) {
+	name := "ad " + dom.Name + " dcs"
+	l, err := domainLocator(dom)
+	if err != nil {
+		d.add(checkResult{statusFail, name, err.Error(), key + ": name a DC in url or urls, or set discover"})
+		return "", false
+	}
+	urls, err := l.Candidates(ctx)
+	if err != nil {
+		d.add(checkResult{statusFail, name, err.Error(), "check " + key + ".discover (dns_domain, site, resolver) and that DNS has the DCs' SRV records (" + strings.Join(l.Names(), ", ") + ")"})
+		return "", false
+	}
+	var states []string
+	first := ""
+	for _, x := range urls {
+		tc, err := ldapconn.TLSConfig(x, dom.CAFile, dom.InsecureSkipVerify)
+		if err == nil {
+			var c *ldap.Conn
+			if c, err = ldapconn.Connect(ldapconn.Config{URL: x, StartTLS: dom.StartTLS, DialTimeout: d.timeout, RequestTimeout: d.timeout}, tc); err == nil {
+				c.Close()
+			}
+		}
+		if err != nil {
+			states = append(states, x+": does not answer ("+err.Error()+")")
+			continue
+		}
+		states = append(states, x+": answers")
+		if first == "" {
+			first = x
+		}
+	}
+	detail := fmt.Sprintf("%d found, in the order pwsync tries them: %s", len(urls), strings.Join(states, "; "))
+	switch {
+	case first == "":
+		d.add(checkResult{statusFail, name, detail, "no DC of " + dom.Name + " answers from here: check the firewall (636 for ldaps, 389 for start_tls) and DNS"})
+		return "", false
+	case first != urls[0]:
+		d.add(checkResult{statusWarn, name, detail, "the preferred DC " + urls[0] + " does not answer: pwsync runs on " + first + " meanwhile"})
+	default:
+		d.add(checkResult{Status: statusPass, Name: name, Detail: detail})
+	}
+	return first, true
 }
