@@ -52,7 +52,7 @@ func (c *campaignLDAP) pool(name string) (*campaign.LDAP, error) {
 	}
 	p, err := campaign.NewLDAP(campaign.LDAPConfig{URLs: domainDCs(context.Background(), d), StartTLS: d.StartTLS, CAFile: d.CAFile,
 		InsecureSkipVerify: d.InsecureSkipVerify, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(),
-		Conns: c.cfg.Campaigns.ADConcurrency})
+		Kerberos: ldapKerberos(d.Kerberos), Conns: c.cfg.Campaigns.ADConcurrency})
 	if err != nil {
 		return nil, fmt.Errorf("domain %s: %w", d.Name, err)
 	}

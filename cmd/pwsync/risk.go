@@ -38,7 +38,8 @@ func riskServices(ctx context.Context, cfg config.Config, t config.Targets, conn
 		var doms []adwrite.Domain
 		for _, d := range cfg.AD.Domains {
 			doms = append(doms, adwrite.Domain{Name: d.Name, URLs: domainDCs(ctx, d), StartTLS: d.StartTLS, CAFile: d.CAFile,
-				InsecureSkipVerify: d.InsecureSkipVerify, BindDN: d.BindDN, BindPassword: d.BindPassword.Value()})
+				InsecureSkipVerify: d.InsecureSkipVerify, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(),
+				Kerberos: ldapKerberos(d.Kerberos)})
 		}
 		w, err := adwrite.New(ctx, adwrite.Deps{JS: conn.JS, Domains: doms, Risk: client,
 			Log: log.With().Str("service", "actuator").Logger()})

@@ -84,7 +84,7 @@ func (l *LDAP) dial() (*ldap.Conn, error) {
 			urls = l.cfg.URLs
 		}
 		c, _, err := ldapconn.DialFirst(urls, ldapconn.Config{StartTLS: l.cfg.StartTLS, BindDN: l.cfg.BindDN,
-			BindPassword: l.cfg.BindPassword, RequestTimeout: l.cfg.Timeout}, l.cfg.CAFile, l.cfg.InsecureSkipVerify)
+			BindPassword: l.cfg.BindPassword, Kerberos: l.cfg.Kerberos, RequestTimeout: l.cfg.Timeout}, l.cfg.CAFile, l.cfg.InsecureSkipVerify)
 		return c, err
 	}
 	return ldapconn.Dial(ldapconn.Config{URL: l.cfg.URL, StartTLS: l.cfg.StartTLS,

@@ -73,6 +73,7 @@ type Domain struct {
 	AllowPlain         bool          `yaml:"allow_plain"`
 	BindDN             string        `yaml:"bind_dn"`
 	BindPassword       Secret        `yaml:"bind_password"`
+	Kerberos           *Kerberos     `yaml:"kerberos"` // instead of bind_dn/bind_password (kerberos.go)
 	BaseDN             string        `yaml:"base_dn"`
 	UserFilter         string        `yaml:"user_filter"`
 	Mode               string        `yaml:"mode"` // dirsync | usn | auto

@@ -362,12 +362,7 @@ func (d Domain) validate(key string) []error {
 	if d.Discover != nil {
 		errs = append(errs, d.Discover.validate(key+".discover", d)...)
 	}
-	if d.BindDN == "" {
-		add("bind_dn", "required")
-	}
-	if !d.BindPassword.IsSet() {
-		add("bind_password", "required")
-	}
+	errs = append(errs, d.validateBind(key)...) // kerberos.go
 	if d.BaseDN == "" {
 		add("base_dn", "required (the naming context root, e.g. DC=example,DC=com)")
 	}

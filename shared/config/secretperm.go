@@ -7,15 +7,18 @@ import (
 )
 
 // secretFileWarnings names every file that holds a secret (file: secrets,
-// the Graph certificate with its private key, NATS credentials, the
-// webhook's and admin API's TLS private keys) and that
-// group or others may read: anyone with a shell on the host could act as
+// AD keytabs, the Graph certificate with its private key, NATS credentials,
+// the webhook's and admin API's TLS private keys) and that group or others
+// may read: anyone with a shell on the host could act as
 // pwsync.
 func (c *Config) secretFileWarnings() []string {
 	files := map[string]string{}
 	for i, d := range c.AD.Domains {
 		if p, ok := strings.CutPrefix(d.BindPassword.ref, "file:"); ok {
 			files[fmt.Sprintf("ad.domains[%d].bind_password", i)] = p
+		}
+		if d.Kerberos != nil && d.Kerberos.KeytabFile != "" { // a keytab is as good as the password
+			files[fmt.Sprintf("ad.domains[%d].kerberos.keytab_file", i)] = d.Kerberos.KeytabFile
 		}
 	}
 	for key, s := range map[string]Secret{"graph.client_secret": c.Graph.ClientSecret,

@@ -7,6 +7,7 @@ package ldapconn
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -30,6 +31,9 @@ type Config struct {
 	// RequestTimeout bounds each request on the connection; 0 leaves
 	// go-ldap's default (none).
 	RequestTimeout time.Duration
+	// Kerberos, when set, binds with GSSAPI and a keytab instead of
+	// BindDN/BindPassword (kerberos.go).
+	Kerberos *Kerberos
 }
 
 // TLSConfig is the TLS configuration for a DC at rawURL: TLS 1.2 or later,
@@ -85,20 +89,35 @@ func Connect(cfg Config, tc *tls.Config) (*ldap.Conn, error) {
 	return c, nil
 }
 
-// Dial connects (Connect) and binds as cfg.BindDN.
+// Dial connects (Connect) and binds (Bind).
 func Dial(cfg Config, tc *tls.Config) (*ldap.Conn, error) {
 	c, err := Connect(cfg, tc)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Bind(cfg.BindDN, cfg.BindPassword); err != nil {
+	if err := Bind(c, cfg); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("binding to %s as %s: %w", cfg.URL, cfg.BindDN, err)
+		return nil, err
 	}
 	return c, nil
 }
 
-// IsNetwork reports whether err is a network-level LDAP failure: the DC was
-// not reached or the connection broke. From Dial it means nothing was sent,
-// so a write that failed this way was not attempted.
-func IsNetwork(err error) bool { return ldap.IsErrorAnyOf(err, ldap.ErrorNetwork) }
+// Bind binds c as cfg says: with Kerberos when cfg.Kerberos is set, else
+// with a simple bind as cfg.BindDN.
+func Bind(c *ldap.Conn, cfg Config) error {
+	if cfg.Kerberos != nil {
+		return bindKerberos(c, cfg)
+	}
+	if err := c.Bind(cfg.BindDN, cfg.BindPassword); err != nil {
+		return fmt.Errorf("binding to %s as %s: %w", cfg.URL, cfg.BindDN, err)
+	}
+	return nil
+}
+
+// IsNetwork reports whether err is a network-level failure: the DC (or,
+// for a Kerberos bind, every KDC) was not reached or the connection broke.
+// From Dial it means nothing was sent, so a write that failed this way was
+// not attempted.
+func IsNetwork(err error) bool {
+	return ldap.IsErrorAnyOf(err, ldap.ErrorNetwork) || errors.Is(err, ErrKDCUnreachable)
+}

@@ -239,7 +239,7 @@ func (s *Service) withConn(dom Domain, op func(*ldap.Conn) error) error {
 	if c == nil || c.IsClosing() {
 		var err error
 		c, _, err = ldapconn.DialFirst(dom.dcs(), ldapconn.Config{StartTLS: dom.StartTLS, BindDN: dom.BindDN,
-			BindPassword: dom.BindPassword, DialTimeout: 10 * time.Second, RequestTimeout: 30 * time.Second},
+			BindPassword: dom.BindPassword, Kerberos: dom.Kerberos, DialTimeout: 10 * time.Second, RequestTimeout: 30 * time.Second},
 			dom.CAFile, dom.InsecureSkipVerify)
 		if err != nil {
 			return fmt.Errorf("connecting to %s: %w", dom.Name, err) // retried
