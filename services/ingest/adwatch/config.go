@@ -215,9 +215,12 @@ func (c Config) tlsConfig(dcURL string) (*tls.Config, error) {
 
 // cursorKey is the key of this domain's cursor in the cursors bucket. NATS KV
 // keys allow letters, digits and -_=./ only.
-func (c Config) cursorKey(mode string) string {
+func (c Config) cursorKey(mode string) string { return mode + "." + kvSafe(c.Domain) }
+
+// kvSafe lowers s and replaces what a KV key cannot hold.
+func kvSafe(s string) string {
 	var b strings.Builder
-	for _, r := range strings.ToLower(c.Domain) {
+	for _, r := range strings.ToLower(s) {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '.', r == '_':
 			b.WriteRune(r)
@@ -225,5 +228,5 @@ func (c Config) cursorKey(mode string) string {
 			b.WriteByte('_')
 		}
 	}
-	return mode + "." + b.String()
+	return b.String()
 }

@@ -61,9 +61,9 @@ func (s *usnPoll) start(ctx context.Context, c *ldap.Conn) error {
 	if s.ncRoot == "" {
 		s.ncRoot = s.w.cfg.BaseDN
 	}
-	raw, err := s.w.cursors.Load(ctx, s.key)
+	raw, err := s.loadCursor(ctx, dse)
 	if err != nil {
-		return fmt.Errorf("loading cursor %s: %w", s.key, err)
+		return err
 	}
 	if raw != nil {
 		var cur usnCursor
@@ -96,6 +96,29 @@ func (s *usnPoll) start(ctx context.Context, c *ldap.Conn) error {
 		}
 	}
 	return s.fullSync(ctx, c, dse, id)
+}
+
+// loadCursor loads the watermark. With several DCs each keeps its own
+// (its USNs are its own): back on a DC, the poll resumes from its
+// watermark instead of a full sync. A domain's first multi-DC start finds
+// the one-DC cursor, which is used when it is this DC's.
+func (s *usnPoll) loadCursor(ctx context.Context, dse rootDSE) ([]byte, error) {
+	legacy := s.w.cfg.cursorKey(ModeUSN)
+	keys := []string{legacy}
+	if len(s.w.cfg.URLs) > 1 || s.w.cfg.Locate != nil {
+		s.key = legacy + "." + kvSafe(dse.DNSHostName)
+		keys = []string{s.key, legacy}
+	}
+	for _, k := range keys {
+		raw, err := s.w.cursors.Load(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("loading cursor %s: %w", k, err)
+		}
+		if raw != nil {
+			return raw, nil
+		}
+	}
+	return nil, nil
 }
 
 // identify reads the rootDSE and the DC's invocationId. An invocationId the
