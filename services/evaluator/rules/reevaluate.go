@@ -35,7 +35,10 @@ func Reevaluate(p Policy, s State, ev events.Envelope) Result {
 		// stored state for a repeat of itself
 		prior.AD.USNChanged = s.AD.USNChanged - 1
 	}
+	// s.AD is on the user's sequence already (dcorder.go): not mapped again.
+	prior.USNOffset = 0
 	res := EvaluateAD(p, prior, ev, s.AD)
+	res.State.USNOffset = s.USNOffset
 	if !res.Changed {
 		return Result{State: s}
 	}

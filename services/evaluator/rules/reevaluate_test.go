@@ -127,3 +127,30 @@ func hasActReason(ds []Decision, sub string) bool {
 	}
 	return false
 }
+
+// TestReevaluateKeepsTheDCMapping: a user last read from a second DC (its
+// USNs mapped onto the user's sequence) is re-evaluated without mapping
+// them twice or losing the mapping: the DC's next change still counts.
+func TestReevaluateKeepsTheDCMapping(t *testing.T) {
+	p := policy()
+	var s State
+	for _, u := range []events.ADUser{user(900, setTime, dc("dc1", 1)), user(40, setTime, dc("dc2", 1))} {
+		s = EvaluateAD(p, s, events.Envelope{ID: u.EventID(), Time: at}, u).State
+	}
+	for _, inScope := range []bool{true, false} {
+		st := s
+		st.InScope = inScope
+		res := Reevaluate(p, st, events.Envelope{ID: "reevaluate.x", Time: at})
+		got := st
+		if res.Changed {
+			got = res.State
+		}
+		if got.USNOffset != s.USNOffset || got.AD.USNChanged != s.AD.USNChanged {
+			t.Fatalf("in scope %v: offset %d usn %d after the pass, want %d and %d", inScope, got.USNOffset, got.AD.USNChanged, s.USNOffset, s.AD.USNChanged)
+		}
+		next := user(41, 0, dc("dc2", 2))
+		if acts := EvaluateAD(p, got, events.Envelope{ID: next.EventID(), Time: at}, next).Actions; len(acts) == 0 {
+			t.Fatalf("in scope %v: the second DC's next reset decided nothing after the pass", inScope)
+		}
+	}
+}
