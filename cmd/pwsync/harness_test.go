@@ -92,6 +92,12 @@ type stackOpts struct {
 	GraphSecret string
 	// BindDN and BindPassword replace the DC administrator as the bind account.
 	BindDN, BindPassword string
+	// ADURLs lists the domain's DCs (urls:, preferred first) instead of url.
+	ADURLs []string
+	// PreferredProbe is ad.domains[].preferred_probe.
+	PreferredProbe time.Duration
+	// Kerberos binds with a keytab instead: no bind_dn, no bind_password.
+	Kerberos *krbOpts
 	// Expiry turns on the expiry rules with these lead days.
 	Expiry []int
 	// Notify delivers notices (notify.enabled, one sender mailbox, the
@@ -134,6 +140,9 @@ type stackOpts struct {
 	Pprof bool
 }
 
+// krbOpts is ad.domains[].kerberos (kerberos_e2e_test.go).
+type krbOpts struct{ Principal, KeytabFile, KRB5Conf string }
+
 type undoOpts struct {
 	AwaitCloud     time.Duration
 	ClearCloudFlag bool
@@ -158,10 +167,21 @@ nats:
 ad:
   domains:
     - name: example.test
+{{- if .Opts.ADURLs}}
+      urls: [{{range $i, $u := .Opts.ADURLs}}{{if $i}}, {{end}}{{$u}}{{end}}]
+{{- else}}
       url: {{if .Opts.ADURL}}{{.Opts.ADURL}}{{else}}{{.DC.LDAPSURL}}{{end}}
+{{- end}}
+{{- with .Opts.PreferredProbe}}
+      preferred_probe: {{.}}
+{{- end}}
       ca_file: {{.DC.CAFile}}
+{{- with .Opts.Kerberos}}
+      kerberos: {realm: {{$.DC.Realm}}, principal: "{{.Principal}}", keytab_file: {{.KeytabFile}}, krb5_conf: {{.KRB5Conf}}}
+{{- else}}
       bind_dn: "{{.BindDN}}"
       bind_password: {{if .Opts.LiteralSecrets}}"{{.BindPW}}"{{else}}env:PWSYNC_TEST_AD_PASSWORD{{end}}
+{{- end}}
       base_dn: {{.DC.BaseDN}}
       poll_interval: {{if .Opts.PollOnly}}2s{{else}}1s{{end}}
       notifications: {{not .Opts.PollOnly}}
