@@ -49,6 +49,8 @@ func (d *doctor) checkDomain(ctx context.Context, key string, dom config.Domain)
 		d.add(checkResult{statusFail, name + " tls", err.Error(), key + ".ca_file: a PEM file with the CA that issued the DC's certificate"})
 		return
 	}
+	// the keytab and a ticket first: they need the KDC, not the DC's LDAP
+	krbOK := dom.Kerberos == nil || d.checkKerberos(key, name, dom)
 	plain := u.Scheme == "ldap" && !dom.StartTLS
 	c, err := ldapconn.Connect(ldapconn.Config{URL: dom.URL, StartTLS: dom.StartTLS, DialTimeout: d.timeout, RequestTimeout: d.timeout}, tc)
 	switch {
@@ -75,15 +77,25 @@ func (d *doctor) checkDomain(ctx context.Context, key string, dom config.Domain)
 			leaf.Subject.CommonName, leaf.Issuer.CommonName, leaf.NotAfter.Format("2006-01-02"))})
 	}
 
-	if err := c.Bind(dom.BindDN, dom.BindPassword.Value()); err != nil {
-		fix := "check " + key + ".bind_dn and " + key + ".bind_password (and that the account is enabled and its password not expired)"
-		if ldapResult(err) != ldapInvalidCredentials {
-			fix = "the DC refused the bind: " + fix
-		}
-		d.add(checkResult{statusFail, name + " bind", err.Error(), fix})
+	switch {
+	case dom.Kerberos != nil && !krbOK:
+		d.add(checkResult{Status: statusSkip, Name: name + " bind", Detail: "no Kerberos ticket (see above)"})
 		return
+	case dom.Kerberos != nil:
+		if !d.bindKerberos(c, key, name, dom) {
+			return
+		}
+	default:
+		if err := c.Bind(dom.BindDN, dom.BindPassword.Value()); err != nil {
+			fix := "check " + key + ".bind_dn and " + key + ".bind_password (and that the account is enabled and its password not expired)"
+			if ldapResult(err) != ldapInvalidCredentials {
+				fix = "the DC refused the bind: " + fix
+			}
+			d.add(checkResult{statusFail, name + " bind", err.Error(), fix})
+			return
+		}
+		d.add(checkResult{Status: statusPass, Name: name + " bind", Detail: "bound as " + dom.BindDN})
 	}
-	d.add(checkResult{Status: statusPass, Name: name + " bind", Detail: "bound as " + dom.BindDN})
 	d.checkPSOs(c, name, dom)
 
 	if dom.Mode == "usn" {
@@ -103,7 +115,7 @@ func (d *doctor) checkDirSync(c *ldap.Conn, key, name string, dom config.Domain)
 		return ldap.NewSearchRequest(dom.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
 			"(objectGUID=\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00\\00)", []string{"objectGUID"}, nil)
 	}
-	grant := fmt.Sprintf("grant %s \"Replicating Directory Changes\" on %s (AD Users and Computers > domain > Properties > Security, or: dsacl)", dom.BindDN, dom.BaseDN)
+	grant := fmt.Sprintf("grant %s \"Replicating Directory Changes\" on %s (AD Users and Computers > domain > Properties > Security, or: dsacl)", bindAccount(dom), dom.BaseDN)
 	if _, err := c.DirSync(req(), objectSecurity, 0, nil); err != nil {
 		var fix string
 		switch ldapResult(err) {
@@ -187,7 +199,7 @@ func (d *doctor) checkPSOs(c *ldap.Conn, name string, dom config.Domain) {
 		slices.Sort(missing)
 		d.add(checkResult{statusWarn, name + " psos", fmt.Sprintf("%d PSO(s) apply to users or groups but %s cannot read them (e.g. %s): "+
 			"pwsync uses the DC's computed expiry, but does not see those PSOs change and has no fallback expiry for their users",
-			len(missing), dom.BindDN, missing[0]), psoGrant(dom, psc)})
+			len(missing), bindAccount(dom), missing[0]), psoGrant(dom, psc)})
 	case len(readable) > 0:
 		d.add(checkResult{Status: statusPass, Name: name + " psos", Detail: fmt.Sprintf("%d PSO(s) readable in %s", len(readable), psc)})
 	default:
@@ -197,7 +209,7 @@ func (d *doctor) checkPSOs(c *ldap.Conn, name string, dom config.Domain) {
 
 func psoGrant(dom config.Domain, psc string) string {
 	return fmt.Sprintf("grant %s read on %s, inherited by its PSOs (AD Users and Computers > System > Password Settings Container > Properties > Security, or: dsacls \"%s\" /I:T /G \"<domain>\\<account>:GR\")",
-		dom.BindDN, psc, psc)
+		bindAccount(dom), psc, psc)
 }
 
 func ldapResult(err error) int {

@@ -30,8 +30,8 @@ type LDAPConfig struct {
 	BindDN             string
 	BindPassword       string
 	Kerberos           *ldapconn.Kerberos // instead of BindDN/BindPassword
-	Timeout            time.Duration // per request, default 30s
-	Conns              int           // pooled connections, default 4
+	Timeout            time.Duration      // per request, default 30s
+	Conns              int                // pooled connections, default 4
 }
 
 // LDAP is an ADDirectory and ADWriter over a small pool of bound connections.

@@ -81,6 +81,8 @@ func (k Kerberos) validate(key string) []error {
 		add("principal", "required (the service account, e.g. svc-pwsync)")
 	case hasRealm && k.Realm != "" && realm != k.Realm:
 		add("principal", "names realm %s, but kerberos.realm is %s", realm, k.Realm)
+	case hasRealm && realm != strings.ToUpper(realm):
+		add("principal", "%s: the realm after @ is upper case (%s@%s), a UPN suffix is not a realm", k.Principal, user, strings.ToUpper(realm))
 	case !hasRealm && k.Realm == "" && k.KRB5Conf == "":
 		add("realm", "required (e.g. EXAMPLE.COM), or principal@REALM, or a krb5_conf with default_realm")
 	}

@@ -56,6 +56,8 @@ func TestKerberosConfig(t *testing.T) {
 		{name: "realm_lower_case", yaml: set("realm: EXAMPLE.TEST", "realm: example.test"), want: []string{"ad.domains[0].kerberos.realm:", "upper case"}},
 		{name: "realms_differ", yaml: set("principal: svc-pwsync", "principal: svc-pwsync@OTHER.TEST"),
 			want: []string{"ad.domains[0].kerberos.principal: names realm OTHER.TEST"}},
+		{name: "principal_upn", yaml: set("realm: EXAMPLE.TEST\n        principal: svc-pwsync", "principal: svc-pwsync@example.test"),
+			want: []string{"ad.domains[0].kerberos.principal:", "svc-pwsync@EXAMPLE.TEST"}},
 		{name: "krb5_conf_missing", yaml: set("kdcs:", "krb5_conf: /nonexistent/krb5.conf\n        kdcs:"),
 			want: []string{"ad.domains[0].kerberos.krb5_conf:"}},
 		{name: "bad_kdc", yaml: set("\"dc2.example.test:88\"", "\"dc2.example.test:eighty\""), want: []string{"ad.domains[0].kerberos.kdcs[1]: must be host"}},

@@ -184,6 +184,15 @@ func bindKerberos(c *ldap.Conn, cfg Config) error {
 	return nil
 }
 
+// KerberosSPN is the SPN a Kerberos bind on c (connected to cfg.URL)
+// asks a ticket for.
+func KerberosSPN(c *ldap.Conn, cfg Config) (string, error) {
+	if cfg.Kerberos == nil {
+		return "", fmt.Errorf("%w: no Kerberos settings", ErrKerberosConfig)
+	}
+	return cfg.Kerberos.spnFor(c, cfg.URL)
+}
+
 // spnFor is the SPN to ask a ticket for: the configured one, else
 // ldap/<URL host>, else, for an IP address, ldap/<the DC's dnsHostName>
 // from the rootDSE (readable before a bind).
@@ -201,7 +210,7 @@ func (k Kerberos) spnFor(c *ldap.Conn, rawURL string) (string, error) {
 	}
 	name, err := dnsHostName(c)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s names the DC by IP address and its rootDSE gives no dnsHostName (%v): set the Kerberos SPN (ldap/<the DC's FQDN>)",
+		return "", fmt.Errorf("%w: %s names the DC by IP address and its rootDSE gives no dnsHostName (%w): set the Kerberos SPN (ldap/<the DC's FQDN>)",
 			ErrSPNUnknown, rawURL, err)
 	}
 	return "ldap/" + name, nil

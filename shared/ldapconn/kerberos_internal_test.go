@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pwsync/pwsync/testrig/krbtest"
 )
 
 func TestKerberosSplit(t *testing.T) {
@@ -136,8 +138,9 @@ func TestKerberosSPN(t *testing.T) {
 // a new login on the next dial, and that a keytab exported anew (the
 // account's password changed) is read without a restart.
 func TestKerberosRenewal(t *testing.T) {
-	f := NewKrbFixture(t)
-	k := *f.Kerberos()
+	f := krbtest.Require(t)
+	user, kt := f.NewUser(t, "krbrenew")
+	k := Kerberos{Realm: f.Realm, Principal: user.SAM, KeytabFile: kt, KRB5Conf: f.KRB5Conf}
 	dial := func(t *testing.T) {
 		t.Helper()
 		tc, err := TLSConfig(f.DC.LDAPSURL, f.DC.CAFile, false)
@@ -159,9 +162,9 @@ func TestKerberosRenewal(t *testing.T) {
 		{name: "second_dial_reuses", wantLogins: 0},
 		{name: "tgt_destroyed_logs_in_again", before: func(t *testing.T) { DestroyKerberosClient(t, k) }, wantLogins: 1},
 		{name: "keytab_reexported", before: func(t *testing.T) {
-			f.DC.ResetPassword(t, f.User.DN, "Renewed.Passw0rd-3", false)
+			f.DC.ResetPassword(t, user.DN, "Renewed.Passw0rd-3", false)
 			time.Sleep(10 * time.Millisecond) // a new mtime even on coarse clocks
-			f.Export(t, f.User.SAM, filepath.Base(f.Keytab))
+			f.Export(t, user.SAM, filepath.Base(kt))
 		}, wantLogins: 1},
 		{name: "then_reused", wantLogins: 0},
 	}
@@ -187,8 +190,9 @@ func TestKerberosTicketExpiry(t *testing.T) {
 	if os.Getenv("PWSYNC_KRB_EXPIRY_TEST") != "1" {
 		t.Skip("set PWSYNC_KRB_EXPIRY_TEST=1 to wait for a ticket to expire (over 5 minutes)")
 	}
-	f := NewKrbFixture(t)
-	k := *f.Kerberos()
+	f := krbtest.Require(t)
+	user, kt := f.NewUser(t, "krbexpiry")
+	k := Kerberos{Realm: f.Realm, Principal: user.SAM, KeytabFile: kt}
 	k.KRB5Conf = f.WriteKRB5Conf(t, "short.krb5.conf", "\tticket_lifetime = 6m\n\trenew_lifetime = 0")
 	tc, err := TLSConfig(f.DC.LDAPSURL, f.DC.CAFile, false)
 	if err != nil {

@@ -11,28 +11,27 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/pwsync/pwsync/shared/ldapconn"
-	"github.com/pwsync/pwsync/testrig/adtest"
+	"github.com/pwsync/pwsync/testrig/krbtest"
 )
 
 // TestKerberosBind binds with GSSAPI against the test DC's KDC: the bound
 // connection reads what an anonymous one may not, and each wrong setting
 // fails with its cause.
 func TestKerberosBind(t *testing.T) {
-	f := ldapconn.NewKrbFixture(t)
+	f := krbtest.Require(t)
 	dc := f.DC
+	user, userKT := f.NewUser(t, "krb")
 	garbage := filepath.Join(t.TempDir(), "garbage.keytab")
 	if err := os.WriteFile(garbage, []byte("not a keytab"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// another account's keytab, and one whose password changed since
-	other := dc.CreateUser(t, dc.NewOU(t), "krbother", adtest.UserOpts{})
-	otherKT := f.Export(t, other.SAM, "other.keytab")
-	stale := dc.CreateUser(t, dc.NewOU(t), "krbstale", adtest.UserOpts{})
-	staleKT := f.Export(t, stale.SAM, "stale.keytab")
+	_, otherKT := f.NewUser(t, "krbother")
+	stale, staleKT := f.NewUser(t, "krbstale")
 	dc.ResetPassword(t, stale.DN, "Stale.Passw0rd-2", false)
 	unknownKT := f.WriteKeytab(t, "svc-nobody-here", "Some.Passw0rd-1", "unknown.keytab")
 
-	base := *f.Kerberos()
+	base := ldapconn.Kerberos{Realm: f.Realm, Principal: user.SAM, KeytabFile: userKT, KRB5Conf: f.KRB5Conf}
 	with := func(mod func(k *ldapconn.Kerberos)) *ldapconn.Kerberos {
 		k := base
 		mod(&k)
@@ -50,7 +49,7 @@ func TestKerberosBind(t *testing.T) {
 		{name: "start_tls", url: dc.LDAPURL, startTLS: true, krb: &base},
 		{name: "spn_explicit", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) { k.SPN = "host/" + f.HostName })},
 		{name: "principal_at_realm_no_krb5conf", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) {
-			k.Principal, k.Realm, k.KRB5Conf, k.KDCs = f.User.SAM+"@"+f.Realm, "", "", []string{strings.TrimSuffix(f.KDC, ":88")}
+			k.Principal, k.Realm, k.KRB5Conf, k.KDCs = user.SAM+"@"+f.Realm, "", "", []string{strings.TrimSuffix(f.KDC, ":88")}
 		})},
 		{name: "keytab_missing", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) { k.KeytabFile = garbage + ".absent" }),
 			wantErr: ldapconn.ErrKeytab},
@@ -63,7 +62,7 @@ func TestKerberosBind(t *testing.T) {
 		{name: "principal_unknown", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) {
 			k.Principal, k.KeytabFile = "svc-nobody-here", unknownKT
 		}), wantErr: ldapconn.ErrPrincipalUnknown},
-		{name: "realm_mismatch", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) { k.Principal = f.User.SAM + "@OTHER.TEST" }),
+		{name: "realm_mismatch", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) { k.Principal = user.SAM + "@OTHER.TEST" }),
 			wantErr: ldapconn.ErrKerberosConfig},
 		{name: "kdc_unreachable", url: dc.LDAPSURL, krb: with(func(k *ldapconn.Kerberos) {
 			k.KRB5Conf, k.KDCs = "", []string{closedPort(t)}
@@ -97,8 +96,8 @@ func TestKerberosBind(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if dn := findAccount(t, c, dc.BaseDN, f.User.SAM); !strings.EqualFold(dn, f.User.DN) {
-				t.Fatalf("the bound connection found %q for %s, want %q", dn, f.User.SAM, f.User.DN)
+			if dn := findAccount(t, c, dc.BaseDN, user.SAM); !strings.EqualFold(dn, user.DN) {
+				t.Fatalf("the bound connection found %q for %s, want %q", dn, user.SAM, user.DN)
 			}
 		})
 	}
@@ -113,9 +112,9 @@ func TestKerberosBind(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		res, err := c.Search(accountSearch(dc.BaseDN, f.User.SAM))
+		res, err := c.Search(accountSearch(dc.BaseDN, user.SAM))
 		if err == nil && len(res.Entries) > 0 {
-			t.Fatalf("an anonymous search found %s: the Kerberos cases prove nothing", f.User.SAM)
+			t.Fatalf("an anonymous search found %s: the Kerberos cases prove nothing", user.SAM)
 		}
 	})
 }
