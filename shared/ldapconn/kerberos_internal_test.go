@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jcmturner/gokrb5/v8/keytab"
+
 	"github.com/pwsync/pwsync/testrig/krbtest"
 )
 
@@ -207,5 +209,56 @@ func TestKerberosTicketExpiry(t *testing.T) {
 		c.Close()
 		t.Logf("dial %d bound at %s", i, time.Now().Format(time.TimeOnly))
 		time.Sleep(30 * time.Second)
+	}
+}
+
+func TestInspectKeytab(t *testing.T) {
+	type key struct {
+		principal string
+		kvno      uint8
+		etype     int32
+	}
+	tests := []struct {
+		name      string
+		keys      []key
+		wantKVNO  uint32
+		wantTypes []string
+		wantWeak  bool
+		wantErr   error
+	}{
+		{name: "aes", keys: []key{{"svc", 2, 18}, {"svc", 2, 17}}, wantKVNO: 2,
+			wantTypes: []string{"aes256-cts-hmac-sha1-96", "aes128-cts-hmac-sha1-96"}},
+		{name: "rc4_only_is_weak", keys: []key{{"svc", 1, 23}}, wantKVNO: 1, wantTypes: []string{"rc4-hmac"}, wantWeak: true},
+		{name: "newest_version", keys: []key{{"svc", 1, 23}, {"svc", 3, 18}, {"other", 9, 18}}, wantKVNO: 3,
+			wantTypes: []string{"aes256-cts-hmac-sha1-96"}},
+		{name: "principal_missing", keys: []key{{"other", 1, 18}}, wantErr: ErrNotInKeytab},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			kt := keytab.New()
+			for _, k := range tt.keys {
+				if err := kt.AddEntry(k.principal, "EX.COM", "Some.Passw0rd-1", time.Now(), k.kvno, k.etype); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := kt.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "k.keytab")
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			info, err := InspectKeytab(Kerberos{Realm: "EX.COM", Principal: "svc", KeytabFile: path})
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || info.KVNO != tt.wantKVNO || !slices.Equal(info.EncTypes, tt.wantTypes) || info.Weak != tt.wantWeak {
+				t.Fatalf("info = %+v, %v; want kvno %d, %v, weak %v", info, err, tt.wantKVNO, tt.wantTypes, tt.wantWeak)
+			}
+		})
 	}
 }
