@@ -131,8 +131,8 @@ func (f *Fixture) WriteKeytab(t testing.TB, principal, password, name string) st
 	return path
 }
 
-// ensureLDAPSPN returns the DC's dnsHostName after making sure its account
-// has ldap/<dnsHostName>.
+// ensureLDAPSPN returns the DC's dnsHostName after making sure every DC's
+// account (a second DC's too) has ldap/<its dnsHostName>.
 func (f *Fixture) ensureLDAPSPN(t testing.TB) string {
 	t.Helper()
 	c := f.DC.Conn(t)
@@ -141,22 +141,30 @@ func (f *Fixture) ensureLDAPSPN(t testing.TB) string {
 	if err != nil || len(root.Entries) != 1 || root.Entries[0].GetAttributeValue("dnsHostName") == "" {
 		t.Fatalf("krbtest: reading the DC's dnsHostName: %v", err)
 	}
-	host := root.Entries[0].GetAttributeValue("dnsHostName")
+	// userAccountControl SERVER_TRUST_ACCOUNT (8192): the DCs' accounts
 	res, err := c.Search(ldap.NewSearchRequest(f.DC.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases, 0, 0, false,
-		fmt.Sprintf("(&(objectClass=computer)(dNSHostName=%s))", ldap.EscapeFilter(host)), []string{"servicePrincipalName"}, nil))
-	if err != nil || len(res.Entries) != 1 {
-		t.Fatalf("krbtest: finding the DC's account (%s): %v", host, err)
+		"(&(objectClass=computer)(userAccountControl:1.2.840.113556.1.4.803:=8192))", []string{"dNSHostName", "servicePrincipalName"}, nil))
+	if err != nil || len(res.Entries) == 0 {
+		t.Fatalf("krbtest: finding the DCs' accounts: %d, %v", len(res.Entries), err)
 	}
-	spn := "ldap/" + host
-	for _, v := range res.Entries[0].GetAttributeValues("servicePrincipalName") {
-		if strings.EqualFold(v, spn) {
-			return host
+	for _, e := range res.Entries {
+		if host := e.GetAttributeValue("dNSHostName"); host != "" {
+			addSPN(t, c, e, "ldap/"+host)
 		}
 	}
-	m := ldap.NewModifyRequest(res.Entries[0].DN, nil)
+	return root.Entries[0].GetAttributeValue("dnsHostName")
+}
+
+func addSPN(t testing.TB, c *ldap.Conn, e *ldap.Entry, spn string) {
+	t.Helper()
+	for _, v := range e.GetAttributeValues("servicePrincipalName") {
+		if strings.EqualFold(v, spn) {
+			return
+		}
+	}
+	m := ldap.NewModifyRequest(e.DN, nil)
 	m.Add("servicePrincipalName", []string{spn})
 	if err := c.Modify(m); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultAttributeOrValueExists) {
-		t.Fatalf("krbtest: adding %s to %s: %v", spn, res.Entries[0].DN, err)
+		t.Fatalf("krbtest: adding %s to %s: %v", spn, e.DN, err)
 	}
-	return host
 }
