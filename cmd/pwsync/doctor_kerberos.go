@@ -86,9 +86,17 @@ func krbFix(key string, k ldapconn.Kerberos, err error) string {
 		return "enable or unlock the account; if its password expired, set a new one and " + strings.TrimPrefix(export, "export it again: ")
 	case errors.Is(err, ldapconn.ErrEncType):
 		return "the keytab and the account share no encryption type: allow AES on the account (msDS-SupportedEncryptionTypes) and " + export
+	case ldapResult(err) == ldapStrongAuthRequired || strings.Contains(err.Error(), "80090346"):
+		// pwsync's GSSAPI bind relies on TLS: no SASL signing, no TLS channel bindings
+		return "the DC wants SASL signing or TLS channel bindings, which pwsync's Kerberos bind does not send: on Windows, LdapEnforceChannelBinding " +
+			"must be 0 or 1 (\"when supported\", the default), not 2; on Samba set \"ldap server require strong auth = allow_sasl_without_tls_channel_bindings\" " +
+			"(4.20 and later; \"allow_sasl_over_tls\" before)"
 	}
 	return "the DC refused the Kerberos bind: check that " + k.Name() + " may read the domain, and " + key + ".spn"
 }
+
+// ldapStrongAuthRequired is LDAP's strongerAuthRequired result.
+const ldapStrongAuthRequired = 8
 
 // bindAccount names the account pwsync binds as, for doctor's messages.
 func bindAccount(dom config.Domain) string {

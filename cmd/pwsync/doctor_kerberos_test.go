@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/pwsync/pwsync/shared/ldapconn"
 	"github.com/pwsync/pwsync/testrig/graphsim"
 	"github.com/pwsync/pwsync/testrig/krbtest"
 	"github.com/pwsync/pwsync/testrig/natstest"
@@ -106,4 +110,30 @@ func TestDoctorKerberos(t *testing.T) {
 	wantFix(t, o, "FAIL", "ad krb-other-keytab kerberos keytab", "ad.domains[2].kerberos.principal", "klist -k")
 	wantFix(t, o, "FAIL", "ad krb-spn bind", "ad.domains[3].kerberos.spn")
 	wantFix(t, o, "FAIL", "ad krb-no-kdc kerberos ticket", "ad.domains[4].kerberos.kdcs", "port 88")
+}
+
+// TestKrbFix pins the fix doctor prints per cause of a failed Kerberos bind.
+func TestKrbFix(t *testing.T) {
+	k := ldapconn.Kerberos{Realm: "EX.COM", Principal: "svc", KeytabFile: "/etc/pwsync/svc.keytab"}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"stale", fmt.Errorf("login: %w", ldapconn.ErrKeyRejected), "samba-tool domain exportkeytab <file> --principal=svc@EX.COM"},
+		{"not_in_keytab", ldapconn.ErrNotInKeytab, "klist -k /etc/pwsync/svc.keytab"},
+		{"skew", ldapconn.ErrClockSkew, "NTP"},
+		{"strong_auth", &ldap.Error{ResultCode: ldap.LDAPResultStrongAuthRequired, Err: errors.New("Strong(er) authentication required")},
+			"allow_sasl_without_tls_channel_bindings"},
+		{"windows_channel_binding", &ldap.Error{ResultCode: ldap.LDAPResultInvalidCredentials, Err: errors.New("80090346: LdapErr: DSID-0C0906B5")},
+			"LdapEnforceChannelBinding"},
+		{"other", errors.New("LDAP Result Code 49"), "key.spn"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := krbFix("key", k, tt.err); !strings.Contains(got, tt.want) {
+				t.Fatalf("fix %q lacks %q", got, tt.want)
+			}
+		})
+	}
 }
