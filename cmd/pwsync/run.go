@@ -33,6 +33,7 @@ import (
 	"github.com/pwsync/pwsync/shared/graph"
 	"github.com/pwsync/pwsync/shared/graph/msgraph"
 	"github.com/pwsync/pwsync/shared/health"
+	"github.com/pwsync/pwsync/shared/ldapconn"
 	"github.com/pwsync/pwsync/shared/metrics"
 	"github.com/pwsync/pwsync/shared/natsx"
 )
@@ -49,6 +50,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	ldapconn.SetLogger(log) // Kerberos logins and renewals
 	if off := os.Getenv("PWSYNC_CLOCK_OFFSET"); off != "" {
 		log.Warn().Str("offset", off).Msg("PWSYNC_CLOCK_OFFSET moves the evaluator's clock: for tests only")
 	}
@@ -335,7 +337,7 @@ func domainConfig(d config.Domain) adwatch.Config {
 	return adwatch.Config{
 		Domain: d.Name, URLs: d.DCs(), Locate: dcLocate(d), PreferredProbe: d.PreferredProbe,
 		StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
-		AllowPlain: d.AllowPlain, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(), BaseDN: d.BaseDN,
+		AllowPlain: d.AllowPlain, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(), Kerberos: ldapKerberos(d.Kerberos), BaseDN: d.BaseDN,
 		UserFilter: d.UserFilter, Mode: d.Mode, PollInterval: d.PollInterval, Notifications: *d.Notifications,
 		PageSize: d.PageSize, Anchor: d.SourceAnchor,
 	}

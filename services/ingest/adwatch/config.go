@@ -38,18 +38,19 @@ type Config struct {
 	// PreferredProbe: while on a DC other than the first, how often the
 	// earlier ones are tried (default 30s).
 	PreferredProbe     time.Duration
-	StartTLS           bool          // upgrade ldap:// with StartTLS
-	CAFile             string        // CA bundle to verify the DC; empty = system roots
-	InsecureSkipVerify bool          // do not verify the DC's certificate (explicit opt-out only)
-	AllowPlain         bool          // allow ldap:// without StartTLS (bind password in clear)
-	BindDN             string        // DN or UPN of the service account
-	BindPassword       string        // never logged
-	BaseDN             string        // naming context root (DirSync requires it)
-	UserFilter         string        // default DefaultUserFilter
-	Mode               string        // ModeDirSync (default), ModeUSN or ModeAuto
-	PollInterval       time.Duration // floor poll interval, also with notifications (default 2s)
-	Notifications      bool          // change notifications (1.2.840.113556.1.4.528) trigger an immediate poll
-	PageSize           int           // entries per LDAP page and per Sink.Publish (default 500)
+	StartTLS           bool               // upgrade ldap:// with StartTLS
+	CAFile             string             // CA bundle to verify the DC; empty = system roots
+	InsecureSkipVerify bool               // do not verify the DC's certificate (explicit opt-out only)
+	AllowPlain         bool               // allow ldap:// without StartTLS (bind password in clear)
+	BindDN             string             // DN or UPN of the service account
+	BindPassword       string             // never logged
+	Kerberos           *ldapconn.Kerberos // instead of BindDN/BindPassword: a GSSAPI bind with a keytab
+	BaseDN             string             // naming context root (DirSync requires it)
+	UserFilter         string             // default DefaultUserFilter
+	Mode               string             // ModeDirSync (default), ModeUSN or ModeAuto
+	PollInterval       time.Duration      // floor poll interval, also with notifications (default 2s)
+	Notifications      bool               // change notifications (1.2.840.113556.1.4.528) trigger an immediate poll
+	PageSize           int                // entries per LDAP page and per Sink.Publish (default 500)
 	// Anchor is the attribute whose base64 is the cloud account's
 	// onPremisesImmutableId: AnchorObjectGUID (default) or AnchorConsistencyGUID.
 	Anchor      string
@@ -135,11 +136,11 @@ func (c Config) validate() error {
 			errs = append(errs, err)
 		}
 	}
-	if c.BindDN == "" {
+	if c.Kerberos == nil && c.BindDN == "" {
 		bad("BindDN is empty (DirSync and the uSNChanged poll need an authenticated account)")
 	}
-	if c.BindPassword == "" {
-		bad("BindPassword is empty")
+	if c.Kerberos == nil && c.BindPassword == "" {
+		bad("BindPassword is empty (or set Kerberos)")
 	}
 	if c.BaseDN == "" {
 		bad("BaseDN is empty")

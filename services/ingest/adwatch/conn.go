@@ -39,7 +39,7 @@ func (w *Watcher) dialURL(dc string) (*ldap.Conn, error) {
 		return nil, err
 	}
 	return ldapconn.Dial(ldapconn.Config{URL: dc, StartTLS: w.cfg.StartTLS,
-		BindDN: w.cfg.BindDN, BindPassword: w.cfg.BindPassword,
+		BindDN: w.cfg.BindDN, BindPassword: w.cfg.BindPassword, Kerberos: w.cfg.Kerberos,
 		DialTimeout: w.cfg.DialTimeout, KeepAlive: 30 * time.Second, RequestTimeout: requestTimeout}, tc)
 }
 
