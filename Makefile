@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # stall a 10 s run after its first find (measured: 20 execs in 11 s).
 FUZZMINIMIZE ?= 1s
 
-.PHONY: docker all build test test-unit rsyslog samba-ad samba-ad-stop demo bench bench-latency bench-footprint check-pure fuzz vet clean
+.PHONY: docker all build test test-unit rsyslog samba-ad samba-ad2 samba-ad-stop demo bench bench-latency bench-footprint check-pure fuzz vet clean
 
 all: build
 
@@ -22,9 +22,9 @@ build:
 docker:
 	docker build -f deployments/Dockerfile -t ghcr.io/pwsync/pwsync:$$(git describe --always --dirty) --build-arg VERSION=$$(git describe --always --dirty) .
 
-## test: the whole suite, against a real Samba AD DC (installed and started when missing)
-test: samba-ad chromium rsyslog vet check-pure
-	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_REQUIRE_RSYSLOG=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 28m ./...
+## test: the whole suite, against two real Samba AD DCs of one domain (installed, started and joined when missing)
+test: samba-ad2 chromium rsyslog vet check-pure
+	PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_AD2=1 PWSYNC_REQUIRE_BROWSER=1 PWSYNC_REQUIRE_RSYSLOG=1 PWSYNC_SCALEOUT=1 $(GO) test -count=1 -timeout 28m ./...
 	$(MAKE) --no-print-directory fuzz
 
 ## test-unit: everything that needs no AD (AD tests skip)
@@ -73,8 +73,14 @@ samba-ad:
 	scripts/samba-ad/start.sh >/dev/null
 	scripts/samba-ad/seed.sh >/dev/null
 
+## samba-ad2: the second DC joined to samba-ad's domain (127.0.0.2, replicating both ways) and the Kerberos material
+samba-ad2: samba-ad
+	scripts/samba-ad/join.sh >/dev/null
+	scripts/samba-ad/kerberos.sh >/dev/null
+
+## samba-ad-stop: both DCs
 samba-ad-stop:
-	scripts/samba-ad/stop.sh
+	scripts/samba-ad/stop.sh --all
 
 ## demo: Samba AD + Graph simulator + pwsync, and a helpdesk reset flowing through
 demo: samba-ad build

@@ -19,9 +19,11 @@
 #   SAMBA_AD_HOSTNAME       [DC1]            DC NetBIOS/host name
 #   SAMBA_AD_ADMIN_PASSWORD [Admin.Passw0rd] must meet AD complexity
 #   SAMBA_AD_START_TIMEOUT  [90]             seconds to wait for LDAP
-#   SAMBA_AD_SERVICES       [ldap, kdc, rpc] samba "server services"
+#   SAMBA_AD_SERVICES       [ldap, kdc, rpc] samba "server services" (plus drepl, kcc once
+#                                            join.sh has joined a second DC: REPLICATION=1 in
+#                                            settings.env; a joined DC's own dir has it too)
 #   SAMBA_AD_PREFORK_CHILDREN [1]            samba "prefork children"
-#   SAMBA_AD_IP             [127.0.0.1]      the DC's address (a second DC: its own dir and address)
+#   SAMBA_AD_IP             [127.0.0.1]      the DC's address at provision, kept afterwards (settings.env IP_DC)
 set -euo pipefail
 
 log() { echo "samba-ad: $*" >&2; }
@@ -44,7 +46,7 @@ MARKER="$DIR/.samba-ad-test"
 SETTINGS="$DIR/settings.env"
 CONF="$DIR/etc/smb.conf"
 PIDFILE="$DIR/run/samba.pid"
-IP="${SAMBA_AD_IP:-127.0.0.1}"   # another loopback address for a second DC (the host must hold it: ip addr add)
+IP="${SAMBA_AD_IP:-}"   # another loopback address for a second DC (the host must hold it: ip addr add)
 
 # ---------------------------------------------------------------- install
 PKGS=(samba samba-ad-dc samba-ad-provision winbind ldap-utils krb5-user openssl faketime)
@@ -71,10 +73,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- provision
+REPLICATION=
+IP_DC=
 if [ -f "$SETTINGS" ] && [ -f "$DIR/private/sam.ldb" ]; then
     # shellcheck disable=SC1090
     . "$SETTINGS"
+    # a DC keeps the address it was provisioned (or joined, join.sh) with; a
+    # dir provisioned before that was recorded: the address of its last start
+    if [ -n "$IP_DC" ]; then
+        IP=$IP_DC
+    elif [ -z "$IP" ] && [ -f "$DIR/env" ]; then
+        IP=$(sed -n "s|^SAMBA_AD_LDAP_URL='ldap://\(.*\):389'\$|\1|p" "$DIR/env")
+    fi
 else
+    IP=${IP:-127.0.0.1}
+    # a second DC's dir is made by join.sh, never provisioned as a domain of its own
+    [ ! -f "$DIR/.samba-ad-join" ] || die "$DIR holds an unfinished join: run join.sh (or join.sh --reset)"
     if [ -e "$DIR" ] && [ -n "$(ls -A "$DIR" 2>/dev/null)" ]; then
         [ -f "$MARKER" ] || die "$DIR exists, is not empty and is not ours; set SAMBA_AD_DIR elsewhere"
         log "removing incomplete provision in $DIR"
@@ -106,11 +120,13 @@ else
         printf 'DOMAIN=%q\n' "$DOMAIN"
         printf 'HOSTNAME_DC=%q\n' "$HOSTNAME_DC"
         printf 'ADMIN_PASSWORD=%q\n' "$ADMIN_PASSWORD"
+        printf 'IP_DC=%q\n' "$IP"
     } > "$SETTINGS.tmp"
     mv "$SETTINGS.tmp" "$SETTINGS"
     log "provisioned in $(( $(date +%s) - t0 ))s"
 fi
 
+IP=${IP:-127.0.0.1}
 realm_lc="${REALM,,}"
 BASE_DN="DC=${realm_lc//./,DC=}"
 BIND_DN="CN=Administrator,CN=Users,$BASE_DN"
@@ -178,6 +194,13 @@ ldap_rc() {   # 0 ok, 255 not listening yet, 49 bad credentials, 8 strong auth r
 port_open() { (exec 3<>"/dev/tcp/$IP/$1") 2>/dev/null; }
 
 # ---------------------------------------------------------------- smb.conf
+replication_conf() {   # settings of a DC that replicates with another (join.sh)
+    printf '\t%s\n' \
+        "# replication with the other DC (join.sh): a change is announced to it within" \
+        "# ~2 s (default 5 s); each DC pulls from the other 5 s after it starts" \
+        "dreplsrv:notify_interval = 2" \
+        "dreplsrv:periodic_startup_interval = 5"
+}
 # Rewritten on every start so that it always matches this script.
 mkdir -p "$DIR/run" "$DIR/log" "$DIR/cache"
 cat > "$CONF.tmp" <<EOF
@@ -187,7 +210,7 @@ cat > "$CONF.tmp" <<EOF
 	workgroup = $DOMAIN
 	realm = $REALM
 	server role = active directory domain controller
-	server services = ${SAMBA_AD_SERVICES:-ldap, kdc, rpc}
+	server services = ${SAMBA_AD_SERVICES:-ldap, kdc, rpc${REPLICATION:+, drepl, kcc}}
 	# 1 LDAP worker: change notifications (1.2.840.113556.1.4.528) for changes made
 	# over LDAP are pushed in ~50 ms; with more workers a change handled by another
 	# worker (or written to sam.ldb directly) is only seen by the 5 s retry timer
@@ -224,6 +247,11 @@ cat > "$CONF.tmp" <<EOF
 	path = $DIR/state/sysvol/$realm_lc/scripts
 	read only = no
 EOF
+if [ -n "$REPLICATION" ]; then   # into [global], after "dns proxy"
+    { sed -n '1,/^\tdns proxy = no$/p' "$CONF.tmp"; replication_conf
+      sed '1,/^\tdns proxy = no$/d' "$CONF.tmp"; } > "$CONF.tmp2"
+    mv "$CONF.tmp2" "$CONF.tmp"
+fi
 # comments do not count: only a setting that changed is worth a restart
 settings_of() { grep -v '^[[:space:]]*#' "$1"; }
 if [ -f "$CONF" ] && ! cmp -s <(settings_of "$CONF.tmp") <(settings_of "$CONF") && running_pid >/dev/null; then
@@ -244,7 +272,9 @@ else
     log "starting samba ..."
     ts=$(date +%s%N)
     # 9>&-: the daemon must not inherit (and hold forever) the start lock
-    samba -D -s "$CONF" 9>&- || die "samba failed to start (log: $DIR/log/samba.log)"
+    # KRB5_CONFIG: the KDC without DNS, for replication's Kerberos (DRS binds
+    # with krb5 only) with another DC; unused by a DC of its own
+    KRB5_CONFIG="$DIR/krb5.conf" samba -D -s "$CONF" 9>&- || die "samba failed to start (log: $DIR/log/samba.log)"
 fi
 
 ts=${ts:-$(date +%s%N)}
@@ -288,6 +318,8 @@ kv() { local v=${2//\'/\'\\\'\'}; printf "%s='%s'\n" "$1" "$v"; }
     kv SAMBA_AD_SMB_CONF "$CONF"
     kv SAMBA_AD_KRB5_CONFIG "$DIR/krb5.conf"
     kv SAMBA_AD_PID "$pid"
+    kv SAMBA_AD_DC_IP "$IP"
+    kv SAMBA_AD_DC_NETBIOS "$HOSTNAME_DC"
 } > "$DIR/env.tmp"
 mv "$DIR/env.tmp" "$DIR/env"
 sed 's/^/export /' "$DIR/env" > "$DIR/env.sh"

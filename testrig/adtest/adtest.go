@@ -29,11 +29,14 @@ type DC struct {
 	BindPassword string
 	CAFile       string // the CA that issued the DC's LDAPS certificate
 	Realm        string // EXAMPLE.TEST
-	Dir          string // $SAMBA_AD_DIR
+	Dir          string // $SAMBA_AD_DIR (the second DC's: $SAMBA_AD2_DIR)
+	IP           string // 127.0.0.1 (the second DC: 127.0.0.2)
+	Hostname     string // dc1.example.test, the DC's dnsHostName (its LDAP SPN: ldap/<Hostname>)
 
 	tlsConfig *tls.Config
 	mu        sync.Mutex
 	conns     map[testing.TB]*ldap.Conn // one admin connection per test, see admin
+	held      map[testing.TB]bool       // tests holding the DC, see Hold
 }
 
 // RequireEnv set to 1 turns "no DC here" from a skip into a failure (CI).
@@ -60,17 +63,23 @@ func Require(t testing.TB) *DC {
 		}
 		t.Skipf("Samba AD DC not usable, skipping (run scripts/samba-ad/start.sh; %s=1 makes this a failure): %v", RequireEnv, probe.err)
 	}
-	p := probe.dc
-	// a DC of its own per caller: the per-test connection cache is not shared
+	return probe.dc.fresh()
+}
+
+// fresh is a DC of its own per caller: the per-test connection cache is not shared.
+func (dc *DC) fresh() *DC {
 	return &DC{
-		LDAPURL: p.LDAPURL, LDAPSURL: p.LDAPSURL, BaseDN: p.BaseDN, BindDN: p.BindDN,
-		BindUPN: p.BindUPN, BindPassword: p.BindPassword, CAFile: p.CAFile, Realm: p.Realm, Dir: p.Dir,
-		tlsConfig: p.tlsConfig, conns: map[testing.TB]*ldap.Conn{},
+		LDAPURL: dc.LDAPURL, LDAPSURL: dc.LDAPSURL, BaseDN: dc.BaseDN, BindDN: dc.BindDN,
+		BindUPN: dc.BindUPN, BindPassword: dc.BindPassword, CAFile: dc.CAFile, Realm: dc.Realm, Dir: dc.Dir,
+		IP: dc.IP, Hostname: dc.Hostname,
+		tlsConfig: dc.tlsConfig, conns: map[testing.TB]*ldap.Conn{},
 	}
 }
 
-func probeDC() (*DC, error) {
-	path := envFile()
+func probeDC() (*DC, error) { return probeDCAt(envFile()) }
+
+// probeDCAt reads a start.sh env file and checks that an LDAPS bind works.
+func probeDCAt(path string) (*DC, error) {
 	vars, err := parseEnv(path)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -75,13 +76,17 @@ func (dc *DC) AgePassword(t testing.TB, u User, age time.Duration, pw string) ti
 // smbConf is the running DC's smb.conf (SAMBA_AD_SMB_CONF in start.sh's env):
 // a local samba-tool without -H opens the sam.ldb it names.
 func (dc *DC) smbConf() (string, error) {
-	vars, err := parseEnv(envFile())
+	path := envFile()
+	if dc.Dir != "" { // this DC's own (the second DC's is in its dir)
+		path = filepath.Join(dc.Dir, "env")
+	}
+	vars, err := parseEnv(path)
 	if err != nil {
 		return "", err
 	}
 	conf := vars["SAMBA_AD_SMB_CONF"]
 	if conf == "" {
-		return "", fmt.Errorf("%s has no SAMBA_AD_SMB_CONF", envFile())
+		return "", fmt.Errorf("%s has no SAMBA_AD_SMB_CONF", path)
 	}
 	if _, err := os.Stat(conf); err != nil {
 		return "", fmt.Errorf("the DC's smb.conf: %w (is the DC on this machine?)", err)

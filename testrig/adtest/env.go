@@ -3,6 +3,7 @@ package adtest
 import (
 	"bufio"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,6 +88,13 @@ func dcFromEnv(vars map[string]string) (*DC, error) {
 		CAFile:       vars["SAMBA_AD_CA_CERT"],
 		Realm:        vars["SAMBA_AD_REALM"],
 		Dir:          vars["SAMBA_AD_DIR"],
+		IP:           vars["SAMBA_AD_DC_IP"],
+		Hostname:     vars["SAMBA_AD_DC_HOSTNAME"],
+	}
+	if dc.IP == "" { // an env file of a start.sh before SAMBA_AD_DC_IP: the URL's host
+		if u, err := url.Parse(dc.LDAPSURL); err == nil {
+			dc.IP = u.Hostname()
+		}
 	}
 	for name, v := range map[string]string{
 		"SAMBA_AD_LDAP_URL": dc.LDAPURL, "SAMBA_AD_LDAPS_URL": dc.LDAPSURL, "SAMBA_AD_BASE_DN": dc.BaseDN,
