@@ -120,10 +120,14 @@ hosts_block() {   # hosts_block LINE...: the block is these lines (none: no bloc
     local tag="pwsync samba-ad $DIR1" new
     exec 7>/tmp/samba-ad-hosts.lock
     command -v flock >/dev/null && flock -w 60 7
-    new=$(
-        awk -v b="# >>> $tag" -v e="# <<< $tag" '$0==b{skip=1;next} $0==e{skip=0;next} !skip' /etc/hosts
-        if [ $# -gt 0 ]; then echo "# >>> $tag"; printf '%s\n' "$@"; echo "# <<< $tag"; fi
-    )
+    local blk=
+    [ $# -eq 0 ] || blk=$(echo "# >>> $tag"; printf '%s\n' "$@"; echo "# <<< $tag")
+    # in place where the block is (other environments' blocks keep their order), else appended
+    new=$(BLK="$blk" awk -v b="# >>> $tag" -v e="# <<< $tag" '
+        $0==b { skip=1; done=1; if (ENVIRON["BLK"] != "") print ENVIRON["BLK"]; next }
+        $0==e { skip=0; next }
+        !skip
+        END { if (!done && ENVIRON["BLK"] != "") print ENVIRON["BLK"] }' /etc/hosts)
     if [ "$new" != "$(cat /etc/hosts)" ]; then
         printf '%s\n' "$new" > /etc/hosts
         log "/etc/hosts: ${*:-no names for $DIR1}"
