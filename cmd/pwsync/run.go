@@ -335,12 +335,20 @@ var clock = func() func() time.Time {
 
 func domainConfig(d config.Domain) adwatch.Config {
 	return adwatch.Config{
-		Domain: d.Name, URLs: d.DCs(), Locate: dcLocate(d), PreferredProbe: d.PreferredProbe,
+		Domain: d.Name, URL: first(d.DCs()), URLs: d.DCs(), Locate: dcLocate(d), PreferredProbe: d.PreferredProbe,
 		StartTLS: d.StartTLS, CAFile: d.CAFile, InsecureSkipVerify: d.InsecureSkipVerify,
 		AllowPlain: d.AllowPlain, BindDN: d.BindDN, BindPassword: d.BindPassword.Value(), Kerberos: ldapKerberos(d.Kerberos), BaseDN: d.BaseDN,
 		UserFilter: d.UserFilter, Mode: d.Mode, PollInterval: d.PollInterval, Notifications: *d.Notifications,
 		PageSize: d.PageSize, Anchor: d.SourceAnchor,
 	}
+}
+
+// first is the first of a list, or "".
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
 }
 
 // dcLocate lists a domain's DCs with DNS discovery (nil without it: the
