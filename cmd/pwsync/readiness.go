@@ -98,7 +98,10 @@ func (c *catchUp) Ready() bool {
 }
 
 // caughtUp: everything up to mark acked, or nothing left at all (a
-// filtered consumer's ack floor stops at the last message it matches).
+// filtered consumer's ack floor stops at the last message it matches), or
+// everything up to mark delivered and all that is not acked parked on
+// purpose by this process (an undo waiting for Entra can wait for hours;
+// it must not keep a restarted pwsync unready).
 func (c *catchUp) caughtUp(ctx context.Context, st catchUpStage, mark uint64) (bool, error) {
 	cons, err := c.js.Consumer(ctx, st.stream, st.consumer)
 	if err != nil {
@@ -108,5 +111,6 @@ func (c *catchUp) caughtUp(ctx context.Context, st catchUpStage, mark uint64) (b
 	if err != nil {
 		return false, fmt.Errorf("consumer %s on %s: %w", st.consumer, st.stream, err)
 	}
-	return info.AckFloor.Stream >= mark || info.NumPending == 0 && info.NumAckPending == 0, nil
+	return info.AckFloor.Stream >= mark || info.NumPending == 0 && info.NumAckPending == 0 ||
+		info.Delivered.Stream >= mark && info.NumAckPending <= natsx.Parked(st.consumer), nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -83,5 +85,59 @@ func TestCatchUpReadiness(t *testing.T) {
 	publish("events.ad.user", 50) // a later burst
 	if !target.Ready() {
 		t.Fatal("a burst after ready took readiness away")
+	}
+}
+
+// TestCatchUpReadinessCountsParkedAsHandled: an action of the backlog that
+// its handler parked on purpose (an undo waiting for Entra: RetryLater)
+// does not keep a restarted pwsync unready; one that failed does.
+func TestCatchUpReadinessCountsParkedAsHandled(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		err       error
+		wantReady bool
+	}{
+		{"parked", &natsx.RetryLater{After: time.Hour, Err: errors.New("waiting for Entra")}, true},
+		{"failed", errors.New("graph 500"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, conn := natstest.Run(t)
+			natstest.EnsureTopology(t, conn.JS, 1)
+			ctx := context.Background()
+			for i := range 3 {
+				if _, err := conn.JS.Publish(ctx, "actions.graph.require_change", fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			target := catchUpTarget(conn.JS, config.Targets{Actuator: true}, nil, zerolog.Nop())
+			if target.Ready() {
+				t.Fatal("ready with 3 actions unprocessed")
+			}
+			cons, err := conn.JS.Consumer(ctx, natsx.StreamActions, natsx.ConsumerActuator)
+			if err != nil {
+				t.Fatal(err)
+			}
+			batch, err := cons.Fetch(3, jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			handle := natsx.Process(ctx, zerolog.Nop(), time.Second, func(context.Context, json.RawMessage, natsx.Meta) error {
+				n++
+				if n == 2 {
+					return tc.err // the middle one waits or fails
+				}
+				return nil
+			})
+			for m := range batch.Messages() {
+				handle(m)
+			}
+			if n != 3 {
+				t.Fatalf("handled %d, want 3", n)
+			}
+			if got := target.Ready(); got != tc.wantReady {
+				t.Fatalf("ready = %v with the middle action %s, want %v", got, tc.name, tc.wantReady)
+			}
+		})
 	}
 }

@@ -78,6 +78,7 @@ func Process[T any](base context.Context, log zerolog.Logger, budget time.Durati
 			_ = m.TermWithReason("decode: " + err.Error())
 			return Terminated
 		}
+		unpark(meta.Consumer, meta.Sequence.Stream) // back, if it was parked
 		md := Meta{Subject: m.Subject(), StreamSeq: meta.Sequence.Stream, NumDelivered: meta.NumDelivered}
 		if hd := m.Headers(); hd != nil {
 			md.MsgID = hd.Get(nats.MsgIdHdr)
@@ -102,7 +103,9 @@ func Process[T any](base context.Context, log zerolog.Logger, budget time.Durati
 			return Terminated
 		case errors.As(err, &later):
 			l.Warn().Err(err).Dur("retry_in", later.After).Msg("retrying later")
-			_ = m.NakWithDelay(later.After)
+			if m.NakWithDelay(later.After) == nil {
+				park(meta.Consumer, meta.Sequence.Stream, later.After)
+			}
 			return Naked
 		default:
 			delay := RedeliveryDelay(md.NumDelivered)
