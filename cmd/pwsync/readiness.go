@@ -24,10 +24,11 @@ import (
 // once reached: a later burst (a campaign, a policy change) must not take
 // the replica out of service.
 type catchUp struct {
-	js     jetstream.JetStream
-	before func() bool
-	stages []catchUpStage
-	log    zerolog.Logger
+	js      jetstream.JetStream
+	parking *natsx.Parking
+	before  func() bool
+	stages  []catchUpStage
+	log     zerolog.Logger
 
 	mu    sync.Mutex // one check at a time; guards marks and next
 	marks []uint64   // per stage: the stream's last sequence when the stage began
@@ -40,9 +41,10 @@ type catchUp struct {
 type catchUpStage struct{ stream, consumer string }
 
 // catchUpTarget returns the readiness target of the consumers this process
-// runs (evaluator, then actuator); before is the rest of the targets.
-func catchUpTarget(js jetstream.JetStream, t config.Targets, before []health.Target, log zerolog.Logger) health.Target {
-	c := &catchUp{js: js, log: log, start: time.Now(), before: func() bool {
+// runs (evaluator, then actuator); before is the rest of the targets;
+// parking is what those consumers parked on purpose.
+func catchUpTarget(js jetstream.JetStream, parking *natsx.Parking, t config.Targets, before []health.Target, log zerolog.Logger) health.Target {
+	c := &catchUp{js: js, parking: parking, log: log, start: time.Now(), before: func() bool {
 		for _, b := range before {
 			if !b.Ready() {
 				return false
@@ -112,5 +114,5 @@ func (c *catchUp) caughtUp(ctx context.Context, st catchUpStage, mark uint64) (b
 		return false, fmt.Errorf("consumer %s on %s: %w", st.consumer, st.stream, err)
 	}
 	return info.AckFloor.Stream >= mark || info.NumPending == 0 && info.NumAckPending == 0 ||
-		info.Delivered.Stream >= mark && info.NumAckPending <= natsx.Parked(st.consumer), nil
+		info.Delivered.Stream >= mark && info.NumAckPending <= c.parking.Count(st.consumer), nil
 }

@@ -57,7 +57,7 @@ func TestCatchUpReadiness(t *testing.T) {
 	}
 
 	var othersReady atomic.Bool
-	target := catchUpTarget(conn.JS, config.Targets{Evaluator: true, Actuator: true},
+	target := catchUpTarget(conn.JS, natsx.NewParking(), config.Targets{Evaluator: true, Actuator: true},
 		[]health.Target{{Name: "ingest", Ready: othersReady.Load}}, zerolog.Nop())
 
 	publish("events.ad.user", 5) // the full sync's backlog
@@ -109,7 +109,8 @@ func TestCatchUpReadinessCountsParkedAsHandled(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			target := catchUpTarget(conn.JS, config.Targets{Actuator: true}, nil, zerolog.Nop())
+			parking := natsx.NewParking()
+			target := catchUpTarget(conn.JS, parking, config.Targets{Actuator: true}, nil, zerolog.Nop())
 			if target.Ready() {
 				t.Fatal("ready with 3 actions unprocessed")
 			}
@@ -122,7 +123,7 @@ func TestCatchUpReadinessCountsParkedAsHandled(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := 0
-			handle := natsx.Process(ctx, zerolog.Nop(), time.Second, func(context.Context, json.RawMessage, natsx.Meta) error {
+			handle := natsx.Process(ctx, zerolog.Nop(), time.Second, parking, func(context.Context, json.RawMessage, natsx.Meta) error {
 				n++
 				if n == 2 {
 					return tc.err // the middle one waits or fails

@@ -97,6 +97,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	instance := cfg.InstanceName(t)
 	var services []service
 	var targets []health.Target
+	// what the evaluator and actuator park on purpose, for their readiness
+	parking := natsx.NewParking()
 	if t.Ingest {
 		var domains []adwatch.Config
 		for _, d := range cfg.AD.Domains {
@@ -123,7 +125,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			Log:      log.With().Str("service", "evaluator").Logger(),
 			Backfill: evaluator.GateConfig{Threshold: cfg.Evaluator.ForcedChange.BackfillThreshold},
 			Reevaluate: evaluator.ReevaluateConfig{Enabled: cfg.Evaluator.Reevaluate.Enabled,
-				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance, RiskHourlyCap: cfg.Risk.HourlyCap}
+				Rate: cfg.Evaluator.Reevaluate.Rate}, Holder: instance, RiskHourlyCap: cfg.Risk.HourlyCap, Parking: parking}
 		if groups := cfg.Evaluator.Scope.IncludeEntraGroups; len(groups) > 0 {
 			var dir graph.Directory = client // NeedsGraph made it for the evaluator
 			evDeps.Groups = evaluator.NewEntraGroups(dir, groups, cfg.Evaluator.Scope.EntraRefresh, log)
@@ -161,7 +163,8 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 			Log:      log.With().Str("service", "actuator").Logger(),
 			Budget:   writes,
 			Join:     join.Index,
-			Notifier: cfg.Notify.Active()})
+			Notifier: cfg.Notify.Active(),
+			Parking:  parking})
 		if err != nil {
 			return fmt.Errorf("starting actuator: %w", err)
 		}
@@ -222,7 +225,7 @@ func run(ctx context.Context, cfg config.Config, t config.Targets, log zerolog.L
 	}
 	services = append(services, storage)
 	if t.Evaluator || t.Actuator {
-		targets = append(targets, catchUpTarget(conn.JS, t, targets, log))
+		targets = append(targets, catchUpTarget(conn.JS, parking, t, targets, log))
 	}
 	ops, err := startOps(cfg.Ops, conn, targets, storage, log)
 	if err != nil {

@@ -45,6 +45,9 @@ type Deps struct {
 	// through its own consumer (one replica at a time, paced); the
 	// actuator acks them without doing anything.
 	Notifier bool
+	// Parking records the actions parked on purpose (an undo waiting for
+	// Entra, Retry-After) for the process's readiness; nil = not recorded.
+	Parking *natsx.Parking
 }
 
 // Service executes actions.
@@ -61,6 +64,7 @@ type Service struct {
 	join     *cloudjoin.Index
 	newPass  func() (string, error)
 	notifier bool
+	parking  *natsx.Parking
 	// Graph calls in flight, per class: live work has its own
 	// actuator.concurrency, so that lower-priority actions waiting for the
 	// budget never hold the slots a live reset needs.
@@ -83,7 +87,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, graph: d.Graph, done: done, identity: identity,
 		audit: audit.NewWriter(natsx.NewPublisher(d.JS), now), set: d.Settings, log: d.Log, now: now,
-		budget: d.Budget, join: d.Join, newPass: mustchange.TemporaryPassword, notifier: d.Notifier,
+		budget: d.Budget, join: d.Join, newPass: mustchange.TemporaryPassword, notifier: d.Notifier, parking: d.Parking,
 		liveSlots: make(chan struct{}, max(d.Settings.Concurrency, 1)),
 		lowSlots:  make(chan struct{}, max(d.Settings.Concurrency, 1))}, nil
 }
@@ -127,7 +131,7 @@ func (s *Service) priority(a events.Action) budget.Priority {
 // Run consumes the ACTIONS stream until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	s.log.Info().Int("concurrency", s.set.Concurrency).Msg("actuator started")
-	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.Handle)
+	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.parking, s.Handle)
 	// More messages in hand than Graph calls in flight: those waiting for
 	// the budget at a lower priority leave room for live ones behind them.
 	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerActuator, consumeSlots(s.set.Concurrency), h)

@@ -38,6 +38,9 @@ type Deps struct {
 	Holder     string
 	// RiskHourlyCap: risk actions per hour published at once; more are held (risk.go).
 	RiskHourlyCap int
+	// Parking records the events parked on purpose (timers) for the
+	// process's readiness; nil = not recorded.
+	Parking *natsx.Parking
 }
 
 // Service evaluates events.
@@ -56,6 +59,7 @@ type Service struct {
 	reeval   ReevaluateConfig
 	holder   string
 	riskCap  int
+	parking  *natsx.Parking
 }
 
 // New opens the evaluator's buckets.
@@ -83,7 +87,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	return &Service{js: d.JS, users: users, identity: identity, now: now, pub: pub, audit: audit.NewWriter(pub, nil),
 		policy: d.Policy, groups: d.Groups, log: d.Log, gate: gate, leases: leases, reeval: d.Reevaluate,
-		holder: holderName(d.Holder), riskCap: d.RiskHourlyCap}, nil
+		holder: holderName(d.Holder), riskCap: d.RiskHourlyCap, parking: d.Parking}, nil
 }
 
 // Run consumes the EVENTS stream until ctx ends.
@@ -93,7 +97,7 @@ func (s *Service) Run(ctx context.Context) error {
 		go s.groups.Run(ctx)
 	}
 	go s.runGate(ctx)
-	h := natsx.Process(context.WithoutCancel(ctx), s.log, 20*time.Second, s.Handle)
+	h := natsx.Process(context.WithoutCancel(ctx), s.log, 20*time.Second, s.parking, s.Handle)
 	return natsx.Consume(ctx, s.js, natsx.StreamEvents, natsx.ConsumerEvaluator, 8, h)
 }
 

@@ -5,44 +5,57 @@ import (
 	"time"
 )
 
-// parked are the messages this process NAKed on purpose to take them
-// again later (a handler's RetryLater: an undo waiting for Entra, a
-// timer, Graph's Retry-After), by consumer and stream sequence, with when
-// they are due back. They are ack-pending on the server, yet nothing is
-// behind: readiness counts them as handled (Parked). One that came back
-// to another replica is forgotten a minute after it was due.
-var parked = struct {
+// Parking holds the messages a process NAKed on purpose to take them again
+// later (a handler's RetryLater: an undo waiting for Entra, a timer,
+// Graph's Retry-After), by consumer and stream sequence, with when they
+// are due back. They are ack-pending on the server, yet nothing is behind:
+// readiness counts them as handled (Count). One that came back to another
+// replica is forgotten a minute after it was due. A process has one,
+// shared by its consumers and its readiness; nil tracks nothing.
+type Parking struct {
 	mu sync.Mutex
 	m  map[string]map[uint64]time.Time
-}{m: map[string]map[uint64]time.Time{}}
+}
+
+// NewParking returns an empty Parking.
+func NewParking() *Parking { return &Parking{m: map[string]map[uint64]time.Time{}} }
 
 // parkedGrace: how long after its due time a parked message still counts.
 const parkedGrace = time.Minute
 
-func park(consumer string, seq uint64, after time.Duration) {
-	parked.mu.Lock()
-	defer parked.mu.Unlock()
-	if parked.m[consumer] == nil {
-		parked.m[consumer] = map[uint64]time.Time{}
+func (p *Parking) park(consumer string, seq uint64, after time.Duration) {
+	if p == nil {
+		return
 	}
-	parked.m[consumer][seq] = time.Now().Add(after)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[consumer] == nil {
+		p.m[consumer] = map[uint64]time.Time{}
+	}
+	p.m[consumer][seq] = time.Now().Add(after)
 }
 
-func unpark(consumer string, seq uint64) {
-	parked.mu.Lock()
-	defer parked.mu.Unlock()
-	delete(parked.m[consumer], seq)
+func (p *Parking) unpark(consumer string, seq uint64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m[consumer], seq)
 }
 
-// Parked is how many messages of consumer this process holds parked.
-func Parked(consumer string) int {
-	parked.mu.Lock()
-	defer parked.mu.Unlock()
+// Count is how many messages of consumer this process holds parked.
+func (p *Parking) Count(consumer string) int {
+	if p == nil {
+		return 0
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	cutoff := time.Now().Add(-parkedGrace)
-	for seq, due := range parked.m[consumer] {
+	for seq, due := range p.m[consumer] {
 		if due.Before(cutoff) {
-			delete(parked.m[consumer], seq)
+			delete(p.m[consumer], seq)
 		}
 	}
-	return len(parked.m[consumer])
+	return len(p.m[consumer])
 }

@@ -53,7 +53,7 @@ func TestParkedMessagesDoNotHoldNewOnes(t *testing.T) {
 			}
 			var seen atomic.Int64
 			live := make(chan time.Time, 1)
-			h := Process(ctx, zerolog.Nop(), 10*time.Second, func(_ context.Context, _ map[string]int, m Meta) error {
+			h := Process(ctx, zerolog.Nop(), 10*time.Second, nil, func(_ context.Context, _ map[string]int, m Meta) error {
 				if m.Subject == tc.live {
 					live <- time.Now()
 					return nil
@@ -90,5 +90,31 @@ func TestParkedMessagesDoNotHoldNewOnes(t *testing.T) {
 				t.Fatalf("the live message was not handled within 5 s of being sent (%d messages ack-pending): parked messages hold it", pending)
 			}
 		})
+	}
+}
+
+// TestParkingIsPerProcess: what one Parking holds does not count in
+// another. Tests run several pwsync stacks in one process; a package-wide
+// record made one stack's parked undos count as another's handled actions
+// (CI: TestCatchUpReadiness ready with its backlog unprocessed).
+func TestParkingIsPerProcess(t *testing.T) {
+	a, b := NewParking(), NewParking()
+	for seq := range uint64(3) {
+		a.park(ConsumerActuator, seq+1, time.Hour)
+	}
+	if got := a.Count(ConsumerActuator); got != 3 {
+		t.Fatalf("a holds %d parked, want 3", got)
+	}
+	if got := b.Count(ConsumerActuator); got != 0 {
+		t.Fatalf("b holds %d parked, want 0: parkings share their record", got)
+	}
+	a.unpark(ConsumerActuator, 2)
+	if got := a.Count(ConsumerActuator); got != 2 {
+		t.Fatalf("a holds %d parked after one came back, want 2", got)
+	}
+	var none *Parking // a service without one records nothing
+	none.park(ConsumerActuator, 1, time.Hour)
+	if got := none.Count(ConsumerActuator); got != 0 {
+		t.Fatalf("nil parking counts %d", got)
 	}
 }

@@ -64,7 +64,9 @@ const (
 
 // Process turns a Handler into a jetstream message handler. It is the one
 // place where an error's meaning for the message is decided and logged.
-func Process[T any](base context.Context, log zerolog.Logger, budget time.Duration, h Handler[T]) func(Msg) Outcome {
+// Messages parked on purpose (RetryLater) are recorded in parking (nil: not
+// recorded).
+func Process[T any](base context.Context, log zerolog.Logger, budget time.Duration, parking *Parking, h Handler[T]) func(Msg) Outcome {
 	return func(m Msg) Outcome {
 		meta, err := m.Metadata()
 		if err != nil {
@@ -78,7 +80,7 @@ func Process[T any](base context.Context, log zerolog.Logger, budget time.Durati
 			_ = m.TermWithReason("decode: " + err.Error())
 			return Terminated
 		}
-		unpark(meta.Consumer, meta.Sequence.Stream) // back, if it was parked
+		parking.unpark(meta.Consumer, meta.Sequence.Stream) // back, if it was parked
 		md := Meta{Subject: m.Subject(), StreamSeq: meta.Sequence.Stream, NumDelivered: meta.NumDelivered}
 		if hd := m.Headers(); hd != nil {
 			md.MsgID = hd.Get(nats.MsgIdHdr)
@@ -104,7 +106,7 @@ func Process[T any](base context.Context, log zerolog.Logger, budget time.Durati
 		case errors.As(err, &later):
 			l.Warn().Err(err).Dur("retry_in", later.After).Msg("retrying later")
 			if m.NakWithDelay(later.After) == nil {
-				park(meta.Consumer, meta.Sequence.Stream, later.After)
+				parking.park(meta.Consumer, meta.Sequence.Stream, later.After)
 			}
 			return Naked
 		default:

@@ -105,7 +105,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 // Run consumes until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	s.log.Info().Int("domains", len(s.domains)).Msg("AD writer started")
-	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, s.Handle)
+	h := natsx.Process(context.WithoutCancel(ctx), s.log, 50*time.Second, nil, s.Handle)
 	defer s.Close()
 	return natsx.Consume(ctx, s.js, natsx.StreamActions, natsx.ConsumerADWriter, 4, h)
 }

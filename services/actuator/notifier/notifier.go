@@ -197,7 +197,7 @@ func (s *Service) Run(ctx context.Context) error {
 		} else {
 			dlq <- nil
 		}
-		h := natsx.Process(context.WithoutCancel(ctx), s.log, s.maxWait+time.Minute, s.Handle)
+		h := natsx.Process(context.WithoutCancel(ctx), s.log, s.maxWait+time.Minute, nil, s.Handle)
 		err := natsx.Consume(ctx, s.js, natsx.StreamActions, Consumer, s.set.Concurrency, h)
 		return errors.Join(err, <-dlq)
 	})
