@@ -2,7 +2,6 @@ package campaign
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/url"
@@ -37,24 +36,28 @@ type LDAPConfig struct {
 // LDAP is an ADDirectory and ADWriter over a small pool of bound connections.
 type LDAP struct {
 	cfg  LDAPConfig
-	tls  *tls.Config
+	dcs  []string // URL then URLs: the order DCs are tried in
 	pool chan *ldap.Conn
 }
 
 // NewLDAP checks cfg; connections are made on first use.
 func NewLDAP(cfg LDAPConfig) (*LDAP, error) {
-	if cfg.URL == "" && len(cfg.URLs) > 0 {
-		cfg.URL, cfg.URLs = cfg.URLs[0], cfg.URLs[1:]
+	dcs := cfg.URLs
+	if cfg.URL != "" {
+		dcs = append([]string{cfg.URL}, cfg.URLs...)
 	}
-	for _, x := range append([]string{cfg.URL}, cfg.URLs...) {
+	if len(dcs) == 0 {
+		return nil, errors.New("LDAP URL: none given")
+	}
+	for _, x := range dcs {
 		u, err := url.Parse(x)
 		if err != nil || (u.Scheme != "ldap" && u.Scheme != "ldaps") {
 			return nil, fmt.Errorf("LDAP URL %q: must be ldaps:// or ldap://", x)
 		}
-	}
-	tc, err := ldapconn.TLSConfig(cfg.URL, cfg.CAFile, cfg.InsecureSkipVerify)
-	if err != nil {
-		return nil, fmt.Errorf("LDAP TLS: %w", err)
+		// checked here so that a bad CA file stops the start, not the first write
+		if _, err := ldapconn.TLSConfig(x, cfg.CAFile, cfg.InsecureSkipVerify); err != nil {
+			return nil, fmt.Errorf("LDAP TLS for %s: %w", x, err)
+		}
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
@@ -62,7 +65,7 @@ func NewLDAP(cfg LDAPConfig) (*LDAP, error) {
 	if cfg.Conns <= 0 {
 		cfg.Conns = 4
 	}
-	return &LDAP{cfg: cfg, tls: tc, pool: make(chan *ldap.Conn, cfg.Conns)}, nil
+	return &LDAP{cfg: cfg, dcs: dcs, pool: make(chan *ldap.Conn, cfg.Conns)}, nil
 }
 
 // Close closes the pooled connections.
@@ -78,17 +81,9 @@ func (l *LDAP) Close() {
 }
 
 func (l *LDAP) dial() (*ldap.Conn, error) {
-	if len(l.cfg.URLs) > 0 {
-		urls := append([]string{l.cfg.URL}, l.cfg.URLs...)
-		if l.cfg.URL == "" {
-			urls = l.cfg.URLs
-		}
-		c, _, err := ldapconn.DialFirst(urls, ldapconn.Config{StartTLS: l.cfg.StartTLS, BindDN: l.cfg.BindDN,
-			BindPassword: l.cfg.BindPassword, Kerberos: l.cfg.Kerberos, RequestTimeout: l.cfg.Timeout}, l.cfg.CAFile, l.cfg.InsecureSkipVerify)
-		return c, err
-	}
-	return ldapconn.Dial(ldapconn.Config{URL: l.cfg.URL, StartTLS: l.cfg.StartTLS,
-		BindDN: l.cfg.BindDN, BindPassword: l.cfg.BindPassword, Kerberos: l.cfg.Kerberos, RequestTimeout: l.cfg.Timeout}, l.tls)
+	c, _, err := ldapconn.DialFirst(l.dcs, ldapconn.Config{StartTLS: l.cfg.StartTLS, BindDN: l.cfg.BindDN,
+		BindPassword: l.cfg.BindPassword, Kerberos: l.cfg.Kerberos, RequestTimeout: l.cfg.Timeout}, l.cfg.CAFile, l.cfg.InsecureSkipVerify)
+	return c, err
 }
 
 // with runs fn on a pooled connection; a connection that failed at the
