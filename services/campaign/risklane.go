@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pwsync/pwsync/shared/graph"
+	"github.com/pwsync/pwsync/shared/retry"
 )
 
 // readBackSkew widens a read-back's window: riskLastUpdatedDateTime is
@@ -96,7 +97,7 @@ func (r *riskLane) dispatch(ctx, parent context.Context) {
 	for r.out.Load() > 0 && ctx.Err() == nil {
 		// Identity Protection's own pace (and a 429's pause) first: what
 		// is due is taken after it.
-		if !sleep(ctx, r.next.Sub(r.now())) {
+		if !retry.Sleep(ctx, r.next.Sub(r.now())) {
 			return
 		}
 		now := r.now()
@@ -106,7 +107,7 @@ func (r *riskLane) dispatch(ctx, parent context.Context) {
 			if !next.IsZero() {
 				wait = min(wait, max(next.Sub(now), time.Millisecond))
 			}
-			sleep(ctx, wait)
+			retry.Sleep(ctx, wait)
 			continue
 		}
 		if len(verify) > 0 { // read-backs first: they decide whether to send again
@@ -115,21 +116,6 @@ func (r *riskLane) dispatch(ctx, parent context.Context) {
 			r.send(parent, writes)
 		}
 		r.next = later(r.next, r.now().Add(r.cfg.RiskInterval))
-	}
-}
-
-// sleep waits d (nothing when d <= 0); false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
