@@ -47,15 +47,8 @@ func TestProgressLine(t *testing.T) {
 // second person, status, report.
 func TestCampaignCLI(t *testing.T) {
 	_, conn := natstest.Run(t)
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: "s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := sim.WriteCAFile(ca); err != nil {
-		t.Fatal(err)
-	}
+	sim := runSim(t, graphsim.Options{ClientSecret: "s"}, ca)
 	client, err := msgraph.New(msgraph.Config{TenantID: sim.TenantID(), ClientID: sim.ClientID(), ClientSecret: "s",
 		AuthorityHost: sim.AuthorityHost(), GraphBaseURL: sim.GraphBaseURL(), CAFile: ca})
 	if err != nil {

@@ -46,14 +46,7 @@ func TestDoctorKerberos(t *testing.T) {
 	f := krbtest.Require(t)
 	dc := f.DC
 	dir := t.TempDir()
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: "doctor-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	if err := sim.WriteCAFile(filepath.Join(dir, "graph-ca.pem")); err != nil {
-		t.Fatal(err)
-	}
+	sim := runSim(t, graphsim.Options{ClientSecret: "doctor-secret"}, filepath.Join(dir, "graph-ca.pem"))
 	emb, _ := natstest.Run(t)
 	hook, hookCA := echoHook(t, dir, true)
 

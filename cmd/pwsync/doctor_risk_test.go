@@ -15,18 +15,10 @@ import (
 // Protection; the simulator switched to a tenant without Entra ID P2
 // answers 403, which doctor reports with the licence in the fix.
 func TestDoctorRiskLicence(t *testing.T) {
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: "doctor-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
 	ca := filepath.Join(t.TempDir(), "graph-ca.pem")
-	if err := sim.WriteCAFile(ca); err != nil {
-		t.Fatal(err)
-	}
+	sim := runSim(t, graphsim.Options{ClientSecret: "doctor-secret"}, ca)
 	cfg := config.Default()
-	cfg.Graph.TenantID, cfg.Graph.ClientID, cfg.Graph.ClientSecret = sim.TenantID(), sim.ClientID(), config.NewSecret("doctor-secret")
-	cfg.Graph.AuthorityHost, cfg.Graph.BaseURL, cfg.Graph.CAFile = sim.AuthorityHost(), sim.GraphBaseURL(), ca
+	useSim(&cfg, sim, "doctor-secret", ca)
 	cfg.Risk.Enabled = true
 	for _, tc := range []struct {
 		licensed bool

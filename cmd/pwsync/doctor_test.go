@@ -138,14 +138,7 @@ func echoHook(t *testing.T, dir string, echo bool) (url, caFile string) {
 func TestDoctorAllPass(t *testing.T) {
 	dc := adtest.Require(t)
 	dir := t.TempDir()
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: "doctor-secret"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	if err := sim.WriteCAFile(filepath.Join(dir, "graph-ca.pem")); err != nil {
-		t.Fatal(err)
-	}
+	sim := runSim(t, graphsim.Options{ClientSecret: "doctor-secret"}, filepath.Join(dir, "graph-ca.pem"))
 	emb, _ := natstest.Run(t)
 	hook, hookCA := echoHook(t, dir, true)
 	env := doctorEnv{Dir: dir, NATS: emb.ClientURL(), Secret: "doctor-secret", Hook: hook, Sim: sim,
@@ -171,14 +164,7 @@ func TestDoctorEachCheckFails(t *testing.T) {
 	dc := adtest.Require(t)
 	dir := t.TempDir()
 	// A token without the password and group roles.
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: "doctor-secret", Roles: []string{"User.Read.All"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
-	if err := sim.WriteCAFile(filepath.Join(dir, "graph-ca.pem")); err != nil {
-		t.Fatal(err)
-	}
+	sim := runSim(t, graphsim.Options{ClientSecret: "doctor-secret", Roles: []string{"User.Read.All"}}, filepath.Join(dir, "graph-ca.pem"))
 	// An account without Replicating Directory Changes, which cannot read
 	// PSOs either (a PSO of this test applies to a group).
 	ou := dc.NewOU(t)

@@ -23,9 +23,9 @@ import (
 //
 // benchreport: PWSYNC_REQUIRE_AD=1 PWSYNC_REQUIRE_AD2=1 PWSYNC_BENCH_REPORT=1 -run ^TestFailoverResetsExactlyOnce$
 func TestFailoverResetsExactlyOnce(t *testing.T) {
-	dc2 := adtest.RequireSecond(t)
+	dc1, dc2 := adtest.Require(t), adtest.RequireSecond(t)
 	const probe = 3 * time.Second
-	s := newStack(t, stackOpts{ADURLs: []string{dc2.LDAPSURL, adtestFirstURL(t)}, PreferredProbe: probe})
+	s := newStack(t, stackOpts{ADURLs: []string{dc2.LDAPSURL, dc1.LDAPSURL}, PreferredProbe: probe})
 	const n = 12
 	var users []adtest.User
 	var ids []string
@@ -62,7 +62,7 @@ func TestFailoverResetsExactlyOnce(t *testing.T) {
 		s.waitWritesWithin(t, id, cloudResetWrites, 2*time.Second, 60*time.Second)
 	}
 	_, why := s.readyz()
-	if !strings.Contains(why, "via "+adtestFirstURL(t)) {
+	if !strings.Contains(why, "via "+dc1.LDAPSURL) {
 		t.Fatalf("after the kill /readyz says %q, want the first DC in use", why)
 	}
 
@@ -102,9 +102,6 @@ func TestFailoverResetsExactlyOnce(t *testing.T) {
 			BaselineName: "the same reset with both DCs up (replicated to the watched DC)"})
 	}
 }
-
-// adtestFirstURL is the first (shared) DC's LDAPS URL.
-func adtestFirstURL(t *testing.T) string { return adtest.Require(t).LDAPSURL }
 
 // firstLogTime is the time of pwsync's first JSON log line matching.
 func firstLogTime(t *testing.T, s *stack, match func(map[string]any) bool) time.Time {

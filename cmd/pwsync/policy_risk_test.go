@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -37,11 +36,7 @@ func TestPolicyReportRiskResetCLI(t *testing.T) {
 		if withPolicyRead {
 			roles = append(roles, graphsim.RiskPolicyRoles...)
 		}
-		s, err := graphsim.Start(graphsim.Options{ClientSecret: simSecret, Roles: roles})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Close)
+		s := runSim(t, graphsim.Options{ClientSecret: simSecret, Roles: roles}, "")
 		s.PutDomain(graphsim.Domain{ID: realm, IsVerified: true, ValidityUnset: true, WindowUnset: true})
 		return s
 	}
@@ -52,34 +47,15 @@ func TestPolicyReportRiskResetCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := filepath.Join(dir, name+".yaml")
-		cfg := fmt.Sprintf(`
-ad:
-  domains:
-    - name: %s
-      url: %s
-      ca_file: %s
-      bind_dn: "%s"
-      bind_password: env:PWSYNC_TEST_AD_PASSWORD
-      base_dn: %s
-graph:
-  tenant_id: %s
-  client_id: %s
-  client_secret: env:PWSYNC_TEST_GRAPH_SECRET
-  authority_host: %s
-  base_url: %s
-  ca_file: %s
+		cfg := adGraphYAML(realm, dc, s, ca) + fmt.Sprintf(`
 evaluator:
   scope: {include_ous: ["%s"]}
 risk: %s
-`, realm, dc.LDAPSURL, dc.CAFile, dc.BindDN, dc.BaseDN, s.TenantID(), s.ClientID(), s.AuthorityHost(), s.GraphBaseURL(), ca, ou, risk)
+`, ou, risk)
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
-		if err := dispatch(context.Background(), []string{"policy", "report", "--config", path}, &out, &out); err != nil {
-			t.Fatalf("policy report: %v\n%s", err, out.String())
-		}
-		return out.String()
+		return runPolicyReport(t, path)
 	}
 	const (
 		setting  = `Identity Protection's "Allow on-premises password change to reset user risk"`
@@ -154,19 +130,11 @@ func TestDoctorRiskResetSetting(t *testing.T) {
 			if tc.read {
 				opts.Roles = append(slices.Clone(graphsim.DefaultRoles), graphsim.RiskPolicyRoles...)
 			}
-			sim, err := graphsim.Start(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(sim.Close)
-			sim.SetRiskClearedOnPasswordReset(tc.on)
 			ca := filepath.Join(t.TempDir(), "graph-ca.pem")
-			if err := sim.WriteCAFile(ca); err != nil {
-				t.Fatal(err)
-			}
+			sim := runSim(t, opts, ca)
+			sim.SetRiskClearedOnPasswordReset(tc.on)
 			cfg := config.Default()
-			cfg.Graph.TenantID, cfg.Graph.ClientID, cfg.Graph.ClientSecret = sim.TenantID(), sim.ClientID(), config.NewSecret("doctor-secret")
-			cfg.Graph.AuthorityHost, cfg.Graph.BaseURL, cfg.Graph.CAFile = sim.AuthorityHost(), sim.GraphBaseURL(), ca
+			useSim(&cfg, sim, "doctor-secret", ca)
 			cfg.Risk.Enabled = true
 			d := &doctor{cfg: cfg, targets: config.AllTargets, timeout: 10 * time.Second}
 			d.checkRisk(context.Background())

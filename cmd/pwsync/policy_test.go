@@ -111,18 +111,11 @@ func TestPolicyReportCLI(t *testing.T) {
 
 	roles := append(slices.Clone(graphsim.DefaultRoles), "Domain.Read.All", "OnPremDirectorySynchronization.Read.All")
 	roles = append(roles, graphsim.RiskPolicyRoles...) // else the risk setting's fact line says "unknown"
-	sim, err := graphsim.Start(graphsim.Options{ClientSecret: simSecret, Roles: roles})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sim.Close)
+	dir := t.TempDir()
+	sim := runSim(t, graphsim.Options{ClientSecret: simSecret, Roles: roles}, filepath.Join(dir, "graph-ca.pem"))
 	realm := strings.ToLower(dc.Realm)
 	sim.PutDomain(graphsim.Domain{ID: realm, IsVerified: true, ValidityUnset: true, WindowUnset: true})
 	if err := sim.SetSyncFeature("cloudPasswordPolicyForPasswordSyncedUsersEnabled", true); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := sim.WriteCAFile(filepath.Join(dir, "graph-ca.pem")); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PWSYNC_TEST_AD_PASSWORD", dc.BindPassword)
@@ -130,40 +123,16 @@ func TestPolicyReportCLI(t *testing.T) {
 	emb, conn := natstest.Run(t)
 	writeCfg := func(name, nats string) string {
 		path := filepath.Join(dir, name)
-		cfg := fmt.Sprintf(`
-%s
-ad:
-  domains:
-    - name: %s
-      url: %s
-      ca_file: %s
-      bind_dn: "%s"
-      bind_password: env:PWSYNC_TEST_AD_PASSWORD
-      base_dn: %s
-graph:
-  tenant_id: %s
-  client_id: %s
-  client_secret: env:PWSYNC_TEST_GRAPH_SECRET
-  authority_host: %s
-  base_url: %s
-  ca_file: %s/graph-ca.pem
+		cfg := nats + adGraphYAML(realm, dc, sim, filepath.Join(dir, "graph-ca.pem")) + fmt.Sprintf(`
 evaluator:
   scope: {include_ous: ["%s"]}
   forced_change: {include_never_expires: false}
   expiry: {enabled: true, notify: false}
-`, nats, realm, dc.LDAPSURL, dc.CAFile, dc.BindDN, dc.BaseDN, sim.TenantID(), sim.ClientID(),
-			sim.AuthorityHost(), sim.GraphBaseURL(), dir, ou)
+`, ou)
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return path
-	}
-	report := func(path string) string {
-		var out bytes.Buffer
-		if err := dispatch(context.Background(), []string{"policy", "report", "--config", path}, &out, &out); err != nil {
-			t.Fatalf("policy report: %v\n%s", err, out.String())
-		}
-		return out.String()
 	}
 	// what the evaluator stored for two users of this OU: a synced user
 	// still stamped DisablePasswordExpiration, and a "never expires" account
@@ -222,7 +191,7 @@ evaluator:
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			put(c.cloud)
-			out := report(writeCfg(c.name+".yaml", c.nats))
+			out := runPolicyReport(t, writeCfg(c.name+".yaml", c.nats))
 			for _, w := range append(slices.Clone(facts), c.want...) {
 				if !strings.Contains(out, w) {
 					t.Errorf("report lacks %q:\n%s", w, out)
@@ -235,4 +204,15 @@ evaluator:
 			}
 		})
 	}
+}
+
+// runPolicyReport runs `pwsync policy report` on the config at path and
+// returns what it printed.
+func runPolicyReport(t *testing.T, path string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := dispatch(context.Background(), []string{"policy", "report", "--config", path}, &out, &out); err != nil {
+		t.Fatalf("policy report: %v\n%s", err, out.String())
+	}
+	return out.String()
 }
