@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -362,7 +363,8 @@ func (s *stack) startInProcess(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, _ := logx.New(logFile, cfg.Log.Level, "json")
+	out := &runLog{f: logFile}
+	log, _ := logx.New(out, cfg.Log.Level, "json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, config.AllTargets, log) }()
@@ -376,12 +378,57 @@ func (s *stack) startInProcess(t testing.TB) {
 		case <-time.After(20 * time.Second):
 			t.Errorf("pwsync did not stop within 20s")
 		}
-		logFile.Close()
+		late, abandoned := out.close()
 		if t.Failed() {
 			s.dumpLog(t)
 		}
+		for _, l := range late {
+			if abandoned { // the shutdown timeout left work running, as it says: expected
+				t.Logf("logged after run returned, past the shutdown timeout: %s", l)
+				continue
+			}
+			t.Errorf("logged after run returned (a goroutine run does not own): %s", l)
+		}
 	})
 	s.waitReady(t, done)
+}
+
+// runLog is pwsync's log file in an in-process run. A line written after
+// run returned comes from a goroutine that run does not own and wait for,
+// unless run said its shutdown timeout abandoned in-flight work.
+type runLog struct {
+	mu        sync.Mutex
+	f         *os.File
+	closed    bool
+	late      []string
+	abandoned bool
+}
+
+// abandonedMsg is run's warning that its shutdown timeout left work running.
+const abandonedMsg = "in-flight work abandoned"
+
+func (w *runLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		w.late = append(w.late, strings.TrimSpace(string(p)))
+		return len(p), nil
+	}
+	w.abandoned = w.abandoned || bytes.Contains(p, []byte(abandonedMsg))
+	return w.f.Write(p)
+}
+
+// close closes the file; what is written from then on is kept and
+// returned after a short wait (a leftover goroutine logs at once, if at all).
+func (w *runLog) close() (late []string, abandoned bool) {
+	w.mu.Lock()
+	w.closed = true
+	w.f.Close()
+	w.mu.Unlock()
+	time.Sleep(50 * time.Millisecond)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.late), w.abandoned
 }
 
 // proc is pwsync running as a child process.
