@@ -103,6 +103,53 @@ func TestFailoverResetsExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestFailoverFromAHungDC: the watched DC hangs (SIGSTOP: connections
+// open, TCP acknowledged, no answer) instead of dying. The request in
+// flight would wait for its 2-minute timeout; the watcher pings the DC
+// after HungAfter (10 s), finds it silent and moves to the other DC, so a
+// reset made on that one reaches Graph in well under a minute, once. The
+// DC thawed, the watcher returns to it.
+func TestFailoverFromAHungDC(t *testing.T) {
+	dc1, dc2 := adtest.Require(t), adtest.RequireSecond(t)
+	const probe = 3 * time.Second
+	s := newStack(t, stackOpts{ADURLs: []string{dc2.LDAPSURL, dc1.LDAPSURL}, PreferredProbe: probe})
+	u := s.dc.CreateUser(t, s.ou, "hung-1", adtest.UserOpts{Password: "Start.Passw0rd-1"})
+	id := s.cloudUser(u, false)
+	dc2.WaitReplicated(t, u.DN, "", "")
+	dc2.Hold(t)
+	s.startInProcess(t)
+	waitFor(t, 30*time.Second, "pwsync watching the second DC", func() bool {
+		_, why := s.readyz()
+		return strings.Contains(why, "via "+dc2.LDAPSURL)
+	})
+
+	dc2.Freeze(t)
+	frozenAt := time.Now()
+	s.dc.ForceChange(t, u.DN) // on the first DC, which answers
+	// HungAfter (10 s) + the ping (10 s at most) + a new session: ~25 s;
+	// without the check, the 2-minute request timeout.
+	s.waitWritesWithin(t, id, cloudResetWrites, 0, 50*time.Second)
+	took := firstWrite(s, id).Sub(frozenAt)
+	_, why := s.readyz()
+	if !strings.Contains(why, "via "+dc1.LDAPSURL) {
+		t.Fatalf("with the second DC hung /readyz says %q, want the first DC in use", why)
+	}
+	t.Logf("watched DC frozen -> reset on the other DC written to Graph in %v", took.Round(time.Millisecond))
+
+	dc2.Thaw(t)
+	waitFor(t, probe+30*time.Second, "the watcher back on the second DC", func() bool {
+		_, why := s.readyz()
+		return strings.Contains(why, "via "+dc2.LDAPSURL)
+	})
+	time.Sleep(3 * time.Second)
+	if got := s.writes(id); len(got) != len(cloudResetWrites) {
+		t.Fatalf("after the return: writes %v, want %v once", got, cloudResetWrites)
+	}
+	if n := s.logCount("the DC stopped answering; moving to the next"); n != 1 {
+		t.Fatalf("%d hung-DC moves logged, want 1", n)
+	}
+}
+
 // firstLogTime is the time of pwsync's first JSON log line matching.
 func firstLogTime(t *testing.T, s *stack, match func(map[string]any) bool) time.Time {
 	t.Helper()

@@ -124,6 +124,35 @@ func (dc *DC) Kill(t testing.TB) {
 	}
 }
 
+// Freeze stops the DC's samba without ending it (SIGSTOP to its process
+// group), as a hung DC or a frozen VM: its connections stay open and the
+// kernel still acknowledges TCP, but nothing answers. It holds the DC
+// (Hold); the test's end thaws it if Thaw did not.
+func (dc *DC) Freeze(t testing.TB) {
+	t.Helper()
+	dc.Hold(t)
+	pid, err := dc.pid()
+	if err != nil {
+		t.Fatalf("adtest: %v", err)
+	}
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("adtest: stopping samba's process group %d: %v", pid, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-pid, syscall.SIGCONT) })
+}
+
+// Thaw resumes a DC that Freeze stopped.
+func (dc *DC) Thaw(t testing.TB) {
+	t.Helper()
+	pid, err := dc.pid()
+	if err != nil {
+		t.Fatalf("adtest: %v", err)
+	}
+	if err := syscall.Kill(-pid, syscall.SIGCONT); err != nil {
+		t.Fatalf("adtest: resuming samba's process group %d: %v", pid, err)
+	}
+}
+
 // Stop stops the DC with scripts/samba-ad/stop.sh (SIGTERM, waiting for its
 // workers); see Kill.
 func (dc *DC) Stop(t testing.TB) {

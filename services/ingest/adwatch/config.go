@@ -55,6 +55,10 @@ type Config struct {
 	// onPremisesImmutableId: AnchorObjectGUID (default) or AnchorConsistencyGUID.
 	Anchor      string
 	DialTimeout time.Duration // TCP connect + TLS handshake (default 10s)
+	// HungAfter: a request on the session's connection running this long
+	// makes the watcher ask whether the DC answers at all (ldapconn.Ping,
+	// as long again); one that does not is left for the next DC (default 10s).
+	HungAfter time.Duration
 	// Groups are the group DNs whose nested membership the rules need (scope
 	// includes, break-glass): events carry them in ADUser.Groups, and a
 	// membership change re-reads the users concerned.
@@ -81,6 +85,7 @@ func DefaultConfig() Config {
 		Notifications:  true,
 		PageSize:       500,
 		DialTimeout:    10 * time.Second,
+		HungAfter:      10 * time.Second,
 		PolicyInterval: 10 * time.Second,
 	}
 }
@@ -102,6 +107,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = d.DialTimeout
+	}
+	if c.HungAfter == 0 {
+		c.HungAfter = d.HungAfter
 	}
 	if c.PolicyInterval == 0 {
 		c.PolicyInterval = d.PolicyInterval
@@ -160,6 +168,9 @@ func (c Config) validate() error {
 	}
 	if c.PageSize < 0 || c.PageSize > maxPageSize {
 		bad("PageSize %d: want 1 to %d", c.PageSize, maxPageSize)
+	}
+	if c.HungAfter < 0 {
+		bad("HungAfter %s is negative", c.HungAfter)
 	}
 	if c.DialTimeout < 0 {
 		bad("DialTimeout %s is negative", c.DialTimeout)

@@ -4,16 +4,88 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/pwsync/pwsync/shared/ldapconn"
 	"github.com/pwsync/pwsync/shared/metrics"
 )
 
 // errEarlierBack ends a session on a fallback DC: an earlier (preferred)
 // one answers again.
 var errEarlierBack = errors.New("an earlier DC answers again")
+
+// errDCHung ends a session whose DC stopped answering mid-request.
+var errDCHung = errors.New("the DC stopped answering")
+
+// watchRequest guards the requests the session makes next on its
+// connection, until done is called: if they run longer than HungAfter, the
+// DC is pinged on a new connection (ldapconn.Ping, HungAfter at most). A DC
+// that does not answer that either is hung (a frozen VM, a stopped
+// process: the kernel still acknowledges TCP, so nothing fails before the
+// 2-minute request timeout); the session ends with errDCHung, and the
+// next DC takes over in seconds, this one tried last until it answers
+// again. A DC that answers is slow, not hung, and is waited for.
+func (w *Watcher) watchRequest(ctx context.Context, wg *sync.WaitGroup, cancel context.CancelCauseFunc, dc string) (done func()) {
+	finished := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTimer(w.cfg.HungAfter)
+		defer t.Stop()
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tc, err := w.cfg.tlsConfig(dc)
+		if err == nil {
+			err = ldapconn.Ping(ctx, dc, tc, w.cfg.HungAfter)
+		}
+		select {
+		case <-finished: // answered meanwhile
+			return
+		default:
+		}
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		w.hung.Store(&dc)
+		w.log.Warn().Str("dc", dc).Dur("waited", 2*w.cfg.HungAfter).AnErr("ping", err).
+			Msg("AD watch: the DC stopped answering; moving to the next")
+		cancel(fmt.Errorf("%w: %s: %w", errDCHung, dc, err))
+	}()
+	return func() { close(finished) }
+}
+
+// hungOr is err, or the session's cause when watchRequest ended it (err
+// is then only the closed connection).
+func hungOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errDCHung) {
+		return cause
+	}
+	return err
+}
+
+// order is urls with the DC found hung, if any, moved last.
+func (w *Watcher) order(urls []string) []string {
+	hung := w.hung.Load()
+	if hung == nil || len(urls) < 2 || !slices.Contains(urls, *hung) {
+		return urls
+	}
+	out := make([]string, 0, len(urls))
+	for _, u := range urls {
+		if u != *hung {
+			out = append(out, u)
+		}
+	}
+	return append(out, *hung)
+}
 
 // dcID is the invocationId of the DC in use ("" before it is read).
 func (w *Watcher) dcID() string {
@@ -79,7 +151,7 @@ func (w *Watcher) pick(ctx context.Context) (c *ldap.Conn, dc string, earlier []
 		return nil, "", nil, err
 	}
 	var errs []error
-	for i, u := range urls {
+	for _, u := range w.order(urls) {
 		if ctx.Err() != nil {
 			return nil, "", nil, ctx.Err()
 		}
@@ -88,6 +160,10 @@ func (w *Watcher) pick(ctx context.Context) (c *ldap.Conn, dc string, earlier []
 			errs = append(errs, fmt.Errorf("%s: %w", u, err))
 			continue
 		}
+		if hung := w.hung.Load(); hung != nil && *hung == u {
+			w.hung.Store(nil) // it answers again
+		}
+		i := slices.Index(urls, u)
 		if prev := w.DC(); prev != u {
 			ev := w.log.Info()
 			if prev != "" {
@@ -120,6 +196,9 @@ func (w *Watcher) probeEarlier(ctx context.Context, cancel context.CancelCauseFu
 				continue
 			}
 			c.Close()
+			if hung := w.hung.Load(); hung != nil && *hung == u {
+				w.hung.Store(nil) // it answers again
+			}
 			w.log.Info().Str("dc", u).Str("in_use", inUse).Msg("AD watch: a preferred DC answers again; moving back")
 			cancel(errEarlierBack)
 			return

@@ -63,6 +63,7 @@ type Watcher struct {
 	auditor Auditor // nil: nothing is audited (tests, one-off reads)
 
 	dc           atomic.Pointer[string] // the DC in use (URL); nil before the first connect
+	hung         atomic.Pointer[string] // a DC that stopped answering: tried last until it answers again
 	dcInvocation atomic.Pointer[string] // its invocationId, stamped on every user event
 
 	ready     atomic.Bool
@@ -167,11 +168,16 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 	}
 	log := w.log.With().Str("mode", w.mode).Logger()
 	// the policy first: the full sync computes fallback expiries from it
-	if err := w.startPolicy(ctx, c); err != nil {
-		return false, fmt.Errorf("reading password policy: %w", err)
+	done := w.watchRequest(ctx, &wg, cancel, dc)
+	err = w.startPolicy(ctx, c)
+	if err != nil {
+		err = fmt.Errorf("reading password policy: %w", err)
+	} else {
+		err = src.start(ctx, c)
 	}
-	if err := src.start(ctx, c); err != nil {
-		return false, err
+	done()
+	if err != nil {
+		return false, hungOr(ctx, err)
 	}
 	w.ready.Store(true)
 	log.Info().Str("dc", dc).Dur("poll_interval", w.cfg.PollInterval).Bool("notifications", w.cfg.Notifications).Msg("watching AD")
@@ -189,22 +195,27 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 		periodic := false
 		select {
 		case <-ctx.Done():
-			if err := context.Cause(ctx); errors.Is(err, errEarlierBack) {
-				return true, err // reconnect at once, to the earlier DC
+			if err := context.Cause(ctx); errors.Is(err, errEarlierBack) || errors.Is(err, errDCHung) {
+				return true, err // reconnect at once, to the earlier or the next DC
 			}
 			return true, nil
 		case <-w.trigger:
 		case <-poll.C:
 			periodic = true
 		}
-		if err := src.poll(ctx, c, periodic); err != nil {
-			return true, fmt.Errorf("polling in %s mode: %w", w.mode, err)
-		}
-		if periodic && time.Since(w.lastPolicy) >= w.cfg.PolicyInterval {
+		done := w.watchRequest(ctx, &wg, cancel, dc)
+		err := src.poll(ctx, c, periodic)
+		if err == nil && periodic && time.Since(w.lastPolicy) >= w.cfg.PolicyInterval {
 			w.lastPolicy = time.Now()
-			if err := w.checkPolicy(ctx, c); err != nil {
-				return true, fmt.Errorf("checking password policy: %w", err)
+			if err = w.checkPolicy(ctx, c); err != nil {
+				err = fmt.Errorf("checking password policy: %w", err)
 			}
+		} else if err != nil {
+			err = fmt.Errorf("polling in %s mode: %w", w.mode, err)
+		}
+		done()
+		if err != nil {
+			return true, hungOr(ctx, err)
 		}
 		// only a periodic poll restarts the interval: a stream of
 		// notifications must not postpone the periodic one forever
