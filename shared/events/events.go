@@ -138,6 +138,25 @@ func (u ADUser) EventID() string {
 	return fmt.Sprintf("ad.%s.%s", u.ObjectGUID, usn)
 }
 
+// StateID is the AD state an AD user event ID names, without the password
+// policy revision (EventID's ".p<rev>"): the same state read again after a
+// policy change is a new event (JetStream must not drop it as a
+// duplicate), yet it decides the same actions as the first read, which
+// must keep their IDs. Else the two, evaluated before either stored the
+// state (a restart, or concurrent workers), would each publish the action
+// under its own ID and the actuator would carry it out twice. Other IDs
+// are returned as they are.
+func StateID(eventID string) string {
+	if !strings.HasPrefix(eventID, "ad.") {
+		return eventID
+	}
+	i := strings.LastIndex(eventID, ".p")
+	if i < 0 || i+2 == len(eventID) || strings.Trim(eventID[i+2:], "0123456789") != "" {
+		return eventID
+	}
+	return eventID[:i]
+}
+
 // dcTag is a short name of a DC's invocationId for IDs.
 func dcTag(invocationID string) string {
 	t := strings.ReplaceAll(invocationID, "-", "")

@@ -285,11 +285,13 @@ func newAction(kind events.ActionKind, rule, reason string, ev events.Envelope, 
 	}
 }
 
-// actionID names an action. A dry-run action's ID differs from the live
-// one's: JetStream drops a repeated ID within its duplicate window, and the
-// live action decided after going live must not be taken for the dry one.
+// actionID names an action: by the AD state its event carries, whatever
+// the policy revision (events.StateID). A dry-run action's ID differs from
+// the live one's: JetStream drops a repeated ID within its duplicate
+// window, and the live action decided after going live must not be taken
+// for the dry one.
 func actionID(dry bool, rule string, ref events.UserRef, eventID string) string {
-	id := events.ActionID(rule, ref, eventID)
+	id := events.ActionID(rule, ref, events.StateID(eventID))
 	if dry {
 		return "dry-run." + id
 	}

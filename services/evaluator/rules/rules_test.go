@@ -177,6 +177,33 @@ func TestActionsAreDeterministic(t *testing.T) {
 	}
 }
 
+// TestActionIDIgnoresPolicyRev: the same AD state read again after a
+// password-policy change (its event ID ends in a new ".p<rev>") decides the
+// forced change under the same action ID, so that two evaluations made
+// before either stored the state publish one action, not two (CI: a reset
+// carried out twice in TestFaultKilledRepeatedly while other tests changed
+// PSOs on the shared DC). Another state still gets another ID.
+func TestActionIDIgnoresPolicyRev(t *testing.T) {
+	p := policy()
+	prev := EvaluateAD(p, State{}, events.Envelope{ID: "e1", Time: at}, user(10, setTime)).State
+	decide := func(u events.ADUser) events.Action {
+		t.Helper()
+		res := EvaluateAD(p, prev, events.Envelope{ID: u.EventID(), Time: at}, u)
+		if len(res.Actions) != 1 {
+			t.Fatalf("want one action for %s, got %+v", u.EventID(), res.Actions)
+		}
+		return res.Actions[0]
+	}
+	rev := func(r int64) func(*events.ADUser) { return func(u *events.ADUser) { u.PolicyRev = r } }
+	first, again := decide(user(11, 0, rev(2))), decide(user(11, 0, rev(3)))
+	if first.ID != again.ID {
+		t.Fatalf("the same state at policy revisions 2 and 3 decided %s and %s", first.ID, again.ID)
+	}
+	if other := decide(user(12, 0, rev(2))); other.ID == first.ID {
+		t.Fatalf("another state (uSNChanged 12) decided the same ID %s", other.ID)
+	}
+}
+
 func TestDryRunMarksActions(t *testing.T) {
 	p := policy()
 	p.DryRun = true
