@@ -275,11 +275,11 @@ func noticeAction(p Policy, s State, ev events.Envelope, ref events.UserRef, sc 
 }
 
 // resetNotice is forced-change's "your password was reset" notice. The
-// reset is identified by the event that showed it (pwdLastSet is 0 then).
-func resetNotice(p Policy, s State, ev events.Envelope, ref events.UserRef) events.Action {
+// reset is identified by its pwdLastSet write (writeID).
+func resetNotice(p Policy, s State, ev events.Envelope, ref events.UserRef, write string) events.Action {
 	n := &events.Notice{Template: events.NoticePasswordReset, PasswordSetAt: ev.Time.UTC(), Language: language(s),
 		DisplayName: s.AD.DisplayName}
-	return events.Action{ID: actionID(p.DryRun, RuleResetNotice, ref, ev.ID), Kind: events.ActionNotify, Rule: RuleResetNotice,
+	return events.Action{ID: actionID(p.DryRun, RuleResetNotice, ref, write), Kind: events.ActionNotify, Rule: RuleResetNotice,
 		Reason: "password reset in AD with must-change; telling the user", EventID: ev.ID, EventTime: ev.Time, User: ref,
 		Seq: s.AD.USNChanged, DryRun: p.DryRun, Notice: n}
 }

@@ -3,6 +3,7 @@
 package rules
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -150,6 +151,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 			return res
 		}
 		a := newAction(events.ActionRequireChange, RuleForcedChange, reason, ev, ref, u.USNChanged, p.DryRun)
+		a.ID = actionID(p.DryRun, RuleForcedChange, ref, writeID(ev, u))
 		setRequired(p, &next, true, a.ID, ev.Time)
 		if !p.DryRun {
 			next.UndoAwait = nil // a new reset: the block stays, nothing to undo
@@ -159,7 +161,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 		// Only a reset seen happening is news to the user; an old flag found
 		// by backfill or a move into scope is not "your password was reset".
 		if p.ResetNotice && s.Seen && s.InScope && s.AD.PwdLastSet != 0 {
-			res.Actions = append(res.Actions, resetNotice(p, next, ev, ref))
+			res.Actions = append(res.Actions, resetNotice(p, next, ev, ref, writeID(ev, u)))
 			res.Decisions = append(res.Decisions, Decision{RuleResetNotice, "act", "password reset in AD; telling the user"})
 		}
 
@@ -181,6 +183,7 @@ func EvaluateAD(p Policy, s State, ev events.Envelope, u events.ADUser) (res Res
 			gate, reason = g, reason+why
 		}
 		a := newAction(events.ActionClearChange, RulePasswordChanged, reason, ev, ref, u.USNChanged, p.DryRun)
+		a.ID = actionID(p.DryRun, RulePasswordChanged, ref, writeID(ev, u))
 		a.Undoes, a.AwaitCloud = reqBy, gate
 		res.Actions = append(res.Actions, a)
 		res.Decisions = append(res.Decisions, Decision{RulePasswordChanged, "act", reason})
@@ -296,6 +299,21 @@ func actionID(dry bool, rule string, ref events.UserRef, eventID string) string 
 		return "dry-run." + id
 	}
 	return id
+}
+
+// writeID names the pwdLastSet write a forced change or a password change
+// acts on, for the action's ID: the write's replication version (one per
+// originating write, the same on every DC; MS-ADTS 3.1.1.1.9), so that
+// every read of one write decides one action: a re-read after a policy
+// change, a newer state with other attributes changed, the write seen on
+// another DC, each evaluated before the first read stored the state (a
+// restart, concurrent workers). Two resets are two writes. Without the
+// version (replPropertyMetaData unreadable): the event's AD state.
+func writeID(ev events.Envelope, u events.ADUser) string {
+	if u.PwdVersion > 0 {
+		return fmt.Sprintf("ad.%s.pwd%d", u.ObjectGUID, u.PwdVersion)
+	}
+	return ev.ID
 }
 
 // sameAD reports whether two AD states agree on everything the rules read.

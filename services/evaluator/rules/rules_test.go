@@ -202,6 +202,17 @@ func TestActionIDIgnoresPolicyRev(t *testing.T) {
 	if other := decide(user(12, 0, rev(2))); other.ID == first.ID {
 		t.Fatalf("another state (uSNChanged 12) decided the same ID %s", other.ID)
 	}
+	// With pwdLastSet's replication version known, the write names the
+	// action: a later state of the same write (another attribute changed,
+	// another DC) decides the same ID; the next reset another.
+	write := func(v uint32) func(*events.ADUser) { return func(u *events.ADUser) { u.PwdVersion = v } }
+	a, b := decide(user(11, 0, write(5))), decide(user(14, 0, write(5), dc("dc-2", 5)))
+	if a.ID != b.ID {
+		t.Fatalf("one pwdLastSet write (version 5) read at uSNChanged 11 and 14 decided %s and %s", a.ID, b.ID)
+	}
+	if c := decide(user(15, 0, write(6))); c.ID == a.ID {
+		t.Fatalf("the next reset (version 6) decided the same ID %s", c.ID)
+	}
 }
 
 func TestDryRunMarksActions(t *testing.T) {
