@@ -27,7 +27,11 @@ func Ping(ctx context.Context, rawURL string, tc *tls.Config, timeout time.Durat
 	defer cancel()
 	host, isTLS := u.Host, u.Scheme == "ldaps"
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), map[bool]string{true: "636", false: "389"}[isTLS])
+		port := "389"
+		if isTLS {
+			port = "636"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
 	}
 	var nc net.Conn
 	if isTLS {

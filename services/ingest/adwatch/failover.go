@@ -72,6 +72,14 @@ func hungOr(ctx context.Context, err error) error {
 	return err
 }
 
+// answers records that dc answered: were it the DC found hung, it is no
+// longer tried last.
+func (w *Watcher) answers(dc string) {
+	if hung := w.hung.Load(); hung != nil && *hung == dc {
+		w.hung.Store(nil)
+	}
+}
+
 // order is urls with the DC found hung, if any, moved last.
 func (w *Watcher) order(urls []string) []string {
 	hung := w.hung.Load()
@@ -160,9 +168,7 @@ func (w *Watcher) pick(ctx context.Context) (c *ldap.Conn, dc string, earlier []
 			errs = append(errs, fmt.Errorf("%s: %w", u, err))
 			continue
 		}
-		if hung := w.hung.Load(); hung != nil && *hung == u {
-			w.hung.Store(nil) // it answers again
-		}
+		w.answers(u)
 		i := slices.Index(urls, u)
 		if prev := w.DC(); prev != u {
 			ev := w.log.Info()
@@ -196,9 +202,7 @@ func (w *Watcher) probeEarlier(ctx context.Context, cancel context.CancelCauseFu
 				continue
 			}
 			c.Close()
-			if hung := w.hung.Load(); hung != nil && *hung == u {
-				w.hung.Store(nil) // it answers again
-			}
+			w.answers(u)
 			w.log.Info().Str("dc", u).Str("in_use", inUse).Msg("AD watch: a preferred DC answers again; moving back")
 			cancel(errEarlierBack)
 			return

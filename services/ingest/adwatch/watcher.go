@@ -167,14 +167,8 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 		return false, err
 	}
 	log := w.log.With().Str("mode", w.mode).Logger()
-	// the policy first: the full sync computes fallback expiries from it
 	done := w.watchRequest(ctx, &wg, cancel, dc)
-	err = w.startPolicy(ctx, c)
-	if err != nil {
-		err = fmt.Errorf("reading password policy: %w", err)
-	} else {
-		err = src.start(ctx, c)
-	}
+	err = w.begin(ctx, c, src)
 	done()
 	if err != nil {
 		return false, hungOr(ctx, err)
@@ -204,15 +198,7 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 			periodic = true
 		}
 		done := w.watchRequest(ctx, &wg, cancel, dc)
-		err := src.poll(ctx, c, periodic)
-		if err == nil && periodic && time.Since(w.lastPolicy) >= w.cfg.PolicyInterval {
-			w.lastPolicy = time.Now()
-			if err = w.checkPolicy(ctx, c); err != nil {
-				err = fmt.Errorf("checking password policy: %w", err)
-			}
-		} else if err != nil {
-			err = fmt.Errorf("polling in %s mode: %w", w.mode, err)
-		}
+		err := w.round(ctx, c, src, periodic)
 		done()
 		if err != nil {
 			return true, hungOr(ctx, err)
@@ -223,6 +209,30 @@ func (w *Watcher) session(ctx context.Context) (reachedReady bool, err error) {
 			poll.Reset(w.cfg.PollInterval)
 		}
 	}
+}
+
+// begin reads the password policy, then resumes src (or full-syncs).
+func (w *Watcher) begin(ctx context.Context, c *ldap.Conn, src source) error {
+	// the policy first: the full sync computes fallback expiries from it
+	if err := w.startPolicy(ctx, c); err != nil {
+		return fmt.Errorf("reading password policy: %w", err)
+	}
+	return src.start(ctx, c)
+}
+
+// round polls src once and, on a periodic poll when it is due, checks the
+// password policy.
+func (w *Watcher) round(ctx context.Context, c *ldap.Conn, src source, periodic bool) error {
+	if err := src.poll(ctx, c, periodic); err != nil {
+		return fmt.Errorf("polling in %s mode: %w", w.mode, err)
+	}
+	if periodic && time.Since(w.lastPolicy) >= w.cfg.PolicyInterval {
+		w.lastPolicy = time.Now()
+		if err := w.checkPolicy(ctx, c); err != nil {
+			return fmt.Errorf("checking password policy: %w", err)
+		}
+	}
+	return nil
 }
 
 // source returns the reader for the configured mode; in auto mode the first
